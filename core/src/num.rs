@@ -1,0 +1,101 @@
+//! Number parsing and formatting with Redis's exact rules.
+
+/// Parses a signed 64-bit integer the way Redis's `string2ll` does: an optional `-`, then
+/// digits, no leading zeros (except `0` itself), no `+`, no spaces, no overflow.
+#[inline]
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s.first()? {
+        b'-' => (true, &s[1..]),
+        _ => (false, s),
+    };
+    let first = *digits.first()?;
+    if digits.len() > 1 && first == b'0' || !first.is_ascii_digit() {
+        return None;
+    }
+    if first == b'0' {
+        // "0" is fine, "-0" is not (as in string2ll).
+        return if neg { None } else { Some(0) };
+    }
+    let mut v: u64 = 0;
+    for &c in digits {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(d as u64)?;
+    }
+    if neg {
+        if v > i64::MAX as u64 + 1 {
+            None
+        } else {
+            Some((v as i64).wrapping_neg())
+        }
+    } else if v > i64::MAX as u64 {
+        None
+    } else {
+        Some(v as i64)
+    }
+}
+
+/// Parses a non-negative length (bulk or array count) with an upper bound.
+#[inline]
+pub fn parse_len(s: &[u8]) -> Option<i64> {
+    // Redis accepts "-1" for nulls and rejects anything that is not a clean integer.
+    parse_i64(s)
+}
+
+/// Parses a RESP3 double line (`inf`, `-inf`, `nan`, or a decimal/exponent number).
+pub fn parse_f64(s: &[u8]) -> Option<f64> {
+    match s {
+        b"inf" | b"+inf" => return Some(f64::INFINITY),
+        b"-inf" => return Some(f64::NEG_INFINITY),
+        b"nan" => return Some(f64::NAN),
+        _ => {}
+    }
+    if s.is_empty() || s.iter().any(|c| c.is_ascii_whitespace()) {
+        return None;
+    }
+    let txt = std::str::from_utf8(s).ok()?;
+    let v: f64 = txt.parse().ok()?;
+    // Rust accepts "infinity"/"NaN" spellings; RESP does not.
+    if txt
+        .bytes()
+        .any(|c| c.is_ascii_alphabetic() && c != b'e' && c != b'E')
+    {
+        return None;
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string2ll_rules() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-0"), None);
+        assert_eq!(parse_i64(b"007"), None);
+        assert_eq!(parse_i64(b"+7"), None);
+        assert_eq!(parse_i64(b" 7"), None);
+        assert_eq!(parse_i64(b""), None);
+        assert_eq!(parse_i64(b"-"), None);
+        assert_eq!(parse_i64(b"12a"), None);
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"-9223372036854775809"), None);
+        assert_eq!(parse_i64(b"-15"), Some(-15));
+    }
+
+    #[test]
+    fn doubles() {
+        assert_eq!(parse_f64(b"1.5"), Some(1.5));
+        assert_eq!(parse_f64(b"-2e3"), Some(-2000.0));
+        assert_eq!(parse_f64(b"inf"), Some(f64::INFINITY));
+        assert!(parse_f64(b"nan").unwrap().is_nan());
+        assert_eq!(parse_f64(b"infinity"), None);
+        assert_eq!(parse_f64(b""), None);
+        assert_eq!(parse_f64(b"1 "), None);
+    }
+}
