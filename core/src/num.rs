@@ -99,3 +99,63 @@ mod tests {
         assert_eq!(parse_f64(b"1 "), None);
     }
 }
+
+/// Fast path for RESP count lines: scans a plain decimal integer starting at `buf[pos]` and
+/// ended by `\r`, parsing as it goes. Returns the value and the index of the `\r`. Returns
+/// `None` for anything unusual (no `\r` yet, a non-digit, leading zeros, `-0`, more than 18
+/// digits): callers then take the exact slow path, which finds the right error.
+#[inline]
+pub fn scan_count(buf: &[u8], pos: usize) -> Option<(i64, usize)> {
+    let mut i = pos;
+    let neg = buf.get(i) == Some(&b'-');
+    if neg {
+        i += 1;
+    }
+    let start = i;
+    let mut v: i64 = 0;
+    let end = buf.len().min(start + 19);
+    while i < end {
+        let c = buf[i];
+        if c == b'\r' {
+            break;
+        }
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + d as i64;
+        i += 1;
+    }
+    if i >= end || buf[i] != b'\r' || i == start || (buf[start] == b'0' && i - start > 1) {
+        return None;
+    }
+    if neg {
+        if v == 0 {
+            return None;
+        }
+        v = -v;
+    }
+    Some((v, i))
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::*;
+
+    #[test]
+    fn scan_count_agrees_with_parse() {
+        for s in ["0", "1", "-1", "42", "123456789012345678", "-7"] {
+            let line = format!("{s}\r\n");
+            assert_eq!(
+                scan_count(line.as_bytes(), 0),
+                Some((s.parse().unwrap(), s.len()))
+            );
+        }
+        for s in ["", "-", "-0", "01", "1x", "1234567890123456789", "+1"] {
+            let line = format!("{s}\r\n");
+            assert_eq!(scan_count(line.as_bytes(), 0), None, "{s}");
+        }
+        assert_eq!(scan_count(b"12", 0), None);
+        assert_eq!(scan_count(b"*12\r\n", 1), Some((12, 3)));
+    }
+}

@@ -373,7 +373,7 @@ fn xread_keys(args: &[&[u8]]) -> Result<KeyIndexes, InvalidKeyArgs> {
     }
     let pos = streams.ok_or(InvalidKeyArgs)?;
     let rest = args.len() - pos - 1;
-    if rest == 0 || rest % 2 != 0 {
+    if rest == 0 || !rest.is_multiple_of(2) {
         return Err(InvalidKeyArgs);
     }
     Ok((pos + 1..pos + 1 + rest / 2).collect())

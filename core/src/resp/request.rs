@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::{Limits, ProtocolError};
-use crate::num::parse_i64;
+use crate::num::{parse_i64, scan_count};
 
 type Spans = SmallVec<[(u32, u32); 6]>;
 
@@ -265,6 +265,17 @@ impl RequestDecoder {
                         None => return Ok(None),
                     }
                 }
+                if let Some((count, cr)) = scan_count(buf, 1) {
+                    if cr + 1 < buf.len() && count > 0 && count <= self.limits.max_array_len as i64
+                    {
+                        self.partial = Some(Partial {
+                            remaining: count as usize,
+                            pos: cr + 2,
+                            spans: Spans::with_capacity(count.min(64) as usize),
+                        });
+                        return self.decode_bulks(buf);
+                    }
+                }
                 let Some(cr) = memchr::memchr(b'\r', buf) else {
                     if buf.len() > self.limits.max_inline_len {
                         return Err(ProtocolError::TooBigMbulkCount);
@@ -336,6 +347,19 @@ impl RequestDecoder {
                 let got = buf[pos];
                 self.partial = None;
                 return Err(ProtocolError::ExpectedDollar(got));
+            }
+            // Fast path: a plain length, then the payload already buffered.
+            if let Some((len, cr)) = scan_count(buf, pos + 1)
+                .filter(|&(len, _)| len >= 0 && len as u64 <= self.limits.max_bulk_len as u64)
+            {
+                let start = cr + 2;
+                let end = start + len as usize;
+                if end + 2 <= buf.len() && end + 2 <= u32::MAX as usize {
+                    p.spans.push((start as u32, end as u32));
+                    p.pos = end + 2;
+                    p.remaining -= 1;
+                    continue;
+                }
             }
             let Some(off) = memchr::memchr(b'\r', &buf[pos..]) else {
                 if buf.len() - pos > self.limits.max_inline_len {
