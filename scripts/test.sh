@@ -26,5 +26,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+echo "== cargo build (process tests run the binaries from target/)"
+cargo build --workspace --bins --quiet
+
 echo "== cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt

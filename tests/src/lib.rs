@@ -1,1 +1,204 @@
-//! Process-level test helpers.
+//! Process-level test helpers: free loopback ports, condition waits with deadlines, RAII
+//! process handles stopped by PID, Debian's redis-server as the reference, and a small
+//! synchronous RESP client built on rcodis-core's codec.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rcodis_core::resp::{Frame, FrameDecoder, Request};
+
+/// A free TCP port on 127.0.0.1 (bound and released; a tiny race is accepted).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind loopback")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Polls `f` until it returns true; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed (by PID) and reaped on drop.
+pub struct Process {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Process {
+    /// Spawns `cmd` with output discarded unless `RCODIS_TEST_LOG` is set.
+    pub fn spawn(name: &str, mut cmd: Command) -> Process {
+        if std::env::var_os("RCODIS_TEST_LOG").is_none() {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Process {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    /// The PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (e.g. `libc::SIGSTOP`) by PID.
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Path of a workspace binary under target/ (built by `cargo build --workspace --bins`,
+/// which the README's test command runs first).
+pub fn bin_path(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    for profile in ["debug", "release"] {
+        let p = target.join(profile).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "binary {name} not found under {}: run `cargo build --workspace --bins` first",
+        target.display()
+    )
+}
+
+/// Debian's redis-server on a free loopback port, no persistence: the reference.
+pub struct RedisRef {
+    pub port: u16,
+    _proc: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisRef {
+    /// Starts it and waits until it answers PING.
+    pub fn start() -> RedisRef {
+        Self::start_with(&[])
+    }
+
+    /// Starts it with extra arguments (`["--requirepass", "x"]`).
+    pub fn start_with(extra: &[&str]) -> RedisRef {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(extra);
+        let p = Process::spawn("redis-server (install Debian's redis-server)", cmd);
+        wait_until("redis-server to accept", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        RedisRef {
+            port,
+            _proc: p,
+            _dir: dir,
+        }
+    }
+}
+
+/// A small synchronous RESP client.
+pub struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl Conn {
+    /// Connects to 127.0.0.1:port with a 10 s read timeout.
+    pub fn connect(port: u16) -> Conn {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Conn {
+            stream,
+            buf: BytesMut::with_capacity(16 * 1024),
+            decoder: FrameDecoder::default(),
+        }
+    }
+
+    /// Writes raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Sends one request without reading.
+    pub fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) {
+        let mut out = Vec::new();
+        Request::from_args(args).write_resp(&mut out);
+        self.send_raw(&out);
+    }
+
+    /// Reads one reply frame; `None` when the server closed the connection.
+    pub fn read(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(f) = self.decoder.decode(&mut self.buf).expect("valid reply") {
+                return Some(f);
+            }
+            let mut tmp = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut tmp).expect("read reply");
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    /// Sends a request and reads its reply.
+    pub fn cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Frame {
+        self.send(args);
+        self.read().expect("reply before close")
+    }
+}
+
+/// Text of a bulk/simple/error frame, for assertions.
+pub fn text(f: &Frame) -> String {
+    match f.as_bytes() {
+        Some(b) => String::from_utf8_lossy(b).into_owned(),
+        None => format!("{f:?}"),
+    }
+}
