@@ -1,1 +1,120 @@
-fn main() {}
+//! rcodis-server binary: configuration from a TOML file and flags, then the shards, then
+//! wait for SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use rcodis_server::config::Config;
+
+/// A thread-per-core, Redis-compatible store with Codis slot commands.
+#[derive(Debug, Parser)]
+#[command(name = "rcodis-server", version)]
+struct Args {
+    /// TOML configuration file (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// TCP port (0 picks a free one and logs it).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Address to bind.
+    #[arg(long)]
+    bind: Option<String>,
+    /// Shards (executor threads); default: one per online core.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Working directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Password clients must AUTH with.
+    #[arg(long)]
+    requirepass: Option<String>,
+    /// Memory budget (bytes, or with k/kb/m/mb/g/gb).
+    #[arg(long)]
+    maxmemory: Option<String>,
+    /// Eviction policy.
+    #[arg(long)]
+    maxmemory_policy: Option<String>,
+    /// appendfsync: always, everysec or no.
+    #[arg(long)]
+    appendfsync: Option<String>,
+    /// Number of databases.
+    #[arg(long)]
+    databases: Option<usize>,
+    /// Most clients at once.
+    #[arg(long)]
+    maxclients: Option<usize>,
+    /// Log filter (tracing syntax, e.g. info or rcodis_server=debug).
+    #[arg(long)]
+    loglevel: Option<String>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(p) => match Config::from_file(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("rcodis-server: {e}");
+                std::process::exit(2);
+            }
+        },
+        None => Config::default(),
+    };
+    macro_rules! over {
+        ($($f:ident),*) => { $( if let Some(v) = args.$f.clone() { config.$f = v; } )* };
+    }
+    over!(
+        port,
+        bind,
+        threads,
+        dir,
+        requirepass,
+        maxmemory,
+        maxmemory_policy,
+        appendfsync,
+        databases,
+        maxclients,
+        loglevel
+    );
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.loglevel)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = config.validate() {
+        eprintln!("rcodis-server: {e}");
+        std::process::exit(2);
+    }
+    // Block SIGTERM/SIGINT in every thread; this one waits for them.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // Plain libc signal-mask calls on a local set.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let threads = config.threads;
+    let handle = match rcodis_server::start(config) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("rcodis-server: {e}");
+            std::process::exit(1);
+        }
+    };
+    tracing::info!(
+        port = handle.port,
+        threads,
+        "rcodis-server listening on port {}",
+        handle.port
+    );
+    println!("rcodis-server listening on port {}", handle.port);
+    let mut sig: libc::c_int = 0;
+    unsafe {
+        libc::sigwait(&set, &mut sig);
+    }
+    tracing::info!(signal = sig, "shutting down");
+    std::process::exit(0);
+}

@@ -1,0 +1,274 @@
+//! Blocking list and sorted-set pops (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN,
+//! BZPOPMAX, BZMPOP).
+//!
+//! A blocked client registers a [`Waiter`] on every key it waits for, on the shard that owns
+//! the key, all sharing one `claimed` flag. After any command pushes to a key, that shard
+//! serves the key's waiters in arrival order *in place*: it claims the waiter (compare and
+//! swap on the flag; a waiter already claimed by another shard, or timed out, is dropped),
+//! performs the pop right there and sends the finished reply. So an element is never handed
+//! to a client that has gone, and no later command can take it first.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::cmd::Ctx;
+use crate::db::now_ms;
+use crate::out::Out;
+use crate::shard::ShardState;
+
+/// What to do for a waiter when its key has data.
+#[derive(Debug, Clone)]
+pub enum BlockOp {
+    /// BLPOP / BRPOP: reply `[key, element]`.
+    Pop { left: bool },
+    /// BLMOVE / BRPOPLPUSH: pop here, push to `dst` (on its own shard), reply the element.
+    Move {
+        from_left: bool,
+        to_left: bool,
+        dst: Bytes,
+    },
+    /// BLMPOP: reply `[key, [elements]]`.
+    MPop { left: bool, count: usize },
+    /// BZPOPMIN / BZPOPMAX: reply `[key, member, score]`.
+    ZPop { max: bool },
+    /// BZMPOP: reply `[key, [[member, score], ...]]`.
+    ZMPop { max: bool, count: usize },
+}
+
+/// A blocked client waiting on one key.
+#[derive(Debug)]
+pub struct Waiter {
+    pub claimed: Arc<AtomicBool>,
+    pub op: BlockOp,
+    pub resp3: bool,
+    pub reply: futures::channel::oneshot::Sender<Bytes>,
+}
+
+/// Tries to serve `op` on `key` now, writing the reply into `out`. Returns false (and
+/// writes nothing) when the key has nothing to give; `Err` means a wrong type (error
+/// written).
+pub fn try_serve(
+    st: &mut ShardState,
+    db: usize,
+    key: &[u8],
+    op: &BlockOp,
+    out: &mut Out,
+) -> Result<bool, ()> {
+    let now = now_ms();
+    let nr = st.nr_shards;
+    let me = st.id;
+    let mut ctx = Ctx::new(&mut st.dbs[db], out, now);
+    let served = match op {
+        BlockOp::Pop { left } => match crate::cmd::lists::pop_n(&mut ctx, key, *left, 1)? {
+            Some(v) if !v.is_empty() => {
+                ctx.out.array(2);
+                ctx.out.bulk(key);
+                ctx.out.bulk(&v[0]);
+                true
+            }
+            _ => false,
+        },
+        BlockOp::Move {
+            from_left,
+            to_left,
+            dst,
+        } => {
+            let dst_here = rcodis_core::slot::slot_of(dst) as usize % nr == me;
+            if dst_here {
+                match crate::cmd::lists::move_one(&mut ctx, key, dst, *from_left, *to_left)? {
+                    Some(v) => {
+                        ctx.out.bulk(&v);
+                        true
+                    }
+                    None => false,
+                }
+            } else {
+                match crate::cmd::lists::pop_n(&mut ctx, key, *from_left, 1)? {
+                    Some(v) if !v.is_empty() => {
+                        let elem = v[0].clone();
+                        ctx.out.bulk(&elem);
+                        let (dst, to_left) = (dst.clone(), *to_left);
+                        let owner = rcodis_core::slot::slot_of(&dst) as usize % nr;
+                        st.deferred.push((
+                            owner,
+                            Box::new(move |st: &mut ShardState| {
+                                push_elem(st, db, &dst, elem, to_left)
+                            }),
+                        ));
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        }
+        BlockOp::MPop { left, count } => {
+            let args = crate::cmd::lists::MpopArgs {
+                keys: vec![Bytes::copy_from_slice(key)],
+                left: *left,
+                count: *count,
+            };
+            crate::cmd::lists::mpop_lists(&mut ctx, &args)?
+        }
+        BlockOp::ZPop { max } => match crate::cmd::zsets::zpop_n(&mut ctx, key, *max, 1)? {
+            Some(v) if !v.is_empty() => {
+                ctx.out.array(3);
+                ctx.out.bulk(key);
+                ctx.out.bulk(&v[0].0);
+                ctx.out.double(v[0].1);
+                true
+            }
+            _ => false,
+        },
+        BlockOp::ZMPop { max, count } => {
+            let args = crate::cmd::lists::MpopArgs {
+                keys: vec![Bytes::copy_from_slice(key)],
+                left: !*max,
+                count: *count,
+            };
+            crate::cmd::zsets::mpop_zsets(&mut ctx, &args)?
+        }
+    };
+    Ok(served)
+}
+
+/// Pushes an element moved by a blocking move onto its destination (on the owner shard).
+fn push_elem(st: &mut ShardState, db: usize, dst: &[u8], elem: Bytes, left: bool) {
+    let now = now_ms();
+    let mut out = Out::new(false);
+    let mut ctx = Ctx::new(&mut st.dbs[db], &mut out, now);
+    if let Ok(l) = crate::cmd::list_or_new(&mut ctx, dst) {
+        if left {
+            l.push_front(elem)
+        } else {
+            l.push_back(elem)
+        }
+        ctx.db.touch_watched(dst);
+    }
+    let key = Bytes::copy_from_slice(dst);
+    serve_waiters(st, db, &[key]);
+}
+
+/// Serves the waiters of keys that just received data, in arrival order.
+pub fn serve_waiters(st: &mut ShardState, db: usize, keys: &[Bytes]) {
+    if st.blocked.is_empty() {
+        return;
+    }
+    for key in keys {
+        let slot = (db, key.clone());
+        loop {
+            let Some(q) = st.blocked.get_mut(&slot) else {
+                break;
+            };
+            let Some(w) = q.pop_front() else {
+                st.blocked.remove(&slot);
+                break;
+            };
+            if w.claimed.load(Ordering::Acquire) {
+                continue; // timed out, disconnected, or served through another key
+            }
+            let mut out = Out::new(w.resp3);
+            match try_serve(st, db, key, &w.op, &mut out) {
+                Ok(false) => {
+                    // Nothing left: put the waiter back at the front and stop.
+                    st.blocked.get_mut(&slot).expect("queue").push_front(w);
+                    break;
+                }
+                Ok(true) | Err(()) => {
+                    // A real pop already happened (or a type error was written); claim so
+                    // the client takes exactly this reply. Losing the claim race cannot
+                    // happen here: only this shard pops for this waiter on this key, and a
+                    // client that timed out set the flag before we looked.
+                    if w.claimed.swap(true, Ordering::AcqRel) {
+                        // The client gave up between our check and now: undo is not
+                        // possible for a pop, so hand the data back by re-queueing it.
+                        requeue(st, db, key, &w.op, out);
+                        continue;
+                    }
+                    let _ = w.reply.send(out.buf.freeze());
+                }
+            }
+        }
+    }
+}
+
+/// Puts back what a pop took when its client vanished at the last moment (the element goes
+/// back where it came from, so nothing is lost).
+fn requeue(st: &mut ShardState, db: usize, key: &[u8], op: &BlockOp, reply: Out) {
+    let frame = {
+        let mut b = bytes::BytesMut::from(&reply.buf[..]);
+        rcodis_core::resp::FrameDecoder::default()
+            .decode(&mut b)
+            .ok()
+            .flatten()
+    };
+    let Some(frame) = frame else { return };
+    let now = now_ms();
+    let mut out = Out::new(false);
+    let mut ctx = Ctx::new(&mut st.dbs[db], &mut out, now);
+    use rcodis_core::resp::Frame;
+    match (op, frame) {
+        (BlockOp::Pop { left } | BlockOp::MPop { left, .. }, Frame::Array(items)) => {
+            let elems: Vec<Bytes> = match items.get(1) {
+                Some(Frame::Array(v)) => v.iter().filter_map(|f| f.as_bytes().cloned()).collect(),
+                Some(f) => f.as_bytes().cloned().into_iter().collect(),
+                None => Vec::new(),
+            };
+            if let Ok(l) = crate::cmd::list_or_new(&mut ctx, key) {
+                for e in elems.into_iter().rev() {
+                    if *left {
+                        l.push_front(e)
+                    } else {
+                        l.push_back(e)
+                    }
+                }
+            }
+        }
+        (BlockOp::ZPop { .. }, Frame::Array(items)) if items.len() == 3 => {
+            if let (Some(m), Some(s)) = (items[1].as_bytes(), score_of(&items[2])) {
+                if let Ok(z) = crate::cmd::zset_or_new(&mut ctx, key) {
+                    z.insert(m.clone(), s);
+                }
+            }
+        }
+        (BlockOp::ZMPop { .. }, Frame::Array(items)) => {
+            if let Some(Frame::Array(pairs)) = items.get(1) {
+                if let Ok(z) = crate::cmd::zset_or_new(&mut ctx, key) {
+                    for p in pairs {
+                        if let Some([m, s]) =
+                            p.as_array().map(|a| [a[0].clone(), a[1].clone()]).as_ref()
+                        {
+                            if let (Some(m), Some(s)) = (m.as_bytes(), score_of(s)) {
+                                z.insert(m.clone(), s);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // A move already pushed to its destination: the element is not lost.
+        _ => {}
+    }
+}
+
+fn score_of(f: &rcodis_core::resp::Frame) -> Option<f64> {
+    match f {
+        rcodis_core::resp::Frame::Double(d) => Some(*d),
+        other => other.as_bytes().and_then(|b| crate::cmd::parse_float(b)),
+    }
+}
+
+/// Parses a blocking timeout in seconds (float) into milliseconds; 0 means forever.
+pub fn parse_timeout(b: &[u8]) -> Result<u64, &'static str> {
+    let Some(v) = crate::cmd::parse_float(b) else {
+        return Err("ERR timeout is not a float or out of range");
+    };
+    if v < 0.0 {
+        return Err("ERR timeout is negative");
+    }
+    if !v.is_finite() || v * 1000.0 > i64::MAX as f64 / 2.0 {
+        return Err("ERR timeout is out of range");
+    }
+    Ok((v * 1000.0).round() as u64)
+}

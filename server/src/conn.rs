@@ -1,0 +1,1003 @@
+//! One client connection: read, decode every buffered request, run them, reply in order.
+//!
+//! A batch of pipelined requests is processed in order. A data command whose keys all live
+//! on this shard runs inline; one whose keys live on one other shard is queued for that
+//! shard, and the queued requests of a batch go out as one job per shard, run in parallel
+//! across shards and in order within each. Replies are assembled in request order. Commands
+//! that depend on earlier ones (connection state, cross-shard keys, transactions, blocking)
+//! first flush what is queued. Same key, same shard, so per-key order always holds.
+
+use std::collections::HashSet;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::channel::mpsc::UnboundedReceiver;
+use futures::{FutureExt, StreamExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use rcodis_core::cmd::{self as table, CommandSpec};
+use rcodis_core::resp::{Limits, Request, RequestDecoder};
+use smallvec::SmallVec;
+
+use crate::blocking::{BlockOp, Waiter};
+use crate::exec::{exec_atomic, exec_batch, exec_local, Queued};
+use crate::out::Out;
+use crate::pubsub::Sub;
+use crate::shard::Shard;
+
+/// What CLIENT LIST shows about a connection.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    pub fd: i32,
+    pub name: Bytes,
+    pub db: usize,
+    pub created: Instant,
+    pub last_active: Instant,
+    pub last_cmd: &'static str,
+    pub resp: u8,
+    pub sub: usize,
+    pub psub: usize,
+    pub multi: i64,
+    pub lib_name: Bytes,
+    pub lib_ver: Bytes,
+    pub no_evict: bool,
+}
+
+impl ClientInfo {
+    /// One CLIENT LIST line (without the newline), in Redis 7.0's field order.
+    pub fn line(&self) -> String {
+        let now = Instant::now();
+        format!(
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db={} sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=16384 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.fd,
+            String::from_utf8_lossy(&self.name),
+            now.duration_since(self.created).as_secs(),
+            now.duration_since(self.last_active).as_secs(),
+            self.db,
+            self.sub,
+            self.psub,
+            self.multi,
+            self.last_cmd.replace('|', "|"),
+            self.resp,
+            String::from_utf8_lossy(&self.lib_name),
+            String::from_utf8_lossy(&self.lib_ver),
+        )
+    }
+}
+
+/// A reply part: local bytes in the batch buffer, a slot for a queued remote reply, or
+/// bytes that came back from another shard.
+enum Part {
+    Local(usize, usize),
+    Pending { shard: usize, idx: usize },
+    Remote(Bytes),
+}
+
+/// The replies of one batch of pipelined requests, in order.
+struct Batch {
+    resp3: bool,
+    out: BytesMut,
+    parts: Vec<Part>,
+    first_unflushed: usize,
+    pending: Vec<Vec<Queued>>,
+    any_pending: bool,
+}
+
+impl Batch {
+    fn new(nr_shards: usize, resp3: bool) -> Self {
+        Batch {
+            resp3,
+            out: BytesMut::with_capacity(4096),
+            parts: Vec::new(),
+            first_unflushed: 0,
+            pending: (0..nr_shards).map(|_| Vec::new()).collect(),
+            any_pending: false,
+        }
+    }
+
+    /// Appends locally produced reply bytes.
+    fn local(&mut self, bytes: &[u8]) {
+        let start = self.out.len();
+        self.out.extend_from_slice(bytes);
+        self.mark_local(start);
+    }
+
+    fn mark_local(&mut self, start: usize) {
+        let end = self.out.len();
+        if let Some(Part::Local(_, e)) = self.parts.last_mut() {
+            if *e == start {
+                *e = end;
+                return;
+            }
+        }
+        self.parts.push(Part::Local(start, end));
+    }
+
+    fn err(&mut self, msg: &str) {
+        let start = self.out.len();
+        rcodis_core::resp::encode::write_error(&mut self.out, msg.as_bytes());
+        self.mark_local(start);
+    }
+
+    fn queue_remote(&mut self, shard: usize, item: Queued) {
+        let idx = self.pending[shard].len();
+        self.pending[shard].push(item);
+        self.parts.push(Part::Pending { shard, idx });
+        self.any_pending = true;
+    }
+
+    /// Sends every queued remote request and fills in the replies.
+    async fn flush(&mut self, shard: &Rc<Shard>) {
+        if !self.any_pending {
+            return;
+        }
+        self.any_pending = false;
+        let resp3 = self.resp3;
+        let mut futs = Vec::new();
+        for (target, items) in self.pending.iter_mut().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            let items = std::mem::take(items);
+            futs.push(async move {
+                let r = shard
+                    .run_on(target, move |st| exec_batch(st, &items, resp3))
+                    .await;
+                (target, r)
+            });
+        }
+        let results = futures::future::join_all(futs).await;
+        let mut by_shard: Vec<Option<(Bytes, Vec<usize>)>> =
+            (0..self.pending.len()).map(|_| None).collect();
+        for (target, (bytes, lens)) in results {
+            let mut offs = Vec::with_capacity(lens.len() + 1);
+            let mut o = 0;
+            offs.push(0);
+            for l in lens {
+                o += l;
+                offs.push(o);
+            }
+            by_shard[target] = Some((bytes, offs));
+        }
+        for p in &mut self.parts[self.first_unflushed..] {
+            if let Part::Pending { shard: s, idx } = *p {
+                let (bytes, offs) = by_shard[s].as_ref().expect("remote batch replied");
+                *p = Part::Remote(bytes.slice(offs[idx]..offs[idx + 1]));
+            }
+        }
+        self.first_unflushed = self.parts.len();
+    }
+
+    /// The finished reply bytes of the batch.
+    fn take(&mut self) -> BytesMut {
+        if self.parts.iter().all(|p| matches!(p, Part::Local(..))) {
+            self.parts.clear();
+            self.first_unflushed = 0;
+            return std::mem::take(&mut self.out);
+        }
+        let total: usize = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Local(a, b) => b - a,
+                Part::Remote(b) => b.len(),
+                Part::Pending { .. } => 0,
+            })
+            .sum();
+        let mut buf = BytesMut::with_capacity(total);
+        for p in &self.parts {
+            match p {
+                Part::Local(a, b) => buf.extend_from_slice(&self.out[*a..*b]),
+                Part::Remote(b) => buf.extend_from_slice(b),
+                Part::Pending { .. } => unreachable!("flushed before take"),
+            }
+        }
+        self.parts.clear();
+        self.first_unflushed = 0;
+        self.out.clear();
+        buf
+    }
+}
+
+/// A connection's state.
+pub struct Conn {
+    pub shard: Rc<Shard>,
+    pub id: u64,
+    pub db: usize,
+    pub resp3: bool,
+    pub authed: bool,
+    pub name: Bytes,
+    pub lib_name: Bytes,
+    pub lib_ver: Bytes,
+    pub no_evict: bool,
+    pub addr: String,
+    pub laddr: String,
+    pub fd: i32,
+    pub created: Instant,
+    multi: Option<Vec<Queued>>,
+    multi_dirty: bool,
+    multi_db: usize,
+    watched: Vec<(usize, Bytes, u64)>,
+    pub subs: HashSet<Bytes>,
+    pub psubs: HashSet<Bytes>,
+    pub ssubs: HashSet<Bytes>,
+    msg_tx: futures::channel::mpsc::UnboundedSender<Bytes>,
+    msg_rx: Option<UnboundedReceiver<Bytes>>,
+    msg_queued: Arc<AtomicUsize>,
+    msg_overflow: Arc<AtomicBool>,
+    pub close: bool,
+    last_cmd: &'static str,
+    /// Bytes already read while blocked, to process next.
+    stash: BytesMut,
+}
+
+const SUBSCRIBED_ONLY: &str =
+    "only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context";
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let shared = shard.shared.clone();
+    let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let addr = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let laddr = stream
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let fd = stream.as_raw_fd();
+    let requirepass = shared.requirepass();
+    let (msg_tx, msg_rx) = futures::channel::mpsc::unbounded();
+    let mut conn = Conn {
+        shard: shard.clone(),
+        id,
+        db: 0,
+        resp3: false,
+        authed: requirepass.is_empty(),
+        name: Bytes::new(),
+        lib_name: Bytes::new(),
+        lib_ver: Bytes::new(),
+        no_evict: false,
+        addr,
+        laddr,
+        fd,
+        created: Instant::now(),
+        multi: None,
+        multi_dirty: false,
+        multi_db: 0,
+        watched: Vec::new(),
+        subs: HashSet::new(),
+        psubs: HashSet::new(),
+        ssubs: HashSet::new(),
+        msg_tx,
+        msg_rx: Some(msg_rx),
+        msg_queued: Arc::new(AtomicUsize::new(0)),
+        msg_overflow: Arc::new(AtomicBool::new(false)),
+        close: false,
+        last_cmd: "NULL",
+        stash: BytesMut::new(),
+    };
+    shard.state.borrow_mut().clients.insert(id, conn.info());
+    let config = shared.config();
+    let max_bulk = crate::config::parse_memory(&shared.param("proto-max-bulk-len"))
+        .unwrap_or(512 << 20) as usize;
+    let qbuf_limit =
+        crate::config::parse_memory(&config.client_query_buffer_limit).unwrap_or(1 << 30) as usize;
+    let full_limits = Limits {
+        max_bulk_len: max_bulk,
+        ..Limits::default()
+    };
+    let mut decoder = RequestDecoder::new(if conn.authed {
+        full_limits
+    } else {
+        Limits::unauthenticated()
+    });
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut tmp = vec![0u8; 16 * 1024];
+    let mut msg_rx = conn.msg_rx.take().expect("message receiver");
+    'outer: loop {
+        // Wait for input, or for pub/sub messages while subscribed.
+        let n = if conn.stash.is_empty() {
+            let subscribed = conn.subscribed();
+            if subscribed {
+                futures::select_biased! {
+                    m = msg_rx.next() => {
+                        if let Some(m) = m {
+                            let mut out = BytesMut::from(&m[..]);
+                            conn.msg_queued.fetch_sub(m.len(), Ordering::AcqRel);
+                            while let Ok(m) = msg_rx.try_recv() {
+                                conn.msg_queued.fetch_sub(m.len(), Ordering::AcqRel);
+                                out.extend_from_slice(&m);
+                            }
+                            if conn.msg_overflow.load(Ordering::Acquire) {
+                                tracing::warn!(client = id, "subscriber closed: output buffer limit reached");
+                                break 'outer;
+                            }
+                            if stream.write_all(&out).await.is_err() {
+                                break 'outer;
+                            }
+                        }
+                        continue 'outer;
+                    }
+                    r = stream.read(&mut tmp).fuse() => match r {
+                        Ok(0) | Err(_) => break 'outer,
+                        Ok(n) => n,
+                    },
+                }
+            } else {
+                match stream.read(&mut tmp).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                }
+            }
+        } else {
+            let s = std::mem::take(&mut conn.stash);
+            rbuf.extend_from_slice(&s);
+            0
+        };
+        rbuf.extend_from_slice(&tmp[..n]);
+        shared
+            .net_input_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+        if rbuf.len() > qbuf_limit {
+            tracing::warn!(client = id, addr = %conn.addr, "closing client: query buffer limit ({qbuf_limit} bytes) reached");
+            break;
+        }
+        let mut batch = Batch::new(shard.nr_shards, conn.resp3);
+        loop {
+            match decoder.decode(&mut rbuf) {
+                Ok(Some(req)) => {
+                    conn.handle(req, &mut batch, &mut stream).await;
+                    if conn.authed && decoder.limits().max_array_len != full_limits.max_array_len {
+                        decoder.set_limits(full_limits);
+                    }
+                    if conn.close {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(client = id, error = %e, "protocol error");
+                    batch.flush(&shard).await;
+                    batch.err(&format!("ERR {e}"));
+                    conn.close = true;
+                    break;
+                }
+            }
+        }
+        batch.flush(&shard).await;
+        shard.send_deferred();
+        let out = batch.take();
+        if !out.is_empty() {
+            shared
+                .net_output_bytes
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
+            if stream.write_all(&out).await.is_err() {
+                break;
+            }
+        }
+        conn.update_info();
+        if conn.close {
+            break;
+        }
+    }
+    conn.cleanup().await;
+    shared.connected_clients.fetch_sub(1, Ordering::Relaxed);
+}
+
+impl Conn {
+    fn info(&self) -> ClientInfo {
+        ClientInfo {
+            id: self.id,
+            addr: self.addr.clone(),
+            laddr: self.laddr.clone(),
+            fd: self.fd,
+            name: self.name.clone(),
+            db: self.db,
+            created: self.created,
+            last_active: Instant::now(),
+            last_cmd: self.last_cmd,
+            resp: if self.resp3 { 3 } else { 2 },
+            sub: self.subs.len() + self.ssubs.len(),
+            psub: self.psubs.len(),
+            multi: self.multi.as_ref().map(|m| m.len() as i64).unwrap_or(-1),
+            lib_name: self.lib_name.clone(),
+            lib_ver: self.lib_ver.clone(),
+            no_evict: self.no_evict,
+        }
+    }
+
+    fn update_info(&self) {
+        let info = self.info();
+        self.shard.state.borrow_mut().clients.insert(self.id, info);
+    }
+
+    /// Whether a RESP2 connection is in subscribed mode (PING replies differently).
+    pub fn subscribed_resp2(&self) -> bool {
+        !self.resp3 && self.subscribed()
+    }
+
+    /// Refreshes this connection's CLIENT LIST entry now.
+    pub fn update_info_now(&self) {
+        self.update_info();
+    }
+
+    /// This connection's CLIENT INFO line.
+    pub fn info_line(&self) -> String {
+        self.info().line()
+    }
+
+    pub fn subscribed(&self) -> bool {
+        !(self.subs.is_empty() && self.psubs.is_empty() && self.ssubs.is_empty())
+    }
+
+    /// Leaves every subscription, watch and registry entry.
+    async fn cleanup(&mut self) {
+        self.unwatch_all().await;
+        let id = self.id;
+        if self.subscribed() {
+            self.shard
+                .run_on_all(move |st| st.pubsub.remove_client(id))
+                .await;
+        }
+        self.shard.state.borrow_mut().clients.remove(&id);
+    }
+
+    async fn unwatch_all(&mut self) {
+        for (db, key, _) in std::mem::take(&mut self.watched) {
+            let owner = self.shard.shard_of(&key);
+            self.shard
+                .run_on(owner, move |st| st.dbs[db].unwatch(&key))
+                .await;
+        }
+    }
+
+    /// Handles one request, appending its reply to the batch.
+    async fn handle(&mut self, req: Request, b: &mut Batch, stream: &mut TcpStream) {
+        self.shard
+            .shared
+            .total_commands
+            .fetch_add(1, Ordering::Relaxed);
+        let spec = match table::resolve_request(&req) {
+            Ok(s) => s,
+            Err(e) => {
+                if self.multi.is_some() {
+                    self.multi_dirty = true;
+                }
+                if !self.authed {
+                    return b.err("NOAUTH Authentication required.");
+                }
+                return b.err(e.message());
+            }
+        };
+        self.last_cmd = spec.name;
+        if !self.authed && !matches!(spec.name, "auth" | "hello" | "quit" | "reset") {
+            return b.err("NOAUTH Authentication required.");
+        }
+        if self.multi.is_some()
+            && !matches!(
+                spec.name,
+                "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+            )
+        {
+            return self.queue(spec, req, b);
+        }
+        if !self.resp3
+            && self.subscribed()
+            && !matches!(
+                spec.name,
+                "subscribe"
+                    | "psubscribe"
+                    | "ssubscribe"
+                    | "unsubscribe"
+                    | "punsubscribe"
+                    | "sunsubscribe"
+                    | "ping"
+                    | "quit"
+                    | "reset"
+            )
+        {
+            return b.err(&format!(
+                "ERR Can't execute '{}': {SUBSCRIBED_ONLY}",
+                spec.name
+            ));
+        }
+        if crate::cmd::handler(spec).is_some() && !self.needs_conn_level(spec, &req) {
+            return self.data(spec, req, b).await;
+        }
+        b.flush(&self.shard).await;
+        let mut out = Out::new(self.resp3);
+        self.conn_command(spec, &req, &mut out, stream).await;
+        b.resp3 = self.resp3;
+        b.local(&out.buf);
+    }
+
+    /// Data commands that still need the connection (COPY to another database).
+    fn needs_conn_level(&self, spec: &CommandSpec, req: &Request) -> bool {
+        spec.name == "copy" && req.args().skip(3).any(|a| a.eq_ignore_ascii_case(b"db"))
+    }
+
+    fn queue(&mut self, spec: &'static CommandSpec, req: Request, b: &mut Batch) {
+        if matches!(spec.name, "watch") {
+            return b.err("ERR WATCH inside MULTI is not allowed");
+        }
+        if spec.has(rcodis_core::cmd::CommandFlags::NO_MULTI) && !matches!(spec.name, "multi") {
+            self.multi_dirty = true;
+            return b.err(&format!("ERR Command not allowed inside a transaction"));
+        }
+        if spec.name == "select" {
+            // Later queued commands run in the selected database.
+            if let Some(db) = std::str::from_utf8(req.arg(1))
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok())
+            {
+                if db < self.shard.state.borrow().dbs.len() {
+                    self.multi_db = db;
+                }
+            }
+        }
+        let db = self.multi_db;
+        self.multi.as_mut().expect("in MULTI").push((db, spec, req));
+        b.local(b"+QUEUED\r\n");
+    }
+
+    /// Keys of a request with their owner shards.
+    fn keys_of(&self, spec: &CommandSpec, req: &Request) -> Option<SmallVec<[Bytes; 4]>> {
+        let args: SmallVec<[&[u8]; 8]> = req.args().collect();
+        let idx = table::key_indexes(spec, &args, false).ok()?;
+        Some(idx.iter().map(|&i| req.arg_bytes(i)).collect())
+    }
+
+    async fn data(&mut self, spec: &'static CommandSpec, req: Request, b: &mut Batch) {
+        let db = self.db;
+        let Some(keys) = self.keys_of(spec, &req) else {
+            // Arguments the key layout cannot read: run against an empty scratch database
+            // so the command reports its own argument error without touching data.
+            let mut out = Out::new(self.resp3);
+            let mut scratch = crate::db::Db::new(0, 1);
+            let mut ctx = crate::cmd::Ctx::new(&mut scratch, &mut out, crate::db::now_ms());
+            (crate::cmd::handler(spec).expect("handler"))(&mut ctx, &req);
+            return b.local(&out.buf);
+        };
+        let mut target = None;
+        let mut multi = false;
+        for k in &keys {
+            let s = self.shard.shard_of(k);
+            match target {
+                None => target = Some(s),
+                Some(t) if t != s => multi = true,
+                _ => {}
+            }
+        }
+        let target = target.unwrap_or(self.shard.id);
+        if !multi {
+            if target == self.shard.id {
+                let start = b.out.len();
+                {
+                    let mut st = self.shard.state.borrow_mut();
+                    let mut out = Out {
+                        buf: std::mem::take(&mut b.out),
+                        resp3: self.resp3,
+                    };
+                    exec_local(&mut st, db, spec, &req, &mut out);
+                    b.out = out.buf;
+                }
+                b.mark_local(start);
+            } else {
+                b.queue_remote(target, (db, spec, req));
+            }
+            return;
+        }
+        b.flush(&self.shard).await;
+        let keyed: Vec<(usize, Bytes)> = keys.into_iter().map(|k| (db, k)).collect();
+        let replies = exec_atomic(
+            &self.shard,
+            vec![(db, spec, req)],
+            keyed,
+            Vec::new(),
+            self.resp3,
+        )
+        .await
+        .expect("no watch");
+        b.local(&replies[0]);
+    }
+
+    /// Runs a command that needs the connection or the whole server.
+    async fn conn_command(
+        &mut self,
+        spec: &'static CommandSpec,
+        req: &Request,
+        out: &mut Out,
+        stream: &mut TcpStream,
+    ) {
+        match spec.name {
+            "multi" => {
+                if self.multi.is_some() {
+                    return out.err("ERR MULTI calls can not be nested");
+                }
+                self.multi = Some(Vec::new());
+                self.multi_dirty = false;
+                self.multi_db = self.db;
+                out.ok()
+            }
+            "discard" => {
+                if self.multi.take().is_none() {
+                    return out.err("ERR DISCARD without MULTI");
+                }
+                self.unwatch_all().await;
+                out.ok()
+            }
+            "exec" => self.exec(out, stream).await,
+            "watch" => {
+                if self.multi.is_some() {
+                    return out.err("ERR WATCH inside MULTI is not allowed");
+                }
+                for i in 1..req.len() {
+                    let key = req.arg_bytes(i);
+                    let db = self.db;
+                    let owner = self.shard.shard_of(&key);
+                    let k = Bytes::copy_from_slice(&key);
+                    let k2 = k.clone();
+                    let v = self
+                        .shard
+                        .run_on(owner, move |st| st.dbs[db].watch(&k2))
+                        .await;
+                    self.watched.push((db, k, v));
+                }
+                out.ok()
+            }
+            "unwatch" => {
+                self.unwatch_all().await;
+                out.ok()
+            }
+            "blpop" | "brpop" | "blmove" | "brpoplpush" | "blmpop" | "bzpopmin" | "bzpopmax"
+            | "bzmpop" => self.blocking(spec, req, out, stream).await,
+            _ => crate::server_cmds::run(self, spec, req, out).await,
+        }
+    }
+
+    async fn exec(&mut self, out: &mut Out, _stream: &mut TcpStream) {
+        let Some(queued) = self.multi.take() else {
+            return out.err("ERR EXEC without MULTI");
+        };
+        if self.multi_dirty {
+            self.unwatch_all().await;
+            return out.err("EXECABORT Transaction discarded because of previous errors.");
+        }
+        let watched = self.watched.clone();
+        // Group consecutive data commands; connection-level ones (SELECT, PING, ...) run
+        // between groups. A transaction of data commands only is one atomic group.
+        let mut replies: Vec<Bytes> = Vec::with_capacity(queued.len());
+        let mut group: Vec<Queued> = Vec::new();
+        let mut first = true;
+        let mut aborted = false;
+        let all: Vec<Queued> = queued;
+        let mut i = 0;
+        while i <= all.len() {
+            let is_data = i < all.len()
+                && crate::cmd::handler(all[i].1).is_some()
+                && !self.needs_conn_level(all[i].1, &all[i].2);
+            if is_data {
+                group.push(all[i].clone());
+                i += 1;
+                continue;
+            }
+            if !group.is_empty() || (first && i == all.len()) {
+                let mut keys = Vec::new();
+                for (db, spec, req) in &group {
+                    if let Some(ks) = self.keys_of(spec, req) {
+                        keys.extend(ks.into_iter().map(|k| (*db, k)));
+                    }
+                }
+                let w = if first { watched.clone() } else { Vec::new() };
+                match exec_atomic(&self.shard, std::mem::take(&mut group), keys, w, self.resp3)
+                    .await
+                {
+                    Some(r) => replies.extend(r),
+                    None => {
+                        aborted = true;
+                        break;
+                    }
+                }
+                first = false;
+            }
+            if i < all.len() {
+                if first && !watched.is_empty() {
+                    // Check watches before the first connection-level command too.
+                    let ok = exec_atomic(
+                        &self.shard,
+                        Vec::new(),
+                        Vec::new(),
+                        watched.clone(),
+                        self.resp3,
+                    )
+                    .await
+                    .is_some();
+                    if !ok {
+                        aborted = true;
+                        break;
+                    }
+                }
+                first = false;
+                let (_, spec, req) = all[i].clone();
+                let mut o = Out::new(self.resp3);
+                Box::pin(crate::server_cmds::run(self, spec, &req, &mut o)).await;
+                replies.push(o.buf.freeze());
+            }
+            i += 1;
+        }
+        self.unwatch_all().await;
+        if aborted {
+            return out.null_array();
+        }
+        out.array(replies.len());
+        for r in replies {
+            out.raw(&r);
+        }
+    }
+
+    /// BLPOP and friends: try now; otherwise wait on every key until served, timed out, or
+    /// the client disconnects.
+    async fn blocking(
+        &mut self,
+        spec: &'static CommandSpec,
+        req: &Request,
+        out: &mut Out,
+        stream: &mut TcpStream,
+    ) {
+        let name = spec.name;
+        let (keys, op, timeout_arg): (Vec<Bytes>, BlockOp, &[u8]) = match name {
+            "blpop" | "brpop" => (
+                (1..req.len() - 1).map(|i| req.arg_bytes(i)).collect(),
+                BlockOp::Pop {
+                    left: name == "blpop",
+                },
+                req.arg(req.len() - 1),
+            ),
+            "bzpopmin" | "bzpopmax" => (
+                (1..req.len() - 1).map(|i| req.arg_bytes(i)).collect(),
+                BlockOp::ZPop {
+                    max: name == "bzpopmax",
+                },
+                req.arg(req.len() - 1),
+            ),
+            "brpoplpush" => (
+                vec![req.arg_bytes(1)],
+                BlockOp::Move {
+                    from_left: false,
+                    to_left: true,
+                    dst: req.arg_bytes(2),
+                },
+                req.arg(3),
+            ),
+            "blmove" => {
+                let side = |a: &[u8]| {
+                    if a.eq_ignore_ascii_case(b"left") {
+                        Some(true)
+                    } else if a.eq_ignore_ascii_case(b"right") {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                };
+                let (Some(f), Some(t)) = (side(req.arg(3)), side(req.arg(4))) else {
+                    return out.err(crate::cmd::SYNTAX);
+                };
+                (
+                    vec![req.arg_bytes(1)],
+                    BlockOp::Move {
+                        from_left: f,
+                        to_left: t,
+                        dst: req.arg_bytes(2),
+                    },
+                    req.arg(5),
+                )
+            }
+            _ => {
+                // BLMPOP / BZMPOP timeout numkeys key... dir [COUNT n]
+                let mut scratch = crate::db::Db::new(0, 1);
+                let mut tmp = Out::new(self.resp3);
+                let mut ctx = crate::cmd::Ctx::new(&mut scratch, &mut tmp, 0);
+                let Some(a) = crate::cmd::lists::parse_mpop(&mut ctx, req, 2, name == "bzmpop")
+                else {
+                    return out.raw(&tmp.buf);
+                };
+                let op = if name == "bzmpop" {
+                    BlockOp::ZMPop {
+                        max: !a.left,
+                        count: a.count,
+                    }
+                } else {
+                    BlockOp::MPop {
+                        left: a.left,
+                        count: a.count,
+                    }
+                };
+                (a.keys, op, req.arg(1))
+            }
+        };
+        let timeout_ms = match crate::blocking::parse_timeout(timeout_arg) {
+            Ok(t) => t,
+            Err(e) => return out.err(e),
+        };
+        let db = self.db;
+        // Try each key in order, then register on all of them atomically per shard.
+        let claimed = Arc::new(AtomicBool::new(false));
+        // Immediate attempt, in key order.
+        for k in &keys {
+            let owner = self.shard.shard_of(k);
+            let (k2, op2, resp3) = (k.clone(), op.clone(), self.resp3);
+            let r = self
+                .shard
+                .run_on(owner, move |st| {
+                    let mut o = Out::new(resp3);
+                    match crate::blocking::try_serve(st, db, &k2, &op2, &mut o) {
+                        Ok(true) | Err(()) => Some(o.buf.freeze()),
+                        Ok(false) => None,
+                    }
+                })
+                .await;
+            self.shard.send_deferred();
+            if let Some(r) = r {
+                return out.raw(&r);
+            }
+        }
+        // Register a waiter on every key; the first shard to serve claims it.
+        let (stx, srx) = futures::channel::oneshot::channel::<Bytes>();
+        let stx = Arc::new(std::sync::Mutex::new(Some(stx)));
+        for k in &keys {
+            let owner = self.shard.shard_of(k);
+            let (k2, op2, resp3, claimed2, stx2) = (
+                k.clone(),
+                op.clone(),
+                self.resp3,
+                claimed.clone(),
+                stx.clone(),
+            );
+            self.shard
+                .run_on(owner, move |st| {
+                    // Each key gets its own forwarding sender: whichever fires first wins.
+                    let (wtx, wrx) = futures::channel::oneshot::channel::<Bytes>();
+                    st.blocked.entry((db, k2)).or_default().push_back(Waiter {
+                        claimed: claimed2,
+                        op: op2,
+                        resp3,
+                        reply: wtx,
+                    });
+                    glommio::spawn_local(async move {
+                        if let Ok(r) = wrx.await {
+                            if let Some(s) = stx2.lock().expect("waiter lock").take() {
+                                let _ = s.send(r);
+                            }
+                        }
+                    })
+                    .detach();
+                })
+                .await;
+        }
+        // Data may have arrived between the attempt and the registration.
+        for k in &keys {
+            let owner = self.shard.shard_of(k);
+            let k2 = k.clone();
+            self.shard
+                .run_on(owner, move |st| {
+                    crate::blocking::serve_waiters(st, db, &[k2])
+                })
+                .await;
+            self.shard.send_deferred();
+        }
+        let mut srx = srx.fuse();
+        let deadline = if timeout_ms == 0 {
+            None
+        } else {
+            Some(Instant::now() + Duration::from_millis(timeout_ms))
+        };
+        let mut tmp = vec![0u8; 4096];
+        loop {
+            let sleep = async {
+                match deadline {
+                    Some(d) => {
+                        glommio::timer::sleep(d.saturating_duration_since(Instant::now())).await
+                    }
+                    None => futures::future::pending::<()>().await,
+                }
+            }
+            .fuse();
+            futures::pin_mut!(sleep);
+            let read = stream.read(&mut tmp).fuse();
+            futures::pin_mut!(read);
+            futures::select_biased! {
+                r = srx => {
+                    match r {
+                        Ok(reply) => return out.raw(&reply),
+                        Err(_) => return out.null_array(),
+                    }
+                }
+                _ = sleep => {
+                    if claimed.swap(true, Ordering::AcqRel) {
+                        // Served at the last moment: the reply is on its way.
+                        if let Ok(reply) = srx.await {
+                            return out.raw(&reply);
+                        }
+                    }
+                    self.drop_waiters(&keys, db).await;
+                    return out.null_array();
+                }
+                r = read => match r {
+                    Ok(0) | Err(_) => {
+                        // The client left: make sure nobody serves it.
+                        if claimed.swap(true, Ordering::AcqRel) {
+                            let _ = srx.await;
+                        }
+                        self.drop_waiters(&keys, db).await;
+                        self.close = true;
+                        return;
+                    }
+                    Ok(n) => self.stash.extend_from_slice(&tmp[..n]),
+                },
+            }
+        }
+    }
+
+    /// Removes this client's claimed waiters from the keys' queues.
+    async fn drop_waiters(&self, keys: &[Bytes], db: usize) {
+        for k in keys {
+            let owner = self.shard.shard_of(k);
+            let k2 = k.clone();
+            self.shard
+                .run_on(owner, move |st| {
+                    let slot = (db, k2);
+                    if let Some(q) = st.blocked.get_mut(&slot) {
+                        q.retain(|w| !w.claimed.load(Ordering::Acquire));
+                        if q.is_empty() {
+                            st.blocked.remove(&slot);
+                        }
+                    }
+                })
+                .await;
+        }
+    }
+
+    /// A pub/sub subscription record for this connection.
+    pub fn sub_handle(&self) -> Sub {
+        Sub {
+            tx: self.msg_tx.clone(),
+            resp3: self.resp3,
+            queued: self.msg_queued.clone(),
+            overflow: self.msg_overflow.clone(),
+        }
+    }
+
+    /// Resets the connection to its initial state (RESET).
+    pub async fn reset(&mut self) {
+        self.multi = None;
+        self.multi_dirty = false;
+        self.unwatch_all().await;
+        let id = self.id;
+        if self.subscribed() {
+            self.shard
+                .run_on_all(move |st| st.pubsub.remove_client(id))
+                .await;
+        }
+        self.subs.clear();
+        self.psubs.clear();
+        self.ssubs.clear();
+        self.db = 0;
+        self.resp3 = false;
+        self.name = Bytes::new();
+        self.no_evict = false;
+        self.authed = self.shard.shared.requirepass().is_empty();
+    }
+}

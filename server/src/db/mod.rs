@@ -1,0 +1,555 @@
+//! A shard's keyspace: databases of per-slot hash tables, values, expiry. Synchronous, no I/O.
+//!
+//! Each database keeps one table per slot this shard owns (`slot / nr_shards` is the local
+//! index), so a slot's keys can be counted, scanned and moved on their own. Keys with a TTL
+//! are also in an index set that active expiry samples at random.
+
+pub mod zset;
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use hashbrown::{HashMap, HashSet};
+use indexmap::IndexSet;
+use rand::Rng;
+use rcodis_core::slot::{slot_of, NUM_SLOTS};
+
+pub use zset::ZSet;
+
+/// A stored value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Str(Bytes),
+    List(VecDeque<Bytes>),
+    Hash(HashMap<Bytes, Bytes>),
+    Set(HashSet<Bytes>),
+    ZSet(Box<ZSet>),
+}
+
+impl Value {
+    /// The name TYPE reports.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "string",
+            Value::List(_) => "list",
+            Value::Hash(_) => "hash",
+            Value::Set(_) => "set",
+            Value::ZSet(_) => "zset",
+        }
+    }
+
+    /// The encoding OBJECT ENCODING reports, following Redis 7.0's default thresholds.
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            Value::Str(s) => {
+                if s.len() <= 20 && rcodis_core::num::parse_i64(s).is_some() {
+                    "int"
+                } else if s.len() <= 44 {
+                    "embstr"
+                } else {
+                    "raw"
+                }
+            }
+            Value::List(l) => {
+                if l.len() <= 128 && l.iter().all(|e| e.len() <= 64) {
+                    "listpack"
+                } else {
+                    "quicklist"
+                }
+            }
+            Value::Hash(h) => {
+                if h.len() <= 128 && h.iter().all(|(k, v)| k.len() <= 64 && v.len() <= 64) {
+                    "listpack"
+                } else {
+                    "hashtable"
+                }
+            }
+            Value::Set(s) => {
+                if s.len() <= 512 && s.iter().all(|m| rcodis_core::num::parse_i64(m).is_some()) {
+                    "intset"
+                } else {
+                    "hashtable"
+                }
+            }
+            Value::ZSet(z) => {
+                if z.len() <= 128 && z.dict.keys().all(|m| m.len() <= 64) {
+                    "listpack"
+                } else {
+                    "skiplist"
+                }
+            }
+        }
+    }
+
+    /// Rough heap size of the value in bytes (for MEMORY USAGE and eviction).
+    pub fn mem_size(&self) -> usize {
+        const OVH: usize = 16;
+        match self {
+            Value::Str(s) => s.len() + OVH,
+            Value::List(l) => l.iter().map(|e| e.len() + OVH + 8).sum::<usize>() + OVH,
+            Value::Hash(h) => {
+                h.iter()
+                    .map(|(k, v)| k.len() + v.len() + 2 * OVH + 8)
+                    .sum::<usize>()
+                    + OVH
+            }
+            Value::Set(s) => s.iter().map(|m| m.len() + OVH + 8).sum::<usize>() + OVH,
+            Value::ZSet(z) => {
+                z.dict
+                    .keys()
+                    .map(|m| 2 * m.len() + 3 * OVH + 24)
+                    .sum::<usize>()
+                    + OVH
+            }
+        }
+    }
+}
+
+/// A key's value with its expiry time (unix ms, 0 = none) and last access (for IDLETIME).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: Value,
+    pub expire_at: u64,
+    pub access_ms: u64,
+}
+
+impl Entry {
+    pub fn new(value: Value, now: u64) -> Self {
+        Entry {
+            value,
+            expire_at: 0,
+            access_ms: now,
+        }
+    }
+}
+
+/// One database of one shard.
+#[derive(Debug)]
+pub struct Db {
+    nr_shards: usize,
+    shard_id: usize,
+    slots: Vec<HashMap<Bytes, Entry>>,
+    expires: IndexSet<Bytes>,
+    len: usize,
+    /// Keys someone WATCHes: key → (version bumped on every write, number of watchers).
+    watched: HashMap<Bytes, (u64, u32)>,
+    pub expired_keys: u64,
+}
+
+/// Current unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Db {
+    pub fn new(shard_id: usize, nr_shards: usize) -> Self {
+        let local_slots = (shard_id..NUM_SLOTS).step_by(nr_shards).count();
+        Db {
+            nr_shards,
+            shard_id,
+            slots: (0..local_slots).map(|_| HashMap::new()).collect(),
+            expires: IndexSet::new(),
+            len: 0,
+            watched: HashMap::new(),
+            expired_keys: 0,
+        }
+    }
+
+    #[inline]
+    fn local(&self, slot: u16) -> usize {
+        debug_assert_eq!(slot as usize % self.nr_shards, self.shard_id);
+        slot as usize / self.nr_shards
+    }
+
+    #[inline]
+    fn table(&mut self, key: &[u8]) -> &mut HashMap<Bytes, Entry> {
+        let i = self.local(slot_of(key));
+        &mut self.slots[i]
+    }
+
+    /// Number of live keys (expired ones not yet reaped included, as Redis's DBSIZE).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Keys with a TTL.
+    pub fn expires_len(&self) -> usize {
+        self.expires.len()
+    }
+
+    /// Keys in one slot.
+    pub fn slot_len(&self, slot: u16) -> usize {
+        self.slots[self.local(slot)].len()
+    }
+
+    /// The keys of one slot.
+    pub fn slot_keys(&self, slot: u16) -> impl Iterator<Item = &Bytes> {
+        self.slots[self.local(slot)].keys()
+    }
+
+    /// Every (key, entry) of one slot.
+    pub fn slot_entries(&self, slot: u16) -> impl Iterator<Item = (&Bytes, &Entry)> {
+        self.slots[self.local(slot)].iter()
+    }
+
+    /// Slots owned by this shard, ascending.
+    pub fn owned_slots(&self) -> impl Iterator<Item = u16> + '_ {
+        (self.shard_id..NUM_SLOTS)
+            .step_by(self.nr_shards)
+            .map(|s| s as u16)
+    }
+
+    fn expire_now(&mut self, key: &[u8]) {
+        if let Some((k, _)) = self.table(key).remove_entry(key) {
+            self.len -= 1;
+            self.expires.swap_remove(&k);
+            self.expired_keys += 1;
+            self.touch_watched(&k);
+        }
+    }
+
+    /// The live entry of a key (an expired one is removed and reported absent).
+    #[inline]
+    pub fn get(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
+        let expired = match self.table(key).get(key) {
+            None => return None,
+            Some(e) => e.expire_at != 0 && e.expire_at <= now,
+        };
+        if expired {
+            self.expire_now(key);
+            return None;
+        }
+        let e = self.table(key).get_mut(key)?;
+        e.access_ms = now;
+        Some(e)
+    }
+
+    /// The live entry of a key without updating its access time (OBJECT, MEMORY).
+    pub fn get_quiet(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
+        let expired = self
+            .table(key)
+            .get(key)
+            .map(|e| e.expire_at != 0 && e.expire_at <= now)?;
+        if expired {
+            self.expire_now(key);
+            return None;
+        }
+        self.table(key).get(key)
+    }
+
+    /// Whether a live key exists.
+    pub fn exists(&mut self, key: &[u8], now: u64) -> bool {
+        self.get(key, now).is_some()
+    }
+
+    /// Inserts or replaces a key with no TTL.
+    pub fn set(&mut self, key: &[u8], value: Value, now: u64) {
+        self.set_entry(key, Entry::new(value, now));
+    }
+
+    /// Inserts or replaces a key with the given entry (and its TTL).
+    pub fn set_entry(&mut self, key: &[u8], entry: Entry) {
+        let has_ttl = entry.expire_at != 0;
+        let t = self.table(key);
+        let had_ttl;
+        let key_bytes;
+        match t.get_mut(key) {
+            Some(e) => {
+                had_ttl = e.expire_at != 0;
+                *e = entry;
+                key_bytes = None;
+            }
+            None => {
+                had_ttl = false;
+                let k = Bytes::copy_from_slice(key);
+                t.insert(k.clone(), entry);
+                key_bytes = Some(k);
+                self.len += 1;
+            }
+        }
+        if has_ttl && !had_ttl {
+            self.expires
+                .insert(key_bytes.unwrap_or_else(|| Bytes::copy_from_slice(key)));
+        } else if !has_ttl && had_ttl {
+            self.expires.swap_remove(key);
+        }
+        self.touch_watched(key);
+    }
+
+    /// Removes a key; returns its entry if it was live.
+    pub fn remove(&mut self, key: &[u8], now: u64) -> Option<Entry> {
+        self.get(key, now)?;
+        let (k, e) = self.table(key).remove_entry(key)?;
+        self.len -= 1;
+        if e.expire_at != 0 {
+            self.expires.swap_remove(&k);
+        }
+        self.touch_watched(&k);
+        Some(e)
+    }
+
+    /// Sets or clears (0) a live key's expiry. Returns false if the key does not exist.
+    pub fn set_expire(&mut self, key: &[u8], at: u64, now: u64) -> bool {
+        let Some(e) = self.get(key, now) else {
+            return false;
+        };
+        let had = e.expire_at != 0;
+        e.expire_at = at;
+        if at != 0 && !had {
+            self.expires.insert(Bytes::copy_from_slice(key));
+        } else if at == 0 && had {
+            self.expires.swap_remove(key);
+        }
+        self.touch_watched(key);
+        true
+    }
+
+    /// Marks a key modified for WATCH (call after in-place changes through `get`).
+    #[inline]
+    pub fn touch_watched(&mut self, key: &[u8]) {
+        if !self.watched.is_empty() {
+            if let Some(v) = self.watched.get_mut(key) {
+                v.0 += 1;
+            }
+        }
+    }
+
+    /// Starts tracking a key for WATCH; returns its current version.
+    pub fn watch(&mut self, key: &[u8]) -> u64 {
+        let e = self
+            .watched
+            .entry(Bytes::copy_from_slice(key))
+            .or_insert((1, 0));
+        e.1 += 1;
+        e.0
+    }
+
+    /// One watcher of `key` is done with it.
+    pub fn unwatch(&mut self, key: &[u8]) {
+        if let Some(e) = self.watched.get_mut(key) {
+            e.1 = e.1.saturating_sub(1);
+            if e.1 == 0 {
+                self.watched.remove(key);
+            }
+        }
+    }
+
+    /// The current version of a watched key (0 if nobody watches it).
+    pub fn watch_version(&self, key: &[u8]) -> u64 {
+        self.watched.get(key).map(|e| e.0).unwrap_or(0)
+    }
+
+    /// Marks every watched key modified (FLUSHDB, SWAPDB).
+    pub fn touch_all_watched(&mut self) {
+        for v in self.watched.values_mut() {
+            v.0 += 1;
+        }
+    }
+
+    /// Removes every key.
+    pub fn clear(&mut self) {
+        for t in &mut self.slots {
+            *t = HashMap::new();
+        }
+        self.expires = IndexSet::new();
+        self.len = 0;
+        self.touch_all_watched();
+    }
+
+    /// Removes every key of one slot; returns how many.
+    pub fn clear_slot(&mut self, slot: u16) -> usize {
+        let i = self.local(slot);
+        let t = std::mem::take(&mut self.slots[i]);
+        let n = t.len();
+        for (k, e) in t {
+            if e.expire_at != 0 {
+                self.expires.swap_remove(&k);
+            }
+            if let Some(v) = self.watched.get_mut(&k) {
+                v.0 += 1;
+            }
+        }
+        self.len -= n;
+        n
+    }
+
+    /// A random live key.
+    pub fn random_key(&mut self, now: u64) -> Option<Bytes> {
+        let mut rng = rand::thread_rng();
+        for _ in 0..100 {
+            if self.len == 0 {
+                return None;
+            }
+            // Pick a non-empty slot weighted by size, then a random key within it.
+            let mut target = rng.gen_range(0..self.len);
+            let mut found = None;
+            for t in &self.slots {
+                if target < t.len() {
+                    found = t.keys().nth(target).cloned();
+                    break;
+                }
+                target -= t.len();
+            }
+            let k = found?;
+            if self.get(&k, now).is_some() {
+                return Some(k);
+            }
+        }
+        None
+    }
+
+    /// One round of active expiry: samples keys with a TTL and removes the expired ones,
+    /// repeating while more than a quarter of a sample was expired (as Redis). Returns how
+    /// many keys were removed.
+    pub fn active_expire(&mut self, now: u64, max_rounds: usize) -> usize {
+        let mut rng = rand::thread_rng();
+        let mut removed = 0;
+        for _ in 0..max_rounds {
+            let n = self.expires.len();
+            if n == 0 {
+                break;
+            }
+            let sample = n.min(20);
+            let mut expired = 0;
+            for _ in 0..sample {
+                let n = self.expires.len();
+                if n == 0 {
+                    break;
+                }
+                let k = self.expires[rng.gen_range(0..n)].clone();
+                let dead = self
+                    .table(&k)
+                    .get(&k)
+                    .is_some_and(|e| e.expire_at != 0 && e.expire_at <= now);
+                if dead {
+                    self.expire_now(&k);
+                    expired += 1;
+                }
+            }
+            removed += expired;
+            if expired * 4 <= sample {
+                break;
+            }
+        }
+        removed
+    }
+
+    /// Every live key (for KEYS and SCAN); the callback gets each key once.
+    pub fn for_each_key(&self, now: u64, mut f: impl FnMut(&Bytes, &Entry)) {
+        for t in &self.slots {
+            for (k, e) in t {
+                if e.expire_at == 0 || e.expire_at > now {
+                    f(k, e);
+                }
+            }
+        }
+    }
+
+    /// Iterates a slot's table in a stable hash order for SCAN: returns the keys whose
+    /// `scan_hash` is at least `from`, at least `count` of them (all keys sharing the last
+    /// hash are included), and the hash to continue from (None when the slot is done).
+    pub fn scan_slot(
+        &self,
+        slot: u16,
+        from: u64,
+        count: usize,
+        now: u64,
+    ) -> (Vec<Bytes>, Option<u64>) {
+        let t = &self.slots[self.local(slot)];
+        let mut cands: Vec<(u64, &Bytes)> = t
+            .iter()
+            .filter(|(_, e)| e.expire_at == 0 || e.expire_at > now)
+            .map(|(k, _)| (scan_hash(k), k))
+            .filter(|(h, _)| *h >= from)
+            .collect();
+        if cands.len() > count {
+            cands.select_nth_unstable_by_key(count - 1, |c| c.0);
+            let limit = cands[count - 1].0;
+            let mut page: Vec<(u64, &Bytes)> = cands.into_iter().filter(|c| c.0 <= limit).collect();
+            page.sort_unstable_by_key(|c| c.0);
+            let next = limit.checked_add(1);
+            (page.into_iter().map(|(_, k)| k.clone()).collect(), next)
+        } else {
+            (cands.into_iter().map(|(_, k)| k.clone()).collect(), None)
+        }
+    }
+}
+
+/// SCAN's stable per-key order: 53 bits of a fixed hash, so a cursor (slot, hash) fits in
+/// the 64-bit cursor Redis clients expect.
+pub fn scan_hash(key: &[u8]) -> u64 {
+    // FNV-1a: stable across processes and runs, unlike the tables' seeded hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h >> 11
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_and_slots() {
+        let mut db = Db::new(0, 1);
+        db.set(b"a", Value::Str(Bytes::from_static(b"1")), 0);
+        db.set(b"b", Value::Str(Bytes::from_static(b"2")), 0);
+        assert_eq!(db.len(), 2);
+        assert!(db.set_expire(b"a", 100, 0));
+        assert_eq!(db.expires_len(), 1);
+        assert!(db.get(b"a", 99).is_some());
+        assert!(db.get(b"a", 100).is_none());
+        assert_eq!(db.len(), 1);
+        assert_eq!(db.expires_len(), 0);
+        assert_eq!(db.slot_len(slot_of(b"b")), 1);
+        assert_eq!(db.clear_slot(slot_of(b"b")), 1);
+        assert!(db.is_empty());
+    }
+
+    #[test]
+    fn scan_covers_every_key_once() {
+        let mut db = Db::new(0, 1);
+        for i in 0..500 {
+            db.set(format!("{{t}}k{i}").as_bytes(), Value::Str(Bytes::new()), 0);
+        }
+        let slot = slot_of(b"{t}");
+        let mut seen = std::collections::HashSet::new();
+        let mut from = 0;
+        loop {
+            let (keys, next) = db.scan_slot(slot, from, 7, 0);
+            for k in keys {
+                assert!(seen.insert(k));
+            }
+            match next {
+                Some(n) => from = n,
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 500);
+    }
+
+    #[test]
+    fn active_expiry_removes() {
+        let mut db = Db::new(0, 1);
+        for i in 0..100 {
+            let k = format!("k{i}");
+            db.set(k.as_bytes(), Value::Str(Bytes::new()), 0);
+            db.set_expire(k.as_bytes(), 10, 0);
+        }
+        let mut n = 0;
+        for _ in 0..50 {
+            n += db.active_expire(20, 16);
+        }
+        assert_eq!(n, 100);
+        assert!(db.is_empty());
+    }
+}

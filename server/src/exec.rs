@@ -1,0 +1,201 @@
+//! Running data commands: on the owning shard (inline or after a hop), or atomically across
+//! shards by assembling the involved keys in a temporary database (see [`exec_multi`]).
+
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use hashbrown::HashMap;
+use rcodis_core::cmd::{CommandFlags, CommandSpec};
+use rcodis_core::resp::Request;
+
+use crate::cmd::{self, Ctx};
+use crate::db::{now_ms, Db, Entry};
+use crate::out::Out;
+use crate::shard::{record, Shard, ShardState};
+
+/// Runs a data command on this shard's database `db`, appending its reply to `out`.
+pub fn exec_local(
+    st: &mut ShardState,
+    db: usize,
+    spec: &'static CommandSpec,
+    req: &Request,
+    out: &mut Out,
+) {
+    let handler = cmd::handler(spec).expect("data command has a handler");
+    let started = Instant::now();
+    let before = out.buf.len();
+    let mut ctx = Ctx::new(&mut st.dbs[db], out, now_ms());
+    handler(&mut ctx, req);
+    let (hits, misses) = (ctx.hits, ctx.misses);
+    st.keyspace_hits += hits;
+    st.keyspace_misses += misses;
+    let pushed = std::mem::take(&mut ctx.pushed);
+    let failed = out.buf.get(before) == Some(&b'-');
+    let usec = started.elapsed().as_micros() as u64;
+    record(st, spec.name, usec, failed);
+    if st.slowlog_threshold_us >= 0 && usec as i64 >= st.slowlog_threshold_us {
+        slowlog_push(st, req, usec);
+    }
+    if !pushed.is_empty() {
+        crate::blocking::serve_waiters(st, db, &pushed);
+    }
+}
+
+/// Records a slow command (arguments trimmed as Redis trims them).
+pub fn slowlog_push(st: &mut ShardState, req: &Request, usec: u64) {
+    let mut args: Vec<Bytes> = Vec::new();
+    let n = req.len();
+    for (i, a) in req.args().enumerate() {
+        if i == 31 && n > 32 {
+            args.push(Bytes::from(format!("... ({} more arguments)", n - 31)));
+            break;
+        }
+        if a.len() > 128 {
+            args.push(Bytes::from(format!(
+                "{}... ({} more bytes)",
+                String::from_utf8_lossy(&a[..128]),
+                a.len() - 128
+            )));
+        } else {
+            args.push(Bytes::copy_from_slice(a));
+        }
+    }
+    st.slowlog.push_back(crate::shard::SlowEntry {
+        id: crate::shard::SLOWLOG_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        unix: now_ms() / 1000,
+        usec,
+        args,
+    });
+    while st.slowlog.len() > st.slowlog_max_len {
+        st.slowlog.pop_front();
+    }
+}
+
+/// Runs a batch of data commands on this shard; returns the replies back to back and
+/// the length of each.
+pub fn exec_batch(
+    st: &mut ShardState,
+    items: &[(usize, &'static CommandSpec, Request)],
+    resp3: bool,
+) -> (Bytes, Vec<usize>) {
+    let mut out = Out::new(resp3);
+    let mut lens = Vec::with_capacity(items.len());
+    for (db, spec, req) in items {
+        let before = out.buf.len();
+        exec_local(st, *db, spec, req, &mut out);
+        lens.push(out.buf.len() - before);
+    }
+    (out.buf.freeze(), lens)
+}
+
+fn same(a: &Option<Entry>, b: &Option<Entry>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => x.expire_at == y.expire_at && x.value == y.value,
+        _ => false,
+    }
+}
+
+/// A queued command: database, command, request.
+pub type Queued = (usize, &'static CommandSpec, Request);
+
+/// Runs commands atomically wherever their keys live. With one owning shard the commands
+/// run there directly. Otherwise, with every involved shard frozen, the keys are copied into
+/// temporary databases, the commands run there in order, and every key they changed is
+/// written back to its owner. WATCHed keys (db, key, version) are checked first, inside the
+/// same atomic step: if one changed, nothing runs and `None` is returned.
+pub async fn exec_atomic(
+    shard: &Rc<Shard>,
+    cmds: Vec<Queued>,
+    keys: Vec<(usize, Bytes)>,
+    watch: Vec<(usize, Bytes, u64)>,
+    resp3: bool,
+) -> Option<Vec<Bytes>> {
+    let nr = shard.nr_shards;
+    let owner = |k: &[u8]| rcodis_core::slot::slot_of(k) as usize % nr;
+    let mut owners: BTreeSet<usize> = keys.iter().map(|(_, k)| owner(k)).collect();
+    owners.extend(watch.iter().map(|(_, k, _)| owner(k)));
+    if owners.len() <= 1 {
+        let target = owners.into_iter().next().unwrap_or(shard.id);
+        let r = shard
+            .run_on(target, move |st| {
+                for (db, k, v) in &watch {
+                    if st.dbs[*db].watch_version(k) != *v {
+                        return None;
+                    }
+                }
+                let mut replies = Vec::with_capacity(cmds.len());
+                for (db, spec, req) in &cmds {
+                    let mut out = Out::new(resp3);
+                    exec_local(st, *db, spec, req, &mut out);
+                    replies.push(out.buf.freeze());
+                }
+                Some(replies)
+            })
+            .await;
+        shard.send_deferred();
+        return r;
+    }
+    let mut uniq = keys;
+    uniq.sort();
+    uniq.dedup();
+    let me = shard.id;
+    let r = shard
+        .atomic(&owners, |m| {
+            for (db, k, v) in &watch {
+                let (db, key) = (*db, k.clone());
+                if m.call(owner(k), move |st| st.dbs[db].watch_version(&key)) != *v {
+                    return None;
+                }
+            }
+            let now = now_ms();
+            let mut temps: HashMap<usize, Db> = HashMap::new();
+            let mut originals = Vec::with_capacity(uniq.len());
+            for (db, k) in &uniq {
+                let (dbi, key) = (*db, k.clone());
+                let e = m.call(owner(k), move |st| st.dbs[dbi].get(&key, now).cloned());
+                let t = temps.entry(*db).or_insert_with(|| Db::new(0, 1));
+                if let Some(e) = &e {
+                    t.set_entry(k, e.clone());
+                }
+                originals.push(e);
+            }
+            let mut replies = Vec::with_capacity(cmds.len());
+            let mut writes = false;
+            for (db, spec, req) in &cmds {
+                let mut out = Out::new(resp3);
+                let handler = cmd::handler(spec).expect("data command has a handler");
+                let t = temps.entry(*db).or_insert_with(|| Db::new(0, 1));
+                let mut ctx = Ctx::new(t, &mut out, now);
+                handler(&mut ctx, req);
+                writes |= spec.has(CommandFlags::WRITE);
+                replies.push(out.buf.freeze());
+                let name = spec.name;
+                m.call(me, move |st| record(st, name, 0, false));
+            }
+            if writes {
+                for ((db, k), orig) in uniq.iter().zip(originals) {
+                    let new = temps.get_mut(db).and_then(|t| t.get(k, now).cloned());
+                    if same(&orig, &new) {
+                        continue;
+                    }
+                    let (dbi, key) = (*db, k.clone());
+                    m.call(owner(k), move |st| {
+                        match new {
+                            Some(e) => st.dbs[dbi].set_entry(&key, e),
+                            None => {
+                                st.dbs[dbi].remove(&key, now);
+                            }
+                        }
+                        crate::blocking::serve_waiters(st, dbi, &[key]);
+                    });
+                }
+            }
+            Some(replies)
+        })
+        .await;
+    shard.send_deferred();
+    r
+}

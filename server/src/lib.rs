@@ -1,0 +1,263 @@
+//! rcodis-server: a thread-per-core, Redis-compatible store (the codis-server of rcodis).
+//!
+//! ```text
+//!            SO_REUSEPORT on one port
+//!   ┌──────────────┬──────────────┬── ... ─┐
+//!   shard 0        shard 1        shard N-1      one glommio executor per core
+//!   accept/conn    accept/conn    accept/conn    conn.rs: decode a batch, run, reply in order
+//!   ShardState     ShardState     ShardState     dbs × per-slot tables (slot % N == id)
+//!      ▲  └──── jobs (closures) over shared channels ────┘  shard.rs: run_on, atomic
+//! ```
+//!
+//! A request enters in `conn::serve`, is resolved against rcodis-core's command table, and
+//! runs in `exec` on the shard that owns its keys: inline when that is this shard, else in a
+//! per-shard batch job. Keys on several shards run atomically under `Shard::atomic`.
+//! Handlers (`cmd/`) are synchronous functions over one database; storage (`db/`) does no
+//! I/O. Connection-wide and server-wide commands live in `server_cmds`.
+
+pub mod blocking;
+pub mod cmd;
+pub mod config;
+pub mod conn;
+pub mod db;
+pub mod exec;
+pub mod glob;
+pub mod out;
+pub mod params;
+pub mod pubsub;
+pub mod server_cmds;
+pub mod shard;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::shard::{Job, Shard, ShardState, Shared};
+
+/// A running server.
+pub struct ServerHandle {
+    pub shared: Arc<Shared>,
+    pub port: u16,
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// Waits for every shard thread (they run until the process exits).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Checks what glommio needs (io_uring and a memlock limit of at least 512 KiB) and says
+/// clearly what is missing.
+pub fn check_environment() -> anyhow::Result<()> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // getrlimit only writes into `rl`.
+    let r = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) };
+    if r == 0 && rl.rlim_cur != libc::RLIM_INFINITY && rl.rlim_cur < 512 * 1024 {
+        // Try to raise it (works as root or within the hard limit).
+        let want = libc::rlimit {
+            rlim_cur: (512 * 1024).min(rl.rlim_max.max(512 * 1024)),
+            rlim_max: rl.rlim_max.max(512 * 1024),
+        };
+        let raised = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &want) } == 0;
+        if !raised {
+            anyhow::bail!(
+                "memlock limit is {} KiB; rcodis-server (glommio/io_uring) needs at least 512 KiB. \
+                 Raise it with `ulimit -l 512` (as root), LimitMEMLOCK= in a systemd unit, or \
+                 /etc/security/limits.conf",
+                rl.rlim_cur / 1024
+            );
+        }
+    }
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        if v.trim() != "0" {
+            anyhow::bail!(
+                "io_uring is disabled on this kernel (kernel.io_uring_disabled={}); rcodis-server \
+                 needs it: `sysctl -w kernel.io_uring_disabled=0`",
+                v.trim()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Starts the server: one executor per shard, all listening on the configured port.
+/// Returns once every shard listens (with the actual port when 0 was asked for).
+pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
+    config.validate()?;
+    check_environment()?;
+    let nr = config.threads;
+    let databases = config.databases;
+    let bind = config.bind.clone();
+    let shared = Arc::new(Shared::new(config.clone()));
+    // Channels: senders[i][j] goes from shard i to shard j.
+    let mut senders: Vec<Vec<Option<SharedSender<Job>>>> =
+        (0..nr).map(|_| (0..nr).map(|_| None).collect()).collect();
+    let mut receivers: Vec<Vec<SharedReceiver<Job>>> = (0..nr).map(|_| Vec::new()).collect();
+    for (i, row) in senders.iter_mut().enumerate() {
+        for (j, slot) in row.iter_mut().enumerate() {
+            if i != j {
+                let (tx, rx) = shared_channel::new_bounded(1024);
+                *slot = Some(tx);
+                receivers[j].push(rx);
+            }
+        }
+    }
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<u16>>();
+    let mut threads = Vec::new();
+    let port_cell = Arc::new(std::sync::Mutex::new(None::<u16>));
+    let port_cv = Arc::new(std::sync::Condvar::new());
+    for (id, (my_senders, my_receivers)) in senders.into_iter().zip(receivers).enumerate() {
+        let shared = shared.clone();
+        let ready = ready_tx.clone();
+        let bind = bind.clone();
+        let port_cell = port_cell.clone();
+        let port_cv = port_cv.clone();
+        let want_port = config.port;
+        let placement = if nr <= cpus {
+            Placement::Fixed(id % cpus)
+        } else {
+            Placement::Unbound
+        };
+        let builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("rcodis-shard-{id}"))
+            .spin_before_park(Duration::from_micros(0));
+        let t = builder
+            .spawn(move || async move {
+                // Shard 0 binds first (it learns the port when 0 was asked for).
+                let port = if id == 0 {
+                    want_port
+                } else {
+                    let mut g = port_cell.lock().expect("port lock");
+                    while g.is_none() {
+                        g = port_cv.wait(g).expect("port lock");
+                    }
+                    g.unwrap()
+                };
+                let addr: SocketAddr = match format!("{bind}:{port}").parse() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let _ =
+                            ready.send(Err(anyhow::anyhow!("bad bind address {bind}:{port}: {e}")));
+                        return;
+                    }
+                };
+                let listener = match TcpListener::bind(addr) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready.send(Err(anyhow::anyhow!("cannot listen on {addr}: {e}")));
+                        if id == 0 {
+                            *port_cell.lock().expect("port lock") = Some(0);
+                            port_cv.notify_all();
+                        }
+                        return;
+                    }
+                };
+                let actual = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+                if id == 0 {
+                    *port_cell.lock().expect("port lock") = Some(actual);
+                    port_cv.notify_all();
+                }
+                // Both ends of a shared channel must connect; do all of them at once.
+                let send_side =
+                    futures::future::join_all(my_senders.into_iter().map(|s| async move {
+                        match s {
+                            Some(s) => Some(s.connect().await),
+                            None => None,
+                        }
+                    }));
+                let recv_side =
+                    futures::future::join_all(my_receivers.into_iter().map(|r| r.connect()));
+                let (connected, receivers) = futures::future::join(send_side, recv_side).await;
+                let state = ShardState::new(id, nr, databases);
+                let shard = Rc::new(Shard::new(id, nr, state, shared.clone(), connected));
+                for rx in receivers {
+                    glommio::spawn_local(shard::serve_jobs(shard.clone(), rx)).detach();
+                }
+                glommio::spawn_local(active_expiry(shard.clone())).detach();
+                let _ = ready.send(Ok(actual));
+                accept_loop(shard, listener).await;
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start shard {id}: {e}"))?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    let mut port = 0;
+    for _ in 0..nr {
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(p)) => port = p,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => anyhow::bail!("shards did not start within 30 s"),
+        }
+    }
+    shared.port.store(port as usize, Ordering::Relaxed);
+    Ok(ServerHandle {
+        shared,
+        port,
+        threads,
+    })
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let shared = shard.shared.clone();
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        shared.total_connections.fetch_add(1, Ordering::Relaxed);
+        let max: usize = shared.param("maxclients").parse().unwrap_or(10000);
+        let n = shared.connected_clients.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > max {
+            shared.connected_clients.fetch_sub(1, Ordering::Relaxed);
+            shared.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("rejecting connection: max number of clients ({max}) reached");
+            glommio::spawn_local(async move {
+                use futures_lite::AsyncWriteExt;
+                let mut s = stream;
+                let _ = s.write_all(b"-ERR max number of clients reached\r\n").await;
+                let _ = s.close().await;
+            })
+            .detach();
+            continue;
+        }
+        glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+    }
+}
+
+/// Active expiry: every 100 ms each shard samples its keys with a TTL (as Redis's cron).
+async fn active_expiry(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+        let mut st = shard.state.borrow_mut();
+        if !st.active_expire {
+            continue;
+        }
+        let now = db::now_ms();
+        for d in st.dbs.iter_mut() {
+            if d.expires_len() > 0 {
+                d.active_expire(now, 16);
+            }
+        }
+    }
+}

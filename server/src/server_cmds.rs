@@ -1,0 +1,1546 @@
+//! Commands that need the connection or the whole server: connection state (AUTH, HELLO,
+//! SELECT, CLIENT, RESET), introspection (INFO, CONFIG, COMMAND, SLOWLOG, ...), keyspace-wide
+//! commands (DBSIZE, KEYS, SCAN, FLUSHALL, SWAPDB, ...) and pub/sub.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use rcodis_core::cmd::{self as table, BeginSearch, CommandSpec, FindKeys, KeyFlags, COMMANDS};
+use rcodis_core::num::parse_i64;
+use rcodis_core::resp::Request;
+
+use crate::cmd::{is, NOT_INT, SYNTAX};
+use crate::conn::Conn;
+use crate::db::now_ms;
+use crate::out::Out;
+
+/// The Redis version rcodis reports for compatibility (clients gate features on it).
+pub const REDIS_VERSION: &str = "7.0.15";
+
+/// Runs a connection-level command.
+pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &mut Out) {
+    match spec.name {
+        "ping" => {
+            if c.subscribed_resp2() {
+                out.array(2);
+                out.bulk(b"pong");
+                out.bulk(req.get(1).unwrap_or(b""));
+            } else if req.len() > 2 {
+                out.err("ERR wrong number of arguments for 'ping' command")
+            } else if let Some(m) = req.get(1) {
+                out.bulk(m)
+            } else {
+                out.simple("PONG")
+            }
+        }
+        "echo" => out.bulk(req.arg(1)),
+        "quit" => {
+            out.ok();
+            c.close = true;
+        }
+        "select" => select(c, req, out),
+        "auth" => auth(c, req, out),
+        "hello" => hello(c, req, out),
+        "reset" => {
+            c.reset().await;
+            out.simple("RESET")
+        }
+        "time" => {
+            let us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros())
+                .unwrap_or(0);
+            out.array(2);
+            out.bulk_int((us / 1_000_000) as i64);
+            out.bulk_int((us % 1_000_000) as i64);
+        }
+        "lastsave" => out.int(c.shard.shared.lastsave.load(Ordering::Relaxed) as i64),
+        "role" => {
+            out.array(3);
+            out.bulk(b"master");
+            out.int(0);
+            out.array(0);
+        }
+        "wait" => {
+            if parse_i64(req.arg(1)).is_none() || parse_i64(req.arg(2)).is_none() {
+                return out.err(NOT_INT);
+            }
+            out.int(0)
+        }
+        "readonly" | "readwrite" => out.err("ERR This instance has cluster support disabled"),
+        "dbsize" => {
+            let db = c.db;
+            let n: usize = c.shard.run_on_all(move |st| st.dbs[db].len()).await.into_iter().sum();
+            out.int(n as i64)
+        }
+        "keys" => keys(c, req, out).await,
+        "scan" => scan(c, req, out).await,
+        "randomkey" => randomkey(c, out).await,
+        "flushdb" | "flushall" => flush(c, spec.name == "flushall", req, out).await,
+        "swapdb" => swapdb(c, req, out).await,
+        "move" => move_key(c, req, out).await,
+        "copy" => copy_db(c, req, out).await,
+        "subscribe" | "psubscribe" | "ssubscribe" => subscribe(c, spec.name, req, out).await,
+        "unsubscribe" | "punsubscribe" | "sunsubscribe" => unsubscribe(c, spec.name, req, out).await,
+        "publish" | "spublish" => {
+            let (ch, msg) = (req.arg_bytes(1), req.arg_bytes(2));
+            let sharded = spec.name == "spublish";
+            let n: usize = c
+                .shard
+                .run_on_all(move |st| st.pubsub.publish(&ch, &msg, sharded, 32 << 20))
+                .await
+                .into_iter()
+                .sum();
+            out.int(n as i64)
+        }
+        "pubsub|channels" | "pubsub|shardchannels" => {
+            let pat = req.get(2).map(Bytes::copy_from_slice);
+            let shard_ch = spec.name == "pubsub|shardchannels";
+            let lists = c
+                .shard
+                .run_on_all(move |st| {
+                    let map = if shard_ch { &st.pubsub.shard_channels } else { &st.pubsub.channels };
+                    map.keys()
+                        .filter(|k| pat.as_ref().is_none_or(|p| crate::glob::matches(p, k, false)))
+                        .cloned()
+                        .collect::<Vec<_>>()
+                })
+                .await;
+            let mut all: Vec<Bytes> = lists.into_iter().flatten().collect();
+            all.sort();
+            all.dedup();
+            out.array_of_bulks(all.iter().map(|b| &b[..]))
+        }
+        "pubsub|numsub" | "pubsub|shardnumsub" => {
+            let chans: Vec<Bytes> = (2..req.len()).map(|i| req.arg_bytes(i)).collect();
+            let shard_ch = spec.name == "pubsub|shardnumsub";
+            let ch2 = chans.clone();
+            let counts = c
+                .shard
+                .run_on_all(move |st| {
+                    let map = if shard_ch { &st.pubsub.shard_channels } else { &st.pubsub.channels };
+                    ch2.iter().map(|ch| map.get(ch).map(|s| s.len()).unwrap_or(0)).collect::<Vec<_>>()
+                })
+                .await;
+            out.map(chans.len());
+            for (i, ch) in chans.iter().enumerate() {
+                out.bulk(ch);
+                out.int(counts.iter().map(|v| v[i]).sum::<usize>() as i64);
+            }
+        }
+        "pubsub|numpat" => {
+            let pats = c
+                .shard
+                .run_on_all(|st| st.pubsub.patterns.keys().cloned().collect::<Vec<_>>())
+                .await;
+            let mut all: Vec<Bytes> = pats.into_iter().flatten().collect();
+            all.sort();
+            all.dedup();
+            out.int(all.len() as i64)
+        }
+        "info" => info(c, req, out).await,
+        "config|get" => config_get(c, req, out),
+        "config|set" => config_set(c, req, out).await,
+        "config|resetstat" => {
+            c.shard
+                .run_on_all(|st| {
+                    st.cmdstats.clear();
+                    st.keyspace_hits = 0;
+                    st.keyspace_misses = 0;
+                    st.slowlog.clear();
+                })
+                .await;
+            out.ok()
+        }
+        "config|rewrite" => out.err("ERR The server is running without a config file"),
+        "command" | "command|info" => command_info(req, spec.name == "command", out),
+        "command|count" => out.int(COMMANDS.len() as i64),
+        "command|list" => command_list(req, out),
+        "command|docs" => command_docs(req, out),
+        "command|getkeys" | "command|getkeysandflags" => command_getkeys(req, spec.name == "command|getkeysandflags", out),
+        "client|id" => out.int(c.id as i64),
+        "client|getname" => {
+            if c.name.is_empty() {
+                out.null()
+            } else {
+                out.bulk(&c.name.clone())
+            }
+        }
+        "client|setname" => {
+            let name = req.arg(2);
+            if name.iter().any(|&b| b <= b' ' || b > b'~') {
+                return out.err("ERR Client names cannot contain spaces, newlines or special characters.");
+            }
+            c.name = Bytes::copy_from_slice(name);
+            out.ok()
+        }
+        "client|setinfo" => {
+            let (attr, v) = (req.arg(2), req.arg(3));
+            if v.iter().any(|&b| b < b'!' || b > b'~') {
+                return out.err(&format!(
+                    "ERR {} cannot contain spaces, newlines or special characters.",
+                    String::from_utf8_lossy(attr).to_ascii_lowercase()
+                ));
+            }
+            if is(attr, "lib-name") {
+                c.lib_name = Bytes::copy_from_slice(v);
+            } else if is(attr, "lib-ver") {
+                c.lib_ver = Bytes::copy_from_slice(v);
+            } else {
+                return out.err(&format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(attr)));
+            }
+            out.ok()
+        }
+        "client|info" => {
+            c.update_info_now();
+            let line = c.info_line();
+            out.verbatim(&format!("{line}\n"))
+        }
+        "client|list" => client_list(c, req, out).await,
+        "client|kill" => client_kill(c, req, out).await,
+        "client|no-evict" | "client|no-touch" => {
+            if is(req.arg(2), "on") {
+                c.no_evict = true;
+            } else if is(req.arg(2), "off") {
+                c.no_evict = false;
+            } else {
+                return out.err(SYNTAX);
+            }
+            out.ok()
+        }
+        "client|getredir" => out.int(-1),
+        "client|reply" => out.ok(),
+        "client|pause" | "client|unpause" | "client|unblock" => out.ok(),
+        "client|tracking" | "client|caching" | "client|trackinginfo" => {
+            out.err("ERR client-side caching is not supported by rcodis")
+        }
+        "client|help" => help(out, "CLIENT", &["ID", "GETNAME", "SETNAME <name>", "SETINFO <attr> <value>", "LIST", "INFO", "KILL <ip:port>|ID <id>", "NO-EVICT ON|OFF"]),
+        "function|flush" | "script|flush" => out.ok(),
+        "function|list" => out.array(0),
+        "function|stats" => {
+            out.map(2);
+            out.bulk(b"running_script");
+            out.null();
+            out.bulk(b"engines");
+            out.map(0);
+        }
+        "function|dump" => out.bulk(b""),
+        "script|exists" => {
+            out.array(req.len() - 2);
+            for _ in 2..req.len() {
+                out.int(0);
+            }
+        }
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" | "script|load" | "function|load" | "function|delete" | "function|restore" => {
+            out.err("ERR scripting is not supported by rcodis")
+        }
+        "script|kill" | "function|kill" => out.err("NOTBUSY No scripts in execution right now."),
+        "slowlog|get" => slowlog_get(c, req, out).await,
+        "slowlog|len" => {
+            let n: usize = c.shard.run_on_all(|st| st.slowlog.len()).await.into_iter().sum();
+            out.int(n as i64)
+        }
+        "slowlog|reset" => {
+            c.shard.run_on_all(|st| st.slowlog.clear()).await;
+            out.ok()
+        }
+        "latency|latest" | "latency|history" => out.array(0),
+        "latency|reset" => out.int(0),
+        "latency|doctor" => out.verbatim("Dave, no latency spike was observed during the lifetime of this Redis instance, not in the slightest bit. I honestly think you ought to sleep tonight.\n"),
+        "memory|doctor" => out.verbatim("Hi Sam, this instance is empty or is using very little memory, my issues detector can't be used in these conditions. Please, leave for your mission on Earth and fill it with some data. The new Sam and I will be back to our programming as soon as I finished rebooting.\n"),
+        "memory|purge" => out.ok(),
+        "memory|stats" | "memory|malloc-stats" => out.verbatim("Stats not supported for the current allocator\n"),
+        "debug" => debug(c, req, out).await,
+        "save" | "bgsave" | "bgrewriteaof" => {
+            out.err("ERR persistence is not available yet in this rcodis-server build")
+        }
+        "shutdown" => {
+            tracing::info!("SHUTDOWN requested by client {}", c.id);
+            c.shard.shared.shutdown.store(true, Ordering::SeqCst);
+            // SAFETY-free: signal ourselves; the main thread exits cleanly on SIGTERM.
+            unsafe_free_sigterm();
+            c.close = true;
+        }
+        "acl|whoami" => out.bulk(b"default"),
+        "acl|users" => out.array_of_bulks([&b"default"[..]].into_iter()),
+        "acl|cat" => out.array(0),
+        "lolwut" => out.verbatim(&format!("rcodis ver. {}\n", env!("CARGO_PKG_VERSION"))),
+        _ => {
+            let name = spec.name.split('|').next().unwrap_or(spec.name);
+            if spec.name.contains('|') && (spec.name.ends_with("|help")) {
+                return help(out, &name.to_ascii_uppercase(), &[]);
+            }
+            out.err(&table::unknown_command_error(req.arg(0), (1..req.len()).map(|i| req.arg(i))))
+        }
+    }
+}
+
+/// Sends SIGTERM to this process (SHUTDOWN): the main thread stops everything cleanly.
+fn unsafe_free_sigterm() {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status();
+}
+
+fn help(out: &mut Out, name: &str, lines: &[&str]) {
+    let mut all = vec![format!(
+        "{name} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
+    )];
+    all.extend(lines.iter().map(|l| l.to_string()));
+    all.push("HELP".into());
+    all.push("    Prints this help.".into());
+    out.array(all.len());
+    for l in all {
+        out.simple(&l);
+    }
+}
+
+fn select(c: &mut Conn, req: &Request, out: &mut Out) {
+    let Some(db) = parse_i64(req.arg(1)) else {
+        return out.err(NOT_INT);
+    };
+    let n = c.shard.state.borrow().dbs.len() as i64;
+    if db < 0 || db >= n {
+        return out.err("ERR DB index is out of range");
+    }
+    c.db = db as usize;
+    out.ok()
+}
+
+fn check_password(c: &Conn, user: Option<&[u8]>, pass: &[u8]) -> Result<(), &'static str> {
+    let required = c.shard.shared.requirepass();
+    if let Some(u) = user {
+        if u != b"default" {
+            return Err("WRONGPASS invalid username-password pair or user is disabled.");
+        }
+    }
+    if required.is_empty() {
+        if user.is_none() {
+            return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+        }
+        return Ok(());
+    }
+    if pass == required.as_bytes() {
+        Ok(())
+    } else {
+        Err("WRONGPASS invalid username-password pair or user is disabled.")
+    }
+}
+
+fn auth(c: &mut Conn, req: &Request, out: &mut Out) {
+    let r = match req.len() {
+        2 => check_password(c, None, req.arg(1)),
+        3 => check_password(c, Some(req.arg(1)), req.arg(2)),
+        _ => return out.err(SYNTAX),
+    };
+    match r {
+        Ok(()) => {
+            c.authed = true;
+            out.ok()
+        }
+        Err(e) => out.err(e),
+    }
+}
+
+fn hello(c: &mut Conn, req: &Request, out: &mut Out) {
+    let mut proto = None;
+    let mut i = 1;
+    if req.len() >= 2 {
+        match parse_i64(req.arg(1)) {
+            Some(v) if v == 2 || v == 3 => proto = Some(v),
+            Some(_) => return out.err("NOPROTO unsupported protocol version"),
+            None => return out.err("ERR Protocol version is not an integer or out of range"),
+        }
+        i = 2;
+    }
+    let mut name = None;
+    while i < req.len() {
+        let a = req.arg(i);
+        if is(a, "auth") && i + 2 < req.len() {
+            if let Err(e) = check_password(c, Some(req.arg(i + 1)), req.arg(i + 2)) {
+                return out.err(e);
+            }
+            c.authed = true;
+            i += 3;
+        } else if is(a, "setname") && i + 1 < req.len() {
+            let n = req.arg(i + 1);
+            if n.iter().any(|&b| b <= b' ' || b > b'~') {
+                return out.err(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+            }
+            name = Some(Bytes::copy_from_slice(n));
+            i += 2;
+        } else {
+            return out.err(&format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(a)
+            ));
+        }
+    }
+    if !c.authed {
+        return out.err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    if let Some(n) = name {
+        c.name = n;
+    }
+    if let Some(p) = proto {
+        c.resp3 = p == 3;
+    }
+    let mut o = Out::new(c.resp3);
+    o.map(7);
+    o.bulk(b"server");
+    o.bulk(b"redis");
+    o.bulk(b"version");
+    o.bulk(REDIS_VERSION.as_bytes());
+    o.bulk(b"proto");
+    o.int(if c.resp3 { 3 } else { 2 });
+    o.bulk(b"id");
+    o.int(c.id as i64);
+    o.bulk(b"mode");
+    o.bulk(b"standalone");
+    o.bulk(b"role");
+    o.bulk(b"master");
+    o.bulk(b"modules");
+    o.array(0);
+    out.resp3 = c.resp3;
+    out.raw(&o.buf);
+}
+
+async fn keys(c: &mut Conn, req: &Request, out: &mut Out) {
+    let db = c.db;
+    let pat = req.arg_bytes(1);
+    let lists = c
+        .shard
+        .run_on_all(move |st| {
+            let now = now_ms();
+            let mut v = Vec::new();
+            let all = pat.as_ref() == b"*";
+            st.dbs[db].for_each_key(now, |k, _| {
+                if all || crate::glob::matches(&pat, k, false) {
+                    v.push(k.clone());
+                }
+            });
+            v
+        })
+        .await;
+    let n: usize = lists.iter().map(|l| l.len()).sum();
+    out.array(n);
+    for l in lists {
+        for k in l {
+            out.bulk(&k);
+        }
+    }
+}
+
+/// SCAN's cursor: position `p` in the order "every slot of shard 0, then of shard 1, ..."
+/// (11 bits) and the key hash to continue from within that slot (53 bits).
+fn slot_at(p: usize, nr: usize) -> (usize, u16) {
+    // Shard k owns slots k, k+nr, ...; count(k) = ceil((1024 - k) / nr).
+    let mut p = p;
+    for k in 0..nr {
+        let cnt = (rcodis_core::NUM_SLOTS - k).div_ceil(nr);
+        if p < cnt {
+            return (k, (k + p * nr) as u16);
+        }
+        p -= cnt;
+    }
+    unreachable!("position within range")
+}
+
+async fn scan(c: &mut Conn, req: &Request, out: &mut Out) {
+    let Some(a) = crate::cmd::hashes::parse_scan_args(out, req, 1, true) else {
+        return;
+    };
+    let nr = c.shard.nr_shards;
+    let mut pos = (a.cursor >> 53) as usize;
+    let mut from = a.cursor & ((1u64 << 53) - 1);
+    let db = c.db;
+    let mut keys: Vec<Bytes> = Vec::new();
+    while pos < rcodis_core::NUM_SLOTS && keys.len() < a.count {
+        let (owner, _) = slot_at(pos, nr);
+        let want = a.count - keys.len();
+        let (found, npos, nfrom) = c
+            .shard
+            .run_on(owner, move |st| {
+                let now = now_ms();
+                let mut found = Vec::new();
+                let (mut pos, mut from) = (pos, from);
+                while pos < rcodis_core::NUM_SLOTS {
+                    let (o, slot) = slot_at(pos, st.nr_shards);
+                    if o != st.id {
+                        break;
+                    }
+                    let (ks, next) =
+                        st.dbs[db].scan_slot(slot, from, want - found.len().min(want), now);
+                    found.extend(ks);
+                    match next {
+                        Some(n) => {
+                            from = n;
+                            break;
+                        }
+                        None => {
+                            pos += 1;
+                            from = 0;
+                        }
+                    }
+                    if found.len() >= want {
+                        break;
+                    }
+                }
+                (found, pos, from)
+            })
+            .await;
+        keys.extend(found);
+        pos = npos;
+        from = nfrom;
+    }
+    // Filters apply after the scan step, as in Redis.
+    if a.pattern.is_some() || a.type_.is_some() {
+        let tfilter = a.type_.clone();
+        let mut kept = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(p) = &a.pattern {
+                if !crate::glob::matches(p, &k, false) {
+                    continue;
+                }
+            }
+            if let Some(t) = &tfilter {
+                let owner = c.shard.shard_of(&k);
+                let k2 = k.clone();
+                let ty = c
+                    .shard
+                    .run_on(owner, move |st| {
+                        st.dbs[db]
+                            .get_quiet(&k2, now_ms())
+                            .map(|e| e.value.type_name())
+                    })
+                    .await;
+                if ty.is_none_or(|ty| !t.eq_ignore_ascii_case(ty.as_bytes())) {
+                    continue;
+                }
+            }
+            kept.push(k);
+        }
+        keys = kept;
+    }
+    let cursor = if pos >= rcodis_core::NUM_SLOTS {
+        0
+    } else {
+        ((pos as u64) << 53) | from
+    };
+    out.array(2);
+    out.bulk(cursor.to_string().as_bytes());
+    out.array_of_bulks(keys.iter().map(|k| &k[..]));
+}
+
+async fn randomkey(c: &mut Conn, out: &mut Out) {
+    let db = c.db;
+    let sizes = c.shard.run_on_all(move |st| st.dbs[db].len()).await;
+    let total: usize = sizes.iter().sum();
+    if total == 0 {
+        return out.null();
+    }
+    let mut pick = rand::random::<u64>() as usize % total;
+    let mut owner = 0;
+    for (i, s) in sizes.iter().enumerate() {
+        if pick < *s {
+            owner = i;
+            break;
+        }
+        pick -= s;
+    }
+    let k = c
+        .shard
+        .run_on(owner, move |st| st.dbs[db].random_key(now_ms()))
+        .await;
+    match k {
+        Some(k) => out.bulk(&k),
+        None => out.null(),
+    }
+}
+
+async fn flush(c: &mut Conn, all: bool, req: &Request, out: &mut Out) {
+    if req.len() > 2 || (req.len() == 2 && !is(req.arg(1), "async") && !is(req.arg(1), "sync")) {
+        return out.err(SYNTAX);
+    }
+    let db = c.db;
+    let shards: std::collections::BTreeSet<usize> = (0..c.shard.nr_shards).collect();
+    let me = c.shard.id;
+    c.shard
+        .atomic(&shards, |m| {
+            for s in &shards {
+                m.call(*s, move |st| {
+                    if all {
+                        for d in &mut st.dbs {
+                            d.clear();
+                        }
+                    } else {
+                        st.dbs[db].clear();
+                    }
+                });
+            }
+            let _ = me;
+        })
+        .await;
+    out.ok()
+}
+
+async fn swapdb(c: &mut Conn, req: &Request, out: &mut Out) {
+    let n = c.shard.state.borrow().dbs.len() as i64;
+    let (Some(a), Some(b)) = (parse_i64(req.arg(1)), parse_i64(req.arg(2))) else {
+        return out.err("ERR invalid first DB index");
+    };
+    if a < 0 || a >= n {
+        return out.err("ERR DB index is out of range");
+    }
+    if b < 0 || b >= n {
+        return out.err("ERR DB index is out of range");
+    }
+    let (a, b) = (a as usize, b as usize);
+    let shards: std::collections::BTreeSet<usize> = (0..c.shard.nr_shards).collect();
+    c.shard
+        .atomic(&shards, |m| {
+            for s in &shards {
+                m.call(*s, move |st| {
+                    if a != b {
+                        st.dbs.swap(a, b);
+                        st.dbs[a].touch_all_watched();
+                        st.dbs[b].touch_all_watched();
+                    }
+                });
+            }
+        })
+        .await;
+    out.ok()
+}
+
+async fn move_key(c: &mut Conn, req: &Request, out: &mut Out) {
+    let n = c.shard.state.borrow().dbs.len() as i64;
+    let Some(dst) = parse_i64(req.arg(2)) else {
+        return out.err(NOT_INT);
+    };
+    if dst < 0 || dst >= n {
+        return out.err("ERR DB index is out of range");
+    }
+    let (src, dst) = (c.db, dst as usize);
+    if src == dst {
+        return out.err("ERR source and destination objects are the same");
+    }
+    let key = req.arg_bytes(1);
+    let owner = c.shard.shard_of(&key);
+    let moved = c
+        .shard
+        .run_on(owner, move |st| {
+            let now = now_ms();
+            if st.dbs[dst].exists(&key, now) {
+                return false;
+            }
+            match st.dbs[src].remove(&key, now) {
+                Some(e) => {
+                    st.dbs[dst].set_entry(&key, e);
+                    true
+                }
+                None => false,
+            }
+        })
+        .await;
+    out.int(moved as i64)
+}
+
+async fn copy_db(c: &mut Conn, req: &Request, out: &mut Out) {
+    let n = c.shard.state.borrow().dbs.len() as i64;
+    let mut dst_db = c.db;
+    let mut replace = false;
+    let mut i = 3;
+    while i < req.len() {
+        if is(req.arg(i), "replace") {
+            replace = true;
+        } else if is(req.arg(i), "db") && i + 1 < req.len() {
+            match parse_i64(req.arg(i + 1)) {
+                Some(d) if d >= 0 && d < n => dst_db = d as usize,
+                Some(_) => return out.err("ERR DB index is out of range"),
+                None => return out.err(NOT_INT),
+            }
+            i += 1;
+        } else {
+            return out.err(SYNTAX);
+        }
+        i += 1;
+    }
+    let (src, dst) = (req.arg_bytes(1), req.arg_bytes(2));
+    let src_db = c.db;
+    if src == dst && src_db == dst_db {
+        return out.err("ERR source and destination objects are the same");
+    }
+    let owners: std::collections::BTreeSet<usize> =
+        [c.shard.shard_of(&src), c.shard.shard_of(&dst)]
+            .into_iter()
+            .collect();
+    let (so, dso) = (c.shard.shard_of(&src), c.shard.shard_of(&dst));
+    let r = c
+        .shard
+        .atomic(&owners, |m| {
+            let now = now_ms();
+            let s2 = src.clone();
+            let Some(mut e) = m.call(so, move |st| st.dbs[src_db].get(&s2, now).cloned()) else {
+                return 0;
+            };
+            e.access_ms = now;
+            let d2 = dst.clone();
+            m.call(dso, move |st| {
+                if !replace && st.dbs[dst_db].exists(&d2, now) {
+                    return 0;
+                }
+                st.dbs[dst_db].set_entry(&d2, e);
+                1
+            })
+        })
+        .await;
+    out.int(r)
+}
+
+async fn subscribe(c: &mut Conn, kind: &str, req: &Request, out: &mut Out) {
+    let id = c.id;
+    for i in 1..req.len() {
+        let ch = req.arg_bytes(i);
+        let sub = c.sub_handle();
+        let ch2 = ch.clone();
+        let k = kind.to_string();
+        let me = c.shard.id;
+        c.shard
+            .run_on(me, move |st| {
+                let map = match k.as_str() {
+                    "subscribe" => &mut st.pubsub.channels,
+                    "psubscribe" => &mut st.pubsub.patterns,
+                    _ => &mut st.pubsub.shard_channels,
+                };
+                map.entry(ch2).or_default().insert(id, sub);
+            })
+            .await;
+        let count = match kind {
+            "subscribe" => {
+                c.subs.insert(ch.clone());
+                c.subs.len() + c.psubs.len()
+            }
+            "psubscribe" => {
+                c.psubs.insert(ch.clone());
+                c.subs.len() + c.psubs.len()
+            }
+            _ => {
+                c.ssubs.insert(ch.clone());
+                c.ssubs.len()
+            }
+        };
+        out.raw(&crate::pubsub::confirmation(
+            kind,
+            Some(&ch),
+            count,
+            c.resp3,
+        ));
+    }
+}
+
+async fn unsubscribe(c: &mut Conn, kind: &str, req: &Request, out: &mut Out) {
+    let id = c.id;
+    let set = match kind {
+        "unsubscribe" => &c.subs,
+        "punsubscribe" => &c.psubs,
+        _ => &c.ssubs,
+    };
+    let targets: Vec<Bytes> = if req.len() > 1 {
+        (1..req.len()).map(|i| req.arg_bytes(i)).collect()
+    } else {
+        let mut v: Vec<Bytes> = set.iter().cloned().collect();
+        v.sort();
+        v
+    };
+    if targets.is_empty() {
+        let count = if kind == "sunsubscribe" {
+            c.ssubs.len()
+        } else {
+            c.subs.len() + c.psubs.len()
+        };
+        out.raw(&crate::pubsub::confirmation(kind, None, count, c.resp3));
+        return;
+    }
+    for ch in targets {
+        let ch2 = ch.clone();
+        let k = kind.to_string();
+        let me = c.shard.id;
+        c.shard
+            .run_on(me, move |st| {
+                let map = match k.as_str() {
+                    "unsubscribe" => &mut st.pubsub.channels,
+                    "punsubscribe" => &mut st.pubsub.patterns,
+                    _ => &mut st.pubsub.shard_channels,
+                };
+                if let Some(subs) = map.get_mut(&ch2) {
+                    subs.remove(&id);
+                    if subs.is_empty() {
+                        map.remove(&ch2);
+                    }
+                }
+            })
+            .await;
+        let count = match kind {
+            "unsubscribe" => {
+                c.subs.remove(&ch);
+                c.subs.len() + c.psubs.len()
+            }
+            "punsubscribe" => {
+                c.psubs.remove(&ch);
+                c.subs.len() + c.psubs.len()
+            }
+            _ => {
+                c.ssubs.remove(&ch);
+                c.ssubs.len()
+            }
+        };
+        out.raw(&crate::pubsub::confirmation(
+            kind,
+            Some(&ch),
+            count,
+            c.resp3,
+        ));
+    }
+}
+
+/// Aggregated per-shard figures for INFO.
+#[derive(Default)]
+struct Totals {
+    keys: Vec<(usize, usize, usize)>,
+    cmdstats: Vec<(&'static str, crate::shard::CmdStat)>,
+    hits: u64,
+    misses: u64,
+    expired: u64,
+    clients: usize,
+    blocked: usize,
+    pubsub_channels: usize,
+    pubsub_patterns: usize,
+}
+
+async fn totals(c: &Conn) -> Totals {
+    let per = c
+        .shard
+        .run_on_all(|st| {
+            let keys: Vec<(usize, usize)> =
+                st.dbs.iter().map(|d| (d.len(), d.expires_len())).collect();
+            let stats: Vec<(&'static str, crate::shard::CmdStat)> =
+                st.cmdstats.iter().map(|(k, v)| (*k, *v)).collect();
+            let expired: u64 = st.dbs.iter().map(|d| d.expired_keys).sum();
+            let blocked = st.blocked.values().map(|q| q.len()).sum::<usize>();
+            (
+                keys,
+                stats,
+                st.keyspace_hits,
+                st.keyspace_misses,
+                expired,
+                st.clients.len(),
+                blocked,
+                st.pubsub.channels.len(),
+                st.pubsub.patterns.len(),
+            )
+        })
+        .await;
+    let mut t = Totals::default();
+    let mut dbs: Vec<(usize, usize)> = Vec::new();
+    let mut stats: std::collections::BTreeMap<&'static str, crate::shard::CmdStat> =
+        Default::default();
+    for (keys, cs, h, m, e, cl, bl, pc, pp) in per {
+        if dbs.is_empty() {
+            dbs = vec![(0, 0); keys.len()];
+        }
+        for (i, (k, x)) in keys.into_iter().enumerate() {
+            dbs[i].0 += k;
+            dbs[i].1 += x;
+        }
+        for (name, s) in cs {
+            let e = stats.entry(name).or_default();
+            e.calls += s.calls;
+            e.usec += s.usec;
+            e.failed += s.failed;
+            e.rejected += s.rejected;
+        }
+        t.hits += h;
+        t.misses += m;
+        t.expired += e;
+        t.clients += cl;
+        t.blocked += bl;
+        t.pubsub_channels += pc;
+        t.pubsub_patterns += pp;
+    }
+    t.keys = dbs
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (k, _))| *k > 0)
+        .map(|(i, (k, x))| (i, k, x))
+        .collect();
+    t.cmdstats = stats.into_iter().collect();
+    t
+}
+
+/// Resident set size from /proc (bytes).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+fn cpu_times() -> (f64, f64) {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // getrusage only writes into the struct we pass.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    if r != 0 {
+        return (0.0, 0.0);
+    }
+    let ru = unsafe { ru.assume_init() };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    (t(ru.ru_stime), t(ru.ru_utime))
+}
+
+async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
+    let wanted: Vec<String> = (1..req.len())
+        .map(|i| String::from_utf8_lossy(req.arg(i)).to_ascii_lowercase())
+        .collect();
+    let everything = wanted.iter().any(|w| w == "all" || w == "everything");
+    let default = wanted.is_empty() || wanted.iter().any(|w| w == "default");
+    let want = |s: &str| {
+        everything
+            || (default && s != "commandstats" && s != "latencystats")
+            || wanted.iter().any(|w| w == s)
+    };
+    let t = totals(c).await;
+    let shared = c.shard.shared.clone();
+    let cfg = shared.config();
+    let uptime = shared.started.elapsed().as_secs();
+    let mut s = String::new();
+    use std::fmt::Write;
+    if want("server") {
+        let _ = write!(
+            s,
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nrcodis_version:{}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\nredis_build_id:0\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmonotonic_clock:POSIX clock_gettime\r\nmultiplexing_api:io_uring\r\natomicvar_api:c11-builtin\r\ngcc_version:0.0.0\r\nprocess_id:{}\r\nprocess_supervised:no\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nhz:10\r\nconfigured_hz:10\r\nlru_clock:{}\r\nexecutable:rcodis-server\r\nconfig_file:\r\nio_threads_active:0\r\nshards:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            std::process::id(),
+            shared.run_id,
+            shared.port.load(Ordering::Relaxed),
+            now_ms() * 1000,
+            uptime / 86400,
+            (now_ms() / 1000) & 0xFF_FFFF,
+            c.shard.nr_shards,
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            s,
+            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\ntracking_clients:0\r\nclients_in_timeout_table:{}\r\n\r\n",
+            t.clients, shared.param("maxclients"), t.blocked, t.blocked
+        );
+    }
+    if want("memory") {
+        let rss = rss_bytes();
+        let maxmem: u64 = shared.param("maxmemory").parse().unwrap_or(0);
+        let _ = write!(
+            s,
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{:.2}M\r\nused_memory_peak:{rss}\r\nused_memory_lua:31744\r\nused_memory_scripts:0\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{:.2}M\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:1.00\r\nmem_allocator:libc\r\nlazyfree_pending_objects:0\r\n\r\n",
+            rss as f64 / 1048576.0,
+            rss as f64 / 1048576.0,
+            maxmem as f64 / 1048576.0,
+            shared.param("maxmemory-policy"),
+        );
+    }
+    if want("persistence") {
+        let _ = write!(
+            s,
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\naof_rewrite_scheduled:0\r\naof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\n\r\n",
+            shared.lastsave.load(Ordering::Relaxed)
+        );
+    }
+    if want("stats") {
+        let _ = write!(
+            s,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nsync_full:0\r\nsync_partial_ok:0\r\nsync_partial_err:0\r\nexpired_keys:{}\r\nexpired_stale_perc:0.00\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nlatest_fork_usec:0\r\ntotal_forks:0\r\nmigrate_cached_sockets:0\r\ntotal_active_defrag_time:0\r\ntotal_error_replies:{}\r\n\r\n",
+            shared.total_connections.load(Ordering::Relaxed),
+            shared.total_commands.load(Ordering::Relaxed),
+            shared.net_input_bytes.load(Ordering::Relaxed),
+            shared.net_output_bytes.load(Ordering::Relaxed),
+            shared.rejected_connections.load(Ordering::Relaxed),
+            t.expired,
+            t.hits,
+            t.misses,
+            t.pubsub_channels,
+            t.pubsub_patterns,
+            t.cmdstats.iter().map(|(_, s)| s.failed).sum::<u64>(),
+        );
+    }
+    if want("replication") {
+        let _ = write!(
+            s,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:0\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:0\r\nrepl_backlog_size:1048576\r\nrepl_backlog_first_byte_offset:0\r\nrepl_backlog_histlen:0\r\n\r\n",
+            shared.run_id
+        );
+    }
+    if want("cpu") {
+        let (sys, user) = cpu_times();
+        let _ = write!(s, "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n\r\n");
+    }
+    if want("modules") {
+        s.push_str("# Modules\r\n\r\n");
+    }
+    if want("errorstats") {
+        s.push_str("# Errorstats\r\n\r\n");
+    }
+    if want("cluster") {
+        s.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+    }
+    if want("commandstats") {
+        s.push_str("# Commandstats\r\n");
+        for (name, st) in &t.cmdstats {
+            let per = if st.calls > 0 {
+                st.usec as f64 / st.calls as f64
+            } else {
+                0.0
+            };
+            let _ = write!(
+                s,
+                "cmdstat_{}:calls={},usec={},usec_per_call={per:.2},rejected_calls={},failed_calls={}\r\n",
+                name.replace('|', "|"),
+                st.calls,
+                st.usec,
+                st.rejected,
+                st.failed
+            );
+        }
+        s.push_str("\r\n");
+    }
+    if want("keyspace") {
+        s.push_str("# Keyspace\r\n");
+        for (db, keys, expires) in &t.keys {
+            let _ = write!(s, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
+        }
+        s.push_str("\r\n");
+    }
+    let _ = cfg;
+    while s.ends_with("\r\n\r\n") {
+        s.truncate(s.len() - 2);
+    }
+    out.verbatim(&s)
+}
+
+fn config_get(c: &mut Conn, req: &Request, out: &mut Out) {
+    let params = c.shard.shared.params.read().expect("params").clone();
+    let mut found: Vec<(String, String)> = Vec::new();
+    for i in 2..req.len() {
+        let pat = String::from_utf8_lossy(req.arg(i)).to_ascii_lowercase();
+        for (k, v) in &params {
+            if crate::glob::matches(pat.as_bytes(), k.as_bytes(), true)
+                && !found.iter().any(|(f, _)| f == k)
+            {
+                found.push((k.clone(), v.clone()));
+            }
+        }
+    }
+    out.map(found.len());
+    for (k, v) in found {
+        out.bulk(k.as_bytes());
+        out.bulk(v.as_bytes());
+    }
+}
+
+async fn config_set(c: &mut Conn, req: &Request, out: &mut Out) {
+    if req.len() < 4 || req.len() % 2 != 0 {
+        return out.err("ERR wrong number of arguments for 'config|set' command");
+    }
+    let mut changes = Vec::new();
+    for i in (2..req.len()).step_by(2) {
+        let name = String::from_utf8_lossy(req.arg(i)).to_ascii_lowercase();
+        let value = String::from_utf8_lossy(req.arg(i + 1)).into_owned();
+        if !c
+            .shard
+            .shared
+            .params
+            .read()
+            .expect("params")
+            .contains_key(&name)
+        {
+            return out.err(&format!(
+                "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+            ));
+        }
+        if changes.iter().any(|(n, _): &(String, String)| *n == name) {
+            return out.err(&format!("ERR CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter"));
+        }
+        match crate::params::check(&name, &value) {
+            Ok(v) => changes.push((name, v)),
+            Err(e) => return out.err(&e),
+        }
+    }
+    {
+        let mut p = c.shard.shared.params.write().expect("params");
+        for (k, v) in &changes {
+            p.insert(k.clone(), v.clone());
+        }
+    }
+    for (k, v) in changes {
+        match k.as_str() {
+            "slowlog-log-slower-than" | "slowlog-max-len" => {
+                let n: i64 = v.parse().unwrap_or(0);
+                let is_threshold = k == "slowlog-log-slower-than";
+                c.shard
+                    .run_on_all(move |st| {
+                        if is_threshold {
+                            st.slowlog_threshold_us = n;
+                        } else {
+                            st.slowlog_max_len = n.max(0) as usize;
+                            while st.slowlog.len() > st.slowlog_max_len {
+                                st.slowlog.pop_front();
+                            }
+                        }
+                    })
+                    .await;
+            }
+            "requirepass" => {}
+            _ => {}
+        }
+    }
+    out.ok()
+}
+
+fn key_spec_reply(o: &mut Out, ks: &rcodis_core::cmd::KeySpec) {
+    o.map(3);
+    o.bulk(b"flags");
+    let names: Vec<&str> = [
+        (KeyFlags::RO, "RO"),
+        (KeyFlags::RW, "RW"),
+        (KeyFlags::OW, "OW"),
+        (KeyFlags::RM, "RM"),
+        (KeyFlags::ACCESS, "access"),
+        (KeyFlags::UPDATE, "update"),
+        (KeyFlags::INSERT, "insert"),
+        (KeyFlags::DELETE, "delete"),
+        (KeyFlags::NOT_KEY, "not_key"),
+        (KeyFlags::INCOMPLETE, "incomplete"),
+        (KeyFlags::VARIABLE_FLAGS, "variable_flags"),
+    ]
+    .into_iter()
+    .filter(|(f, _)| ks.flags.contains(*f))
+    .map(|(_, n)| n)
+    .collect();
+    o.set(names.len());
+    for n in names {
+        o.simple(n);
+    }
+    o.bulk(b"begin_search");
+    match ks.begin {
+        BeginSearch::Index(i) => {
+            o.map(2);
+            o.bulk(b"type");
+            o.bulk(b"index");
+            o.bulk(b"spec");
+            o.map(1);
+            o.bulk(b"index");
+            o.int(i as i64);
+        }
+        BeginSearch::Keyword {
+            keyword,
+            start_from,
+        } => {
+            o.map(2);
+            o.bulk(b"type");
+            o.bulk(b"keyword");
+            o.bulk(b"spec");
+            o.map(2);
+            o.bulk(b"keyword");
+            o.bulk(keyword.as_bytes());
+            o.bulk(b"startfrom");
+            o.int(start_from as i64);
+        }
+        BeginSearch::Unknown => {
+            o.map(2);
+            o.bulk(b"type");
+            o.bulk(b"unknown");
+            o.bulk(b"spec");
+            o.map(0);
+        }
+    }
+    o.bulk(b"find_keys");
+    match ks.find {
+        FindKeys::Range {
+            last_key,
+            key_step,
+            limit,
+        } => {
+            o.map(2);
+            o.bulk(b"type");
+            o.bulk(b"range");
+            o.bulk(b"spec");
+            o.map(3);
+            o.bulk(b"lastkey");
+            o.int(last_key as i64);
+            o.bulk(b"keystep");
+            o.int(key_step as i64);
+            o.bulk(b"limit");
+            o.int(limit as i64);
+        }
+        FindKeys::KeyNum {
+            keynum_idx,
+            first_key,
+            key_step,
+        } => {
+            o.map(2);
+            o.bulk(b"type");
+            o.bulk(b"keynum");
+            o.bulk(b"spec");
+            o.map(3);
+            o.bulk(b"keynumidx");
+            o.int(keynum_idx as i64);
+            o.bulk(b"firstkey");
+            o.int(first_key as i64);
+            o.bulk(b"keystep");
+            o.int(key_step as i64);
+        }
+        FindKeys::Unknown => {
+            o.map(2);
+            o.bulk(b"type");
+            o.bulk(b"unknown");
+            o.bulk(b"spec");
+            o.map(0);
+        }
+    }
+}
+
+fn command_entry(o: &mut Out, s: &CommandSpec) {
+    o.array(10);
+    o.bulk(s.name.as_bytes());
+    o.int(s.arity as i64);
+    let flags: Vec<&str> = s.flags.names().collect();
+    o.set(flags.len());
+    for f in flags {
+        o.simple(f);
+    }
+    o.int(s.first_key as i64);
+    o.int(s.last_key as i64);
+    o.int(s.key_step as i64);
+    o.set(0);
+    o.array(0);
+    o.array(s.key_specs.len());
+    for ks in s.key_specs {
+        key_spec_reply(o, ks);
+    }
+    o.array(s.subcommands.len());
+    for sub in s.subcommands {
+        command_entry(o, sub);
+    }
+}
+
+fn command_info(req: &Request, all_if_empty: bool, out: &mut Out) {
+    let names: Vec<&[u8]> = if all_if_empty && req.len() == 1 {
+        Vec::new()
+    } else {
+        (if all_if_empty { 1 } else { 2 }..req.len())
+            .map(|i| req.arg(i))
+            .collect()
+    };
+    if all_if_empty && req.len() == 1 || (!all_if_empty && req.len() == 2) {
+        out.array(COMMANDS.len());
+        for s in COMMANDS.iter() {
+            command_entry(out, s);
+        }
+        return;
+    }
+    out.array(names.len());
+    for n in names {
+        let found = match n.iter().position(|&b| b == b'|') {
+            Some(p) => table::lookup(&n[..p]).and_then(|c| table::lookup_sub(c, &n[p + 1..])),
+            None => table::lookup(n),
+        };
+        match found {
+            Some(s) => command_entry(out, s),
+            None => out.null_array(),
+        }
+    }
+}
+
+fn command_list(req: &Request, out: &mut Out) {
+    let mut names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+    if req.len() == 5 && is(req.arg(2), "filterby") && is(req.arg(3), "pattern") {
+        let p = req.arg(4).to_ascii_lowercase();
+        names.retain(|n| crate::glob::matches(&p, n.as_bytes(), true));
+    } else if req.len() != 2 {
+        return out.err(SYNTAX);
+    }
+    out.array_of_bulks(names.iter().map(|n| n.as_bytes()))
+}
+
+fn command_docs(req: &Request, out: &mut Out) {
+    let specs: Vec<&CommandSpec> = if req.len() == 2 {
+        COMMANDS.iter().collect()
+    } else {
+        (2..req.len())
+            .filter_map(|i| table::lookup(req.arg(i)))
+            .collect()
+    };
+    out.map(specs.len());
+    for s in specs {
+        out.bulk(s.name.as_bytes());
+        out.map(2);
+        out.bulk(b"summary");
+        out.bulk(b"");
+        out.bulk(b"since");
+        out.bulk(b"1.0.0");
+    }
+}
+
+fn command_getkeys(req: &Request, with_flags: bool, out: &mut Out) {
+    let args: Vec<&[u8]> = (2..req.len()).map(|i| req.arg(i)).collect();
+    let spec = match table::resolve(|i| args.get(i).copied()) {
+        Ok(s) => s,
+        Err(table::CommandError::Unknown(_)) => return out.err("ERR Invalid command specified"),
+        Err(_) => return out.err("ERR Invalid number of arguments specified for command"),
+    };
+    if !spec.has_keys() && !spec.has(rcodis_core::cmd::CommandFlags::MOVABLEKEYS) {
+        return out.err("ERR The command has no key arguments");
+    }
+    match table::key_indexes(spec, &args, false) {
+        Ok(idx) if !idx.is_empty() => {
+            out.array(idx.len());
+            for i in idx {
+                if with_flags {
+                    out.array(2);
+                    out.bulk(args[i]);
+                    out.array(0);
+                } else {
+                    out.bulk(args[i]);
+                }
+            }
+        }
+        Ok(_) => out.err("ERR The command has no key arguments"),
+        Err(_) => out.err("ERR Invalid arguments specified for command"),
+    }
+}
+
+async fn client_list(c: &mut Conn, req: &Request, out: &mut Out) {
+    c.update_info_now();
+    let mut ids: Option<Vec<u64>> = None;
+    if req.len() > 2 {
+        if is(req.arg(2), "id") && req.len() > 3 {
+            let mut v = Vec::new();
+            for i in 3..req.len() {
+                match parse_i64(req.arg(i)) {
+                    Some(x) if x > 0 => v.push(x as u64),
+                    _ => return out.err("ERR Invalid client ID"),
+                }
+            }
+            ids = Some(v);
+        } else if is(req.arg(2), "type") && req.len() == 4 {
+            let t = req.arg(3);
+            if !(is(t, "normal")
+                || is(t, "master")
+                || is(t, "replica")
+                || is(t, "slave")
+                || is(t, "pubsub"))
+            {
+                return out.err(&format!(
+                    "ERR Unknown client type '{}'",
+                    String::from_utf8_lossy(t)
+                ));
+            }
+            if !is(t, "normal") && !is(t, "pubsub") {
+                return out.verbatim("");
+            }
+        } else {
+            return out.err(SYNTAX);
+        }
+    }
+    let lists = c
+        .shard
+        .run_on_all(|st| {
+            st.clients
+                .values()
+                .map(|i| (i.id, i.line()))
+                .collect::<Vec<_>>()
+        })
+        .await;
+    let mut all: Vec<(u64, String)> = lists.into_iter().flatten().collect();
+    all.sort();
+    let mut s = String::new();
+    for (id, line) in all {
+        if ids.as_ref().is_none_or(|v| v.contains(&id)) {
+            s.push_str(&line);
+            s.push('\n');
+        }
+    }
+    out.verbatim(&s)
+}
+
+async fn client_kill(c: &mut Conn, req: &Request, out: &mut Out) {
+    // CLIENT KILL addr | CLIENT KILL [ID id] [ADDR a] [LADDR a] [SKIPME yes|no]
+    let mut id = None;
+    let mut addr = None;
+    let mut laddr = None;
+    let mut skipme = true;
+    let legacy = req.len() == 3;
+    if legacy {
+        addr = Some(String::from_utf8_lossy(req.arg(2)).into_owned());
+    } else {
+        let mut i = 2;
+        while i + 1 < req.len() {
+            let (o, v) = (req.arg(i), req.arg(i + 1));
+            if is(o, "id") {
+                match parse_i64(v) {
+                    Some(x) if x > 0 => id = Some(x as u64),
+                    _ => return out.err("ERR client-id should be greater than 0"),
+                }
+            } else if is(o, "addr") {
+                addr = Some(String::from_utf8_lossy(v).into_owned());
+            } else if is(o, "laddr") {
+                laddr = Some(String::from_utf8_lossy(v).into_owned());
+            } else if is(o, "skipme") {
+                skipme = is(v, "yes");
+            } else if is(o, "type") || is(o, "user") || is(o, "maxage") {
+            } else {
+                return out.err(SYNTAX);
+            }
+            i += 2;
+        }
+        if i != req.len() {
+            return out.err(SYNTAX);
+        }
+    }
+    let me = c.id;
+    let lists = c
+        .shard
+        .run_on_all(|st| {
+            st.clients
+                .values()
+                .map(|i| (i.id, i.addr.clone(), i.laddr.clone(), i.fd))
+                .collect::<Vec<_>>()
+        })
+        .await;
+    let mut killed = 0;
+    for (cid, a, la, fd) in lists.into_iter().flatten() {
+        if id.is_some_and(|x| x != cid)
+            || addr.as_ref().is_some_and(|x| *x != a)
+            || laddr.as_ref().is_some_and(|x| *x != la)
+            || (skipme && cid == me)
+        {
+            continue;
+        }
+        if cid == me {
+            c.close = true;
+        } else {
+            // Shutting the socket down wakes its connection task, which then closes.
+            unsafe_shutdown(fd);
+        }
+        killed += 1;
+    }
+    if legacy {
+        if killed == 0 {
+            return out.err("ERR No such client");
+        }
+        return out.ok();
+    }
+    out.int(killed)
+}
+
+fn unsafe_shutdown(fd: i32) {
+    // shutdown(2) on a socket fd owned by another connection task: it only changes the
+    // socket's state; the owning task sees EOF and closes the fd itself.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+async fn slowlog_get(c: &mut Conn, req: &Request, out: &mut Out) {
+    let count = match req.get(2) {
+        None => 10,
+        Some(v) => match parse_i64(v) {
+            Some(n) if n >= -1 => n,
+            _ => return out.err("ERR count should be greater than or equal to -1"),
+        },
+    };
+    let lists = c
+        .shard
+        .run_on_all(|st| st.slowlog.iter().cloned().collect::<Vec<_>>())
+        .await;
+    let mut all: Vec<crate::shard::SlowEntry> = lists.into_iter().flatten().collect();
+    all.sort_by(|a, b| b.id.cmp(&a.id));
+    if count >= 0 {
+        all.truncate(count as usize);
+    }
+    out.array(all.len());
+    for e in all {
+        out.array(6);
+        out.int(e.id as i64);
+        out.int(e.unix as i64);
+        out.int(e.usec as i64);
+        out.array_of_bulks(e.args.iter().map(|a| &a[..]));
+        out.bulk(b"");
+        out.bulk(b"");
+    }
+}
+
+async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
+    let sub = req.get(1).unwrap_or(b"");
+    if is(sub, "sleep") && req.len() == 3 {
+        let Some(secs) = crate::cmd::parse_float(req.arg(2)) else {
+            return out.err(crate::cmd::NOT_FLOAT);
+        };
+        // DEBUG SLEEP blocks the whole server in Redis; here it blocks this shard's thread.
+        std::thread::sleep(std::time::Duration::from_secs_f64(secs.max(0.0)));
+        return out.ok();
+    }
+    if is(sub, "set-active-expire") && req.len() == 3 {
+        let on = req.arg(2) != b"0";
+        c.shard.run_on_all(move |st| st.active_expire = on).await;
+        return out.ok();
+    }
+    if is(sub, "object") && req.len() == 3 {
+        let key = req.arg_bytes(2);
+        let owner = c.shard.shard_of(&key);
+        let db = c.db;
+        let r = c
+            .shard
+            .run_on(owner, move |st| {
+                st.dbs[db].get_quiet(&key, now_ms()).map(|e| {
+                    format!(
+                        "Value at:0x0 refcount:1 encoding:{} serializedlength:{} lru:0 lru_seconds_idle:{}",
+                        e.value.encoding(),
+                        e.value.mem_size(),
+                        now_ms().saturating_sub(e.access_ms) / 1000
+                    )
+                })
+            })
+            .await;
+        return match r {
+            Some(s) => out.simple(&s),
+            None => out.err("ERR no such key"),
+        };
+    }
+    if is(sub, "jmap")
+        || is(sub, "quicklist-packed-threshold")
+        || is(sub, "change-repl-id")
+        || is(sub, "replybuffer")
+    {
+        return out.ok();
+    }
+    if is(sub, "help") {
+        return help(
+            out,
+            "DEBUG",
+            &["SLEEP <seconds>", "SET-ACTIVE-EXPIRE <0|1>", "OBJECT <key>"],
+        );
+    }
+    out.err(&format!(
+        "ERR unknown subcommand '{}'. Try DEBUG HELP.",
+        String::from_utf8_lossy(sub)
+    ))
+}
