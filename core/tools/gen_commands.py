@@ -140,6 +140,8 @@ def rs_spec(s):
 
 def entry(cmd, ident_prefix, out_statics):
     name, arity, flags, first, last, step = cmd[:6]
+    cats = cmd[6] if len(cmd) > 6 else []
+    tips = cmd[7] if len(cmd) > 7 else []
     specs = cmd[8] if len(cmd) > 8 else []
     subs = cmd[9] if len(cmd) > 9 else []
     ident = ident_prefix + name.upper().replace("|", "_").replace("-", "_")
@@ -153,13 +155,16 @@ def entry(cmd, ident_prefix, out_statics):
     specs_rs = "&[" + ", ".join(rs_spec(s) for s in specs) + "]"
     return (f"CommandSpec {{ name: \"{name}\", arity: {arity}, flags: {rs_flags(flags)}, "
             f"first_key: {first}, last_key: {last}, key_step: {step}, key_specs: {specs_rs}, "
-            f"subcommands: {sub_ident}, proxy: ProxyPolicy::{pol} }}")
+            f"subcommands: {sub_ident}, proxy: ProxyPolicy::{pol}, "
+            f"acl_categories: &[{', '.join(json.dumps(c) for c in cats)}], "
+            f"tips: &[{', '.join(json.dumps(t) for t in tips)}] }}")
 
 
 def main():
     cmds = json.load(open(SRC))
     for (name, arity, flags, first, last, step, specs) in CODIS:
-        cmds.append([name, arity, flags, first, last, step, [], [], specs, []])
+        cats = ["@write" if "write" in flags else "@read", "@slow"]
+        cmds.append([name, arity, flags, first, last, step, cats, [], specs, []])
     cmds.sort(key=lambda c: c[0])
     statics = []
     entries = [entry(c, "", statics) for c in cmds]

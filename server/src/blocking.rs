@@ -8,6 +8,7 @@
 //! performs the pop right there and sends the finished reply. So an element is never handed
 //! to a client that has gone, and no later command can take it first.
 
+use crate::cmd::Replied;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -55,7 +56,7 @@ pub fn try_serve(
     key: &[u8],
     op: &BlockOp,
     out: &mut Out,
-) -> Result<bool, ()> {
+) -> Result<bool, Replied> {
     let now = now_ms();
     let nr = st.nr_shards;
     let me = st.id;
@@ -175,7 +176,7 @@ pub fn serve_waiters(st: &mut ShardState, db: usize, keys: &[Bytes]) {
                     st.blocked.get_mut(&slot).expect("queue").push_front(w);
                     break;
                 }
-                Ok(true) | Err(()) => {
+                Ok(true) | Err(Replied) => {
                     // A real pop already happened (or a type error was written); claim so
                     // the client takes exactly this reply. Losing the claim race cannot
                     // happen here: only this shard pops for this waiter on this key, and a

@@ -7,6 +7,7 @@
 //! that depend on earlier ones (connection state, cross-shard keys, transactions, blocking)
 //! first flush what is queued. Same key, same shard, so per-key order always holds.
 
+use crate::cmd::Replied;
 use std::collections::HashSet;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -239,6 +240,8 @@ pub struct Conn {
     last_cmd: &'static str,
     /// Bytes already read while blocked, to process next.
     stash: BytesMut,
+    /// Inside EXEC: blocking commands must not block.
+    in_exec: bool,
 }
 
 const SUBSCRIBED_ONLY: &str =
@@ -288,6 +291,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         close: false,
         last_cmd: "NULL",
         stash: BytesMut::new(),
+        in_exec: false,
     };
     shard.state.borrow_mut().clients.insert(id, conn.info());
     let config = shared.config();
@@ -668,7 +672,7 @@ impl Conn {
         }
     }
 
-    async fn exec(&mut self, out: &mut Out, _stream: &mut TcpStream) {
+    async fn exec(&mut self, out: &mut Out, stream: &mut TcpStream) {
         let Some(queued) = self.multi.take() else {
             return out.err("ERR EXEC without MULTI");
         };
@@ -733,7 +737,9 @@ impl Conn {
                 first = false;
                 let (_, spec, req) = all[i].clone();
                 let mut o = Out::new(self.resp3);
-                Box::pin(crate::server_cmds::run(self, spec, &req, &mut o)).await;
+                self.in_exec = true;
+                Box::pin(self.conn_command(spec, &req, &mut o, stream)).await;
+                self.in_exec = false;
                 replies.push(o.buf.freeze());
             }
             i += 1;
@@ -844,7 +850,7 @@ impl Conn {
                 .run_on(owner, move |st| {
                     let mut o = Out::new(resp3);
                     match crate::blocking::try_serve(st, db, &k2, &op2, &mut o) {
-                        Ok(true) | Err(()) => Some(o.buf.freeze()),
+                        Ok(true) | Err(Replied) => Some(o.buf.freeze()),
                         Ok(false) => None,
                     }
                 })
@@ -853,6 +859,10 @@ impl Conn {
             if let Some(r) = r {
                 return out.raw(&r);
             }
+        }
+        if self.in_exec {
+            // Inside a transaction a blocking command behaves like its non-blocking form.
+            return out.null_array();
         }
         // Register a waiter on every key; the first shard to serve claims it.
         let (stx, srx) = futures::channel::oneshot::channel::<Bytes>();

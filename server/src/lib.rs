@@ -24,6 +24,7 @@ pub mod exec;
 pub mod glob;
 pub mod out;
 pub mod params;
+mod params_defaults;
 pub mod pubsub;
 pub mod server_cmds;
 pub mod shard;

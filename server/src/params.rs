@@ -41,14 +41,14 @@ fn enum_values(name: &str) -> Option<&'static [&'static str]> {
         | "cluster-enabled" => BOOL,
         "appendfsync" => &["always", "everysec", "no"],
         "maxmemory-policy" => &[
-            "noeviction",
-            "allkeys-lru",
             "volatile-lru",
-            "allkeys-lfu",
             "volatile-lfu",
-            "allkeys-random",
             "volatile-random",
             "volatile-ttl",
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "noeviction",
         ],
         "loglevel" => &["debug", "verbose", "notice", "warning", "nothing"],
         _ => return None,
@@ -114,7 +114,10 @@ fn is_int(name: &str) -> bool {
 
 /// The parameter table seeded from the server's configuration.
 pub fn defaults(c: &Config) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
+    let mut m: BTreeMap<String, String> = crate::params_defaults::REDIS_DEFAULTS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let mut put = |k: &str, v: &str| {
         m.insert(k.to_string(), v.to_string());
     };
@@ -174,9 +177,9 @@ pub fn defaults(c: &Config) -> BTreeMap<String, String> {
     put("list-max-listpack-size", "-2");
     put("list-max-ziplist-size", "-2");
     put("list-compress-depth", "0");
-    put("hash-max-listpack-entries", "128");
+    put("hash-max-listpack-entries", "512");
     put("hash-max-listpack-value", "64");
-    put("hash-max-ziplist-entries", "128");
+    put("hash-max-ziplist-entries", "512");
     put("hash-max-ziplist-value", "64");
     put("set-max-intset-entries", "512");
     put("zset-max-listpack-entries", "128");

@@ -1229,8 +1229,14 @@ fn command_entry(o: &mut Out, s: &CommandSpec) {
     o.int(s.first_key as i64);
     o.int(s.last_key as i64);
     o.int(s.key_step as i64);
-    o.set(0);
-    o.array(0);
+    o.set(s.acl_categories.len());
+    for c in s.acl_categories {
+        o.simple(c);
+    }
+    o.array(s.tips.len());
+    for t in s.tips {
+        o.bulk(t.as_bytes());
+    }
     o.array(s.key_specs.len());
     for ks in s.key_specs {
         key_spec_reply(o, ks);

@@ -202,3 +202,78 @@ pub fn text(f: &Frame) -> String {
         None => format!("{f:?}"),
     }
 }
+
+/// An rcodis-server (or any Redis-like server binary) on a free loopback port.
+pub struct ServerProc {
+    pub port: u16,
+    pub proc: Process,
+    pub dir: tempfile::TempDir,
+}
+
+impl ServerProc {
+    /// Starts `bin --port P --dir D <args>` and waits until it answers PING.
+    pub fn start(bin: &std::path::Path, args: &[&str]) -> ServerProc {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new(bin);
+        cmd.args(["--port", &port.to_string()])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(args);
+        let mut p = Process::spawn("rcodis-server", cmd);
+        wait_until("server to answer PING", Duration::from_secs(30), || {
+            assert!(!p.exited(), "server exited during start-up");
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(_) => {
+                    let mut c = Conn::connect(port);
+                    c.cmd(&["PING"]) == Frame::Simple(bytes::Bytes::from_static(b"PONG"))
+                        || matches!(c.cmd(&["PING"]), Frame::Error(_))
+                }
+                Err(_) => false,
+            }
+        });
+        ServerProc { port, proc: p, dir }
+    }
+
+    /// A new client connection.
+    pub fn conn(&self) -> Conn {
+        Conn::connect(self.port)
+    }
+}
+
+/// Normalises a reply for comparison: for commands whose reply order is unspecified
+/// (SMEMBERS, HGETALL, KEYS, ...), sorts the elements (pairs stay together for maps).
+pub fn normalize(cmd: &str, f: Frame) -> Frame {
+    let c = cmd.to_ascii_lowercase();
+    let pairs = matches!(c.as_str(), "hgetall" | "config");
+    let unordered = matches!(
+        c.as_str(),
+        "smembers"
+            | "sinter"
+            | "sunion"
+            | "sdiff"
+            | "hkeys"
+            | "hvals"
+            | "keys"
+            | "hgetall"
+            | "spop"
+            | "srandmember"
+            | "hrandfield"
+            | "zrandmember"
+    );
+    match f {
+        Frame::Array(mut v) | Frame::Set(mut v) if unordered => {
+            if pairs {
+                let mut ps: Vec<(Frame, Frame)> =
+                    v.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect();
+                ps.sort_by(|a, b| format!("{:?}", a).cmp(&format!("{:?}", b)));
+                Frame::Array(ps.into_iter().flat_map(|(a, b)| [a, b]).collect())
+            } else {
+                v.sort_by_key(|x| format!("{x:?}"));
+                Frame::Array(v)
+            }
+        }
+        Frame::Set(v) => Frame::Array(v),
+        other => other,
+    }
+}

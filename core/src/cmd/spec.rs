@@ -178,6 +178,10 @@ pub struct CommandSpec {
     pub key_specs: &'static [KeySpec],
     pub subcommands: &'static [CommandSpec],
     pub proxy: ProxyPolicy,
+    /// ACL categories (`@read`, `@string`, ...), as COMMAND INFO reports them.
+    pub acl_categories: &'static [&'static str],
+    /// Command tips (`nondeterministic_output`, `request_policy:all_shards`, ...).
+    pub tips: &'static [&'static str],
 }
 
 impl CommandSpec {

@@ -1,5 +1,6 @@
 //! Hash commands.
 
+use super::Replied;
 use bytes::Bytes;
 use hashbrown::HashMap;
 use rand::seq::IteratorRandom;
@@ -81,7 +82,7 @@ fn hget(ctx: &mut Ctx<'_>, req: &Request) {
             None => ctx.out.null(),
         },
         Ok(None) => ctx.out.null(),
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -89,7 +90,7 @@ fn hmget(ctx: &mut Ctx<'_>, req: &Request) {
     let vals: Vec<Option<Bytes>> = match get_hash(ctx, req.arg(1)) {
         Ok(Some(h)) => (2..req.len()).map(|i| h.get(req.arg(i)).cloned()).collect(),
         Ok(None) => vec![None; req.len() - 2],
-        Err(()) => return,
+        Err(Replied) => return,
     };
     ctx.out.array(vals.len());
     for v in vals {
@@ -107,7 +108,7 @@ fn hdel(ctx: &mut Ctx<'_>, req: &Request) {
             .filter(|&i| h.remove(req.arg(i)).is_some())
             .count(),
         Ok(None) => 0,
-        Err(()) => return,
+        Err(Replied) => return,
     };
     if n > 0 {
         ctx.db.touch_watched(key);
@@ -143,7 +144,7 @@ fn hgetall_generic(ctx: &mut Ctx<'_>, req: &Request, keys: bool, vals: bool) {
     let items: Vec<(Bytes, Bytes)> = match get_hash(ctx, req.arg(1)) {
         Ok(Some(h)) => h.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         Ok(None) => Vec::new(),
-        Err(()) => return,
+        Err(Replied) => return,
     };
     if keys && vals {
         ctx.out.map(items.len());
@@ -187,7 +188,7 @@ fn hincrby(ctx: &mut Ctx<'_>, req: &Request) {
             None => 0,
         },
         Ok(None) => 0,
-        Err(()) => return,
+        Err(Replied) => return,
     };
     let Some(n) = cur.checked_add(by) else {
         return ctx.out.err(OVERFLOW);
@@ -216,7 +217,7 @@ fn hincrbyfloat(ctx: &mut Ctx<'_>, req: &Request) {
             None => 0.0,
         },
         Ok(None) => 0.0,
-        Err(()) => return,
+        Err(Replied) => return,
     };
     let n = cur + by;
     if n.is_nan() || n.is_infinite() {
@@ -308,7 +309,7 @@ fn hscan(ctx: &mut Ctx<'_>, req: &Request) {
     let items: Vec<(Bytes, Bytes)> = match get_hash(ctx, req.arg(1)) {
         Ok(Some(h)) => h.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         Ok(None) => Vec::new(),
-        Err(()) => return,
+        Err(Replied) => return,
     };
     let items: Vec<_> = items
         .into_iter()
@@ -349,7 +350,7 @@ fn hrandfield(ctx: &mut Ctx<'_>, req: &Request) {
                 Some(_) => ctx.out.array(0),
             }
         }
-        Err(()) => return,
+        Err(Replied) => return,
     };
     let mut rng = rand::thread_rng();
     let Some(count) = count else {

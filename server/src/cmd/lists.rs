@@ -1,5 +1,6 @@
 //! List commands (the blocking variants are driven by the connection, which calls these).
 
+use super::Replied;
 use bytes::Bytes;
 use hashbrown::HashMap;
 use rcodis_core::num::parse_i64;
@@ -36,7 +37,7 @@ fn push(ctx: &mut Ctx<'_>, req: &Request, left: bool, only_existing: bool) {
         match get_list(ctx, key) {
             Ok(Some(_)) => {}
             Ok(None) => return ctx.out.int(0),
-            Err(()) => return,
+            Err(Replied) => return,
         }
     }
     let Ok(l) = list_or_new(ctx, key) else { return };
@@ -76,7 +77,7 @@ pub fn pop_n(
     key: &[u8],
     left: bool,
     count: usize,
-) -> Result<Option<Vec<Bytes>>, ()> {
+) -> Result<Option<Vec<Bytes>>, Replied> {
     let Some(l) = get_list(ctx, key)? else {
         return Ok(None);
     };
@@ -115,17 +116,17 @@ fn pop(ctx: &mut Ctx<'_>, req: &Request, left: bool) {
                 ctx.out.bulk(&x)
             }
             Ok(_) => ctx.out.null(),
-            Err(()) => {}
+            Err(Replied) => {}
         },
         Some(0) => match get_list(ctx, key) {
             Ok(Some(_)) => ctx.out.array(0),
             Ok(None) => ctx.out.null_array(),
-            Err(()) => {}
+            Err(Replied) => {}
         },
         Some(c) => match pop_n(ctx, key, left, c) {
             Ok(Some(v)) => ctx.out.array_of_bulks(v.iter().map(|b| &b[..])),
             Ok(None) => ctx.out.null_array(),
-            Err(()) => {}
+            Err(Replied) => {}
         },
     }
 }
@@ -144,7 +145,7 @@ fn llen(ctx: &mut Ctx<'_>, req: &Request) {
             let n = l.map(|l| l.len()).unwrap_or(0);
             ctx.out.int(n as i64)
         }
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -189,7 +190,7 @@ fn lindex(ctx: &mut Ctx<'_>, req: &Request) {
             None => ctx.out.null(),
         },
         Ok(None) => ctx.out.null(),
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -208,7 +209,7 @@ fn lset(ctx: &mut Ctx<'_>, req: &Request) {
             None => ctx.out.err("ERR index out of range"),
         },
         Ok(None) => ctx.out.err(NO_KEY),
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -232,7 +233,7 @@ fn linsert(ctx: &mut Ctx<'_>, req: &Request) {
             None => ctx.out.int(-1),
         },
         Ok(None) => ctx.out.int(0),
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -273,7 +274,7 @@ fn lrem(ctx: &mut Ctx<'_>, req: &Request) {
             removed
         }
         Ok(None) => 0,
-        Err(()) => return,
+        Err(Replied) => return,
     };
     if removed > 0 {
         ctx.db.touch_watched(key);
@@ -304,7 +305,7 @@ fn ltrim(ctx: &mut Ctx<'_>, req: &Request) {
             ctx.out.ok()
         }
         Ok(None) => ctx.out.ok(),
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -357,7 +358,7 @@ fn lpos(ctx: &mut Ctx<'_>, req: &Request) {
                 ctx.out.null()
             };
         }
-        Err(()) => return,
+        Err(Replied) => return,
     };
     let want = match count {
         Some(0) => usize::MAX,
@@ -416,10 +417,10 @@ pub fn move_one(
     dst: &[u8],
     from_left: bool,
     to_left: bool,
-) -> Result<Option<Bytes>, ()> {
+) -> Result<Option<Bytes>, Replied> {
     // Type-check the destination before popping anything (as Redis does).
     if get_list(ctx, dst).is_err() {
-        return Err(());
+        return Err(Replied);
     }
     let Some(l) = get_list(ctx, src)? else {
         return Ok(None);
@@ -451,7 +452,7 @@ fn lmove(ctx: &mut Ctx<'_>, req: &Request) {
     match move_one(ctx, req.arg(1), req.arg(2), f, t) {
         Ok(Some(v)) => ctx.out.bulk(&v),
         Ok(None) => ctx.out.null(),
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -459,7 +460,7 @@ fn rpoplpush(ctx: &mut Ctx<'_>, req: &Request) {
     match move_one(ctx, req.arg(1), req.arg(2), false, true) {
         Ok(Some(v)) => ctx.out.bulk(&v),
         Ok(None) => ctx.out.null(),
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -524,7 +525,7 @@ pub fn parse_mpop(ctx: &mut Ctx<'_>, req: &Request, at: usize, zset: bool) -> Op
 }
 
 /// Pops from the first non-empty list; writes `[key, [elems]]`. Returns whether it did.
-pub fn mpop_lists(ctx: &mut Ctx<'_>, a: &MpopArgs) -> Result<bool, ()> {
+pub fn mpop_lists(ctx: &mut Ctx<'_>, a: &MpopArgs) -> Result<bool, Replied> {
     for k in &a.keys {
         if let Some(v) = pop_n(ctx, k, a.left, a.count)? {
             if !v.is_empty() {
@@ -543,7 +544,7 @@ fn lmpop(ctx: &mut Ctx<'_>, req: &Request) {
         return;
     };
     match mpop_lists(ctx, &a) {
-        Ok(true) | Err(()) => {}
+        Ok(true) | Err(Replied) => {}
         Ok(false) => ctx.out.null_array(),
     }
 }

@@ -28,6 +28,10 @@ pub const OVERFLOW: &str = "ERR increment or decrement would overflow";
 pub const NO_KEY: &str = "ERR no such key";
 pub const MUST_POSITIVE: &str = "ERR value is out of range, must be positive";
 
+/// The error of a helper that has already written its error reply (WRONGTYPE, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replied;
+
 /// What a handler works on.
 pub struct Ctx<'a> {
     pub db: &'a mut Db,
@@ -148,10 +152,10 @@ pub fn range_indexes(start: i64, end: i64, len: usize) -> Option<(usize, usize)>
     Some((s as usize, e as usize))
 }
 
-/// Reads a key expecting a type; `Err(())` means another type (WRONGTYPE written).
+/// Reads a key expecting a type; `Err(Replied)` means another type (WRONGTYPE written).
 macro_rules! typed {
     ($fn:ident, $fn_mut:ident, $variant:ident, $t:ty) => {
-        pub fn $fn<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c mut $t>, ()> {
+        pub fn $fn<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c mut $t>, Replied> {
             let found = ctx.lookup(key).is_some();
             if !found {
                 return Ok(None);
@@ -163,7 +167,7 @@ macro_rules! typed {
             );
             if !is_type {
                 ctx.out.err(WRONGTYPE);
-                return Err(());
+                return Err(Replied);
             }
             match ctx.db.get(key, ctx.now).map(|e| &mut e.value) {
                 Some(Value::$variant(v)) => Ok(Some(v)),
@@ -172,7 +176,7 @@ macro_rules! typed {
         }
 
         /// Like the reader, creating an empty value when the key is absent.
-        pub fn $fn_mut<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<&'c mut $t, ()> {
+        pub fn $fn_mut<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<&'c mut $t, Replied> {
             let exists = $fn(ctx, key)?.is_some();
             if !exists {
                 ctx.db

@@ -1,5 +1,6 @@
 //! Set commands.
 
+use super::Replied;
 use bytes::Bytes;
 use hashbrown::{HashMap, HashSet};
 use rand::seq::IteratorRandom;
@@ -45,7 +46,7 @@ fn srem(ctx: &mut Ctx<'_>, req: &Request) {
     let n = match get_set(ctx, key) {
         Ok(Some(s)) => (2..req.len()).filter(|&i| s.remove(req.arg(i))).count(),
         Ok(None) => 0,
-        Err(()) => return,
+        Err(Replied) => return,
     };
     if n > 0 {
         ctx.db.touch_watched(key);
@@ -72,7 +73,7 @@ fn smismember(ctx: &mut Ctx<'_>, req: &Request) {
     let res: Vec<bool> = match get_set(ctx, req.arg(1)) {
         Ok(Some(s)) => (2..req.len()).map(|i| s.contains(req.arg(i))).collect(),
         Ok(None) => vec![false; req.len() - 2],
-        Err(()) => return,
+        Err(Replied) => return,
     };
     ctx.out.array(res.len());
     for b in res {
@@ -91,7 +92,7 @@ fn smembers(ctx: &mut Ctx<'_>, req: &Request) {
     let m: Vec<Bytes> = match get_set(ctx, req.arg(1)) {
         Ok(Some(s)) => s.iter().cloned().collect(),
         Ok(None) => Vec::new(),
-        Err(()) => return,
+        Err(Replied) => return,
     };
     reply_set(ctx, &m);
 }
@@ -126,7 +127,7 @@ fn spop(ctx: &mut Ctx<'_>, req: &Request) {
                 Some(_) => ctx.out.set(0),
             }
         }
-        Err(()) => return,
+        Err(Replied) => return,
     };
     if !popped.is_empty() {
         ctx.db.touch_watched(key);
@@ -160,7 +161,7 @@ fn srandmember(ctx: &mut Ctx<'_>, req: &Request) {
                 Some(_) => ctx.out.array(0),
             }
         }
-        Err(()) => return,
+        Err(Replied) => return,
     };
     let mut rng = rand::thread_rng();
     match count {
@@ -193,7 +194,7 @@ fn smove(ctx: &mut Ctx<'_>, req: &Request) {
     let src_has = match get_set(ctx, src) {
         Ok(Some(s)) => s.contains(m),
         Ok(None) => false,
-        Err(()) => return,
+        Err(Replied) => return,
     };
     if get_set(ctx, dst).is_err() {
         return;
@@ -216,7 +217,7 @@ fn smove(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 /// The sets named by `keys` (missing keys as empty sets); `Err` on a wrong type.
-fn load_sets(ctx: &mut Ctx<'_>, keys: &[&[u8]]) -> Result<Vec<Option<HashSet<Bytes>>>, ()> {
+fn load_sets(ctx: &mut Ctx<'_>, keys: &[&[u8]]) -> Result<Vec<Option<HashSet<Bytes>>>, Replied> {
     keys.iter()
         .map(|k| get_set(ctx, k).map(|s| s.cloned()))
         .collect()
@@ -369,7 +370,7 @@ fn sscan(ctx: &mut Ctx<'_>, req: &Request) {
     let members: Vec<Bytes> = match get_set(ctx, req.arg(1)) {
         Ok(Some(s)) => s.iter().cloned().collect(),
         Ok(None) => Vec::new(),
-        Err(()) => return,
+        Err(Replied) => return,
     };
     let members: Vec<Bytes> = members
         .into_iter()

@@ -1,5 +1,6 @@
 //! String commands.
 
+use super::Replied;
 use bytes::{Bytes, BytesMut};
 use hashbrown::HashMap;
 use rcodis_core::num::parse_i64;
@@ -42,15 +43,15 @@ pub fn register(m: &mut HashMap<&'static str, Handler>) {
     m.insert("lcs", lcs);
 }
 
-/// The string at a key (a cheap shared copy): `Ok(None)` absent, `Err(())` wrong type
+/// The string at a key (a cheap shared copy): `Ok(None)` absent, `Err(Replied)` wrong type
 /// (error written).
-pub fn get_str(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<Option<Bytes>, ()> {
+pub fn get_str(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<Option<Bytes>, Replied> {
     match ctx.lookup(key).map(|e| &e.value) {
         None => Ok(None),
         Some(Value::Str(s)) => Ok(Some(s.clone())),
         Some(_) => {
             ctx.out.err(WRONGTYPE);
-            Err(())
+            Err(Replied)
         }
     }
 }
@@ -238,7 +239,7 @@ fn psetex(ctx: &mut Ctx<'_>, req: &Request) {
 fn getset(ctx: &mut Ctx<'_>, req: &Request) {
     let old = match get_str(ctx, req.arg(1)) {
         Ok(v) => v,
-        Err(()) => return,
+        Err(Replied) => return,
     };
     ctx.db
         .set(req.arg(1), Value::Str(owned(req.arg(2))), ctx.now);
@@ -255,7 +256,7 @@ fn getdel(ctx: &mut Ctx<'_>, req: &Request) {
             ctx.out.bulk(&v);
         }
         Ok(None) => ctx.out.null(),
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -290,7 +291,7 @@ fn getex(ctx: &mut Ctx<'_>, req: &Request) {
     let v = match get_str(ctx, req.arg(1)) {
         Ok(Some(v)) => v,
         Ok(None) => return ctx.out.null(),
-        Err(()) => return,
+        Err(Replied) => return,
     };
     if let Some(at) = new_expire {
         if at <= ctx.now {
@@ -431,7 +432,7 @@ fn append(ctx: &mut Ctx<'_>, req: &Request) {
             ctx.db.get(key, ctx.now).map(|e| e.expire_at).unwrap_or(0),
         ),
         Ok(None) => (Bytes::new(), 0),
-        Err(()) => return,
+        Err(Replied) => return,
     };
     if cur.len() + add.len() > MAX_STRING {
         return ctx
@@ -454,7 +455,7 @@ fn strlen(ctx: &mut Ctx<'_>, req: &Request) {
             let n = s.map(|s| s.len()).unwrap_or(0);
             ctx.out.int(n as i64)
         }
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -468,7 +469,7 @@ fn getrange(ctx: &mut Ctx<'_>, req: &Request) {
     let s = match get_str(ctx, req.arg(1)) {
         Ok(Some(s)) => s,
         Ok(None) => return ctx.out.bulk(b""),
-        Err(()) => return,
+        Err(Replied) => return,
     };
     // Redis: negative start and end both beyond the start give an empty string.
     if start < 0 && end < 0 && start > end {
@@ -495,7 +496,7 @@ fn setrange(ctx: &mut Ctx<'_>, req: &Request) {
             ctx.db.get(key, ctx.now).map(|e| e.expire_at).unwrap_or(0),
         ),
         Ok(None) => (None, 0),
-        Err(()) => return,
+        Err(Replied) => return,
     };
     let cur_len = cur.as_ref().map(|c| c.len()).unwrap_or(0);
     if val.is_empty() {
@@ -546,7 +547,7 @@ fn setbit(ctx: &mut Ctx<'_>, req: &Request) {
             ctx.db.get(key, ctx.now).map(|e| e.expire_at).unwrap_or(0),
         ),
         Ok(None) => (Bytes::new(), 0),
-        Err(()) => return,
+        Err(Replied) => return,
     };
     let byte = off / 8;
     let bit = 7 - (off % 8);
@@ -581,7 +582,7 @@ fn getbit(ctx: &mut Ctx<'_>, req: &Request) {
             ctx.out.int(bit as i64)
         }
         Ok(None) => ctx.out.int(0),
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -636,7 +637,7 @@ fn bitcount(ctx: &mut Ctx<'_>, req: &Request) {
     let s = match get_str(ctx, req.arg(1)) {
         Ok(Some(s)) => s,
         Ok(None) => return ctx.out.int(0),
-        Err(()) => return,
+        Err(Replied) => return,
     };
     let total = match range {
         None => s.iter().map(|b| b.count_ones() as u64).sum(),
@@ -695,7 +696,7 @@ fn bitpos(ctx: &mut Ctx<'_>, req: &Request) {
     let s = match get_str(ctx, req.arg(1)) {
         Ok(Some(s)) => s,
         Ok(None) => return ctx.out.int(if want == 1 { -1 } else { 0 }),
-        Err(()) => return,
+        Err(Replied) => return,
     };
     let units = if bit_unit {
         s.len() as i64 * 8
@@ -738,7 +739,7 @@ fn bitop(ctx: &mut Ctx<'_>, req: &Request) {
         match get_str(ctx, req.arg(i)) {
             Ok(Some(s)) => srcs.push(s),
             Ok(None) => srcs.push(Bytes::new()),
-            Err(()) => return,
+            Err(Replied) => return,
         }
     }
     let maxlen = srcs.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -799,11 +800,11 @@ fn lcs(ctx: &mut Ctx<'_>, req: &Request) {
             .out
             .err("ERR If you want both the length and indexes, please just use IDX.");
     }
-    let mut get = |k: &[u8]| -> Result<Bytes, ()> {
+    let mut get = |k: &[u8]| -> Result<Bytes, Replied> {
         match ctx.lookup(k).map(|e| &e.value) {
             None => Ok(Bytes::new()),
             Some(Value::Str(s)) => Ok(s.clone()),
-            Some(_) => Err(()),
+            Some(_) => Err(Replied),
         }
     };
     let (Ok(a), Ok(b)) = (get(req.arg(1)), get(req.arg(2))) else {

@@ -1,5 +1,6 @@
 //! Sorted set commands.
 
+use super::Replied;
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -178,7 +179,7 @@ fn zrem(ctx: &mut Ctx<'_>, req: &Request) {
             .filter(|&i| z.remove(req.arg(i)).is_some())
             .count(),
         Ok(None) => 0,
-        Err(()) => return,
+        Err(Replied) => return,
     };
     if n > 0 {
         ctx.db.touch_watched(key);
@@ -200,7 +201,7 @@ fn zscore(ctx: &mut Ctx<'_>, req: &Request) {
             Some(s) => ctx.out.double(s),
             None => ctx.out.null(),
         },
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -208,7 +209,7 @@ fn zmscore(ctx: &mut Ctx<'_>, req: &Request) {
     let scores: Vec<Option<f64>> = match get_zset(ctx, req.arg(1)) {
         Ok(Some(z)) => (2..req.len()).map(|i| z.score(req.arg(i))).collect(),
         Ok(None) => vec![None; req.len() - 2],
-        Err(()) => return,
+        Err(Replied) => return,
     };
     ctx.out.array(scores.len());
     for s in scores {
@@ -229,7 +230,7 @@ fn rank_generic(ctx: &mut Ctx<'_>, req: &Request, rev: bool) {
             None => ctx.out.null(),
         },
         Ok(None) => ctx.out.null(),
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -313,7 +314,7 @@ fn zcount(ctx: &mut Ctx<'_>, req: &Request) {
             let n = z.map(|z| score_range(z, min, max).count()).unwrap_or(0);
             ctx.out.int(n as i64)
         }
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -346,7 +347,7 @@ fn zlexcount(ctx: &mut Ctx<'_>, req: &Request) {
                 .unwrap_or(0);
             ctx.out.int(n as i64)
         }
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -529,7 +530,7 @@ fn run_range(ctx: &mut Ctx<'_>, key: &[u8], r: &RangeSpec) {
             }
             return ctx.out.array(0);
         }
-        Err(()) => return,
+        Err(Replied) => return,
     };
     if let Some(items) = select(ctx, &z, r) {
         reply_scored(ctx, &items, r.withscores);
@@ -548,7 +549,7 @@ fn zrangestore(ctx: &mut Ctx<'_>, req: &Request) {
     };
     let src = match get_zset(ctx, req.arg(2)) {
         Ok(z) => z.cloned().map(|b| *b).unwrap_or_default(),
-        Err(()) => return,
+        Err(Replied) => return,
     };
     let Some(items) = select(ctx, &src, &r) else {
         return;
@@ -641,7 +642,7 @@ fn zrem_range(ctx: &mut Ctx<'_>, req: &Request, by: RangeBy) {
             }
             return;
         }
-        Err(()) => return,
+        Err(Replied) => return,
     };
     let Some(items) = select(ctx, &z, &r) else {
         return;
@@ -676,7 +677,7 @@ pub fn zpop_n(
     key: &[u8],
     max: bool,
     count: usize,
-) -> Result<Option<Vec<(Bytes, f64)>>, ()> {
+) -> Result<Option<Vec<(Bytes, f64)>>, Replied> {
     let Some(z) = get_zset(ctx, key)? else {
         return Ok(None);
     };
@@ -716,7 +717,7 @@ fn zpop(ctx: &mut Ctx<'_>, req: &Request, max: bool) {
             }
         }
         Ok(None) => ctx.out.array(0),
-        Err(()) => {}
+        Err(Replied) => {}
     }
 }
 
@@ -729,13 +730,19 @@ fn zpopmax(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 /// ZMPOP/BZMPOP body: pops from the first non-empty zset. Returns whether it did.
-pub fn mpop_zsets(ctx: &mut Ctx<'_>, a: &super::lists::MpopArgs) -> Result<bool, ()> {
+pub fn mpop_zsets(ctx: &mut Ctx<'_>, a: &super::lists::MpopArgs) -> Result<bool, Replied> {
     for k in &a.keys {
         if let Some(v) = zpop_n(ctx, k, !a.left, a.count)? {
             if !v.is_empty() {
+                // [key, [[member, score], ...]] in both protocols.
                 ctx.out.array(2);
                 ctx.out.bulk(k);
-                reply_scored(ctx, &v, true);
+                ctx.out.array(v.len());
+                for (m, s) in &v {
+                    ctx.out.array(2);
+                    ctx.out.bulk(m);
+                    ctx.out.double(*s);
+                }
                 return Ok(true);
             }
         }
@@ -748,7 +755,7 @@ fn zmpop(ctx: &mut Ctx<'_>, req: &Request) {
         return;
     };
     match mpop_zsets(ctx, &a) {
-        Ok(true) | Err(()) => {}
+        Ok(true) | Err(Replied) => {}
         Ok(false) => ctx.out.null_array(),
     }
 }
@@ -767,14 +774,14 @@ enum SetOp {
 }
 
 /// Loads a zset or a plain set (members scored 1) as a zset.
-fn load_scored(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<Option<HashMap<Bytes, f64>>, ()> {
+fn load_scored(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<Option<HashMap<Bytes, f64>>, Replied> {
     match ctx.lookup(key).map(|e| &e.value) {
         None => Ok(None),
         Some(Value::ZSet(z)) => Ok(Some(z.dict.clone())),
         Some(Value::Set(s)) => Ok(Some(s.iter().map(|m| (m.clone(), 1.0)).collect())),
         Some(_) => {
             ctx.out.err(WRONGTYPE);
-            Err(())
+            Err(Replied)
         }
     }
 }
@@ -837,7 +844,7 @@ fn zsetop(
     for j in 0..n {
         match load_scored(ctx, req.arg(at + 1 + j)) {
             Ok(s) => sets.push(s),
-            Err(()) => return,
+            Err(Replied) => return,
         }
     }
     let combine = |a: f64, b: f64| -> f64 {
@@ -950,7 +957,7 @@ fn zintercard(ctx: &mut Ctx<'_>, req: &Request) {
     for k in &keys {
         match load_scored(ctx, k) {
             Ok(s) => sets.push(s),
-            Err(()) => return,
+            Err(Replied) => return,
         }
     }
     let n = if sets.iter().any(|s| s.is_none()) {
@@ -991,7 +998,7 @@ fn zrandmember(ctx: &mut Ctx<'_>, req: &Request) {
                 Some(_) => ctx.out.array(0),
             }
         }
-        Err(()) => return,
+        Err(Replied) => return,
     };
     let mut rng = rand::thread_rng();
     let Some(count) = count else {
@@ -1019,7 +1026,7 @@ fn zscan(ctx: &mut Ctx<'_>, req: &Request) {
     let items: Vec<(Bytes, f64)> = match get_zset(ctx, req.arg(1)) {
         Ok(Some(z)) => z.iter().map(|(s, m)| (m.clone(), s.0)).collect(),
         Ok(None) => Vec::new(),
-        Err(()) => return,
+        Err(Replied) => return,
     };
     let items: Vec<_> = items
         .into_iter()

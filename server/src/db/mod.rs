@@ -58,7 +58,7 @@ impl Value {
                 }
             }
             Value::Hash(h) => {
-                if h.len() <= 128 && h.iter().all(|(k, v)| k.len() <= 64 && v.len() <= 64) {
+                if h.len() <= 512 && h.iter().all(|(k, v)| k.len() <= 64 && v.len() <= 64) {
                     "listpack"
                 } else {
                     "hashtable"
