@@ -158,10 +158,7 @@ pub fn serve_waiters(st: &mut ShardState, db: usize, keys: &[Bytes]) {
     }
     for key in keys {
         let slot = (db, key.clone());
-        loop {
-            let Some(q) = st.blocked.get_mut(&slot) else {
-                break;
-            };
+        while let Some(q) = st.blocked.get_mut(&slot) {
             let Some(w) = q.pop_front() else {
                 st.blocked.remove(&slot);
                 break;

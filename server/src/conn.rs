@@ -68,7 +68,7 @@ impl ClientInfo {
             self.sub,
             self.psub,
             self.multi,
-            self.last_cmd.replace('|', "|"),
+            self.last_cmd,
             self.resp,
             String::from_utf8_lossy(&self.lib_name),
             String::from_utf8_lossy(&self.lib_ver),
@@ -539,7 +539,7 @@ impl Conn {
         }
         if spec.has(rcodis_core::cmd::CommandFlags::NO_MULTI) && !matches!(spec.name, "multi") {
             self.multi_dirty = true;
-            return b.err(&format!("ERR Command not allowed inside a transaction"));
+            return b.err("ERR Command not allowed inside a transaction");
         }
         if spec.name == "select" {
             // Later queued commands run in the selected database.

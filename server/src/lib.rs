@@ -70,7 +70,7 @@ pub fn check_environment() -> anyhow::Result<()> {
     if r == 0 && rl.rlim_cur != libc::RLIM_INFINITY && rl.rlim_cur < 512 * 1024 {
         // Try to raise it (works as root or within the hard limit).
         let want = libc::rlimit {
-            rlim_cur: (512 * 1024).min(rl.rlim_max.max(512 * 1024)),
+            rlim_cur: 512 * 1024,
             rlim_max: rl.rlim_max.max(512 * 1024),
         };
         let raised = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &want) } == 0;

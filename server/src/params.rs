@@ -255,7 +255,7 @@ pub fn check(name: &str, value: &str) -> Result<String, SetError> {
     }
     if name == "save" {
         let parts: Vec<&str> = value.split_whitespace().collect();
-        if parts.len() % 2 != 0 || parts.iter().any(|p| p.parse::<u64>().is_err()) {
+        if !parts.len().is_multiple_of(2) || parts.iter().any(|p| p.parse::<u64>().is_err()) {
             return Err(format!("ERR CONFIG SET failed (possibly related to argument '{name}') - Invalid save parameters"));
         }
         return Ok(parts.join(" "));

@@ -176,7 +176,7 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
         }
         "client|setinfo" => {
             let (attr, v) = (req.arg(2), req.arg(3));
-            if v.iter().any(|&b| b < b'!' || b > b'~') {
+            if v.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
                 return out.err(&format!(
                     "ERR {} cannot contain spaces, newlines or special characters.",
                     String::from_utf8_lossy(attr).to_ascii_lowercase()
@@ -1012,7 +1012,7 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
             let _ = write!(
                 s,
                 "cmdstat_{}:calls={},usec={},usec_per_call={per:.2},rejected_calls={},failed_calls={}\r\n",
-                name.replace('|', "|"),
+                name,
                 st.calls,
                 st.usec,
                 st.rejected,
@@ -1056,7 +1056,7 @@ fn config_get(c: &mut Conn, req: &Request, out: &mut Out) {
 }
 
 async fn config_set(c: &mut Conn, req: &Request, out: &mut Out) {
-    if req.len() < 4 || req.len() % 2 != 0 {
+    if req.len() < 4 || !req.len().is_multiple_of(2) {
         return out.err("ERR wrong number of arguments for 'config|set' command");
     }
     let mut changes = Vec::new();
@@ -1478,7 +1478,7 @@ async fn slowlog_get(c: &mut Conn, req: &Request, out: &mut Out) {
         .run_on_all(|st| st.slowlog.iter().cloned().collect::<Vec<_>>())
         .await;
     let mut all: Vec<crate::shard::SlowEntry> = lists.into_iter().flatten().collect();
-    all.sort_by(|a, b| b.id.cmp(&a.id));
+    all.sort_by_key(|e| std::cmp::Reverse(e.id));
     if count >= 0 {
         all.truncate(count as usize);
     }

@@ -34,7 +34,7 @@ pub fn register(m: &mut HashMap<&'static str, Handler>) {
 }
 
 fn hset_common(ctx: &mut Ctx<'_>, req: &Request, name: &str) -> Option<i64> {
-    if req.len() % 2 != 0 {
+    if !req.len().is_multiple_of(2) {
         ctx.out.err(&format!(
             "ERR wrong number of arguments for '{name}' command"
         ));

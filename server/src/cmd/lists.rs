@@ -140,12 +140,9 @@ fn rpop(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 fn llen(ctx: &mut Ctx<'_>, req: &Request) {
-    match get_list(ctx, req.arg(1)) {
-        Ok(l) => {
-            let n = l.map(|l| l.len()).unwrap_or(0);
-            ctx.out.int(n as i64)
-        }
-        Err(Replied) => {}
+    if let Ok(l) = get_list(ctx, req.arg(1)) {
+        let n = l.map(|l| l.len()).unwrap_or(0);
+        ctx.out.int(n as i64)
     }
 }
 

@@ -144,14 +144,15 @@ fn parse_set_opts(ctx: &mut Ctx<'_>, req: &Request) -> Option<SetOpts> {
             o.get = true;
         } else if is(a, "keepttl") && !have_expire {
             o.keepttl = true;
-        } else if (is(a, "ex") || is(a, "px") || is(a, "exat") || is(a, "pxat"))
-            && !o.keepttl
-            && !have_expire
-            && next.is_some()
-        {
+        } else if let (true, Some(v)) = (
+            (is(a, "ex") || is(a, "px") || is(a, "exat") || is(a, "pxat"))
+                && !o.keepttl
+                && !have_expire,
+            next,
+        ) {
             let unit_ms = is(a, "px") || is(a, "pxat");
             let absolute = is(a, "exat") || is(a, "pxat");
-            o.expire_at = expire_from(ctx, unit_ms, absolute, next.unwrap(), "set")?;
+            o.expire_at = expire_from(ctx, unit_ms, absolute, v, "set")?;
             have_expire = true;
             i += 1;
         } else {
@@ -268,14 +269,15 @@ fn getex(ctx: &mut Ctx<'_>, req: &Request) {
     while i < req.len() {
         let a = req.arg(i);
         let next = req.get(i + 1);
-        if (is(a, "ex") || is(a, "px") || is(a, "exat") || is(a, "pxat"))
-            && new_expire.is_none()
-            && !persist
-            && next.is_some()
-        {
+        if let (true, Some(v)) = (
+            (is(a, "ex") || is(a, "px") || is(a, "exat") || is(a, "pxat"))
+                && new_expire.is_none()
+                && !persist,
+            next,
+        ) {
             let unit_ms = is(a, "px") || is(a, "pxat");
             let absolute = is(a, "exat") || is(a, "pxat");
-            let Some(at) = expire_from(ctx, unit_ms, absolute, next.unwrap(), "getex") else {
+            let Some(at) = expire_from(ctx, unit_ms, absolute, v, "getex") else {
                 return;
             };
             new_expire = Some(at);
@@ -319,7 +321,7 @@ fn mget(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 fn mset(ctx: &mut Ctx<'_>, req: &Request) {
-    if req.len() % 2 == 0 {
+    if req.len().is_multiple_of(2) {
         return ctx
             .out
             .err("ERR wrong number of arguments for 'mset' command");
@@ -332,7 +334,7 @@ fn mset(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 fn msetnx(ctx: &mut Ctx<'_>, req: &Request) {
-    if req.len() % 2 == 0 {
+    if req.len().is_multiple_of(2) {
         return ctx
             .out
             .err("ERR wrong number of arguments for 'msetnx' command");
@@ -450,12 +452,9 @@ fn append(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 fn strlen(ctx: &mut Ctx<'_>, req: &Request) {
-    match get_str(ctx, req.arg(1)) {
-        Ok(s) => {
-            let n = s.map(|s| s.len()).unwrap_or(0);
-            ctx.out.int(n as i64)
-        }
-        Err(Replied) => {}
+    if let Ok(s) = get_str(ctx, req.arg(1)) {
+        let n = s.map(|s| s.len()).unwrap_or(0);
+        ctx.out.int(n as i64)
     }
 }
 
@@ -772,6 +771,9 @@ fn bitop(ctx: &mut Ctx<'_>, req: &Request) {
     ctx.out.int(maxlen as i64);
 }
 
+/// A common run: its range in the first string, in the second, and its length.
+type LcsMatch = ((usize, usize), (usize, usize), usize);
+
 fn lcs(ctx: &mut Ctx<'_>, req: &Request) {
     let (mut want_len, mut want_idx, mut with_len) = (false, false, false);
     let mut min_len = 0i64;
@@ -832,7 +834,7 @@ fn lcs(ctx: &mut Ctx<'_>, req: &Request) {
     let mut out = vec![0u8; total];
     let mut idx = total;
     let (mut i, mut j) = (n, m);
-    let mut matches: Vec<((usize, usize), (usize, usize), usize)> = Vec::new();
+    let mut matches: Vec<LcsMatch> = Vec::new();
     let mut cur: Option<((usize, usize), (usize, usize))> = None;
     while i > 0 && j > 0 {
         if a[i - 1] == b[j - 1] {

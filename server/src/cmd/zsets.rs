@@ -76,7 +76,7 @@ fn zadd(ctx: &mut Ctx<'_>, req: &Request) {
         i += 1;
     }
     let pairs = req.len() - i;
-    if pairs == 0 || pairs % 2 != 0 {
+    if pairs == 0 || !pairs.is_multiple_of(2) {
         return ctx.out.err(SYNTAX);
     }
     if nx && xx {
@@ -84,7 +84,7 @@ fn zadd(ctx: &mut Ctx<'_>, req: &Request) {
             .out
             .err("ERR XX and NX options at the same time are not compatible");
     }
-    if (gt && nx) || (lt && nx) || (gt && lt) {
+    if (nx && (gt || lt)) || (gt && lt) {
         return ctx
             .out
             .err("ERR GT, LT, and/or NX options at the same time are not compatible");
@@ -196,12 +196,11 @@ fn zcard(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 fn zscore(ctx: &mut Ctx<'_>, req: &Request) {
-    match get_zset(ctx, req.arg(1)) {
-        Ok(z) => match z.and_then(|z| z.score(req.arg(2))) {
+    if let Ok(z) = get_zset(ctx, req.arg(1)) {
+        match z.and_then(|z| z.score(req.arg(2))) {
             Some(s) => ctx.out.double(s),
             None => ctx.out.null(),
-        },
-        Err(Replied) => {}
+        }
     }
 }
 
@@ -309,20 +308,17 @@ fn zcount(ctx: &mut Ctx<'_>, req: &Request) {
     else {
         return ctx.out.err("ERR min or max is not a float");
     };
-    match get_zset(ctx, req.arg(1)) {
-        Ok(z) => {
-            let n = z.map(|z| score_range(z, min, max).count()).unwrap_or(0);
-            ctx.out.int(n as i64)
-        }
-        Err(Replied) => {}
+    if let Ok(z) = get_zset(ctx, req.arg(1)) {
+        let n = z.map(|z| score_range(z, min, max).count()).unwrap_or(0);
+        ctx.out.int(n as i64)
     }
 }
 
-fn score_range<'z>(
-    z: &'z ZSet,
+fn score_range(
+    z: &ZSet,
     min: ScoreBound,
     max: ScoreBound,
-) -> impl DoubleEndedIterator<Item = &'z (Score, Bytes)> {
+) -> impl DoubleEndedIterator<Item = &(Score, Bytes)> {
     let lo = Bound::Included((Score(min.v), Bytes::new()));
     z.tree
         .range((lo, Bound::Unbounded))
@@ -336,18 +332,15 @@ fn zlexcount(ctx: &mut Ctx<'_>, req: &Request) {
     let (Some(min), Some(max)) = (parse_lex_bound(req.arg(2)), parse_lex_bound(req.arg(3))) else {
         return ctx.out.err("ERR min or max not valid string range item");
     };
-    match get_zset(ctx, req.arg(1)) {
-        Ok(z) => {
-            let n = z
-                .map(|z| {
-                    z.iter()
-                        .filter(|(_, m)| lex_ge_min(m, &min) && lex_le_max(m, &max))
-                        .count()
-                })
-                .unwrap_or(0);
-            ctx.out.int(n as i64)
-        }
-        Err(Replied) => {}
+    if let Ok(z) = get_zset(ctx, req.arg(1)) {
+        let n = z
+            .map(|z| {
+                z.iter()
+                    .filter(|(_, m)| lex_ge_min(m, &min) && lex_le_max(m, &max))
+                    .count()
+            })
+            .unwrap_or(0);
+        ctx.out.int(n as i64)
     }
 }
 
