@@ -113,7 +113,8 @@ pub fn scan_count(buf: &[u8], pos: usize) -> Option<(i64, usize)> {
     }
     let start = i;
     let mut v: i64 = 0;
-    let end = buf.len().min(start + 19);
+    // At most 18 digits: they cannot overflow an i64. Longer numbers take the slow path.
+    let end = buf.len().min(start + 18);
     while i < end {
         let c = buf[i];
         if c == b'\r' {
@@ -126,7 +127,7 @@ pub fn scan_count(buf: &[u8], pos: usize) -> Option<(i64, usize)> {
         v = v * 10 + d as i64;
         i += 1;
     }
-    if i >= end || buf[i] != b'\r' || i == start || (buf[start] == b'0' && i - start > 1) {
+    if i >= buf.len() || buf[i] != b'\r' || i == start || (buf[start] == b'0' && i - start > 1) {
         return None;
     }
     if neg {
@@ -151,7 +152,7 @@ mod scan_tests {
                 Some((s.parse().unwrap(), s.len()))
             );
         }
-        for s in ["", "-", "-0", "01", "1x", "1234567890123456789", "+1"] {
+        for s in ["", "-", "-0", "01", "1x", "1234567890123456789", "9999999999999999999", "99999999999999999999999", "+1"] {
             let line = format!("{s}\r\n");
             assert_eq!(scan_count(line.as_bytes(), 0), None, "{s}");
         }
