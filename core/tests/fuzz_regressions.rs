@@ -10,7 +10,12 @@ fn replay(data: &[u8]) {
     }
     let body = &data[1..];
     let split = (data[0] as usize % data.len()).min(body.len());
-    let limits = Limits { max_bulk_len: 1 << 16, max_array_len: 1 << 12, max_inline_len: 1 << 12, max_depth: 16 };
+    let limits = Limits {
+        max_bulk_len: 1 << 16,
+        max_array_len: 1 << 12,
+        max_inline_len: 1 << 12,
+        max_depth: 16,
+    };
     let mut d = FrameDecoder::new(limits);
     let mut buf = BytesMut::from(&body[..split]);
     if d.decode(&mut buf).is_ok() {
@@ -18,7 +23,10 @@ fn replay(data: &[u8]) {
         while let Ok(Some(f)) = d.decode(&mut buf) {
             let bytes = to_vec(&f);
             let mut again = BytesMut::from(&bytes[..]);
-            let g = FrameDecoder::new(limits).decode(&mut again).unwrap().unwrap();
+            let g = FrameDecoder::new(limits)
+                .decode(&mut again)
+                .unwrap()
+                .unwrap();
             assert_eq!(to_vec(&g), bytes);
         }
     }

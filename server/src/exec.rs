@@ -41,6 +41,20 @@ pub fn exec_local(
     if !pushed.is_empty() {
         crate::blocking::serve_waiters(st, db, &pushed);
     }
+    // Any write may make a key a client waits for ready (ZADD, ZUNIONSTORE, RENAME, ...).
+    if !st.blocked.is_empty() && spec.has(CommandFlags::WRITE) {
+        let args: Vec<&[u8]> = req.args().collect();
+        if let Ok(idx) = rcodis_core::cmd::key_indexes(spec, &args, false) {
+            let ready: Vec<Bytes> = idx
+                .iter()
+                .map(|&i| Bytes::copy_from_slice(args[i]))
+                .filter(|k| st.blocked.contains_key(&(db, k.clone())))
+                .collect();
+            if !ready.is_empty() {
+                crate::blocking::serve_waiters(st, db, &ready);
+            }
+        }
+    }
 }
 
 /// Records a slow command (arguments trimmed as Redis trims them).

@@ -815,7 +815,7 @@ struct Totals {
     misses: u64,
     expired: u64,
     clients: usize,
-    blocked: usize,
+    blocked: std::collections::HashSet<usize>,
     pubsub_channels: usize,
     pubsub_patterns: usize,
 }
@@ -829,7 +829,14 @@ async fn totals(c: &Conn) -> Totals {
             let stats: Vec<(&'static str, crate::shard::CmdStat)> =
                 st.cmdstats.iter().map(|(k, v)| (*k, *v)).collect();
             let expired: u64 = st.dbs.iter().map(|d| d.expired_keys).sum();
-            let blocked = st.blocked.values().map(|q| q.len()).sum::<usize>();
+            // One client may wait on several keys (and shards): count it once.
+            let blocked: Vec<usize> = st
+                .blocked
+                .values()
+                .flatten()
+                .filter(|w| !w.claimed.load(Ordering::Acquire))
+                .map(|w| std::sync::Arc::as_ptr(&w.claimed) as usize)
+                .collect();
             (
                 keys,
                 stats,
@@ -866,7 +873,7 @@ async fn totals(c: &Conn) -> Totals {
         t.misses += m;
         t.expired += e;
         t.clients += cl;
-        t.blocked += bl;
+        t.blocked.extend(bl);
         t.pubsub_channels += pc;
         t.pubsub_patterns += pp;
     }
@@ -942,7 +949,10 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
         let _ = write!(
             s,
             "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\ntracking_clients:0\r\nclients_in_timeout_table:{}\r\n\r\n",
-            t.clients, shared.param("maxclients"), t.blocked, t.blocked
+            t.clients,
+            shared.param("maxclients"),
+            t.blocked.len(),
+            t.blocked.len()
         );
     }
     if want("memory") {

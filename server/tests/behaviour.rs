@@ -1,0 +1,446 @@
+//! Behaviour a Redis user relies on that a reply-by-reply comparison does not show:
+//! atomicity across shards, blocking pops, pub/sub, WATCH, protocol errors, limits, and a
+//! real client library's connection handshake.
+
+use std::time::{Duration, Instant};
+
+use rcodis_core::resp::Frame;
+use rcodis_core::slot::slot_of;
+use rcodis_tests::{text, wait_until, Conn, ServerProc};
+
+fn server(args: &[&str]) -> ServerProc {
+    ServerProc::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_rcodis-server")),
+        args,
+    )
+}
+
+/// Two keys that live on different shards of a two-shard server.
+fn keys_on_two_shards() -> (String, String) {
+    let a = "{a}k".to_string();
+    let sa = slot_of(a.as_bytes()) % 2;
+    for i in 0.. {
+        let b = format!("{{b{i}}}k");
+        if slot_of(b.as_bytes()) % 2 != sa {
+            return (a, b);
+        }
+    }
+    unreachable!()
+}
+
+fn int(f: &Frame) -> i64 {
+    f.as_integer()
+        .unwrap_or_else(|| panic!("integer expected, got {f:?}"))
+}
+
+#[test]
+fn cross_shard_commands_are_atomic() {
+    let s = server(&["--threads", "2"]);
+    let (a, b) = keys_on_two_shards();
+    let mut c = s.conn();
+    c.cmd(&["MSET", &a, "0", &b, "0"]);
+    c.cmd(&["SADD", "{a}set", "token"]);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let (a, b, port) = (a.clone(), b.clone(), s.port);
+            std::thread::spawn(move || {
+                let mut c = Conn::connect(port);
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    let v = format!("{w}-{i}");
+                    assert_eq!(c.cmd(&["MSET", &a, &v, &b, &v]), Frame::simple("OK"));
+                    let r = c.cmd(&["MULTI"]);
+                    assert_eq!(r, Frame::simple("OK"));
+                    c.cmd(&["SET", &a, &v]);
+                    c.cmd(&["SET", &b, &v]);
+                    c.cmd(&["EXEC"]);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    // SMOVE the token back and forth between sets on different shards while readers check
+    // it is always in exactly one of them.
+    let mover = {
+        let port = s.port;
+        let (sa, sb) = ("{a}set".to_string(), format!("{}set", &b[..b.len() - 1]));
+        std::thread::spawn(move || {
+            let mut c = Conn::connect(port);
+            let mut from_a = true;
+            while Instant::now() < deadline {
+                let (f, t) = if from_a { (&sa, &sb) } else { (&sb, &sa) };
+                assert_eq!(int(&c.cmd(&["SMOVE", f, t, "token"])), 1);
+                from_a = !from_a;
+            }
+        })
+    };
+    let mut r = s.conn();
+    let sb = format!("{}set", &b[..b.len() - 1]);
+    let mut checks = 0;
+    while Instant::now() < deadline {
+        match r.cmd(&["MGET", &a, &b]) {
+            Frame::Array(v) => assert_eq!(v[0], v[1], "MGET saw a partial MSET"),
+            f => panic!("{f:?}"),
+        }
+        let n = int(&r.cmd(&["SISMEMBER", "{a}set", "token"]))
+            + int(&r.cmd(&["SISMEMBER", &sb, "token"]));
+        // Two separate reads may straddle one SMOVE; a transaction may not.
+        r.cmd(&["MULTI"]);
+        r.cmd(&["SISMEMBER", "{a}set", "token"]);
+        r.cmd(&["SISMEMBER", &sb, "token"]);
+        match r.cmd(&["EXEC"]) {
+            Frame::Array(v) => assert_eq!(int(&v[0]) + int(&v[1]), 1, "token lost or doubled"),
+            f => panic!("{f:?}"),
+        }
+        assert!((0..=2).contains(&n));
+        checks += 1;
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    mover.join().unwrap();
+    assert!(checks > 10);
+    // RENAME across shards moves value and TTL together.
+    c.cmd(&["SET", &a, "v", "EX", "100"]);
+    c.cmd(&["RENAME", &a, &b]);
+    assert_eq!(c.cmd(&["EXISTS", &a]), Frame::Integer(0));
+    assert_eq!(text(&c.cmd(&["GET", &b])), "v");
+    assert!(int(&c.cmd(&["TTL", &b])) > 90);
+}
+
+#[test]
+fn blocking_pops_wake_in_arrival_order() {
+    let s = server(&["--threads", "2"]);
+    let port = s.port;
+    let waiters: Vec<_> = (0..3)
+        .map(|i| {
+            let h = std::thread::spawn(move || {
+                let mut c = Conn::connect(port);
+                c.cmd(&["CLIENT", "SETNAME", &format!("w{i}")]);
+                c.cmd(&["BLPOP", "q", "other", "10"])
+            });
+            // Make the arrival order deterministic.
+            let mut probe = Conn::connect(port);
+            wait_until("waiter to block", Duration::from_secs(5), || {
+                text(&probe.cmd(&["INFO", "clients"]))
+                    .contains(&format!("blocked_clients:{}", i + 1))
+            });
+            h
+        })
+        .collect();
+    let mut c = s.conn();
+    assert_eq!(int(&c.cmd(&["RPUSH", "q", "a", "b", "c"])), 3);
+    let got: Vec<Frame> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+    let vals: Vec<String> = got
+        .iter()
+        .map(|f| text(&f.as_array().expect("served")[1]))
+        .collect();
+    assert_eq!(vals, ["a", "b", "c"]);
+    assert_eq!(c.cmd(&["EXISTS", "q"]), Frame::Integer(0));
+
+    // Timeout gives a null array; the waiter is gone afterwards.
+    let t = Instant::now();
+    assert_eq!(c.cmd(&["BRPOP", "none", "0.2"]), Frame::NullArray);
+    assert!(t.elapsed() >= Duration::from_millis(190));
+    c.cmd(&["RPUSH", "none", "x"]);
+    assert_eq!(text(&c.cmd(&["LPOP", "none"])), "x");
+
+    // BLMOVE across shards and BZPOPMIN, woken by a push from another connection.
+    let (src, dst) = keys_on_two_shards();
+    let h = std::thread::spawn(move || {
+        Conn::connect(port).cmd(&["BLMOVE", &src, &dst, "LEFT", "RIGHT", "5"])
+    });
+    let mut probe = Conn::connect(port);
+    wait_until("BLMOVE to block", Duration::from_secs(5), || {
+        text(&probe.cmd(&["INFO", "clients"])).contains("blocked_clients:1")
+    });
+    let (src, dst) = keys_on_two_shards();
+    c.cmd(&["RPUSH", &src, "moved"]);
+    assert_eq!(text(&h.join().unwrap()), "moved");
+    wait_until(
+        "moved element at destination",
+        Duration::from_secs(5),
+        || c.cmd(&["LRANGE", &dst, "0", "-1"]) == Frame::Array(vec![Frame::bulk("moved")]),
+    );
+    let h = std::thread::spawn(move || Conn::connect(port).cmd(&["BZPOPMIN", "zq", "5"]));
+    wait_until("BZPOPMIN to block", Duration::from_secs(5), || {
+        text(&probe.cmd(&["INFO", "clients"])).contains("blocked_clients:1")
+    });
+    c.cmd(&["ZADD", "zq", "2", "m"]);
+    let r = h.join().unwrap();
+    let v = r.as_array().unwrap();
+    assert_eq!(
+        (text(&v[0]), text(&v[1]), text(&v[2])),
+        ("zq".into(), "m".into(), "2".into())
+    );
+}
+
+#[test]
+fn blocked_client_that_disconnects_loses_nothing() {
+    let s = server(&["--threads", "2"]);
+    {
+        let mut c = s.conn();
+        c.send(&["BLPOP", "lost", "0"]);
+        let mut probe = s.conn();
+        wait_until("client to block", Duration::from_secs(5), || {
+            text(&probe.cmd(&["INFO", "clients"])).contains("blocked_clients:1")
+        });
+    } // dropped: the socket closes
+    let mut probe = s.conn();
+    wait_until("waiter to go", Duration::from_secs(5), || {
+        text(&probe.cmd(&["INFO", "clients"])).contains("blocked_clients:0")
+    });
+    probe.cmd(&["RPUSH", "lost", "keep"]);
+    assert_eq!(text(&probe.cmd(&["LPOP", "lost"])), "keep");
+}
+
+#[test]
+fn pubsub_across_shards() {
+    let s = server(&["--threads", "2"]);
+    let mut subs: Vec<Conn> = (0..4).map(|_| s.conn()).collect();
+    for (i, c) in subs.iter_mut().enumerate() {
+        if i % 2 == 0 {
+            let r = c.cmd(&["SUBSCRIBE", "news"]);
+            assert_eq!(
+                r,
+                Frame::Array(vec![
+                    Frame::bulk("subscribe"),
+                    Frame::bulk("news"),
+                    Frame::Integer(1)
+                ])
+            );
+        } else {
+            let r = c.cmd(&["PSUBSCRIBE", "n*"]);
+            assert_eq!(
+                r,
+                Frame::Array(vec![
+                    Frame::bulk("psubscribe"),
+                    Frame::bulk("n*"),
+                    Frame::Integer(1)
+                ])
+            );
+        }
+    }
+    let mut p = s.conn();
+    assert_eq!(
+        p.cmd(&["PUBSUB", "NUMSUB", "news"]),
+        Frame::Array(vec![Frame::bulk("news"), Frame::Integer(2)])
+    );
+    assert_eq!(p.cmd(&["PUBSUB", "NUMPAT"]), Frame::Integer(1));
+    assert_eq!(p.cmd(&["PUBLISH", "news", "hello"]), Frame::Integer(4));
+    for (i, c) in subs.iter_mut().enumerate() {
+        let m = c.read().unwrap();
+        if i % 2 == 0 {
+            assert_eq!(
+                m,
+                Frame::Array(vec![
+                    Frame::bulk("message"),
+                    Frame::bulk("news"),
+                    Frame::bulk("hello")
+                ])
+            );
+        } else {
+            assert_eq!(
+                m,
+                Frame::Array(vec![
+                    Frame::bulk("pmessage"),
+                    Frame::bulk("n*"),
+                    Frame::bulk("news"),
+                    Frame::bulk("hello")
+                ])
+            );
+        }
+    }
+    // Subscribed (RESP2) connections accept only the pub/sub commands.
+    let e = subs[0].cmd(&["GET", "x"]);
+    assert_eq!(
+        text(&e),
+        "ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+    );
+    assert_eq!(
+        subs[0].cmd(&["PING"]),
+        Frame::Array(vec![Frame::bulk("pong"), Frame::bulk("")])
+    );
+    assert_eq!(
+        subs[0].cmd(&["UNSUBSCRIBE"]),
+        Frame::Array(vec![
+            Frame::bulk("unsubscribe"),
+            Frame::bulk("news"),
+            Frame::Integer(0)
+        ])
+    );
+    assert_eq!(subs[0].cmd(&["GET", "x"]), Frame::NullBulk);
+    // RESP3 gets push frames.
+    let mut r3 = s.conn();
+    r3.cmd(&["HELLO", "3"]);
+    r3.cmd(&["SUBSCRIBE", "c3"]);
+    assert_eq!(p.cmd(&["PUBLISH", "c3", "m"]), Frame::Integer(1));
+    assert_eq!(
+        r3.read().unwrap(),
+        Frame::Push(vec![
+            Frame::bulk("message"),
+            Frame::bulk("c3"),
+            Frame::bulk("m")
+        ])
+    );
+}
+
+#[test]
+fn watch_aborts_on_change_from_another_client() {
+    let s = server(&["--threads", "2"]);
+    let (a, b) = keys_on_two_shards();
+    let mut c1 = s.conn();
+    let mut c2 = s.conn();
+    c1.cmd(&["SET", &a, "1"]);
+    c1.cmd(&["WATCH", &a, &b]);
+    c2.cmd(&["SET", &b, "changed"]);
+    c1.cmd(&["MULTI"]);
+    c1.cmd(&["SET", &a, "2"]);
+    assert_eq!(c1.cmd(&["EXEC"]), Frame::NullArray);
+    assert_eq!(text(&c1.cmd(&["GET", &a])), "1");
+    // Untouched watch: EXEC runs.
+    c1.cmd(&["WATCH", &a]);
+    c1.cmd(&["MULTI"]);
+    c1.cmd(&["INCR", &a]);
+    c1.cmd(&["INCR", &b]);
+    match c1.cmd(&["EXEC"]) {
+        Frame::Array(v) => {
+            assert_eq!(v[0], Frame::Integer(2));
+            assert!(v[1].is_error(), "INCR of a non-number fails inside EXEC");
+        }
+        f => panic!("{f:?}"),
+    }
+    // Expiry by FLUSHALL counts as a change.
+    c1.cmd(&["WATCH", &a]);
+    c2.cmd(&["FLUSHALL"]);
+    c1.cmd(&["MULTI"]);
+    c1.cmd(&["SET", &a, "x"]);
+    assert_eq!(c1.cmd(&["EXEC"]), Frame::NullArray);
+}
+
+#[test]
+fn protocol_errors_close_with_redis_wording() {
+    let s = server(&["--threads", "1"]);
+    for (input, want) in [
+        (
+            &b"*1\r\nx\r\n"[..],
+            "ERR Protocol error: expected '$', got 'x'",
+        ),
+        (b"*1\r\n$-5\r\n", "ERR Protocol error: invalid bulk length"),
+        (b"*abc\r\n", "ERR Protocol error: invalid multibulk length"),
+        (
+            b"set \"a\r\n",
+            "ERR Protocol error: unbalanced quotes in request",
+        ),
+    ] {
+        let mut c = s.conn();
+        c.send_raw(input);
+        assert_eq!(text(&c.read().unwrap()), want);
+        assert!(
+            c.read().is_none(),
+            "connection closed after a protocol error"
+        );
+    }
+    // Inline commands work, and the server keeps serving after errors.
+    let mut c = s.conn();
+    c.send_raw(b"set k \"a b\"\r\nget k\r\n");
+    assert_eq!(c.read().unwrap(), Frame::simple("OK"));
+    assert_eq!(text(&c.read().unwrap()), "a b");
+    // A huge pipeline in one write.
+    let mut big = Vec::new();
+    for i in 0..5000 {
+        rcodis_core::resp::Request::from_args(["SET", &format!("p{i}"), "v"]).write_resp(&mut big);
+    }
+    c.send_raw(&big);
+    for _ in 0..5000 {
+        assert_eq!(c.read().unwrap(), Frame::simple("OK"));
+    }
+    assert_eq!(c.cmd(&["DBSIZE"]), Frame::Integer(5001));
+}
+
+#[test]
+fn auth_and_limits() {
+    let s = server(&[
+        "--threads",
+        "2",
+        "--requirepass",
+        "secret",
+        "--maxclients",
+        "3",
+    ]);
+    let mut c = s.conn();
+    assert_eq!(
+        text(&c.cmd(&["GET", "x"])),
+        "NOAUTH Authentication required."
+    );
+    assert_eq!(
+        text(&c.cmd(&["AUTH", "wrong"])),
+        "WRONGPASS invalid username-password pair or user is disabled."
+    );
+    assert_eq!(c.cmd(&["AUTH", "secret"]), Frame::simple("OK"));
+    assert_eq!(c.cmd(&["GET", "x"]), Frame::NullBulk);
+    let mut h = s.conn();
+    match h.cmd(&["HELLO", "3", "AUTH", "default", "secret"]) {
+        Frame::Map(m) => assert!(m
+            .iter()
+            .any(|(k, v)| text(k) == "proto" && *v == Frame::Integer(3))),
+        f => panic!("{f:?}"),
+    }
+    // Start-up probes may still be closing: wait until only c and h count.
+    wait_until("probe connections to close", Duration::from_secs(5), || {
+        text(&c.cmd(&["INFO", "clients"])).contains("connected_clients:2\r\n")
+    });
+    let mut third = s.conn();
+    assert_eq!(third.cmd(&["AUTH", "secret"]), Frame::simple("OK"));
+    let mut fourth = s.conn();
+    assert_eq!(
+        text(&fourth.read().unwrap()),
+        "ERR max number of clients reached"
+    );
+}
+
+#[test]
+fn expiry_is_exact_and_active() {
+    let s = server(&["--threads", "2"]);
+    let mut c = s.conn();
+    for i in 0..200 {
+        c.cmd(&["SET", &format!("e{i}"), "v", "PX", "100"]);
+    }
+    c.cmd(&["SET", "keep", "v"]);
+    std::thread::sleep(Duration::from_millis(150));
+    // Never returned after expiry, even before active expiry reaps it.
+    assert_eq!(c.cmd(&["GET", "e7"]), Frame::NullBulk);
+    wait_until("active expiry to reap", Duration::from_secs(10), || {
+        c.cmd(&["DBSIZE"]) == Frame::Integer(1)
+    });
+    assert!(text(&c.cmd(&["INFO", "stats"])).contains("expired_keys:200"));
+}
+
+#[test]
+fn redis_crate_client_connects_and_works() {
+    let s = server(&["--threads", "2"]);
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", s.port)).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let _: () = redis::cmd("SET").arg("rk").arg(42).query(&mut con).unwrap();
+    let v: i64 = redis::cmd("GET").arg("rk").query(&mut con).unwrap();
+    assert_eq!(v, 42);
+    let info: String = redis::cmd("INFO").query(&mut con).unwrap();
+    assert!(info.contains("redis_version:7.0.15"));
+    assert!(info.contains("arch_bits:64"));
+    let (a, b): (Vec<String>, i64) = redis::pipe()
+        .cmd("MSET")
+        .arg("x")
+        .arg("1")
+        .arg("y")
+        .arg("2")
+        .ignore()
+        .cmd("MGET")
+        .arg("x")
+        .arg("y")
+        .cmd("DBSIZE")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(a, ["1", "2"]);
+    assert_eq!(b, 3);
+}
