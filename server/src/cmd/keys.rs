@@ -255,14 +255,14 @@ fn copy(ctx: &mut Ctx<'_>, req: &Request) {
         i += 1;
     }
     let (src, dst) = (req.arg(1), req.arg(2));
-    let Some(mut entry) = ctx.db.get(src, ctx.now).map(|e| e.clone()) else {
-        return ctx.out.int(0);
-    };
     if src == dst {
         return ctx
             .out
             .err("ERR source and destination objects are the same");
     }
+    let Some(mut entry) = ctx.db.get(src, ctx.now).cloned() else {
+        return ctx.out.int(0);
+    };
     if ctx.db.exists(dst, ctx.now) && !replace {
         return ctx.out.int(0);
     }

@@ -175,38 +175,49 @@ fn norm_index(i: i64, len: usize) -> Option<usize> {
 }
 
 fn lindex(ctx: &mut Ctx<'_>, req: &Request) {
+    // Redis looks the key up (and checks its type) before parsing the index.
+    let len = match get_list(ctx, req.arg(1)) {
+        Ok(Some(l)) => l.len(),
+        Ok(None) => return ctx.out.null(),
+        Err(Replied) => return,
+    };
     let Some(i) = int_arg(ctx.out, req.arg(2)) else {
         return;
     };
-    match get_list(ctx, req.arg(1)) {
-        Ok(Some(l)) => match norm_index(i, l.len()) {
-            Some(i) => {
-                let v = l[i].clone();
-                ctx.out.bulk(&v)
+    match norm_index(i, len) {
+        Some(i) => {
+            let v = get_list(ctx, req.arg(1))
+                .ok()
+                .flatten()
+                .map(|l| l[i].clone());
+            match v {
+                Some(v) => ctx.out.bulk(&v),
+                None => ctx.out.null(),
             }
-            None => ctx.out.null(),
-        },
-        Ok(None) => ctx.out.null(),
-        Err(Replied) => {}
+        }
+        None => ctx.out.null(),
     }
 }
 
 fn lset(ctx: &mut Ctx<'_>, req: &Request) {
+    let key = req.arg(1);
+    let len = match get_list(ctx, key) {
+        Ok(Some(l)) => l.len(),
+        Ok(None) => return ctx.out.err(NO_KEY),
+        Err(Replied) => return,
+    };
     let Some(i) = int_arg(ctx.out, req.arg(2)) else {
         return;
     };
-    let key = req.arg(1);
-    match get_list(ctx, key) {
-        Ok(Some(l)) => match norm_index(i, l.len()) {
-            Some(i) => {
+    match norm_index(i, len) {
+        Some(i) => {
+            if let Ok(Some(l)) = get_list(ctx, key) {
                 l[i] = owned(req.arg(3));
-                ctx.db.touch_watched(key);
-                ctx.out.ok()
             }
-            None => ctx.out.err("ERR index out of range"),
-        },
-        Ok(None) => ctx.out.err(NO_KEY),
-        Err(Replied) => {}
+            ctx.db.touch_watched(key);
+            ctx.out.ok()
+        }
+        None => ctx.out.err("ERR index out of range"),
     }
 }
 

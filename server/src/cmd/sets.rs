@@ -190,20 +190,21 @@ fn srandmember(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 fn smove(ctx: &mut Ctx<'_>, req: &Request) {
+    // Redis's order: a missing source is 0 whatever the destination; then both types.
     let (src, dst, m) = (req.arg(1), req.arg(2), req.arg(3));
     let src_has = match get_set(ctx, src) {
         Ok(Some(s)) => s.contains(m),
-        Ok(None) => false,
+        Ok(None) => return ctx.out.int(0),
         Err(Replied) => return,
     };
     if get_set(ctx, dst).is_err() {
         return;
     }
+    if src == dst {
+        return ctx.out.int(src_has as i64);
+    }
     if !src_has {
         return ctx.out.int(0);
-    }
-    if src == dst {
-        return ctx.out.int(1);
     }
     if let Ok(Some(s)) = get_set(ctx, src) {
         s.remove(m);

@@ -470,14 +470,27 @@ fn getrange(ctx: &mut Ctx<'_>, req: &Request) {
         Ok(None) => return ctx.out.bulk(b""),
         Err(Replied) => return,
     };
-    // Redis: negative start and end both beyond the start give an empty string.
+    // Redis's GETRANGE clamping (unlike LRANGE, an end before 0 becomes 0).
     if start < 0 && end < 0 && start > end {
         return ctx.out.bulk(b"");
     }
-    match super::range_indexes(start, end, s.len()) {
-        Some((a, b)) => ctx.out.bulk(&s[a..=b]),
-        None => ctx.out.bulk(b""),
+    let len = s.len() as i64;
+    let (mut a, mut b) = (start, end);
+    if a < 0 {
+        a += len;
     }
+    if b < 0 {
+        b += len;
+    }
+    a = a.max(0);
+    b = b.max(0);
+    if b >= len {
+        b = len - 1;
+    }
+    if a > b || len == 0 {
+        return ctx.out.bulk(b"");
+    }
+    ctx.out.bulk(&s[a as usize..=b as usize])
 }
 
 fn setrange(ctx: &mut Ctx<'_>, req: &Request) {

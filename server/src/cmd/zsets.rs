@@ -513,16 +513,13 @@ fn parse_range(
 }
 
 fn run_range(ctx: &mut Ctx<'_>, key: &[u8], r: &RangeSpec) {
+    // Redis parses the bounds before looking the key up.
+    if select(ctx, &ZSet::default(), r).is_none() {
+        return;
+    }
     let z = match get_zset(ctx, key) {
         Ok(Some(z)) => z.clone(),
-        Ok(None) => {
-            // Validate the bounds even for a missing key, as Redis does.
-            let empty = ZSet::default();
-            if select(ctx, &empty, r).is_none() {
-                return;
-            }
-            return ctx.out.array(0);
-        }
+        Ok(None) => return ctx.out.array(0),
         Err(Replied) => return,
     };
     if let Some(items) = select(ctx, &z, r) {
@@ -626,15 +623,12 @@ fn zrem_range(ctx: &mut Ctx<'_>, req: &Request, by: RangeBy) {
         stop: owned(req.arg(3)),
     };
     let key = req.arg(1);
+    if select(ctx, &ZSet::default(), &r).is_none() {
+        return;
+    }
     let z = match get_zset(ctx, key) {
         Ok(Some(z)) => z.clone(),
-        Ok(None) => {
-            let empty = ZSet::default();
-            if select(ctx, &empty, &r).is_some() {
-                ctx.out.int(0);
-            }
-            return;
-        }
+        Ok(None) => return ctx.out.int(0),
         Err(Replied) => return,
     };
     let Some(items) = select(ctx, &z, &r) else {
