@@ -12,9 +12,17 @@ pub type Slot = u16;
 /// The bytes that decide a key's slot: its hash tag if it has one, else the whole key.
 #[inline]
 pub fn hash_tag(key: &[u8]) -> &[u8] {
-    if let Some(open) = memchr::memchr(b'{', key) {
+    // Keys are usually short: a plain scan beats memchr's setup cost there.
+    let find = |hay: &[u8], b: u8| -> Option<usize> {
+        if hay.len() < 64 {
+            hay.iter().position(|&c| c == b)
+        } else {
+            memchr::memchr(b, hay)
+        }
+    };
+    if let Some(open) = find(key, b'{') {
         let rest = &key[open + 1..];
-        if let Some(close) = memchr::memchr(b'}', rest) {
+        if let Some(close) = find(rest, b'}') {
             return &rest[..close];
         }
     }
@@ -27,10 +35,70 @@ pub fn has_tag(key: &[u8]) -> bool {
     hash_tag(key).len() != key.len()
 }
 
+/// Slicing-by-8 tables for CRC-32/IEEE (reflected, polynomial 0xEDB88320), built at compile
+/// time. Keys are short; for them this beats crc32fast, which re-checks CPU features on every
+/// call and has no short-input fast path. Long inputs go to crc32fast's SIMD code.
+const CRC_TABLES: [[u32; 256]; 8] = {
+    let mut t = [[0u32; 256]; 8];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[0][i] = c;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 256 {
+        let mut s = 1;
+        while s < 8 {
+            let prev = t[s - 1][i];
+            t[s][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
+            s += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// CRC-32/IEEE (the same function as `crc32fast::hash`, zlib's and Go's `ChecksumIEEE`).
+#[inline]
+pub fn crc32(data: &[u8]) -> u32 {
+    if data.len() > 128 {
+        return crc32fast::hash(data);
+    }
+    let t = &CRC_TABLES;
+    let mut crc = !0u32;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let lo = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) ^ crc;
+        let hi = u32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+        crc = t[7][(lo & 0xff) as usize]
+            ^ t[6][((lo >> 8) & 0xff) as usize]
+            ^ t[5][((lo >> 16) & 0xff) as usize]
+            ^ t[4][(lo >> 24) as usize]
+            ^ t[3][(hi & 0xff) as usize]
+            ^ t[2][((hi >> 8) & 0xff) as usize]
+            ^ t[1][((hi >> 16) & 0xff) as usize]
+            ^ t[0][(hi >> 24) as usize];
+    }
+    for &b in chunks.remainder() {
+        crc = (crc >> 8) ^ t[0][((crc ^ b as u32) & 0xff) as usize];
+    }
+    !crc
+}
+
 /// CRC-32/IEEE of the key's hash tag (or of the whole key).
 #[inline]
 pub fn tag_crc(key: &[u8]) -> u32 {
-    crc32fast::hash(hash_tag(key))
+    crc32(hash_tag(key))
 }
 
 /// The slot a key lives in.
@@ -77,6 +145,18 @@ mod tests {
         assert!(has_tag(b"{x}y"));
         assert!(!has_tag(b"xy"));
         assert!(has_tag(b"{x}"));
+    }
+
+    #[test]
+    fn table_crc_matches_crc32fast() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in 0..data.len() {
+            assert_eq!(
+                crc32(&data[..len]),
+                crc32fast::hash(&data[..len]),
+                "len {len}"
+            );
+        }
     }
 
     #[test]

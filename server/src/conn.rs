@@ -90,7 +90,7 @@ struct Batch {
     out: BytesMut,
     parts: Vec<Part>,
     first_unflushed: usize,
-    pending: Vec<Vec<Queued>>,
+    pending: Vec<Vec<(Queued, Option<u16>)>>,
     any_pending: bool,
 }
 
@@ -130,9 +130,9 @@ impl Batch {
         self.mark_local(start);
     }
 
-    fn queue_remote(&mut self, shard: usize, item: Queued) {
+    fn queue_remote(&mut self, shard: usize, item: Queued, slot: Option<u16>) {
         let idx = self.pending[shard].len();
-        self.pending[shard].push(item);
+        self.pending[shard].push((item, slot));
         self.parts.push(Part::Pending { shard, idx });
         self.any_pending = true;
     }
@@ -177,6 +177,14 @@ impl Batch {
             }
         }
         self.first_unflushed = self.parts.len();
+    }
+
+    /// Gives the reply buffer back after writing, keeping its capacity for the next batch.
+    fn recycle(&mut self, mut buf: BytesMut) {
+        buf.clear();
+        if buf.capacity() >= self.out.capacity() {
+            self.out = buf;
+        }
     }
 
     /// The finished reply bytes of the batch.
@@ -242,6 +250,12 @@ pub struct Conn {
     stash: BytesMut,
     /// Inside EXEC: blocking commands must not block.
     in_exec: bool,
+    /// Time of the current batch (and of the last command run inline).
+    clock: crate::exec::Clock,
+    /// The last command resolved, reused while a pipeline repeats it.
+    last_spec: Option<&'static CommandSpec>,
+    /// Whether CLIENT LIST's view of this connection needs a full refresh.
+    info_dirty: bool,
 }
 
 const SUBSCRIBED_ONLY: &str =
@@ -292,6 +306,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         last_cmd: "NULL",
         stash: BytesMut::new(),
         in_exec: false,
+        clock: crate::exec::Clock::start(),
+        last_spec: None,
+        info_dirty: false,
     };
     shard.state.borrow_mut().clients.insert(id, conn.info());
     let config = shared.config();
@@ -311,6 +328,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut tmp = vec![0u8; 16 * 1024];
     let mut msg_rx = conn.msg_rx.take().expect("message receiver");
+    let mut batch = Batch::new(shard.nr_shards, conn.resp3);
     'outer: loop {
         // Wait for input, or for pub/sub messages while subscribed.
         let n = if conn.stash.is_empty() {
@@ -359,7 +377,8 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             tracing::warn!(client = id, addr = %conn.addr, "closing client: query buffer limit ({qbuf_limit} bytes) reached");
             break;
         }
-        let mut batch = Batch::new(shard.nr_shards, conn.resp3);
+        batch.resp3 = conn.resp3;
+        conn.clock = crate::exec::Clock::start();
         loop {
             match decoder.decode(&mut rbuf) {
                 Ok(Some(req)) => {
@@ -392,7 +411,8 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 break;
             }
         }
-        conn.update_info();
+        batch.recycle(out);
+        conn.touch_info();
         if conn.close {
             break;
         }
@@ -426,6 +446,20 @@ impl Conn {
     fn update_info(&self) {
         let info = self.info();
         self.shard.state.borrow_mut().clients.insert(self.id, info);
+    }
+
+    /// Cheap per-batch refresh of CLIENT LIST's view; a full one when something changed.
+    fn touch_info(&mut self) {
+        if self.info_dirty {
+            self.info_dirty = false;
+            return self.update_info();
+        }
+        let mut st = self.shard.state.borrow_mut();
+        if let Some(ci) = st.clients.get_mut(&self.id) {
+            ci.last_active = Instant::now();
+            ci.last_cmd = self.last_cmd;
+            ci.db = self.db;
+        }
     }
 
     /// Whether a RESP2 connection is in subscribed mode (PING replies differently).
@@ -470,12 +504,19 @@ impl Conn {
 
     /// Handles one request, appending its reply to the batch.
     async fn handle(&mut self, req: Request, b: &mut Batch, stream: &mut TcpStream) {
-        self.shard
-            .shared
-            .total_commands
-            .fetch_add(1, Ordering::Relaxed);
-        let spec = match table::resolve_request(&req) {
-            Ok(s) => s,
+        let cached = self.last_spec.filter(|s| {
+            !s.is_container()
+                && s.arity_ok(req.len())
+                && req.name().eq_ignore_ascii_case(s.name.as_bytes())
+        });
+        let spec = match cached
+            .map(Ok)
+            .unwrap_or_else(|| table::resolve_request(&req))
+        {
+            Ok(s) => {
+                self.last_spec = Some(s);
+                s
+            }
             Err(e) => {
                 if self.multi.is_some() {
                     self.multi_dirty = true;
@@ -522,10 +563,14 @@ impl Conn {
             return self.data(spec, req, b).await;
         }
         b.flush(&self.shard).await;
+        self.shard.state.borrow_mut().total_commands += 1;
         let mut out = Out::new(self.resp3);
         self.conn_command(spec, &req, &mut out, stream).await;
         b.resp3 = self.resp3;
         b.local(&out.buf);
+        // Connection state may have changed (name, db, protocol, subscriptions).
+        self.info_dirty = true;
+        self.clock = crate::exec::Clock::start();
     }
 
     /// Data commands that still need the connection (COPY to another database).
@@ -566,6 +611,19 @@ impl Conn {
 
     async fn data(&mut self, spec: &'static CommandSpec, req: Request, b: &mut Batch) {
         let db = self.db;
+        // Fast path: a command whose only key is its first argument.
+        if let [rcodis_core::cmd::KeySpec {
+            begin: rcodis_core::cmd::BeginSearch::Index(1),
+            find: rcodis_core::cmd::FindKeys::Range { last_key: 0, .. },
+            ..
+        }] = spec.key_specs
+        {
+            if !spec.has(rcodis_core::cmd::CommandFlags::MOVABLEKEYS) && req.len() > 1 {
+                let slot = rcodis_core::slot::slot_of(req.arg(1));
+                let target = slot as usize % self.shard.nr_shards;
+                return self.run_single(target, db, spec, req, b, Some(slot));
+            }
+        }
         let Some(keys) = self.keys_of(spec, &req) else {
             // Arguments the key layout cannot read: run against an empty scratch database
             // so the command reports its own argument error without touching data.
@@ -587,22 +645,7 @@ impl Conn {
         }
         let target = target.unwrap_or(self.shard.id);
         if !multi {
-            if target == self.shard.id {
-                let start = b.out.len();
-                {
-                    let mut st = self.shard.state.borrow_mut();
-                    let mut out = Out {
-                        buf: std::mem::take(&mut b.out),
-                        resp3: self.resp3,
-                    };
-                    exec_local(&mut st, db, spec, &req, &mut out);
-                    b.out = out.buf;
-                }
-                b.mark_local(start);
-            } else {
-                b.queue_remote(target, (db, spec, req));
-            }
-            return;
+            return self.run_single(target, db, spec, req, b, None);
         }
         b.flush(&self.shard).await;
         let keyed: Vec<(usize, Bytes)> = keys.into_iter().map(|k| (db, k)).collect();
@@ -616,6 +659,33 @@ impl Conn {
         .await
         .expect("no watch");
         b.local(&replies[0]);
+    }
+
+    /// Runs a command whose keys all live on `target`: inline here, or queued for that shard.
+    fn run_single(
+        &mut self,
+        target: usize,
+        db: usize,
+        spec: &'static CommandSpec,
+        req: Request,
+        b: &mut Batch,
+        slot: Option<u16>,
+    ) {
+        if target == self.shard.id {
+            let start = b.out.len();
+            {
+                let mut st = self.shard.state.borrow_mut();
+                let mut out = Out {
+                    buf: std::mem::take(&mut b.out),
+                    resp3: self.resp3,
+                };
+                exec_local(&mut st, db, spec, &req, &mut out, &mut self.clock, slot);
+                b.out = out.buf;
+            }
+            b.mark_local(start);
+        } else {
+            b.queue_remote(target, (db, spec, req), slot);
+        }
     }
 
     /// Runs a command that needs the connection or the whole server.

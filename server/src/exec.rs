@@ -15,6 +15,24 @@ use crate::db::{now_ms, Db, Entry};
 use crate::out::Out;
 use crate::shard::{record, Shard, ShardState};
 
+/// When a shard last took the time: commands run back to back are timed from the end of the
+/// previous one, which costs one clock read per command instead of two.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub last: Instant,
+    pub now_ms: u64,
+}
+
+impl Clock {
+    /// Takes the time now.
+    pub fn start() -> Self {
+        Clock {
+            last: Instant::now(),
+            now_ms: now_ms(),
+        }
+    }
+}
+
 /// Runs a data command on this shard's database `db`, appending its reply to `out`.
 pub fn exec_local(
     st: &mut ShardState,
@@ -22,19 +40,27 @@ pub fn exec_local(
     spec: &'static CommandSpec,
     req: &Request,
     out: &mut Out,
+    clock: &mut Clock,
+    slot: Option<u16>,
 ) {
     let handler = cmd::handler(spec).expect("data command has a handler");
-    let started = Instant::now();
     let before = out.buf.len();
-    let mut ctx = Ctx::new(&mut st.dbs[db], out, now_ms());
+    if let Some(s) = slot {
+        st.dbs[db].set_slot_hint(req.arg(1), s);
+    }
+    let mut ctx = Ctx::new(&mut st.dbs[db], out, clock.now_ms);
     handler(&mut ctx, req);
+    ctx.db.clear_slot_hint();
     let (hits, misses) = (ctx.hits, ctx.misses);
     st.keyspace_hits += hits;
     st.keyspace_misses += misses;
     let pushed = std::mem::take(&mut ctx.pushed);
     let failed = out.buf.get(before) == Some(&b'-');
-    let usec = started.elapsed().as_micros() as u64;
-    record(st, spec.name, usec, failed);
+    let t = Instant::now();
+    let usec = t.duration_since(clock.last).as_micros() as u64;
+    clock.last = t;
+    st.total_commands += 1;
+    record(st, spec.id, usec, failed);
     if st.slowlog_threshold_us >= 0 && usec as i64 >= st.slowlog_threshold_us {
         slowlog_push(st, req, usec);
     }
@@ -91,14 +117,15 @@ pub fn slowlog_push(st: &mut ShardState, req: &Request, usec: u64) {
 /// the length of each.
 pub fn exec_batch(
     st: &mut ShardState,
-    items: &[(usize, &'static CommandSpec, Request)],
+    items: &[(Queued, Option<u16>)],
     resp3: bool,
 ) -> (Bytes, Vec<usize>) {
     let mut out = Out::new(resp3);
     let mut lens = Vec::with_capacity(items.len());
-    for (db, spec, req) in items {
+    let mut clock = Clock::start();
+    for ((db, spec, req), slot) in items {
         let before = out.buf.len();
-        exec_local(st, *db, spec, req, &mut out);
+        exec_local(st, *db, spec, req, &mut out, &mut clock, *slot);
         lens.push(out.buf.len() - before);
     }
     (out.buf.freeze(), lens)
@@ -141,9 +168,10 @@ pub async fn exec_atomic(
                     }
                 }
                 let mut replies = Vec::with_capacity(cmds.len());
+                let mut clock = Clock::start();
                 for (db, spec, req) in &cmds {
                     let mut out = Out::new(resp3);
-                    exec_local(st, *db, spec, req, &mut out);
+                    exec_local(st, *db, spec, req, &mut out, &mut clock, None);
                     replies.push(out.buf.freeze());
                 }
                 Some(replies)
@@ -186,8 +214,8 @@ pub async fn exec_atomic(
                 handler(&mut ctx, req);
                 writes |= spec.has(CommandFlags::WRITE);
                 replies.push(out.buf.freeze());
-                let name = spec.name;
-                m.call(me, move |st| record(st, name, 0, false));
+                let id = spec.id;
+                m.call(me, move |st| record(st, id, 0, false));
             }
             if writes {
                 for ((db, k), orig) in uniq.iter().zip(originals) {

@@ -6,6 +6,11 @@ use std::path::PathBuf;
 use clap::Parser;
 use rcodis_server::config::Config;
 
+/// jemalloc: per-thread caches without glibc's arena growth (mprotect storms), and
+/// allocation statistics for INFO memory.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A thread-per-core, Redis-compatible store with Codis slot commands.
 #[derive(Debug, Parser)]
 #[command(name = "rcodis-server", version)]

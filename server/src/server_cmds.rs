@@ -144,7 +144,7 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
         "config|resetstat" => {
             c.shard
                 .run_on_all(|st| {
-                    st.cmdstats.clear();
+                    st.cmdstats.iter_mut().for_each(|s| *s = Default::default());
                     st.keyspace_hits = 0;
                     st.keyspace_misses = 0;
                     st.slowlog.clear();
@@ -818,6 +818,7 @@ struct Totals {
     blocked: std::collections::HashSet<usize>,
     pubsub_channels: usize,
     pubsub_patterns: usize,
+    commands: u64,
 }
 
 async fn totals(c: &Conn) -> Totals {
@@ -826,8 +827,13 @@ async fn totals(c: &Conn) -> Totals {
         .run_on_all(|st| {
             let keys: Vec<(usize, usize)> =
                 st.dbs.iter().map(|d| (d.len(), d.expires_len())).collect();
-            let stats: Vec<(&'static str, crate::shard::CmdStat)> =
-                st.cmdstats.iter().map(|(k, v)| (*k, *v)).collect();
+            let stats: Vec<(&'static str, crate::shard::CmdStat)> = st
+                .cmdstats
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.calls > 0)
+                .map(|(id, s)| (rcodis_core::cmd::by_id(id as u16).name, *s))
+                .collect();
             let expired: u64 = st.dbs.iter().map(|d| d.expired_keys).sum();
             // One client may wait on several keys (and shards): count it once.
             let blocked: Vec<usize> = st
@@ -847,6 +853,7 @@ async fn totals(c: &Conn) -> Totals {
                 blocked,
                 st.pubsub.channels.len(),
                 st.pubsub.patterns.len(),
+                st.total_commands,
             )
         })
         .await;
@@ -854,7 +861,8 @@ async fn totals(c: &Conn) -> Totals {
     let mut dbs: Vec<(usize, usize)> = Vec::new();
     let mut stats: std::collections::BTreeMap<&'static str, crate::shard::CmdStat> =
         Default::default();
-    for (keys, cs, h, m, e, cl, bl, pc, pp) in per {
+    for (keys, cs, h, m, e, cl, bl, pc, pp, tc) in per {
+        t.commands += tc;
         if dbs.is_empty() {
             dbs = vec![(0, 0); keys.len()];
         }
@@ -979,7 +987,7 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
             s,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nsync_full:0\r\nsync_partial_ok:0\r\nsync_partial_err:0\r\nexpired_keys:{}\r\nexpired_stale_perc:0.00\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nlatest_fork_usec:0\r\ntotal_forks:0\r\nmigrate_cached_sockets:0\r\ntotal_active_defrag_time:0\r\ntotal_error_replies:{}\r\n\r\n",
             shared.total_connections.load(Ordering::Relaxed),
-            shared.total_commands.load(Ordering::Relaxed),
+            t.commands,
             shared.net_input_bytes.load(Ordering::Relaxed),
             shared.net_output_bytes.load(Ordering::Relaxed),
             shared.rejected_connections.load(Ordering::Relaxed),

@@ -42,7 +42,10 @@ pub struct ShardState {
     pub id: usize,
     pub nr_shards: usize,
     pub dbs: Vec<Db>,
-    pub cmdstats: HashMap<&'static str, CmdStat>,
+    /// Per-command statistics, indexed by command spec id.
+    pub cmdstats: Vec<CmdStat>,
+    /// Commands this shard executed.
+    pub total_commands: u64,
     pub keyspace_hits: u64,
     pub keyspace_misses: u64,
     /// Clients blocked on keys this shard owns, in arrival order per (db, key).
@@ -90,7 +93,8 @@ impl ShardState {
             id,
             nr_shards,
             dbs: (0..databases).map(|_| Db::new(id, nr_shards)).collect(),
-            cmdstats: HashMap::new(),
+            cmdstats: vec![CmdStat::default(); rcodis_core::cmd::NUM_SPECS],
+            total_commands: 0,
             keyspace_hits: 0,
             keyspace_misses: 0,
             blocked: HashMap::new(),
@@ -358,8 +362,9 @@ impl Shard {
 }
 
 /// Bumps a command's statistics.
-pub fn record(st: &mut ShardState, name: &'static str, usec: u64, failed: bool) {
-    let s = st.cmdstats.entry(name).or_default();
+#[inline]
+pub fn record(st: &mut ShardState, id: u16, usec: u64, failed: bool) {
+    let s = &mut st.cmdstats[id as usize];
     s.calls += 1;
     s.usec += usec;
     if failed {

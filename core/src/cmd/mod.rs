@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use smallvec::SmallVec;
 
 pub use spec::*;
-pub use table::COMMANDS;
+pub use table::{COMMANDS, NUM_SPECS};
 
 use crate::num::parse_i64;
 
@@ -44,6 +44,20 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     lower.copy_from_slice(name);
     lower.make_ascii_lowercase();
     index().get(&*lower).copied()
+}
+
+/// Every spec (commands and subcommands) by id.
+pub fn by_id(id: u16) -> &'static CommandSpec {
+    static ALL: OnceLock<Vec<&'static CommandSpec>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut v: Vec<&'static CommandSpec> = Vec::with_capacity(NUM_SPECS);
+        for c in COMMANDS.iter() {
+            v.push(c);
+            v.extend(c.subcommands.iter());
+        }
+        v.sort_by_key(|s| s.id);
+        v
+    })[id as usize]
 }
 
 /// Finds a subcommand of a container command (`CONFIG GET`), case-insensitively.
@@ -153,6 +167,11 @@ where
 
 /// Resolves a decoded request (see [`resolve`]).
 pub fn resolve_request(req: &crate::resp::Request) -> Result<&'static CommandSpec, CommandError> {
+    if let Some(cmd) = lookup(req.name()) {
+        if !cmd.is_container() && cmd.arity_ok(req.len()) {
+            return Ok(cmd);
+        }
+    }
     resolve(|i| req.get(i))
 }
 

@@ -166,6 +166,8 @@ pub enum ProxyPolicy {
 /// One command (or subcommand, named `parent|sub`).
 #[derive(Debug, Clone, Copy)]
 pub struct CommandSpec {
+    /// Dense id, unique across commands and subcommands (`0..NUM_SPECS`): index arrays by it.
+    pub id: u16,
     /// Lower-case name; subcommands are `container|sub` as in `COMMAND INFO`.
     pub name: &'static str,
     /// Redis convention: `N` exactly N arguments with the name, `-N` at least N.

@@ -256,3 +256,16 @@ fn proxy_policies() {
     assert_eq!(ps("command", "count"), ProxyPolicy::Local);
     assert_eq!(ps("pubsub", "numsub"), ProxyPolicy::PubSub);
 }
+
+#[test]
+fn ids_are_dense_and_unique() {
+    let mut seen = vec![false; NUM_SPECS];
+    for c in COMMANDS.iter() {
+        for s in std::iter::once(c).chain(c.subcommands.iter()) {
+            assert!(!seen[s.id as usize], "duplicate id {}", s.id);
+            seen[s.id as usize] = true;
+            assert_eq!(by_id(s.id).name, s.name);
+        }
+    }
+    assert!(seen.iter().all(|&b| b));
+}

@@ -387,7 +387,9 @@ impl RequestDecoder {
             let end = start + len;
             if end + 2 > buf.len() {
                 // Make room for the rest of a big argument in one allocation.
-                buf.reserve(end + 2 - buf.len());
+                if len >= 64 * 1024 {
+                    buf.reserve(end + 2 - buf.len());
+                }
                 return Ok(None);
             }
             if end + 2 > u32::MAX as usize {

@@ -88,8 +88,14 @@ fn registry() -> &'static HashMap<&'static str, Handler> {
 }
 
 /// The data handler for a command (or subcommand), if it is one.
+#[inline]
 pub fn handler(spec: &CommandSpec) -> Option<Handler> {
-    registry().get(spec.name).copied()
+    static BY_ID: OnceLock<Vec<Option<Handler>>> = OnceLock::new();
+    BY_ID.get_or_init(|| {
+        (0..rcodis_core::cmd::NUM_SPECS as u16)
+            .map(|id| registry().get(rcodis_core::cmd::by_id(id).name).copied())
+            .collect()
+    })[spec.id as usize]
 }
 
 /// Parses an integer argument, writing Redis's error when it is not one.

@@ -134,6 +134,10 @@ pub struct Db {
     /// Keys someone WATCHes: key → (version bumped on every write, number of watchers).
     watched: HashMap<Bytes, (u64, u32)>,
     pub expired_keys: u64,
+    /// The slot of the running command's first key, computed once while routing it:
+    /// (address, length, slot) of that argument inside the request, which is immutable and
+    /// alive for the whole command. Cleared when the command ends.
+    slot_hint: Option<(usize, usize, u16)>,
 }
 
 /// Current unix time in milliseconds.
@@ -155,6 +159,7 @@ impl Db {
             len: 0,
             watched: HashMap::new(),
             expired_keys: 0,
+            slot_hint: None,
         }
     }
 
@@ -166,8 +171,25 @@ impl Db {
 
     #[inline]
     fn table(&mut self, key: &[u8]) -> &mut HashMap<Bytes, Entry> {
-        let i = self.local(slot_of(key));
+        let slot = match self.slot_hint {
+            Some((p, l, s)) if key.as_ptr() as usize == p && key.len() == l => s,
+            _ => slot_of(key),
+        };
+        let i = self.local(slot);
         &mut self.slots[i]
+    }
+
+    /// Tells the database the slot of `key` (a slice the caller keeps alive and unchanged
+    /// until [`Db::clear_slot_hint`]), so lookups of that key skip the CRC.
+    #[inline]
+    pub fn set_slot_hint(&mut self, key: &[u8], slot: u16) {
+        self.slot_hint = Some((key.as_ptr() as usize, key.len(), slot));
+    }
+
+    /// Forgets the slot hint.
+    #[inline]
+    pub fn clear_slot_hint(&mut self) {
+        self.slot_hint = None;
     }
 
     /// Number of live keys (expired ones not yet reaped included, as Redis's DBSIZE).
@@ -269,8 +291,12 @@ impl Db {
             None => {
                 had_ttl = false;
                 let k = Bytes::copy_from_slice(key);
-                t.insert(k.clone(), entry);
-                key_bytes = Some(k);
+                if has_ttl {
+                    key_bytes = Some(k.clone());
+                } else {
+                    key_bytes = None;
+                }
+                t.insert(k, entry);
                 self.len += 1;
             }
         }
