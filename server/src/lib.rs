@@ -117,6 +117,14 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
             }
         }
     }
+    // SO_REUSEPORT would let the shards share the port with another process that also uses
+    // it (a second rcodis-server would silently split the traffic). Claim the port with a
+    // plain socket first: that fails if anyone holds it, as Redis fails to start.
+    let want_port = {
+        let probe = std::net::TcpListener::bind((bind.as_str(), config.port))
+            .map_err(|e| anyhow::anyhow!("cannot listen on {bind}:{}: {e}", config.port))?;
+        probe.local_addr()?.port()
+    };
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -130,7 +138,6 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
         let bind = bind.clone();
         let port_cell = port_cell.clone();
         let port_cv = port_cv.clone();
-        let want_port = config.port;
         let placement = if nr <= cpus {
             Placement::Fixed(id % cpus)
         } else {

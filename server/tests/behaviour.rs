@@ -444,3 +444,19 @@ fn redis_crate_client_connects_and_works() {
     assert_eq!(a, ["1", "2"]);
     assert_eq!(b, 3);
 }
+
+#[test]
+fn second_server_on_a_taken_port_refuses_to_start() {
+    let s = server(&["--threads", "2"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rcodis-server"))
+        .args(["--port", &s.port.to_string(), "--threads", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot listen on") && err.contains("in use"),
+        "{err}"
+    );
+    assert_eq!(s.conn().cmd(&["PING"]), Frame::simple("PONG"));
+}

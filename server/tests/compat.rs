@@ -126,6 +126,32 @@ const STRINGS: &[&[&str]] = &[
     &["LCS", "l1", "l2"],
     &["LCS", "l1", "l2", "LEN"],
     &["LCS", "l1", "l2", "IDX", "MINMATCHLEN", "2", "WITHMATCHLEN"],
+    &[
+        "BITFIELD", "bf", "SET", "u8", "0", "255", "GET", "u8", "0", "GET", "i8", "0",
+    ],
+    &[
+        "BITFIELD", "bf", "INCRBY", "u8", "0", "10", "OVERFLOW", "SAT", "INCRBY", "u8", "0", "300",
+    ],
+    &[
+        "BITFIELD", "bf", "OVERFLOW", "FAIL", "INCRBY", "i4", "#1", "100", "GET", "i4", "#1",
+    ],
+    &[
+        "BITFIELD", "bf", "SET", "i5", "100", "-3", "GET", "i5", "100", "INCRBY", "i5", "100",
+        "-20",
+    ],
+    &["BITFIELD", "bf", "GET", "u64", "0"],
+    &["BITFIELD", "bf", "GET", "i64", "0", "SET", "u63", "1", "5"],
+    &["BITFIELD", "bf", "GET", "u8"],
+    &["BITFIELD", "bf", "FOO", "u8", "0"],
+    &["BITFIELD", "bf", "OVERFLOW", "NOPE", "GET", "u8", "0"],
+    &["BITFIELD", "bf", "GET", "u8", "-1"],
+    &["BITFIELD", "bf", "SET", "u8", "0", "x"],
+    &["GET", "bf"],
+    &["BITFIELD", "nobf", "GET", "u16", "3"],
+    &["EXISTS", "nobf"],
+    &["BITFIELD_RO", "bf", "GET", "u8", "0"],
+    &["BITFIELD_RO", "bf", "SET", "u8", "0", "1"],
+    &["BITFIELD", "bf"],
     &["GET"],
     &["SET", "x"],
 ];

@@ -2,6 +2,7 @@
 //! database of one shard (or a temporary database assembled by a multi-shard operation); it
 //! writes its reply into the context's [`Out`]. No I/O, no awaits.
 
+pub mod bitfield;
 pub mod hashes;
 pub mod keys;
 pub mod lists;
@@ -78,6 +79,7 @@ fn registry() -> &'static HashMap<&'static str, Handler> {
     R.get_or_init(|| {
         let mut m: HashMap<&'static str, Handler> = HashMap::new();
         strings::register(&mut m);
+        bitfield::register(&mut m);
         keys::register(&mut m);
         lists::register(&mut m);
         hashes::register(&mut m);
