@@ -647,6 +647,16 @@ impl Conn {
         if !multi {
             return self.run_single(target, db, spec, req, b, None);
         }
+        if spec.name == "sort"
+            && req
+                .args()
+                .skip(2)
+                .any(|a| a.eq_ignore_ascii_case(b"by") || a.eq_ignore_ascii_case(b"get"))
+        {
+            // The pattern keys cannot be known before sorting, so they cannot join the
+            // atomic cross-shard step: the STORE key must share the source's shard.
+            return b.err("ERR SORT with BY or GET cannot STORE into a key on another shard; give both keys the same hash tag");
+        }
         b.flush(&self.shard).await;
         let keyed: Vec<(usize, Bytes)> = keys.into_iter().map(|k| (db, k)).collect();
         let replies = exec_atomic(

@@ -460,3 +460,44 @@ fn second_server_on_a_taken_port_refuses_to_start() {
     );
     assert_eq!(s.conn().cmd(&["PING"]), Frame::simple("PONG"));
 }
+
+#[test]
+fn sort_patterns_must_stay_on_the_key_shard() {
+    let s = server(&["--threads", "2"]);
+    let mut c = s.conn();
+    c.cmd(&["RPUSH", "{u}list", "2", "1"]);
+    c.cmd(&[
+        "MSET", "{u}w_1", "20", "{u}w_2", "10", "{u}o_1", "one", "{u}o_2", "two",
+    ]);
+    assert_eq!(
+        c.cmd(&["SORT", "{u}list", "BY", "{u}w_*", "GET", "{u}o_*"]),
+        Frame::Array(vec![Frame::bulk("two"), Frame::bulk("one")])
+    );
+    assert!(
+        text(&c.cmd(&["SORT", "{u}list", "BY", "w_*"])).starts_with("ERR BY option of SORT denied")
+    );
+    assert!(text(&c.cmd(&["SORT", "{u}list", "GET", "o_*"]))
+        .starts_with("ERR GET option of SORT denied"));
+    // STORE to a key on another shard goes through the atomic multi-shard path.
+    let (_, other) = keys_on_two_shards();
+    assert_eq!(
+        c.cmd(&["SORT", "{u}list", "STORE", &other]),
+        Frame::Integer(2)
+    );
+    assert_eq!(
+        c.cmd(&["LRANGE", &other, "0", "-1"]),
+        Frame::Array(vec![Frame::bulk("1"), Frame::bulk("2")])
+    );
+    assert!(
+        text(&c.cmd(&["SORT", "{u}list", "BY", "{u}w_*", "STORE", &other]))
+            .starts_with("ERR SORT with BY or GET cannot STORE")
+    );
+    assert_eq!(
+        c.cmd(&["SORT", "{u}list", "BY", "{u}w_*", "STORE", "{u}dst"]),
+        Frame::Integer(2)
+    );
+    assert_eq!(
+        c.cmd(&["LRANGE", "{u}dst", "0", "-1"]),
+        Frame::Array(vec![Frame::bulk("2"), Frame::bulk("1")])
+    );
+}

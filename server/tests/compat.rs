@@ -240,6 +240,38 @@ const KEYS: &[&[&str]] = &[
     &["FLUSHDB", "BOGUS"],
 ];
 
+const SORT: &[&[&str]] = &[
+    &["RPUSH", "sl", "3", "1", "2", "10"],
+    &["SORT", "sl"],
+    &["SORT", "sl", "DESC"],
+    &["SORT", "sl", "ALPHA"],
+    &["SORT", "sl", "LIMIT", "1", "2"],
+    &["SORT", "sl", "LIMIT", "x", "2"],
+    &[
+        "MSET", "w_1", "30", "w_2", "20", "w_3", "10", "o_1", "one", "o_2", "two",
+    ],
+    &["SORT", "sl", "BY", "w_*"],
+    &["SORT", "sl", "BY", "w_*", "GET", "o_*", "GET", "#"],
+    &["SORT", "sl", "BY", "nosort", "DESC"],
+    &["HSET", "hw_1", "f", "5", "hw_2", "f", "1"],
+    &["HSET", "hw_2", "f", "1"],
+    &["SORT", "sl", "BY", "hw_*->f", "GET", "hw_*->f"],
+    &["SORT", "sl", "STORE", "sorted"],
+    &["LRANGE", "sorted", "0", "-1"],
+    &["SORT_RO", "sl", "STORE", "x"],
+    &["SORT", "nosuch"],
+    &["SORT", "nosuch", "STORE", "sorted"],
+    &["EXISTS", "sorted"],
+    &["RPUSH", "words", "b", "a", "c"],
+    &["SORT", "words"],
+    &["SORT", "words", "ALPHA", "DESC"],
+    &["SADD", "nums", "5", "3", "9"],
+    &["SORT", "nums"],
+    &["SET", "notlist", "x"],
+    &["SORT", "notlist"],
+    &["SORT", "sl", "BOGUS"],
+];
+
 const LISTS: &[&[&str]] = &[
     &["RPUSH", "l", "a", "b", "c", "d", "e"],
     &["LPUSH", "l", "z"],
@@ -603,6 +635,11 @@ fn keys_one_shard() {
 #[test]
 fn keys_two_shards() {
     run_script(KEYS, "2");
+}
+
+#[test]
+fn sort_one_shard() {
+    run_script(SORT, "1");
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod hashes;
 pub mod keys;
 pub mod lists;
 pub mod sets;
+pub mod sort;
 pub mod strings;
 pub mod zsets;
 
@@ -84,6 +85,7 @@ fn registry() -> &'static HashMap<&'static str, Handler> {
         lists::register(&mut m);
         hashes::register(&mut m);
         sets::register(&mut m);
+        sort::register(&mut m);
         zsets::register(&mut m);
         m
     })

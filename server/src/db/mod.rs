@@ -237,9 +237,28 @@ impl Db {
         }
     }
 
+    /// Whether this database holds the slot of `key` (a shard holds only its own slots).
+    #[inline]
+    pub fn owns(&self, key: &[u8]) -> bool {
+        self.nr_shards == 1 || slot_of(key) as usize % self.nr_shards == self.shard_id
+    }
+
+    /// Whether every key a SORT BY/GET pattern can form lives here: always with one shard;
+    /// otherwise the pattern needs a hash tag (without wildcards) of a slot this shard owns.
+    pub fn pattern_is_local(&self, pattern: &[u8]) -> bool {
+        if self.nr_shards == 1 {
+            return true;
+        }
+        let tag = rcodis_core::slot::hash_tag(pattern);
+        tag.len() != pattern.len() && !tag.contains(&b'*') && self.owns(pattern)
+    }
+
     /// The live entry of a key (an expired one is removed and reported absent).
     #[inline]
     pub fn get(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
+        if self.nr_shards > 1 && self.slot_hint.is_none() && !self.owns(key) {
+            return None;
+        }
         let expired = match self.table(key).get(key) {
             None => return None,
             Some(e) => e.expire_at != 0 && e.expire_at <= now,
