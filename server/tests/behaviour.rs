@@ -480,7 +480,10 @@ fn sort_patterns_must_stay_on_the_key_shard() {
         .starts_with("ERR GET option of SORT denied"));
     // STORE to a key on another shard goes through the atomic multi-shard path.
     let home = slot_of(b"{u}list") % 2;
-    let other = (0..).map(|i| format!("dst{i}")).find(|k| slot_of(k.as_bytes()) % 2 != home).unwrap();
+    let other = (0..)
+        .map(|i| format!("dst{i}"))
+        .find(|k| slot_of(k.as_bytes()) % 2 != home)
+        .unwrap();
     assert_eq!(
         c.cmd(&["SORT", "{u}list", "STORE", &other]),
         Frame::Integer(2)

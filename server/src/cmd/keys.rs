@@ -3,7 +3,7 @@
 use hashbrown::HashMap;
 use rcodis_core::resp::Request;
 
-use super::{int_arg, is, Ctx, Handler, NO_KEY, SYNTAX};
+use super::{int_arg, is, owned, Ctx, Handler, NO_KEY, SYNTAX};
 
 pub fn register(m: &mut HashMap<&'static str, Handler>) {
     m.insert("del", del);
@@ -28,6 +28,91 @@ pub fn register(m: &mut HashMap<&'static str, Handler>) {
     m.insert("object|freq", object_freq);
     m.insert("object|refcount", object_refcount);
     m.insert("memory|usage", memory_usage);
+    m.insert("dump", dump);
+    m.insert("restore", restore);
+}
+
+fn dump(ctx: &mut Ctx<'_>, req: &Request) {
+    let payload = ctx
+        .lookup(req.arg(1))
+        .map(|e| crate::db::dump::dump(&e.value));
+    match payload {
+        Some(p) => ctx.out.bulk(&p),
+        None => ctx.out.null(),
+    }
+}
+
+/// RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f], checked in Redis's order.
+fn restore(ctx: &mut Ctx<'_>, req: &Request) {
+    let (mut replace, mut absttl) = (false, false);
+    let (mut idle, mut freq): (Option<i64>, Option<i64>) = (None, None);
+    let mut i = 4;
+    while i < req.len() {
+        let a = req.arg(i);
+        let more = i + 1 < req.len();
+        if is(a, "replace") {
+            replace = true;
+        } else if is(a, "absttl") {
+            absttl = true;
+        } else if is(a, "idletime") && more && freq.is_none() {
+            let Some(v) = int_arg(ctx.out, req.arg(i + 1)) else {
+                return;
+            };
+            if v < 0 {
+                return ctx.out.err("ERR Invalid IDLETIME value, must be >= 0");
+            }
+            idle = Some(v);
+            i += 1;
+        } else if is(a, "freq") && more && idle.is_none() {
+            let Some(v) = int_arg(ctx.out, req.arg(i + 1)) else {
+                return;
+            };
+            if !(0..=255).contains(&v) {
+                return ctx
+                    .out
+                    .err("ERR Invalid FREQ value, must be >= 0 and <= 255");
+            }
+            freq = Some(v);
+            i += 1;
+        } else {
+            return ctx.out.err(SYNTAX);
+        }
+        i += 1;
+    }
+    let key = req.arg(1);
+    if !replace && ctx.db.exists(key, ctx.now) {
+        return ctx.out.err("BUSYKEY Target key name already exists.");
+    }
+    let Some(ttl) = int_arg(ctx.out, req.arg(2)) else {
+        return;
+    };
+    if ttl < 0 {
+        return ctx.out.err("ERR Invalid TTL value, must be >= 0");
+    }
+    let value = match crate::db::dump::restore(req.arg(3)) {
+        Ok(v) => v,
+        Err(e) => return ctx.out.err(e.message()),
+    };
+    let at = match (ttl, absttl) {
+        (0, _) => 0,
+        (t, true) => t as u64,
+        (t, false) => ctx.now.saturating_add(t as u64),
+    };
+    if replace {
+        ctx.db.remove(key, ctx.now);
+    }
+    if at != 0 && at <= ctx.now {
+        // Already expired: nothing is created (an old key was replaced by nothing).
+        return ctx.out.ok();
+    }
+    let mut e = crate::db::Entry::new(value, ctx.now);
+    e.expire_at = at;
+    if let Some(idle) = idle {
+        e.access_ms = ctx.now.saturating_sub(idle as u64 * 1000);
+    }
+    ctx.db.set_entry(key, e);
+    ctx.pushed.push(owned(key));
+    ctx.out.ok();
 }
 
 fn del(ctx: &mut Ctx<'_>, req: &Request) {

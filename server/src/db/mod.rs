@@ -4,6 +4,7 @@
 //! index), so a slot's keys can be counted, scanned and moved on their own. Keys with a TTL
 //! are also in an index set that active expiry samples at random.
 
+pub mod dump;
 pub mod zset;
 
 use std::collections::VecDeque;
