@@ -28,6 +28,7 @@ mod params_defaults;
 pub mod pubsub;
 pub mod server_cmds;
 pub mod shard;
+pub mod slots;
 
 use std::net::SocketAddr;
 use std::rc::Rc;

@@ -261,6 +261,23 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
             unsafe_free_sigterm();
             c.close = true;
         }
+        "slotsinfo" => crate::slots::slotsinfo(&c.shard, c.db, req, out).await,
+        "slotsscan" => crate::slots::slotsscan(&c.shard, c.db, req, out).await,
+        "slotsdel" => crate::slots::slotsdel(&c.shard, c.db, req, out).await,
+        "slotshashkey" => crate::slots::slotshashkey(req, out),
+        "slotscheck" => crate::slots::slotscheck(&c.shard, out).await,
+        "slotsrestore" => crate::slots::slotsrestore(&c.shard, c.db, req, out).await,
+        "slotsmgrtone" | "slotsmgrttagone" | "slotsmgrtslot" | "slotsmgrttagslot" if targets_self(c, req) => {
+            out.err("ERR migration target is this server")
+        }
+        "slotsmgrtone" | "slotsmgrttagone" => {
+            let pw = c.shard.shared.requirepass();
+            crate::slots::mgrt_one(&c.shard, c.db, req, spec.name == "slotsmgrttagone", pw, out).await
+        }
+        "slotsmgrtslot" | "slotsmgrttagslot" => {
+            let pw = c.shard.shared.requirepass();
+            crate::slots::mgrt_slot(&c.shard, c.db, req, spec.name == "slotsmgrttagslot", pw, out).await
+        }
         "acl|whoami" => out.bulk(b"default"),
         "acl|users" => out.array_of_bulks([&b"default"[..]].into_iter()),
         "acl|cat" => out.array(0),
@@ -273,6 +290,17 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
             out.err(&table::unknown_command_error(req.arg(0), (1..req.len()).map(|i| req.arg(i))))
         }
     }
+}
+
+/// Whether a migration's host:port is this very server (which would wait on itself).
+fn targets_self(c: &Conn, req: &Request) -> bool {
+    let port = c.shard.shared.port.load(Ordering::Relaxed).to_string();
+    let host = String::from_utf8_lossy(req.arg(1)).to_ascii_lowercase();
+    let local = host == "localhost"
+        || host.starts_with("127.")
+        || host == "::1"
+        || host == c.shard.shared.config().bind;
+    local && req.arg(2) == port.as_bytes()
 }
 
 /// Sends SIGTERM to this process (SHUTDOWN): the main thread stops everything cleanly.

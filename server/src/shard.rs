@@ -64,6 +64,8 @@ pub struct ShardState {
     pub slowlog_max_len: usize,
     /// Whether active expiry runs (DEBUG SET-ACTIVE-EXPIRE).
     pub active_expire: bool,
+    /// Cached connections to slot-migration targets, by address.
+    pub mgrt_conns: HashMap<String, crate::slots::MgrtConn>,
 }
 
 /// Global SLOWLOG id sequence.
@@ -105,6 +107,7 @@ impl ShardState {
             slowlog_threshold_us: 10_000,
             slowlog_max_len: 128,
             active_expire: true,
+            mgrt_conns: HashMap::new(),
         }
     }
 }
