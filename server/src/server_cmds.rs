@@ -462,7 +462,7 @@ async fn keys(c: &mut Conn, req: &Request, out: &mut Out) {
 }
 
 /// SCAN's cursor: position `p` in the order "every slot of shard 0, then of shard 1, ..."
-/// (11 bits) and the key hash to continue from within that slot (53 bits).
+/// (11 bits) and the key hash to continue from within that slot (43 bits).
 fn slot_at(p: usize, nr: usize) -> (usize, u16) {
     // Shard k owns slots k, k+nr, ...; count(k) = ceil((1024 - k) / nr).
     let mut p = p;
@@ -481,8 +481,8 @@ async fn scan(c: &mut Conn, req: &Request, out: &mut Out) {
         return;
     };
     let nr = c.shard.nr_shards;
-    let mut pos = (a.cursor >> 53) as usize;
-    let mut from = a.cursor & ((1u64 << 53) - 1);
+    let mut pos = (a.cursor >> 43) as usize;
+    let mut from = a.cursor & ((1u64 << 43) - 1);
     let db = c.db;
     let mut keys: Vec<Bytes> = Vec::new();
     while pos < rcodis_core::NUM_SLOTS && keys.len() < a.count {
@@ -555,7 +555,7 @@ async fn scan(c: &mut Conn, req: &Request, out: &mut Out) {
     let cursor = if pos >= rcodis_core::NUM_SLOTS {
         0
     } else {
-        ((pos as u64) << 53) | from
+        ((pos as u64) << 43) | from
     };
     out.array(2);
     out.bulk(cursor.to_string().as_bytes());

@@ -528,8 +528,9 @@ impl Db {
     }
 }
 
-/// SCAN's stable per-key order: 53 bits of a fixed hash, so a cursor (slot, hash) fits in
-/// the 64-bit cursor Redis clients expect.
+/// SCAN's stable per-key order: 43 bits of a fixed hash, so a cursor (slot position, hash)
+/// fits in 54 bits, leaving a proxy 10 bits for the backend index within the 64-bit cursor
+/// Redis clients expect.
 pub fn scan_hash(key: &[u8]) -> u64 {
     // FNV-1a: stable across processes and runs, unlike the tables' seeded hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -537,7 +538,7 @@ pub fn scan_hash(key: &[u8]) -> u64 {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h >> 11
+    h >> 21
 }
 
 #[cfg(test)]

@@ -1,0 +1,87 @@
+//! Proxy configuration: TOML (in the spirit of Codis's proxy.toml) plus flags.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Everything rcodis-proxy can be told at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Where clients connect.
+    pub listen: String,
+    /// Executor threads (0: one per online core).
+    pub threads: usize,
+    /// Cluster name in the coordinator.
+    pub product: String,
+    /// `etcd://...` or `file:///...`; empty: use `slots_file`.
+    pub coordinator: String,
+    /// A topology JSON file to serve without a coordinator.
+    pub slots_file: Option<PathBuf>,
+    /// Password clients must AUTH with (empty: none).
+    pub session_auth: String,
+    /// Password for the backends (rcodis-servers' requirepass).
+    pub product_auth: String,
+    pub max_clients: usize,
+    /// Requests a session may have in flight.
+    pub session_max_pipeline: usize,
+    /// Largest request (bytes).
+    pub max_request_bytes: usize,
+    /// Databases clients may SELECT.
+    pub databases: usize,
+    /// Fan CONFIG GET/SET/RESETSTAT out to every server.
+    pub admin_commands: bool,
+    /// Allow FLUSHDB/FLUSHALL.
+    pub allow_flush: bool,
+    /// Backend connect and read timeout (ms).
+    pub backend_timeout_ms: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: "127.0.0.1:19000".into(),
+            threads: 0,
+            product: "default".into(),
+            coordinator: String::new(),
+            slots_file: None,
+            session_auth: String::new(),
+            product_auth: String::new(),
+            max_clients: 1000,
+            session_max_pipeline: 10_000,
+            max_request_bytes: 512 * 1024 * 1024,
+            databases: 16,
+            admin_commands: false,
+            allow_flush: true,
+            backend_timeout_ms: 5000,
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("bad config {}: {e}", path.display()))
+    }
+
+    /// Checks values and fills derived defaults.
+    pub fn validate(&mut self) -> anyhow::Result<()> {
+        if self.threads == 0 {
+            self.threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+        }
+        if self.coordinator.is_empty() && self.slots_file.is_none() {
+            anyhow::bail!("give --coordinator URL or --slots-file FILE (a topology JSON)");
+        }
+        if !rcodis_core::coord::layout::valid_product(&self.product) {
+            anyhow::bail!("invalid product name '{}'", self.product);
+        }
+        if self.databases == 0 {
+            anyhow::bail!("databases must be at least 1");
+        }
+        Ok(())
+    }
+}

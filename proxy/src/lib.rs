@@ -1,0 +1,222 @@
+//! rcodis-proxy: a stateless, thread-per-core RESP proxy in front of rcodis-server groups.
+//!
+//! ```text
+//!   clients ──► shard 0 … shard N-1 (glommio executors, SO_REUSEPORT on one port)
+//!                 session.rs: decode a batch, router::route each request (pure),
+//!                 queue on this shard's pipelined backend connections, reply in order
+//!                 backend.rs: one connection task per backend per shard
+//!   control thread (tokio): coordinator → Topology → SlotTable, published with an epoch;
+//!                 each shard swaps its own copy and reports the epoch it applied; the
+//!                 proxy's ephemeral registration carries the epoch all shards applied.
+//! ```
+//!
+//! No locks on the request path: a shard reads its own table; the shared `Mutex` is taken
+//! only when a new epoch is published or picked up.
+
+pub mod backend;
+pub mod config;
+pub mod control;
+pub mod router;
+pub mod session;
+pub mod table;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::backend::Backend;
+use crate::config::ProxyConfig;
+use crate::table::SlotTable;
+
+/// State shared by every shard and the control thread.
+pub struct Shared {
+    pub config: ProxyConfig,
+    pub token: String,
+    pub started: Instant,
+    pub port: AtomicUsize,
+    /// The newest table and its epoch.
+    pub table: Mutex<Arc<SlotTable>>,
+    pub epoch: AtomicU64,
+    /// The epoch each shard has applied.
+    pub applied: Vec<AtomicU64>,
+    /// Commands each shard has handled.
+    pub commands: Vec<AtomicU64>,
+    pub clients: AtomicUsize,
+    pub total_connections: AtomicU64,
+    pub next_client_id: AtomicU64,
+    /// Whether the coordinator answered the last time the control thread asked.
+    pub coordinator_ok: AtomicBool,
+}
+
+impl Shared {
+    /// Publishes a new table (the control thread calls this).
+    pub fn publish(&self, t: SlotTable) {
+        let epoch = t.epoch;
+        *self.table.lock().expect("table lock") = Arc::new(t);
+        self.epoch.store(epoch, Ordering::Release);
+    }
+
+    /// The lowest epoch every shard has applied.
+    pub fn applied_epoch(&self) -> u64 {
+        self.applied
+            .iter()
+            .map(|a| a.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+/// One shard of the proxy.
+pub struct Shard {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub table: RefCell<Arc<SlotTable>>,
+    /// Connections to the backends of the current table (same order), reused by address.
+    pub backends: RefCell<Vec<Backend>>,
+    pool: RefCell<HashMap<String, Backend>>,
+}
+
+impl Shard {
+    /// Picks up a newer table if one was published.
+    pub fn refresh(&self) {
+        let published = self.shared.epoch.load(Ordering::Acquire);
+        if published == self.table.borrow().epoch && !self.backends.borrow().is_empty() {
+            return;
+        }
+        let t = self.shared.table.lock().expect("table lock").clone();
+        let timeout = Duration::from_millis(self.shared.config.backend_timeout_ms);
+        let mut pool = self.pool.borrow_mut();
+        let backends = t
+            .backends
+            .iter()
+            .map(|a| {
+                pool.entry(a.clone())
+                    .or_insert_with(|| {
+                        Backend::start(a, self.shared.config.product_auth.clone(), timeout)
+                    })
+                    .clone()
+            })
+            .collect();
+        *self.backends.borrow_mut() = backends;
+        self.shared.applied[self.id].store(t.epoch, Ordering::Release);
+        *self.table.borrow_mut() = t;
+    }
+}
+
+/// A running proxy.
+pub struct ProxyHandle {
+    pub shared: Arc<Shared>,
+    pub port: u16,
+}
+
+/// Starts the shards and the control thread; returns once every shard listens.
+pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
+    config.validate()?;
+    let nr = config.threads;
+    let token = format!("{:016x}{:08x}", rcodis_now_nanos(), std::process::id());
+    let listen: std::net::SocketAddr = config
+        .listen
+        .parse()
+        .map_err(|e| anyhow::anyhow!("bad --listen {}: {e}", config.listen))?;
+    // Claim the port exclusively first (see rcodis-server: SO_REUSEPORT would share it).
+    let port = {
+        let probe = std::net::TcpListener::bind(listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        probe.local_addr()?.port()
+    };
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        token,
+        started: Instant::now(),
+        port: AtomicUsize::new(port as usize),
+        table: Mutex::new(Arc::new(SlotTable::empty())),
+        epoch: AtomicU64::new(0),
+        applied: (0..nr).map(|_| AtomicU64::new(0)).collect(),
+        commands: (0..nr).map(|_| AtomicU64::new(0)).collect(),
+        clients: AtomicUsize::new(0),
+        total_connections: AtomicU64::new(0),
+        next_client_id: AtomicU64::new(1),
+        coordinator_ok: AtomicBool::new(false),
+    });
+    // The control thread loads the first table before the shards accept anything.
+    control::start(shared.clone())?;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    for id in 0..nr {
+        let shared = shared.clone();
+        let ready = ready_tx.clone();
+        let placement = if nr <= cpus {
+            Placement::Fixed(id % cpus)
+        } else {
+            Placement::Unbound
+        };
+        LocalExecutorBuilder::new(placement)
+            .name(&format!("rcodis-proxy-{id}"))
+            .spawn(move || async move {
+                let addr = std::net::SocketAddr::new(listen.ip(), port);
+                let listener = match TcpListener::bind(addr) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready.send(Err(anyhow::anyhow!("cannot listen on {addr}: {e}")));
+                        return;
+                    }
+                };
+                let t = shared.table.lock().expect("table lock").clone();
+                let shard = Rc::new(Shard {
+                    id,
+                    shared: shared.clone(),
+                    table: RefCell::new(t),
+                    backends: RefCell::new(Vec::new()),
+                    pool: RefCell::new(HashMap::new()),
+                });
+                shard.refresh();
+                // Pick up new tables even while no client sends anything.
+                let s2 = shard.clone();
+                glommio::spawn_local(async move {
+                    loop {
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                        s2.refresh();
+                    }
+                })
+                .detach();
+                let _ = ready.send(Ok(()));
+                loop {
+                    match listener.accept().await {
+                        Ok(stream) => {
+                            shared.total_connections.fetch_add(1, Ordering::Relaxed);
+                            glommio::spawn_local(session::serve(shard.clone(), stream)).detach();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start proxy shard {id}: {e}"))?;
+    }
+    drop(ready_tx);
+    for _ in 0..nr {
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => anyhow::bail!("proxy shards did not start within 30 s"),
+        }
+    }
+    Ok(ProxyHandle { shared, port })
+}
+
+fn rcodis_now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,260 @@
+//! Routing, as a pure function of a request and a slot table: answer locally, refuse, send
+//! to one backend, split per backend (MGET, MSET, DEL, UNLINK, EXISTS, TOUCH), or fan out.
+
+use rcodis_core::cmd::{self, CommandSpec, ProxyPolicy, SplitKind};
+use rcodis_core::resp::Request;
+use rcodis_core::slot::slot_of;
+use smallvec::SmallVec;
+
+use crate::table::{BackendId, SlotTable};
+
+pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// One part of a split request: the backend, the sub-request, and the positions (in the
+/// original key order) of the keys it carries.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub backend: BackendId,
+    pub request: Request,
+    pub positions: Vec<usize>,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// Answered by the proxy itself.
+    Local,
+    /// Refused with this error (no `-`, no CRLF).
+    Reject(String),
+    /// Forwarded unchanged to one backend.
+    Single(BackendId),
+    /// Split per backend, replies merged.
+    Split(SplitKind, Vec<Part>),
+    /// Sent to every backend, replies merged by the session.
+    Fanout,
+}
+
+/// The slot's backend, or the reason it cannot be served now.
+fn backend_for(table: &SlotTable, slot: u16) -> Result<BackendId, String> {
+    let r = table.route(slot);
+    if r.locked {
+        return Err(format!("ERR slot {slot} is being migrated, retry shortly"));
+    }
+    r.backend
+        .ok_or_else(|| format!("ERR slot {slot} is not served by any group (offline)"))
+}
+
+/// Plans a request whose command is `spec`.
+pub fn route(
+    spec: &'static CommandSpec,
+    req: &Request,
+    table: &SlotTable,
+    admin_commands: bool,
+    allow_flush: bool,
+) -> Plan {
+    match spec.proxy {
+        ProxyPolicy::Local => Plan::Local,
+        ProxyPolicy::NotAllowed => Plan::Reject(format!(
+            "ERR command '{}' is not allowed",
+            display_name(spec)
+        )),
+        ProxyPolicy::Transaction | ProxyPolicy::PubSub => Plan::Reject(format!(
+            "ERR command '{}' is not supported by this rcodis-proxy yet",
+            display_name(spec)
+        )),
+        ProxyPolicy::Fanout => {
+            if spec.name.starts_with("config|") && !admin_commands {
+                return Plan::Reject(format!(
+                    "ERR command '{}' is not allowed",
+                    display_name(spec)
+                ));
+            }
+            if matches!(spec.name, "flushdb" | "flushall") && !allow_flush {
+                return Plan::Reject(format!(
+                    "ERR command '{}' is not allowed",
+                    display_name(spec)
+                ));
+            }
+            Plan::Fanout
+        }
+        ProxyPolicy::Split(kind) => split(kind, spec, req, table),
+        ProxyPolicy::Forward | ProxyPolicy::SameSlot => {
+            let args: SmallVec<[&[u8]; 8]> = req.args().collect();
+            let keys = match cmd::key_indexes(spec, &args, false) {
+                Ok(k) => k,
+                // Let the backend word the argument error: route by the first argument.
+                Err(_) => SmallVec::from_slice(&[1.min(args.len() - 1)]),
+            };
+            let Some(&first) = keys.first() else {
+                return Plan::Reject(format!(
+                    "ERR command '{}' has no key to route by",
+                    display_name(spec)
+                ));
+            };
+            let slot = slot_of(args[first]);
+            if keys.iter().any(|&i| slot_of(args[i]) != slot) {
+                return Plan::Reject(CROSSSLOT.into());
+            }
+            match backend_for(table, slot) {
+                Ok(b) => Plan::Single(b),
+                Err(e) => Plan::Reject(e),
+            }
+        }
+    }
+}
+
+/// The name as Redis users type it (`config|get` → `CONFIG GET`), lower case like Codis.
+fn display_name(spec: &CommandSpec) -> String {
+    spec.name.replace('|', " ")
+}
+
+fn split(kind: SplitKind, spec: &CommandSpec, req: &Request, table: &SlotTable) -> Plan {
+    let step = if kind == SplitKind::Mset { 2 } else { 1 };
+    if kind == SplitKind::Mset && req.len().is_multiple_of(2) {
+        return Plan::Reject(format!(
+            "ERR wrong number of arguments for '{}' command",
+            spec.name
+        ));
+    }
+    let nkeys = (req.len() - 1) / step;
+    let mut per: Vec<(BackendId, Vec<usize>)> = Vec::new();
+    for k in 0..nkeys {
+        let slot = slot_of(req.arg(1 + k * step));
+        let b = match backend_for(table, slot) {
+            Ok(b) => b,
+            Err(e) => return Plan::Reject(e),
+        };
+        match per.iter_mut().find(|(x, _)| *x == b) {
+            Some((_, v)) => v.push(k),
+            None => per.push((b, vec![k])),
+        }
+    }
+    if per.len() == 1 {
+        return Plan::Single(per[0].0);
+    }
+    let name = req.arg(0);
+    let parts = per
+        .into_iter()
+        .map(|(backend, positions)| {
+            let mut args: Vec<&[u8]> = Vec::with_capacity(1 + positions.len() * step);
+            args.push(name);
+            for &k in &positions {
+                for j in 0..step {
+                    args.push(req.arg(1 + k * step + j));
+                }
+            }
+            Part {
+                backend,
+                request: Request::from_args(args),
+                positions,
+            }
+        })
+        .collect();
+    Plan::Split(kind, parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcodis_core::topology::{Group, Topology};
+
+    fn table() -> SlotTable {
+        let mut t = Topology::new();
+        for (id, addr) in [(1, "a:1"), (2, "b:2")] {
+            t.groups.insert(
+                id,
+                Group {
+                    id,
+                    servers: vec![addr.into()],
+                    read_from_replica: false,
+                },
+            );
+        }
+        for s in &mut t.slots {
+            s.group = if s.id < 600 { 1 } else { 2 };
+        }
+        t.slots[5].group = 0;
+        SlotTable::from_topology(&t)
+    }
+
+    fn plan(args: &[&str]) -> Plan {
+        let req = Request::from_args(args);
+        let spec = cmd::resolve_request(&req).unwrap();
+        route(spec, &req, &table(), false, true)
+    }
+
+    #[test]
+    fn single_key_routes_by_slot() {
+        // "a" → 579 (group 1), "b" → 1017 (group 2)
+        assert!(matches!(plan(&["GET", "a"]), Plan::Single(0)));
+        assert!(matches!(plan(&["GET", "b"]), Plan::Single(1)));
+        assert!(matches!(plan(&["HSET", "b", "f", "v"]), Plan::Single(1)));
+    }
+
+    #[test]
+    fn multi_key_needs_one_slot() {
+        match plan(&["RENAME", "a", "b"]) {
+            Plan::Reject(e) => assert_eq!(e, CROSSSLOT),
+            p => panic!("{p:?}"),
+        }
+        assert!(matches!(plan(&["RENAME", "{t}a", "{t}b"]), Plan::Single(_)));
+        assert!(matches!(
+            plan(&["BLPOP", "{t}a", "{t}b", "0"]),
+            Plan::Single(_)
+        ));
+        assert!(matches!(
+            plan(&["MSETNX", "a", "1", "b", "2"]),
+            Plan::Reject(_)
+        ));
+    }
+
+    #[test]
+    fn split_per_backend() {
+        match plan(&["MGET", "a", "b", "c"]) {
+            // c → 879 (group 2)
+            Plan::Split(SplitKind::Mget, parts) => {
+                assert_eq!(parts.len(), 2);
+                assert_eq!(parts[0].positions, [0]);
+                assert_eq!(parts[1].positions, [1, 2]);
+                assert_eq!(
+                    parts[1].request.args().collect::<Vec<_>>(),
+                    [&b"MGET"[..], b"b", b"c"]
+                );
+            }
+            p => panic!("{p:?}"),
+        }
+        match plan(&["MSET", "a", "1", "b", "2"]) {
+            Plan::Split(SplitKind::Mset, parts) => {
+                assert_eq!(
+                    parts[1].request.args().collect::<Vec<_>>(),
+                    [&b"MSET"[..], b"b", b"2"]
+                );
+            }
+            p => panic!("{p:?}"),
+        }
+        assert!(matches!(plan(&["DEL", "b", "c"]), Plan::Single(1)));
+        assert!(matches!(plan(&["MSET", "a", "1", "b"]), Plan::Reject(_)));
+    }
+
+    #[test]
+    fn refusals() {
+        // Slot 5 is offline: find a key in it.
+        let k = (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| slot_of(k.as_bytes()) == 5)
+            .unwrap();
+        assert!(matches!(plan(&["GET", &k]), Plan::Reject(e) if e.contains("not served")));
+        assert!(
+            matches!(plan(&["DEBUG", "sleep", "0"]), Plan::Reject(e) if e == "ERR command 'debug' is not allowed")
+        );
+        assert!(matches!(
+            plan(&["slotsmgrt-exec-wrapper", "k", "get", "k"]),
+            Plan::Reject(_)
+        ));
+        assert!(
+            matches!(plan(&["CONFIG", "GET", "x"]), Plan::Reject(e) if e == "ERR command 'config get' is not allowed")
+        );
+        assert!(matches!(plan(&["PING"]), Plan::Local));
+        assert!(matches!(plan(&["DBSIZE"]), Plan::Fanout));
+    }
+}

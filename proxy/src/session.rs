@@ -1,0 +1,585 @@
+//! One client session: decode every buffered request, route each, queue on this shard's
+//! backend connections, then reply in request order (raw backend bytes where no merge is
+//! needed).
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use futures::channel::oneshot;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use rcodis_core::cmd::{self as table, CommandSpec, SplitKind};
+use rcodis_core::num::parse_i64;
+use rcodis_core::resp::encode as enc;
+use rcodis_core::resp::{Frame, Limits, Request, RequestDecoder};
+
+use crate::backend::{parse, Reply};
+use crate::router::{route, Plan};
+use crate::Shard;
+
+/// A reply slot of the current batch, filled in order.
+enum Slot {
+    Ready(Bytes),
+    One(oneshot::Receiver<Reply>),
+    Split(
+        SplitKind,
+        Vec<(oneshot::Receiver<Reply>, Vec<usize>)>,
+        usize,
+    ),
+    Fanout(&'static str, Vec<oneshot::Receiver<Reply>>, Request),
+}
+
+struct Session {
+    shard: Rc<Shard>,
+    id: u64,
+    db: u16,
+    authed: bool,
+    name: Bytes,
+    close: bool,
+}
+
+fn err(msg: &str) -> Bytes {
+    let mut b = Vec::with_capacity(msg.len() + 3);
+    enc::write_error(&mut b, msg.as_bytes());
+    Bytes::from(b)
+}
+
+fn simple(s: &str) -> Bytes {
+    let mut b = Vec::new();
+    enc::write_simple(&mut b, s.as_bytes());
+    Bytes::from(b)
+}
+
+fn frame(f: &Frame) -> Bytes {
+    Bytes::from(rcodis_core::resp::to_vec(f))
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+    let shared = shard.shared.clone();
+    let n = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
+    if n > shared.config.max_clients {
+        shared.clients.fetch_sub(1, Ordering::Relaxed);
+        tracing::warn!(
+            "rejecting client: max_clients ({}) reached",
+            shared.config.max_clients
+        );
+        let _ = stream
+            .write_all(b"-ERR max number of clients reached\r\n")
+            .await;
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let mut s = Session {
+        shard: shard.clone(),
+        id: shared.next_client_id.fetch_add(1, Ordering::Relaxed),
+        db: 0,
+        authed: shared.config.session_auth.is_empty(),
+        name: Bytes::new(),
+        close: false,
+    };
+    let limits = Limits {
+        max_bulk_len: shared.config.max_request_bytes,
+        ..Limits::default()
+    };
+    let mut dec = RequestDecoder::new(limits);
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut tmp = vec![0u8; 16 * 1024];
+    let max_batch = shared.config.session_max_pipeline.max(1);
+    'conn: loop {
+        let n = match stream.read(&mut tmp).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        rbuf.extend_from_slice(&tmp[..n]);
+        loop {
+            // At most session_max_pipeline requests in flight: the rest wait in the buffer.
+            shard.refresh();
+            let mut slots: Vec<Slot> = Vec::new();
+            let mut protocol_error = None;
+            while slots.len() < max_batch {
+                match dec.decode(&mut rbuf) {
+                    Ok(Some(req)) => {
+                        slots.push(s.handle(req).await);
+                        if s.close {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        protocol_error = Some(e);
+                        break;
+                    }
+                }
+            }
+            let full = slots.len() >= max_batch;
+            shared.commands[shard.id].fetch_add(slots.len() as u64, Ordering::Relaxed);
+            let mut out = BytesMut::new();
+            for slot in slots {
+                out.extend_from_slice(&resolve(slot, &shard).await);
+            }
+            if let Some(e) = &protocol_error {
+                enc::write_error(&mut out, format!("ERR {e}").as_bytes());
+                s.close = true;
+            }
+            if !out.is_empty() && stream.write_all(&out).await.is_err() {
+                break 'conn;
+            }
+            if s.close {
+                break 'conn;
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+    shared.clients.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Waits for a slot's reply (merging split and fan-out replies).
+async fn resolve(slot: Slot, shard: &Shard) -> Bytes {
+    let backend_err = |e: String| err(&format!("ERR {e}"));
+    match slot {
+        Slot::Ready(b) => b,
+        Slot::One(rx) => match rx.await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => backend_err(e),
+            Err(_) => err("ERR backend connection dropped the request"),
+        },
+        Slot::Split(kind, parts, nkeys) => {
+            let mut replies = Vec::with_capacity(parts.len());
+            for (rx, positions) in parts {
+                let r = match rx.await {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => return backend_err(e),
+                    Err(_) => return err("ERR backend connection dropped the request"),
+                };
+                if r.first() == Some(&b'-') {
+                    return r;
+                }
+                replies.push((parse(&r), positions));
+            }
+            match kind {
+                SplitKind::Mget => {
+                    let mut items = vec![Frame::NullBulk; nkeys];
+                    for (f, positions) in replies {
+                        let Some(Frame::Array(v)) = f else {
+                            return err("ERR unexpected MGET reply from a backend");
+                        };
+                        for (item, p) in v.into_iter().zip(positions) {
+                            items[p] = item;
+                        }
+                    }
+                    frame(&Frame::Array(items))
+                }
+                SplitKind::Mset => simple("OK"),
+                SplitKind::Sum => {
+                    let mut n = 0i64;
+                    for (f, _) in replies {
+                        match f {
+                            Some(Frame::Integer(i)) => n += i,
+                            _ => return err("ERR unexpected reply from a backend"),
+                        }
+                    }
+                    frame(&Frame::Integer(n))
+                }
+            }
+        }
+        Slot::Fanout(name, rxs, req) => fanout_merge(name, rxs, &req, shard).await,
+    }
+}
+
+async fn fanout_merge(
+    name: &'static str,
+    rxs: Vec<oneshot::Receiver<Reply>>,
+    req: &Request,
+    shard: &Shard,
+) -> Bytes {
+    let mut frames = Vec::with_capacity(rxs.len());
+    for rx in rxs {
+        match rx.await {
+            Ok(Ok(b)) => {
+                if b.first() == Some(&b'-') {
+                    return b;
+                }
+                frames.push(parse(&b).unwrap_or(Frame::Null));
+            }
+            Ok(Err(e)) => return err(&format!("ERR {e}")),
+            Err(_) => return err("ERR backend connection dropped the request"),
+        }
+    }
+    match name {
+        "dbsize" => frame(&Frame::Integer(
+            frames.iter().filter_map(Frame::as_integer).sum(),
+        )),
+        "keys" => frame(&Frame::Array(
+            frames
+                .into_iter()
+                .flat_map(|f| match f {
+                    Frame::Array(v) => v,
+                    _ => Vec::new(),
+                })
+                .collect(),
+        )),
+        "randomkey" => frames
+            .into_iter()
+            .find(|f| matches!(f, Frame::Bulk(_)))
+            .map(|f| frame(&f))
+            .unwrap_or_else(|| frame(&Frame::NullBulk)),
+        "scan" => {
+            // One backend per call; the merge maps its cursor back (see `scan_plan`).
+            let nb = shard.backends.borrow().len() as u64;
+            let idx = scan_cursor(req).0;
+            match frames.into_iter().next() {
+                Some(Frame::Array(v)) if v.len() == 2 => {
+                    let next = v[0]
+                        .as_bytes()
+                        .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    let cursor = if next != 0 {
+                        (next << 10) | idx
+                    } else if idx + 1 < nb {
+                        idx + 1
+                    } else {
+                        0
+                    };
+                    frame(&Frame::Array(vec![
+                        Frame::bulk(cursor.to_string()),
+                        v[1].clone(),
+                    ]))
+                }
+                _ => err("ERR unexpected SCAN reply from a backend"),
+            }
+        }
+        "config|get" => frames
+            .into_iter()
+            .next()
+            .map(|f| frame(&f))
+            .unwrap_or_else(|| frame(&Frame::Array(vec![]))),
+        // FLUSHDB, FLUSHALL, CONFIG SET/RESETSTAT, FUNCTION FLUSH, SCRIPT FLUSH: all OK.
+        _ => frames
+            .into_iter()
+            .next()
+            .map(|f| frame(&f))
+            .unwrap_or_else(|| simple("OK")),
+    }
+}
+
+/// The backend index and backend cursor a proxy SCAN cursor encodes.
+fn scan_cursor(req: &Request) -> (u64, u64) {
+    let c = std::str::from_utf8(req.arg(1))
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    (c & 0x3ff, c >> 10)
+}
+
+impl Session {
+    async fn handle(&mut self, req: Request) -> Slot {
+        let spec = match table::resolve_request(&req) {
+            Ok(s) => s,
+            Err(e) => return Slot::Ready(err(e.message())),
+        };
+        if !self.authed && !matches!(spec.name, "auth" | "hello" | "quit") {
+            return Slot::Ready(err("NOAUTH Authentication required."));
+        }
+        let shared = self.shard.shared.clone();
+        let table = self.shard.table.borrow().clone();
+        match route(
+            spec,
+            &req,
+            &table,
+            shared.config.admin_commands,
+            shared.config.allow_flush,
+        ) {
+            Plan::Reject(e) => Slot::Ready(err(&e)),
+            Plan::Local => Slot::Ready(self.local(spec, &req)),
+            Plan::Single(b) => {
+                let raw = raw(&req);
+                Slot::One(self.shard.backends.borrow()[b as usize].send(raw, self.db))
+            }
+            Plan::Split(kind, parts) => {
+                let nkeys = match kind {
+                    SplitKind::Mset => (req.len() - 1) / 2,
+                    _ => req.len() - 1,
+                };
+                let backends = self.shard.backends.borrow();
+                let rxs = parts
+                    .into_iter()
+                    .map(|p| {
+                        (
+                            backends[p.backend as usize].send(raw(&p.request), self.db),
+                            p.positions,
+                        )
+                    })
+                    .collect();
+                Slot::Split(kind, rxs, nkeys)
+            }
+            Plan::Fanout => self.fanout(spec, req),
+        }
+    }
+
+    fn fanout(&mut self, spec: &'static CommandSpec, req: Request) -> Slot {
+        let backends = self.shard.backends.borrow();
+        if backends.is_empty() {
+            return Slot::Ready(err("ERR no backend group is configured"));
+        }
+        if spec.name == "scan" {
+            let (idx, cursor) = scan_cursor(&req);
+            let Some(b) = backends.get(idx as usize) else {
+                return Slot::Ready(err("ERR invalid cursor"));
+            };
+            let mut args: Vec<Vec<u8>> = req.args().map(|a| a.to_vec()).collect();
+            args[1] = cursor.to_string().into_bytes();
+            let rx = b.send_args(&args, self.db);
+            return Slot::Fanout(spec.name, vec![rx], req);
+        }
+        let raw = raw(&req);
+        let rxs = backends
+            .iter()
+            .map(|b| b.send(raw.clone(), self.db))
+            .collect();
+        Slot::Fanout(spec.name, rxs, req)
+    }
+
+    /// Commands the proxy answers itself.
+    fn local(&mut self, spec: &'static CommandSpec, req: &Request) -> Bytes {
+        let shared = self.shard.shared.clone();
+        match spec.name {
+            "ping" => match req.get(1) {
+                _ if req.len() > 2 => err("ERR wrong number of arguments for 'ping' command"),
+                Some(m) => frame(&Frame::bulk(m)),
+                None => simple("PONG"),
+            },
+            "echo" => frame(&Frame::bulk(req.arg(1))),
+            "quit" => {
+                self.close = true;
+                simple("OK")
+            }
+            "select" => match parse_i64(req.arg(1)) {
+                Some(d) if d >= 0 && (d as usize) < shared.config.databases => {
+                    self.db = d as u16;
+                    simple("OK")
+                }
+                Some(_) => err("ERR DB index is out of range"),
+                None => err("ERR value is not an integer or out of range"),
+            },
+            "auth" => {
+                let pass = match req.len() {
+                    2 => req.arg(1),
+                    3 if req.arg(1) == b"default" => req.arg(2),
+                    3 => {
+                        return err("WRONGPASS invalid username-password pair or user is disabled.")
+                    }
+                    _ => return err("ERR syntax error"),
+                };
+                if shared.config.session_auth.is_empty() {
+                    return err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+                }
+                if pass == shared.config.session_auth.as_bytes() {
+                    self.authed = true;
+                    simple("OK")
+                } else {
+                    err("WRONGPASS invalid username-password pair or user is disabled.")
+                }
+            }
+            "hello" => self.hello(req),
+            "reset" => {
+                self.db = 0;
+                self.name = Bytes::new();
+                self.authed = shared.config.session_auth.is_empty();
+                simple("RESET")
+            }
+            "readonly" | "readwrite" => simple("OK"),
+            "time" => {
+                let us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros())
+                    .unwrap_or(0);
+                frame(&Frame::Array(vec![
+                    Frame::bulk((us / 1_000_000).to_string()),
+                    Frame::bulk((us % 1_000_000).to_string()),
+                ]))
+            }
+            "lastsave" => frame(&Frame::Integer(
+                (std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+                    - shared.started.elapsed().as_secs()) as i64,
+            )),
+            "client|id" => frame(&Frame::Integer(self.id as i64)),
+            "client|getname" => frame(&if self.name.is_empty() {
+                Frame::NullBulk
+            } else {
+                Frame::Bulk(self.name.clone())
+            }),
+            "client|setname" => {
+                if req.arg(2).iter().any(|&b| b <= b' ' || b > b'~') {
+                    return err(
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                }
+                self.name = Bytes::copy_from_slice(req.arg(2));
+                simple("OK")
+            }
+            "client|setinfo" | "client|no-evict" => simple("OK"),
+            "client|info" => frame(&Frame::bulk(format!(
+                "id={} addr=? laddr=? fd=0 name={} db={} cmd=client|info user=default resp=2\n",
+                self.id,
+                String::from_utf8_lossy(&self.name),
+                self.db
+            ))),
+            "command" | "command|count" | "command|info" | "command|list" | "command|docs"
+            | "command|getkeys" => command(spec, req),
+            "info" => self.info(req),
+            _ => err(&format!(
+                "ERR command '{}' is not supported by rcodis-proxy",
+                spec.name.replace('|', " ")
+            )),
+        }
+    }
+
+    fn hello(&mut self, req: &Request) -> Bytes {
+        if let Some(v) = req.get(1) {
+            match parse_i64(v) {
+                Some(2) => {}
+                Some(3) => return err("NOPROTO this rcodis-proxy speaks RESP2 only (HELLO 2)"),
+                Some(_) => return err("NOPROTO unsupported protocol version"),
+                None => return err("ERR Protocol version is not an integer or out of range"),
+            }
+        }
+        let mut i = 2;
+        while i < req.len() {
+            if req.arg(i).eq_ignore_ascii_case(b"auth") && i + 2 < req.len() {
+                if req.arg(i + 2) != self.shard.shared.config.session_auth.as_bytes()
+                    || req.arg(i + 1) != b"default"
+                {
+                    return err("WRONGPASS invalid username-password pair or user is disabled.");
+                }
+                self.authed = true;
+                i += 3;
+            } else if req.arg(i).eq_ignore_ascii_case(b"setname") && i + 1 < req.len() {
+                self.name = Bytes::copy_from_slice(req.arg(i + 1));
+                i += 2;
+            } else {
+                return err(&format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(req.arg(i))
+                ));
+            }
+        }
+        if !self.authed {
+            return err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        }
+        frame(&Frame::Array(vec![
+            Frame::bulk("server"),
+            Frame::bulk("redis"),
+            Frame::bulk("version"),
+            Frame::bulk("7.0.15"),
+            Frame::bulk("proto"),
+            Frame::Integer(2),
+            Frame::bulk("id"),
+            Frame::Integer(self.id as i64),
+            Frame::bulk("mode"),
+            Frame::bulk("standalone"),
+            Frame::bulk("role"),
+            Frame::bulk("master"),
+            Frame::bulk("modules"),
+            Frame::Array(vec![]),
+        ]))
+    }
+
+    fn info(&self, _req: &Request) -> Bytes {
+        let sh = &self.shard.shared;
+        let t = self.shard.table.borrow();
+        let commands: u64 = sh.commands.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let mut s = format!(
+            "# Server\r\nredis_version:7.0.15\r\nrcodis_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nexecutable:rcodis-proxy\r\n\r\n# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\r\n# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n# Cluster\r\ncluster_enabled:0\r\n\r\n# Proxy\r\nproduct:{}\r\ntoken:{}\r\nslot_table_epoch:{}\r\napplied_epoch:{}\r\ncoordinator:{}\r\ncoordinator_reachable:{}\r\nbackends:{}\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::process::id(),
+            sh.port.load(Ordering::Relaxed),
+            sh.started.elapsed().as_secs(),
+            sh.clients.load(Ordering::Relaxed),
+            sh.config.max_clients,
+            sh.total_connections.load(Ordering::Relaxed),
+            commands,
+            sh.config.product,
+            sh.token,
+            t.epoch,
+            sh.applied_epoch(),
+            if sh.config.coordinator.is_empty() { "none (static table)" } else { sh.config.coordinator.as_str() },
+            if sh.config.coordinator.is_empty() { 1 } else { sh.coordinator_ok.load(Ordering::Relaxed) as u8 },
+            t.backends.join(","),
+        );
+        s.push_str("\r\n");
+        frame(&Frame::Bulk(Bytes::from(s)))
+    }
+}
+
+/// COMMAND and its subcommands, from rcodis-core's table.
+fn command(spec: &CommandSpec, req: &Request) -> Bytes {
+    match spec.name {
+        "command|count" => frame(&Frame::Integer(table::COMMANDS.len() as i64)),
+        "command|list" => frame(&Frame::Array(
+            table::COMMANDS
+                .iter()
+                .map(|c| Frame::bulk(c.name))
+                .collect(),
+        )),
+        "command|getkeys" => {
+            let args: Vec<&[u8]> = (2..req.len()).map(|i| req.arg(i)).collect();
+            match table::resolve(|i| args.get(i).copied()) {
+                Ok(s) => match table::key_indexes(s, &args, false) {
+                    Ok(idx) if !idx.is_empty() => frame(&Frame::Array(
+                        idx.iter().map(|&i| Frame::bulk(args[i])).collect(),
+                    )),
+                    Ok(_) => err("ERR The command has no key arguments"),
+                    Err(_) => err("ERR Invalid arguments specified for command"),
+                },
+                Err(_) => err("ERR Invalid command specified"),
+            }
+        }
+        _ => {
+            let entry = |c: &CommandSpec| {
+                Frame::Array(vec![
+                    Frame::bulk(c.name),
+                    Frame::Integer(c.arity as i64),
+                    Frame::Array(
+                        c.flags
+                            .names()
+                            .map(|n| Frame::Simple(Bytes::from_static(n.as_bytes())))
+                            .collect(),
+                    ),
+                    Frame::Integer(c.first_key as i64),
+                    Frame::Integer(c.last_key as i64),
+                    Frame::Integer(c.key_step as i64),
+                ])
+            };
+            let specs: Vec<Option<&CommandSpec>> = if spec.name == "command" || req.len() == 2 {
+                table::COMMANDS.iter().map(Some).collect()
+            } else {
+                (2..req.len()).map(|i| table::lookup(req.arg(i))).collect()
+            };
+            frame(&Frame::Array(
+                specs
+                    .into_iter()
+                    .map(|s| s.map(entry).unwrap_or(Frame::NullArray))
+                    .collect(),
+            ))
+        }
+    }
+}
+
+fn raw(req: &Request) -> Bytes {
+    match req.raw() {
+        Some(r) => r.clone(),
+        None => {
+            let mut b = Vec::new();
+            req.write_resp(&mut b);
+            Bytes::from(b)
+        }
+    }
+}

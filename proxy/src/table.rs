@@ -1,0 +1,124 @@
+//! The proxy's slot table: for each of the 1024 slots, the backend (group master) to send
+//! it to. Built whole from a [`Topology`] and replaced whole when the epoch changes.
+
+use rcodis_core::slot::NUM_SLOTS;
+use rcodis_core::topology::{Epoch, GroupId, Topology};
+
+/// Index into [`SlotTable::backends`].
+pub type BackendId = u16;
+
+/// Where one slot goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlotRoute {
+    /// The backend serving the slot; `None` when the slot is offline.
+    pub backend: Option<BackendId>,
+    /// Requests for the slot must wait for a later table (migration phase 1).
+    pub locked: bool,
+    /// While migrating, the source the key must have left first.
+    pub migrate_from: Option<BackendId>,
+}
+
+/// An immutable routing snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotTable {
+    pub epoch: Epoch,
+    /// Backend addresses (`host:port`), each a group's master.
+    pub backends: Vec<String>,
+    /// Group of each backend (same index).
+    pub groups: Vec<GroupId>,
+    pub slots: Vec<SlotRoute>,
+}
+
+impl SlotTable {
+    /// A table routing nothing (every slot offline).
+    pub fn empty() -> Self {
+        SlotTable {
+            epoch: 0,
+            backends: Vec::new(),
+            groups: Vec::new(),
+            slots: vec![SlotRoute::default(); NUM_SLOTS],
+        }
+    }
+
+    /// Builds the table from a topology: each group's master is one backend.
+    pub fn from_topology(t: &Topology) -> Self {
+        let mut backends = Vec::new();
+        let mut groups = Vec::new();
+        let mut id_of = std::collections::BTreeMap::new();
+        for (gid, g) in &t.groups {
+            if let Some(m) = g.master() {
+                id_of.insert(*gid, backends.len() as BackendId);
+                backends.push(m.to_string());
+                groups.push(*gid);
+            }
+        }
+        let slots = (0..NUM_SLOTS as u16)
+            .map(|s| {
+                let r = t.route(s);
+                SlotRoute {
+                    backend: r.backend.and_then(|g| id_of.get(&g).copied()),
+                    locked: r.locked,
+                    migrate_from: r.migrate_from.and_then(|g| id_of.get(&g).copied()),
+                }
+            })
+            .collect();
+        SlotTable {
+            epoch: t.epoch,
+            backends,
+            groups,
+            slots,
+        }
+    }
+
+    /// The route of a slot.
+    #[inline]
+    pub fn route(&self, slot: u16) -> SlotRoute {
+        self.slots[slot as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcodis_core::topology::{Group, MigrationMethod, MigrationState, SlotAction};
+
+    #[test]
+    fn built_from_topology() {
+        let mut t = Topology::new();
+        for (id, addr) in [(1, "127.0.0.1:7001"), (2, "127.0.0.1:7002")] {
+            t.groups.insert(
+                id,
+                Group {
+                    id,
+                    servers: vec![addr.into(), "127.0.0.1:9999".into()],
+                    read_from_replica: false,
+                },
+            );
+        }
+        for s in &mut t.slots {
+            s.group = if s.id < 512 { 1 } else { 2 };
+        }
+        t.slots[10].action = Some(SlotAction {
+            index: 1,
+            state: MigrationState::Migrating,
+            target: 2,
+            method: MigrationMethod::SemiAsync,
+        });
+        t.slots[1023].group = 0;
+        t.epoch = 7;
+        let st = SlotTable::from_topology(&t);
+        assert_eq!(st.epoch, 7);
+        assert_eq!(st.backends, ["127.0.0.1:7001", "127.0.0.1:7002"]);
+        assert_eq!(st.route(0).backend, Some(0));
+        assert_eq!(st.route(600).backend, Some(1));
+        assert_eq!(
+            st.route(10),
+            SlotRoute {
+                backend: Some(1),
+                locked: false,
+                migrate_from: Some(0)
+            }
+        );
+        assert_eq!(st.route(1023).backend, None);
+    }
+}

@@ -1,0 +1,267 @@
+//! rcodis-proxy in front of two rcodis-servers (two groups), with the topology in the
+//! embedded file coordinator: routing by slot, split commands, CROSSSLOT, proxy-local
+//! commands, refusals, fan-out, SCAN over the cluster, a topology change, a dead backend.
+
+use std::process::Command;
+use std::time::Duration;
+
+use rcodis_core::coord::{layout, Coordinator, FileCoordinator};
+use rcodis_core::resp::Frame;
+use rcodis_core::slot::slot_of;
+use rcodis_core::topology::{Group, Topology};
+use rcodis_tests::{bin_path, free_port, text, wait_until, Conn, Process, ServerProc};
+
+struct Cluster {
+    servers: Vec<ServerProc>,
+    proxy: Process,
+    port: u16,
+    coord_dir: tempfile::TempDir,
+}
+
+fn topology(ports: &[u16], split: u16, epoch: u64) -> Topology {
+    let mut t = Topology::new();
+    for (i, p) in ports.iter().enumerate() {
+        let id = i as u16 + 1;
+        t.groups.insert(
+            id,
+            Group {
+                id,
+                servers: vec![format!("127.0.0.1:{p}")],
+                read_from_replica: false,
+            },
+        );
+    }
+    for s in &mut t.slots {
+        s.group = if s.id < split { 1 } else { 2 };
+    }
+    t.epoch = epoch;
+    t
+}
+
+fn put_topology(dir: &std::path::Path, t: &Topology) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = FileCoordinator::open(dir).unwrap();
+        c.put(&layout::topology_key("test"), &t.to_json())
+            .await
+            .unwrap();
+    });
+}
+
+fn start() -> Cluster {
+    let server_bin = bin_path("rcodis-server");
+    let servers: Vec<ServerProc> = (0..2)
+        .map(|_| ServerProc::start(&server_bin, &["--threads", "1"]))
+        .collect();
+    let coord_dir = tempfile::tempdir().unwrap();
+    put_topology(
+        coord_dir.path(),
+        &topology(&[servers[0].port, servers[1].port], 512, 1),
+    );
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rcodis-proxy"));
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--threads",
+        "2",
+        "--product",
+        "test",
+    ])
+    .arg("--coordinator")
+    .arg(format!("file://{}", coord_dir.path().display()));
+    let mut proxy = Process::spawn("rcodis-proxy", cmd);
+    wait_until("proxy to serve", Duration::from_secs(30), || {
+        assert!(!proxy.exited(), "proxy exited");
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Cluster {
+        servers,
+        proxy,
+        port,
+        coord_dir,
+    }
+}
+
+#[test]
+fn routes_splits_and_refuses() {
+    let c = start();
+    let mut p = Conn::connect(c.port);
+    let mut g1 = c.servers[0].conn();
+    let mut g2 = c.servers[1].conn();
+    // "a" → slot 579 (group 2), "{x}" keys: pick by slot.
+    assert_eq!(p.cmd(&["SET", "a", "1"]), Frame::simple("OK"));
+    assert_eq!(text(&g2.cmd(&["GET", "a"])), "1");
+    assert_eq!(g1.cmd(&["EXISTS", "a"]), Frame::Integer(0));
+    let low = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| slot_of(k.as_bytes()) < 512)
+        .unwrap();
+    assert_eq!(p.cmd(&["SET", &low, "2"]), Frame::simple("OK"));
+    assert_eq!(text(&g1.cmd(&["GET", &low])), "2");
+    // Split commands merge in request order.
+    assert_eq!(
+        p.cmd(&["MSET", "a", "10", &low, "20", "c", "30"]),
+        Frame::simple("OK")
+    );
+    assert_eq!(
+        p.cmd(&["MGET", &low, "nope", "a", "c"]),
+        Frame::Array(vec![
+            Frame::bulk("20"),
+            Frame::NullBulk,
+            Frame::bulk("10"),
+            Frame::bulk("30")
+        ])
+    );
+    assert_eq!(
+        p.cmd(&["EXISTS", "a", &low, "nope", "a"]),
+        Frame::Integer(3)
+    );
+    assert_eq!(p.cmd(&["DBSIZE"]), Frame::Integer(3));
+    assert_eq!(p.cmd(&["DEL", "a", &low, "nope"]), Frame::Integer(2));
+    // Same-slot-only commands.
+    assert_eq!(
+        text(&p.cmd(&["RENAME", "c", "d"])),
+        "CROSSSLOT Keys in request don't hash to the same slot"
+    );
+    p.cmd(&["SET", "{t}a", "v"]);
+    assert_eq!(p.cmd(&["RENAME", "{t}a", "{t}b"]), Frame::simple("OK"));
+    assert_eq!(text(&p.cmd(&["GET", "{t}b"])), "v");
+    // Proxy-local commands and refusals keep the connection open.
+    assert_eq!(p.cmd(&["PING"]), Frame::simple("PONG"));
+    assert_eq!(text(&p.cmd(&["ECHO", "hi"])), "hi");
+    assert_eq!(
+        text(&p.cmd(&["DEBUG", "SLEEP", "0"])),
+        "ERR command 'debug' is not allowed"
+    );
+    assert_eq!(
+        text(&p.cmd(&["SLOTSINFO"])),
+        "ERR command 'slotsinfo' is not allowed"
+    );
+    assert_eq!(
+        text(&p.cmd(&["nosuch"])),
+        "ERR unknown command 'nosuch', with args beginning with: "
+    );
+    assert_eq!(
+        text(&p.cmd(&["GET"])),
+        "ERR wrong number of arguments for 'get' command"
+    );
+    let info = text(&p.cmd(&["INFO"]));
+    assert!(
+        info.contains("redis_version:7.0.15")
+            && info.contains("cluster_enabled:0")
+            && info.contains("slot_table_epoch:1")
+    );
+    // SELECT is per session and reaches the backends.
+    assert_eq!(p.cmd(&["SELECT", "5"]), Frame::simple("OK"));
+    p.cmd(&["SET", "indb5", "x"]);
+    g1.cmd(&["SELECT", "5"]);
+    g2.cmd(&["SELECT", "5"]);
+    let in_g1 = g1.cmd(&["EXISTS", "indb5"]).as_integer().unwrap();
+    let in_g2 = g2.cmd(&["EXISTS", "indb5"]).as_integer().unwrap();
+    assert_eq!(in_g1 + in_g2, 1);
+    assert_eq!(
+        text(&p.cmd(&["SELECT", "16"])),
+        "ERR DB index is out of range"
+    );
+    p.cmd(&["SELECT", "0"]);
+    // SCAN over the whole cluster returns every key exactly once.
+    for i in 0..200 {
+        p.cmd(&["SET", &format!("scan:{i}"), "v"]);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let r = p.cmd(&["SCAN", &cursor, "MATCH", "scan:*", "COUNT", "17"]);
+        let v = r.as_array().unwrap_or_else(|| panic!("{r:?}"));
+        cursor = text(&v[0]);
+        for k in v[1].as_array().unwrap() {
+            assert!(seen.insert(text(k)), "duplicate {k:?}");
+        }
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 200);
+    // A pipeline of mixed commands comes back in order.
+    let mut pipe = Vec::new();
+    for i in 0..100 {
+        rcodis_core::resp::Request::from_args(["SET", &format!("pk{i}"), &i.to_string()])
+            .write_resp(&mut pipe);
+        rcodis_core::resp::Request::from_args(["GET", &format!("pk{i}")]).write_resp(&mut pipe);
+    }
+    p.send_raw(&pipe);
+    for i in 0..100 {
+        assert_eq!(p.read().unwrap(), Frame::simple("OK"));
+        assert_eq!(text(&p.read().unwrap()), i.to_string());
+    }
+    // The redis crate works through the proxy.
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", c.port)).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let _: () = redis::cmd("SET").arg("rc").arg(5).query(&mut con).unwrap();
+    let v: i64 = redis::cmd("INCR").arg("rc").query(&mut con).unwrap();
+    assert_eq!(v, 6);
+    drop(c.proxy);
+}
+
+#[test]
+fn follows_topology_changes_and_survives_a_dead_backend() {
+    let mut c = start();
+    let mut p = Conn::connect(c.port);
+    assert_eq!(p.cmd(&["SET", "a", "1"]), Frame::simple("OK")); // slot 579 → group 2
+                                                                // Move every slot to group 1 (epoch 2): "a" is now looked up on group 1.
+    let ports = [c.servers[0].port, c.servers[1].port];
+    put_topology(c.coord_dir.path(), &topology(&ports, 1024, 2));
+    wait_until("proxy to apply epoch 2", Duration::from_secs(10), || {
+        text(&p.cmd(&["INFO"])).contains("applied_epoch:2")
+    });
+    assert_eq!(p.cmd(&["GET", "a"]), Frame::NullBulk);
+    assert_eq!(p.cmd(&["SET", "a", "on-g1"]), Frame::simple("OK"));
+    assert_eq!(text(&c.servers[0].conn().cmd(&["GET", "a"])), "on-g1");
+    // The proxy registered itself and reports the applied epoch.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let registered_epoch = || {
+        let regs = rt.block_on(async {
+            FileCoordinator::open(c.coord_dir.path())
+                .unwrap()
+                .list(&layout::proxy_prefix("test"))
+                .await
+                .unwrap()
+        });
+        assert_eq!(regs.len(), 1);
+        serde_json::from_slice::<rcodis_core::topology::ProxyInfo>(&regs[0].1)
+            .unwrap()
+            .applied_epoch
+    };
+    wait_until(
+        "registration to report epoch 2",
+        Duration::from_secs(10),
+        || registered_epoch() == 2,
+    );
+    // Back to two groups, then kill group 2's server: its slots error, others keep working.
+    put_topology(c.coord_dir.path(), &topology(&ports, 512, 3));
+    wait_until("proxy to apply epoch 3", Duration::from_secs(10), || {
+        text(&p.cmd(&["INFO"])).contains("applied_epoch:3")
+    });
+    let dead = c.servers.remove(1);
+    drop(dead);
+    let e = p.cmd(&["GET", "a"]);
+    assert!(
+        text(&e).contains("unreachable")
+            || text(&e).contains("closed")
+            || text(&e).contains("reset"),
+        "{e:?}"
+    );
+    let low = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| slot_of(k.as_bytes()) < 512)
+        .unwrap();
+    assert_eq!(p.cmd(&["SET", &low, "ok"]), Frame::simple("OK"));
+    assert_eq!(p.cmd(&["PING"]), Frame::simple("PONG"));
+}
