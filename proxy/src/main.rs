@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use clap::Parser;
 use rcodis_proxy::config::ProxyConfig;
 
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A thread-per-core RESP proxy in front of rcodis-server groups.
 #[derive(Debug, Parser)]
 #[command(name = "rcodis-proxy", version)]

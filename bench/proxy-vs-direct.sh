@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# rcodis-proxy in front of two rcodis-servers versus one rcodis-server directly, side by
+# side, alternating; redis-benchmark throughput and the proxy's CPU per request (/proc).
+#   bash bench/proxy-vs-direct.sh [rounds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds="${1:-2}"
+cargo build --release --quiet --bins
+tmp=$(mktemp -d); pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ping() { for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "nothing on $1" >&2; exit 1; }
+s1=$(free_port); target/release/rcodis-server --port "$s1" --threads 1 --dir "$tmp" >/dev/null 2>&1 & pids+=($!); wait_ping "$s1"
+s2=$(free_port); target/release/rcodis-server --port "$s2" --threads 1 --dir "$tmp" >/dev/null 2>&1 & pids+=($!); wait_ping "$s2"
+python3 - "$tmp/topo.json" "$s1" "$s2" <<'PY'
+import json, sys
+path, a, b = sys.argv[1], sys.argv[2], sys.argv[3]
+t = {"epoch": 1, "groups": {"1": {"id": 1, "servers": [f"127.0.0.1:{a}"]}, "2": {"id": 2, "servers": [f"127.0.0.1:{b}"]}},
+     "slots": [{"id": i, "group": 1 if i < 512 else 2} for i in range(1024)], "proxies": {}}
+json.dump(t, open(path, "w"))
+PY
+pp=$(free_port); target/release/rcodis-proxy --listen "127.0.0.1:$pp" --threads 1 --slots-file "$tmp/topo.json" >/dev/null 2>&1 & ppid=$!; pids+=($ppid); wait_ping "$pp"
+hz=$(getconf CLK_TCK)
+echo "machine: $(nproc) cores; redis-benchmark -c 50 -t set,get -d 32 -r 100000"
+printf "| round | target | pipeline | SET req/s | GET req/s | proxy CPU µs/request |\n|---|---|---|---|---|---|\n"
+for r in $(seq "$rounds"); do
+  for P in 16 1; do
+    n=$([ "$P" = 16 ] && echo 1000000 || echo 200000)
+    for target in direct proxy; do
+      port=$([ "$target" = direct ] && echo "$s1" || echo "$pp")
+      before=$(awk '{print $14+$15}' /proc/$ppid/stat)
+      out=$(redis-benchmark -p "$port" -c 50 -P "$P" -t set,get -d 32 -r 100000 -n "$n" -q 2>/dev/null | tr '\r' '\n' | grep -E 'requests per second')
+      after=$(awk '{print $14+$15}' /proc/$ppid/stat)
+      set_rps=$(echo "$out" | awk '/^SET/{print $2}'); get_rps=$(echo "$out" | awk '/^GET/{print $2}')
+      cpu=$([ "$target" = proxy ] && python3 -c "print(f'{($after-$before)/$hz/(2*$n)*1e6:.2f}')" || echo "")
+      printf "| %s | %s | %s | %s | %s | %s |\n" "$r" "$target" "$P" "$set_rps" "$get_rps" "$cpu"
+    done
+  done
+done
