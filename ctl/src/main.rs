@@ -1,11 +1,150 @@
-//! rcodis-ctl: cluster management, two-phase slot migration, rebalance and `up` (issue 7).
-//! Not written yet: the binary says so and exits with status 2 rather than pretending.
+//! rcodis-ctl: the operator's tool.
+//!
+//! ```text
+//!   up      start a local cluster (servers, proxies, the embedded file coordinator) and
+//!           stay in the foreground until Ctrl-C / SIGTERM, which stops what it started
+//!   status  groups, slot ranges per group, registered proxies and their applied epochs
+//! ```
+//!
+//! Group, slot, migration, rebalance and dashboard commands are issue 7 and not written yet.
 
-fn main() {
-    eprintln!(
-        "rcodis-ctl {}: not implemented yet (issue 7: groups, slots, migration, rebalance, up). \
-         For now run rcodis-server directly; see README.md.",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rcodis_core::coord::{self, layout};
+use rcodis_core::topology::{ProxyInfo, Topology};
+
+#[derive(Debug, Parser)]
+#[command(name = "rcodis-ctl", version, about = "rcodis cluster management")]
+struct Cli {
+    /// Coordinator URL: etcd://host:port[,host:port] or file:///path.
+    #[arg(long, global = true)]
+    coordinator: Option<String>,
+    /// Product (cluster) name.
+    #[arg(long, global = true, default_value = "default")]
+    product: String,
+    /// JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Start a local cluster on loopback and stay in the foreground.
+    Up(up::UpArgs),
+    /// Show groups, slot ranges and proxies.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rcodis-ctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let r = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Up(a) => up::run(a, &cli.product).await,
+            Cmd::Status => status(cli.coordinator.as_deref(), &cli.product, cli.json).await,
+        }
+    });
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rcodis-ctl: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Slot ranges (`0-511, 700`) of a sorted slot list.
+pub fn ranges(slots: &[u16]) -> String {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < slots.len() {
+        let start = slots[i];
+        let mut end = start;
+        while i + 1 < slots.len() && slots[i + 1] == end + 1 {
+            i += 1;
+            end = slots[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    out.join(", ")
+}
+
+async fn status(url: Option<&str>, product: &str, json: bool) -> anyhow::Result<()> {
+    let url = url.ok_or_else(|| {
+        anyhow::anyhow!("give --coordinator URL (for `up`: file://DIR/coordinator)")
+    })?;
+    let c = coord::connect(url).await?;
+    let t = match c.get(&layout::topology_key(product)).await? {
+        Some(d) => Topology::from_json(&d).map_err(|e| anyhow::anyhow!("bad topology: {e}"))?,
+        None => anyhow::bail!("no cluster named '{product}' in {url}"),
+    };
+    let proxies: Vec<ProxyInfo> = c
+        .list(&layout::proxy_prefix(product))
+        .await?
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+        .collect();
+    if json {
+        println!("{}", serde_json::json!({"topology": t, "proxies": proxies}));
+        return Ok(());
+    }
+    println!("product {product}, epoch {}", t.epoch);
+    let by_group = t.slots_by_group();
+    println!("{:<8} {:<24} {:>6}  slots", "group", "master", "count");
+    for (id, g) in &t.groups {
+        let slots = by_group.get(id).cloned().unwrap_or_default();
+        println!(
+            "{:<8} {:<24} {:>6}  {}",
+            id,
+            g.master().unwrap_or("-"),
+            slots.len(),
+            ranges(&slots)
+        );
+    }
+    if let Some(off) = by_group.get(&0) {
+        println!(
+            "{:<8} {:<24} {:>6}  {}",
+            "offline",
+            "-",
+            off.len(),
+            ranges(off)
+        );
+    }
+    println!("\n{:<34} {:<22} {:>8}", "proxy", "address", "epoch");
+    for p in &proxies {
+        println!(
+            "{:<34} {:<22} {:>8}",
+            p.token, p.proxy_addr, p.applied_epoch
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ranges_compress() {
+        assert_eq!(super::ranges(&[0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");
+        assert_eq!(super::ranges(&[]), "");
+    }
 }
