@@ -134,6 +134,28 @@ pub fn try_serve(
     Ok(served)
 }
 
+/// [`try_serve`], then logs what the pop changed (for the append-only log).
+pub fn serve_and_log(
+    st: &mut ShardState,
+    db: usize,
+    key: &[u8],
+    op: &BlockOp,
+    out: &mut Out,
+) -> Result<bool, Replied> {
+    let r = try_serve(st, db, key, op, out);
+    if let (Ok(true), Some(a)) = (&r, st.aof.as_mut()) {
+        let now = now_ms();
+        a.log_key_state(db, &mut st.dbs[db], key, now);
+        if let BlockOp::Move { dst, .. } = op {
+            if rcodis_core::slot::slot_of(dst) as usize % st.nr_shards == st.id {
+                a.log_key_state(db, &mut st.dbs[db], dst, now);
+            }
+        }
+        a.end_batch();
+    }
+    r
+}
+
 /// Pushes an element moved by a blocking move onto its destination (on the owner shard).
 fn push_elem(st: &mut ShardState, db: usize, dst: &[u8], elem: Bytes, left: bool) {
     let now = now_ms();
@@ -146,6 +168,10 @@ fn push_elem(st: &mut ShardState, db: usize, dst: &[u8], elem: Bytes, left: bool
             l.push_back(elem)
         }
         ctx.db.touch_watched(dst);
+    }
+    if let Some(a) = st.aof.as_mut() {
+        a.log_key_state(db, &mut st.dbs[db], dst, now);
+        a.end_batch();
     }
     let key = Bytes::copy_from_slice(dst);
     serve_waiters(st, db, &[key]);
@@ -167,7 +193,7 @@ pub fn serve_waiters(st: &mut ShardState, db: usize, keys: &[Bytes]) {
                 continue; // timed out, disconnected, or served through another key
             }
             let mut out = Out::new(w.resp3);
-            match try_serve(st, db, key, &w.op, &mut out) {
+            match serve_and_log(st, db, key, &w.op, &mut out) {
                 Ok(false) => {
                     // Nothing left: put the waiter back at the front and stop.
                     st.blocked.get_mut(&slot).expect("queue").push_front(w);

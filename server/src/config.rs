@@ -33,6 +33,8 @@ pub struct Config {
     pub proto_max_bulk_len: String,
     /// Log filter (tracing EnvFilter syntax).
     pub loglevel: String,
+    /// Load a damaged append-only log up to the damage (truncating it there).
+    pub aof_repair: bool,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             client_query_buffer_limit: "1gb".into(),
             proto_max_bulk_len: "512mb".into(),
             loglevel: "info".into(),
+            aof_repair: false,
         }
     }
 }

@@ -401,6 +401,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             }
         }
         batch.flush(&shard).await;
+        if let Some(a) = shard.state.borrow_mut().aof.as_mut() {
+            // appendfsync always: this batch's writes are durable before any reply goes out.
+            a.end_batch();
+        }
         shard.send_deferred();
         let out = batch.take();
         if !out.is_empty() {
@@ -929,7 +933,7 @@ impl Conn {
                 .shard
                 .run_on(owner, move |st| {
                     let mut o = Out::new(resp3);
-                    match crate::blocking::try_serve(st, db, &k2, &op2, &mut o) {
+                    match crate::blocking::serve_and_log(st, db, &k2, &op2, &mut o) {
                         Ok(true) | Err(Replied) => Some(o.buf.freeze()),
                         Ok(false) => None,
                     }

@@ -56,6 +56,11 @@ pub fn exec_local(
     st.keyspace_misses += misses;
     let pushed = std::mem::take(&mut ctx.pushed);
     let failed = out.buf.get(before) == Some(&b'-');
+    if !failed && spec.has(CommandFlags::WRITE) {
+        if let Some(aof) = st.aof.as_mut() {
+            log_write(aof, &mut st.dbs[db], db, spec, req, clock.now_ms);
+        }
+    }
     let t = Instant::now();
     let usec = t.duration_since(clock.last).as_micros() as u64;
     clock.last = t;
@@ -78,6 +83,36 @@ pub fn exec_local(
                 .collect();
             if !ready.is_empty() {
                 crate::blocking::serve_waiters(st, db, &ready);
+            }
+        }
+    }
+}
+
+/// Logs a successful write deterministically (see `aof.rs`).
+fn log_write(
+    aof: &mut crate::aof::Aof,
+    d: &mut Db,
+    db: usize,
+    spec: &CommandSpec,
+    req: &Request,
+    now: u64,
+) {
+    match spec.name {
+        // Random choices: log the outcome.
+        "spop" => aof.log_key_state(db, d, req.arg(1), now),
+        _ => {
+            aof.log_req(db, req);
+            // Relative times: pin the resulting expiry.
+            if matches!(
+                spec.name,
+                "expire" | "pexpire" | "setex" | "psetex" | "set" | "getex" | "restore"
+            ) {
+                if let Some(e) = d.get_quiet(req.arg(1), now) {
+                    if e.expire_at != 0 {
+                        let at = e.expire_at;
+                        aof.log_ttl(db, req.arg(1), at);
+                    }
+                }
             }
         }
     }
@@ -128,6 +163,9 @@ pub fn exec_batch(
         exec_local(st, *db, spec, req, &mut out, &mut clock, *slot);
         lens.push(out.buf.len() - before);
     }
+    if let Some(a) = st.aof.as_mut() {
+        a.end_batch();
+    }
     (out.buf.freeze(), lens)
 }
 
@@ -173,6 +211,9 @@ pub async fn exec_atomic(
                     let mut out = Out::new(resp3);
                     exec_local(st, *db, spec, req, &mut out, &mut clock, None);
                     replies.push(out.buf.freeze());
+                }
+                if let Some(a) = st.aof.as_mut() {
+                    a.end_batch();
                 }
                 Some(replies)
             })
@@ -230,6 +271,10 @@ pub async fn exec_atomic(
                             None => {
                                 st.dbs[dbi].remove(&key, now);
                             }
+                        }
+                        if let Some(a) = st.aof.as_mut() {
+                            a.log_key_state(dbi, &mut st.dbs[dbi], &key, now);
+                            a.end_batch();
                         }
                         crate::blocking::serve_waiters(st, dbi, &[key]);
                     });

@@ -15,6 +15,7 @@
 //! Handlers (`cmd/`) are synchronous functions over one database; storage (`db/`) does no
 //! I/O. Connection-wide and server-wide commands live in `server_cmds`.
 
+pub mod aof;
 pub mod blocking;
 pub mod cmd;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod out;
 pub mod params;
 mod params_defaults;
 pub mod pubsub;
+pub mod replay;
 pub mod server_cmds;
 pub mod shard;
 pub mod slots;
@@ -126,6 +128,14 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {bind}:{}: {e}", config.port))?;
         probe.local_addr()?.port()
     };
+    // Shard states are built (and the logs replayed) before any shard runs.
+    let mut states: Vec<ShardState> = (0..nr)
+        .map(|id| ShardState::new(id, nr, databases))
+        .collect();
+    if config.appendonly {
+        load_logs(&mut states, &config)?;
+    }
+    let mut states: Vec<Option<ShardState>> = states.into_iter().map(Some).collect();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -134,6 +144,7 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
     let port_cell = Arc::new(std::sync::Mutex::new(None::<u16>));
     let port_cv = Arc::new(std::sync::Condvar::new());
     for (id, (my_senders, my_receivers)) in senders.into_iter().zip(receivers).enumerate() {
+        let state = states[id].take().expect("one state per shard");
         let shared = shared.clone();
         let ready = ready_tx.clone();
         let bind = bind.clone();
@@ -194,12 +205,12 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
                 let recv_side =
                     futures::future::join_all(my_receivers.into_iter().map(|r| r.connect()));
                 let (connected, receivers) = futures::future::join(send_side, recv_side).await;
-                let state = ShardState::new(id, nr, databases);
                 let shard = Rc::new(Shard::new(id, nr, state, shared.clone(), connected));
                 for rx in receivers {
                     glommio::spawn_local(shard::serve_jobs(shard.clone(), rx)).detach();
                 }
                 glommio::spawn_local(active_expiry(shard.clone())).detach();
+                glommio::spawn_local(log_keeper(shard.clone())).detach();
                 let _ = ready.send(Ok(actual));
                 accept_loop(shard, listener).await;
             })
@@ -251,6 +262,113 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             continue;
         }
         glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+    }
+}
+
+/// Loads the shard logs in `config.dir` into `states`, then opens each shard's log for
+/// appending. A log set written with another shard count is rewritten into this layout.
+fn load_logs(states: &mut [ShardState], config: &Config) -> anyhow::Result<()> {
+    let nr = states.len();
+    std::fs::create_dir_all(&config.dir)?;
+    let existing = aof::existing_logs(&config.dir);
+    let file_count = existing.iter().map(|(id, _)| id + 1).max().unwrap_or(0);
+    let started = std::time::Instant::now();
+    let mut applied = 0;
+    for (id, path) in &existing {
+        let reqs = aof::read_log(path, config.aof_repair).map_err(|e| anyhow::anyhow!(e.0))?;
+        applied += replay::replay(states, &reqs, *id, file_count);
+    }
+    if !existing.is_empty() {
+        let keys: usize = states
+            .iter()
+            .map(|s| s.dbs.iter().map(|d| d.len()).sum::<usize>())
+            .sum();
+        tracing::info!(
+            files = existing.len(),
+            commands = applied,
+            keys,
+            ms = started.elapsed().as_millis() as u64,
+            "append-only logs loaded"
+        );
+    }
+    let policy = aof::Fsync::parse(&config.appendfsync);
+    let relayout = !existing.is_empty() && file_count != nr;
+    for st in states.iter_mut() {
+        let mut log = aof::Aof::open(&config.dir, st.id, policy)?;
+        if relayout {
+            log.rewrite(&mut st.dbs, db::now_ms())?;
+        }
+        st.aof = Some(log);
+    }
+    if relayout {
+        for (id, path) in existing {
+            if id >= nr {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        tracing::info!(
+            from = file_count,
+            to = nr,
+            "shard count changed: logs rewritten for the new layout"
+        );
+    }
+    Ok(())
+}
+
+/// Writes and syncs the shard's log as its policy asks (everysec: once a second), rewrites it
+/// when it has doubled past its minimum size, and syncs it for good on shutdown.
+async fn log_keeper(shard: Rc<Shard>) {
+    let mut base = shard
+        .state
+        .borrow()
+        .aof
+        .as_ref()
+        .map(|a| a.size)
+        .unwrap_or(0);
+    loop {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        let shutting_down = shard.shared.shutdown.load(Ordering::Acquire);
+        let mut st = shard.state.borrow_mut();
+        let st = &mut *st;
+        let Some(a) = st.aof.as_mut() else {
+            if shutting_down {
+                shard.shared.shutdown_synced.fetch_add(1, Ordering::AcqRel);
+                return;
+            }
+            continue;
+        };
+        if shutting_down {
+            a.sync();
+            shard.shared.shutdown_synced.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        match a.policy {
+            aof::Fsync::Everysec
+                if a.pending() && a.last_sync.elapsed() >= Duration::from_secs(1) =>
+            {
+                a.sync()
+            }
+            aof::Fsync::No => a.write_out(),
+            _ => {}
+        }
+        let min = config::parse_memory(&shard.shared.param("auto-aof-rewrite-min-size"))
+            .unwrap_or(64 << 20);
+        let pct: u64 = shard
+            .shared
+            .param("auto-aof-rewrite-percentage")
+            .parse()
+            .unwrap_or(100);
+        if pct > 0 && a.size >= min && a.size >= base.max(1) * (100 + pct) / 100 {
+            tracing::info!(
+                shard = st.id,
+                size = a.size,
+                "rewriting the append-only log"
+            );
+            match a.rewrite(&mut st.dbs, db::now_ms()) {
+                Ok(()) => base = a.size,
+                Err(e) => tracing::error!(error = %e, "append-only log rewrite failed"),
+            }
+        }
     }
 }
 

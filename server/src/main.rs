@@ -51,6 +51,12 @@ struct Args {
     /// Log filter (tracing syntax, e.g. info or rcodis_server=debug).
     #[arg(long)]
     loglevel: Option<String>,
+    /// Keep an append-only log in --dir (yes/no).
+    #[arg(long)]
+    appendonly: Option<String>,
+    /// Load a damaged append-only log up to the damage, truncating it there.
+    #[arg(long)]
+    aof_repair: bool,
 }
 
 fn main() {
@@ -81,6 +87,19 @@ fn main() {
         maxclients,
         loglevel
     );
+    if let Some(v) = &args.appendonly {
+        config.appendonly = match v.as_str() {
+            "yes" => true,
+            "no" => false,
+            other => {
+                eprintln!("rcodis-server: --appendonly takes yes or no, not '{other}'");
+                std::process::exit(2);
+            }
+        };
+    }
+    if args.aof_repair {
+        config.aof_repair = true;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -120,6 +139,20 @@ fn main() {
     unsafe {
         libc::sigwait(&set, &mut sig);
     }
-    tracing::info!(signal = sig, "shutting down");
+    tracing::info!(signal = sig, "shutting down: syncing the append-only logs");
+    handle
+        .shared
+        .shutdown
+        .store(true, std::sync::atomic::Ordering::Release);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while handle
+        .shared
+        .shutdown_synced
+        .load(std::sync::atomic::Ordering::Acquire)
+        < threads
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     std::process::exit(0);
 }

@@ -251,9 +251,25 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
         "memory|purge" => out.ok(),
         "memory|stats" | "memory|malloc-stats" => out.verbatim("Stats not supported for the current allocator\n"),
         "debug" => debug(c, req, out).await,
-        "save" | "bgsave" | "bgrewriteaof" => {
-            out.err("ERR persistence is not available yet in this rcodis-server build")
+        "bgrewriteaof" => {
+            let results = c
+                .shard
+                .run_on_all(|st| match st.aof.as_mut() {
+                    Some(a) => a.rewrite(&mut st.dbs, now_ms()).map_err(|e| e.to_string()).map(|_| true),
+                    None => Ok(false),
+                })
+                .await;
+            match results.iter().find_map(|r| r.as_ref().err()) {
+                Some(e) => out.err(&format!("ERR append only file rewrite failed: {e}")),
+                None if results.iter().all(|r| matches!(r, Ok(false))) => {
+                    out.err("ERR appendonly is off: start rcodis-server with --appendonly yes")
+                }
+                None => out.simple("Background append only file rewriting started"),
+            }
         }
+        "save" | "bgsave" => out.err(
+            "ERR snapshots are not written yet; rcodis persists with the append-only log (--appendonly yes)",
+        ),
         "shutdown" => {
             tracing::info!("SHUTDOWN requested by client {}", c.id);
             c.shard.shared.shutdown.store(true, Ordering::SeqCst);
@@ -606,6 +622,14 @@ async fn flush(c: &mut Conn, all: bool, req: &Request, out: &mut Out) {
                     } else {
                         st.dbs[db].clear();
                     }
+                    if let Some(a) = st.aof.as_mut() {
+                        if all {
+                            a.log(db, &[b"FLUSHALL"]);
+                        } else {
+                            a.log(db, &[b"FLUSHDB"]);
+                        }
+                        a.end_batch();
+                    }
                 });
             }
             let _ = me;
@@ -635,6 +659,17 @@ async fn swapdb(c: &mut Conn, req: &Request, out: &mut Out) {
                         st.dbs.swap(a, b);
                         st.dbs[a].touch_all_watched();
                         st.dbs[b].touch_all_watched();
+                        if let Some(l) = st.aof.as_mut() {
+                            l.log(
+                                0,
+                                &[
+                                    b"SWAPDB",
+                                    a.to_string().as_bytes(),
+                                    b.to_string().as_bytes(),
+                                ],
+                            );
+                            l.end_batch();
+                        }
                     }
                 });
             }
@@ -667,6 +702,10 @@ async fn move_key(c: &mut Conn, req: &Request, out: &mut Out) {
             match st.dbs[src].remove(&key, now) {
                 Some(e) => {
                     st.dbs[dst].set_entry(&key, e);
+                    if let Some(a) = st.aof.as_mut() {
+                        a.log(src, &[b"MOVE", &key, dst.to_string().as_bytes()]);
+                        a.end_batch();
+                    }
                     true
                 }
                 None => false,
@@ -721,6 +760,10 @@ async fn copy_db(c: &mut Conn, req: &Request, out: &mut Out) {
                     return 0;
                 }
                 st.dbs[dst_db].set_entry(&d2, e);
+                if let Some(a) = st.aof.as_mut() {
+                    a.log_key_state(dst_db, &mut st.dbs[dst_db], &d2, now);
+                    a.end_batch();
+                }
                 1
             })
         })
@@ -1006,8 +1049,9 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
     if want("persistence") {
         let _ = write!(
             s,
-            "# Persistence\r\nloading:0\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\naof_rewrite_scheduled:0\r\naof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\n\r\n",
-            shared.lastsave.load(Ordering::Relaxed)
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:{}\r\naof_rewrite_in_progress:0\r\naof_rewrite_scheduled:0\r\naof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\n\r\n",
+            shared.lastsave.load(Ordering::Relaxed),
+            cfg.appendonly as u8
         );
     }
     if want("stats") {

@@ -66,6 +66,8 @@ pub struct ShardState {
     pub active_expire: bool,
     /// Cached connections to slot-migration targets, by address.
     pub mgrt_conns: HashMap<String, crate::slots::MgrtConn>,
+    /// This shard's append-only log (when appendonly is on).
+    pub aof: Option<crate::aof::Aof>,
 }
 
 /// Global SLOWLOG id sequence.
@@ -108,6 +110,7 @@ impl ShardState {
             slowlog_max_len: 128,
             active_expire: true,
             mgrt_conns: HashMap::new(),
+            aof: None,
         }
     }
 }
@@ -138,6 +141,8 @@ pub struct Shared {
     pub active_expire: AtomicBool,
     pub lastsave: AtomicU64,
     pub expired_stale_perc: AtomicU64,
+    /// Shards that flushed and synced their logs after a shutdown request.
+    pub shutdown_synced: AtomicUsize,
 }
 
 impl Shared {
@@ -156,6 +161,7 @@ impl Shared {
             active_expire: AtomicBool::new(true),
             lastsave: AtomicU64::new(start_unix),
             expired_stale_perc: AtomicU64::new(0),
+            shutdown_synced: AtomicUsize::new(0),
             config: RwLock::new(config),
             multi_lock: async_lock::Mutex::new(()),
             started: Instant::now(),

@@ -132,6 +132,10 @@ pub async fn slotsdel(shard: &Shard, db: usize, req: &Request, out: &mut Out) {
         let left = shard
             .run_on(owner, move |st| {
                 st.dbs[db].clear_slot(s);
+                if let Some(a) = st.aof.as_mut() {
+                    a.log(db, &[b"SLOTSDEL", s.to_string().as_bytes()]);
+                    a.end_batch();
+                }
                 st.dbs[db].slot_len(s)
             })
             .await;
@@ -339,6 +343,12 @@ pub fn migrate_keys(
             c.last_used = Instant::now();
             for (k, _, _) in &batch {
                 st.dbs[db].remove(k, now);
+                if let Some(a) = st.aof.as_mut() {
+                    a.log(db, &[b"DEL", k]);
+                }
+            }
+            if let Some(a) = st.aof.as_mut() {
+                a.end_batch();
             }
             Ok(batch.len())
         }
@@ -479,7 +489,13 @@ pub async fn slotsrestore(shard: &Shard, db: usize, req: &Request, out: &mut Out
                     let mut e = crate::db::Entry::new(v, now);
                     e.expire_at = if ttl == 0 { 0 } else { now + ttl };
                     st.dbs[db].set_entry(&k, e);
+                    if let Some(a) = st.aof.as_mut() {
+                        a.log_key_state(db, &mut st.dbs[db], &k, now);
+                    }
                     crate::blocking::serve_waiters(st, db, &[k]);
+                }
+                if let Some(a) = st.aof.as_mut() {
+                    a.end_batch();
                 }
             })
             .await;

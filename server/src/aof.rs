@@ -1,0 +1,301 @@
+//! The append-only log, one file per shard: `<dir>/rcodis-shard-<id>.aof`.
+//!
+//! Format: the RESP of each write, as Redis's AOF, preceded by `SELECT <db>` whenever the
+//! database changes. Records are deterministic: commands with relative times are followed by
+//! `PEXPIREAT key <unix ms>` for every key they leave with a TTL, and effects that depend on
+//! chance or on several shards (SPOP, served blocking pops, cross-shard writes, restores) are
+//! logged as the resulting key state (`DEL key`, then `RESTORE key 0 <payload> ABSTTL` and
+//! `PEXPIREAT`). Replaying the files in any order per key gives the same data.
+//!
+//! `appendfsync always` syncs each batch of writes before any of its replies is sent (group
+//! commit: one fsync per batch per shard), `everysec` once a second, `no` never (the kernel
+//! decides). A torn last record (crash mid-write) is cut off with a warning at start-up; a
+//! damaged record elsewhere stops start-up naming the file and offset, unless repair is asked
+//! for (`--aof-repair`), which truncates there.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use rcodis_core::resp::{encode, Request, RequestDecoder};
+
+use crate::db::{dump, Db};
+
+/// When to fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    Always,
+    Everysec,
+    No,
+}
+
+impl Fsync {
+    pub fn parse(s: &str) -> Fsync {
+        match s {
+            "always" => Fsync::Always,
+            "no" => Fsync::No,
+            _ => Fsync::Everysec,
+        }
+    }
+}
+
+/// One shard's log.
+#[derive(Debug)]
+pub struct Aof {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    db: usize,
+    pub policy: Fsync,
+    /// Bytes written but not yet fsynced.
+    unsynced: bool,
+    pub last_sync: Instant,
+    pub size: u64,
+}
+
+/// The log file of a shard.
+pub fn path_of(dir: &Path, shard: usize) -> PathBuf {
+    dir.join(format!("rcodis-shard-{shard}.aof"))
+}
+
+impl Aof {
+    /// Opens (creating) a shard's log for appending.
+    pub fn open(dir: &Path, shard: usize, policy: Fsync) -> std::io::Result<Aof> {
+        let path = path_of(dir, shard);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        Ok(Aof {
+            path,
+            file,
+            buf: Vec::with_capacity(64 * 1024),
+            db: usize::MAX,
+            policy,
+            unsynced: false,
+            last_sync: Instant::now(),
+            size,
+        })
+    }
+
+    fn select(&mut self, db: usize) {
+        if self.db != db {
+            let n = db.to_string();
+            encode::write_array_len(&mut self.buf, 2);
+            encode::write_bulk(&mut self.buf, b"SELECT");
+            encode::write_bulk(&mut self.buf, n.as_bytes());
+            self.db = db;
+        }
+    }
+
+    /// Logs a command given as arguments.
+    pub fn log(&mut self, db: usize, args: &[&[u8]]) {
+        self.select(db);
+        encode::write_array_len(&mut self.buf, args.len());
+        for a in args {
+            encode::write_bulk(&mut self.buf, a);
+        }
+    }
+
+    /// Logs a request as it arrived.
+    pub fn log_req(&mut self, db: usize, req: &Request) {
+        self.select(db);
+        req.write_resp(&mut self.buf);
+    }
+
+    /// Logs a key's current state in `db` (or its deletion).
+    pub fn log_key_state(&mut self, db: usize, d: &mut Db, key: &[u8], now: u64) {
+        self.log(db, &[b"DEL", key]);
+        if let Some(e) = d.get_quiet(key, now) {
+            let payload = dump::dump(&e.value);
+            let at = e.expire_at;
+            self.log(db, &[b"RESTORE", key, b"0", &payload]);
+            if at != 0 {
+                self.log(db, &[b"PEXPIREAT", key, at.to_string().as_bytes()]);
+            }
+        }
+    }
+
+    /// Logs an absolute expiry for a key that has one (after commands with relative times).
+    pub fn log_ttl(&mut self, db: usize, key: &[u8], at: u64) {
+        self.log(db, &[b"PEXPIREAT", key, at.to_string().as_bytes()]);
+    }
+
+    /// Whether anything waits to be written or synced.
+    pub fn pending(&self) -> bool {
+        !self.buf.is_empty() || self.unsynced
+    }
+
+    /// Writes buffered records to the file (no fsync).
+    pub fn write_out(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        match self.file.write_all(&self.buf) {
+            Ok(()) => {
+                self.size += self.buf.len() as u64;
+                self.unsynced = true;
+            }
+            Err(e) => tracing::error!(file = %self.path.display(), error = %e, "AOF write failed"),
+        }
+        self.buf.clear();
+    }
+
+    /// Writes and fsyncs.
+    pub fn sync(&mut self) {
+        self.write_out();
+        if self.unsynced {
+            if let Err(e) = self.file.sync_data() {
+                tracing::error!(file = %self.path.display(), error = %e, "AOF fsync failed");
+            }
+            self.unsynced = false;
+            self.last_sync = Instant::now();
+        }
+    }
+
+    /// What the policy asks at the end of a batch: `always` syncs, the others write.
+    pub fn end_batch(&mut self) {
+        match self.policy {
+            Fsync::Always => self.sync(),
+            _ => self.write_out(),
+        }
+    }
+
+    /// Replaces the log with a compact one holding `dbs`' current data (a rewrite).
+    pub fn rewrite(&mut self, dbs: &mut [Db], now: u64) -> std::io::Result<()> {
+        self.sync();
+        let tmp = self.path.with_extension("aof.rewrite");
+        let mut w = std::io::BufWriter::new(File::create(&tmp)?);
+        let mut out = Vec::new();
+        for (i, d) in dbs.iter_mut().enumerate() {
+            if d.is_empty() {
+                continue;
+            }
+            let mut keys: Vec<Bytes> = Vec::new();
+            d.for_each_key(now, |k, _| keys.push(k.clone()));
+            if keys.is_empty() {
+                continue;
+            }
+            out.clear();
+            encode::write_array_len(&mut out, 2);
+            encode::write_bulk(&mut out, b"SELECT");
+            encode::write_bulk(&mut out, i.to_string().as_bytes());
+            w.write_all(&out)?;
+            for k in keys {
+                if let Some(e) = d.get_quiet(&k, now) {
+                    out.clear();
+                    let payload = dump::dump(&e.value);
+                    let at = e.expire_at;
+                    let args: Vec<&[u8]> = vec![b"RESTORE", &k, b"0", &payload];
+                    encode::write_array_len(&mut out, args.len());
+                    for a in &args {
+                        encode::write_bulk(&mut out, a);
+                    }
+                    if at != 0 {
+                        let ts = at.to_string();
+                        let args: [&[u8]; 3] = [b"PEXPIREAT", &k, ts.as_bytes()];
+                        encode::write_array_len(&mut out, 3);
+                        for a in args {
+                            encode::write_bulk(&mut out, a);
+                        }
+                    }
+                    w.write_all(&out)?;
+                }
+            }
+        }
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.size = self.file.metadata()?.len();
+        self.db = usize::MAX;
+        Ok(())
+    }
+}
+
+/// Why a log could not be loaded.
+#[derive(Debug)]
+pub struct LoadError(pub String);
+
+/// Reads a log file's requests. A torn tail is cut off (with a warning); a damaged record
+/// elsewhere is an error unless `repair`, which truncates the file there.
+pub fn read_log(path: &Path, repair: bool) -> Result<Vec<Request>, LoadError> {
+    let data = std::fs::read(path)
+        .map_err(|e| LoadError(format!("cannot read {}: {e}", path.display())))?;
+    let total = data.len();
+    let mut buf = BytesMut::from(&data[..]);
+    let mut dec = RequestDecoder::default();
+    let mut reqs = Vec::new();
+    loop {
+        let offset = total - buf.len();
+        let decoded = match dec.decode(&mut buf) {
+            // The log holds only multibulk records: anything inline is damage.
+            Ok(Some(r)) if r.raw().is_none() => Err(
+                rcodis_core::resp::ProtocolError::ExpectedDollar(data[offset]),
+            ),
+            other => other,
+        };
+        match decoded {
+            Ok(Some(r)) => reqs.push(r),
+            Ok(None) => {
+                if !buf.is_empty() {
+                    tracing::warn!(
+                        file = %path.display(),
+                        offset,
+                        "AOF ends with an incomplete record (a crash mid-write?): truncating {} bytes",
+                        buf.len()
+                    );
+                    truncate(path, offset as u64)?;
+                }
+                return Ok(reqs);
+            }
+            Err(e) => {
+                if repair {
+                    tracing::warn!(file = %path.display(), offset, error = %e, "AOF damaged: repair asked, truncating here");
+                    truncate(path, offset as u64)?;
+                    return Ok(reqs);
+                }
+                return Err(LoadError(format!(
+                    "AOF {} is damaged at offset {offset} ({e}); refusing to start. Restore it from a copy, or start with --aof-repair to keep everything before offset {offset}",
+                    path.display()
+                )));
+            }
+        }
+    }
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), LoadError> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| LoadError(format!("cannot open {}: {e}", path.display())))?;
+    f.set_len(len)
+        .map_err(|e| LoadError(format!("cannot truncate {}: {e}", path.display())))?;
+    f.sync_all().ok();
+    Ok(())
+}
+
+/// The shard logs present in `dir`, by shard id.
+pub fn existing_logs(dir: &Path) -> Vec<(usize, PathBuf)> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name
+                .strip_prefix("rcodis-shard-")
+                .and_then(|s| s.strip_suffix(".aof"))
+            {
+                if let Ok(id) = id.parse() {
+                    v.push((id, e.path()));
+                }
+            }
+        }
+    }
+    v.sort();
+    v
+}

@@ -1,0 +1,219 @@
+//! The append-only log: data, databases and TTLs survive kill -9 (appendfsync always) and a
+//! clean SIGTERM (everysec); a torn tail is cut off with a warning; damage elsewhere stops
+//! start-up with the file and offset (and --aof-repair loads up to it); a changed shard
+//! count and BGREWRITEAOF keep everything.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use rcodis_core::resp::Frame;
+use rcodis_tests::{free_port, normalize, text, wait_until, Conn, Process};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rcodis-server");
+
+struct Srv {
+    port: u16,
+    proc: Process,
+}
+
+fn start(dir: &Path, args: &[&str]) -> Srv {
+    let port = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--port", &port.to_string(), "--appendonly", "yes"])
+        .arg("--dir")
+        .arg(dir)
+        .args(args);
+    let mut proc = Process::spawn("rcodis-server", cmd);
+    wait_until("server to start", Duration::from_secs(30), || {
+        assert!(!proc.exited(), "server exited at start-up");
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Srv { port, proc }
+}
+
+fn fill(c: &mut Conn) {
+    for db in ["0", "5"] {
+        c.cmd(&["SELECT", db]);
+        c.cmd(&["SET", "str", "v", "EX", "1000"]);
+        c.cmd(&["SET", "plain", db]);
+        c.cmd(&["RPUSH", "list", "a", "b", "c"]);
+        c.cmd(&["LPOP", "list"]);
+        c.cmd(&["HSET", "hash", "f", "1", "g", "2"]);
+        c.cmd(&["HINCRBY", "hash", "f", "41"]);
+        c.cmd(&["SADD", "set", "x", "y", "z"]);
+        c.cmd(&["SPOP", "set"]);
+        c.cmd(&["ZADD", "zset", "1.5", "m", "-2", "n"]);
+        c.cmd(&["ZINCRBY", "zset", "1", "n"]);
+        c.cmd(&["EXPIRE", "hash", "2000"]);
+        c.cmd(&["MSET", "{t}a", "1", "{t}b", "2", "c1", "3", "c2", "4"]);
+        c.cmd(&["RENAME", "c1", "c1-renamed"]);
+        c.cmd(&["INCRBYFLOAT", "float", "1.25"]);
+        c.cmd(&["SET", "gone", "x", "PX", "1"]);
+        c.cmd(&["DEL", "{t}b"]);
+    }
+    c.cmd(&["SELECT", "0"]);
+}
+
+const KEYS: &[&str] = &[
+    "str",
+    "plain",
+    "list",
+    "hash",
+    "set",
+    "zset",
+    "{t}a",
+    "{t}b",
+    "c1",
+    "c1-renamed",
+    "c2",
+    "float",
+    "gone",
+];
+
+fn snapshot(c: &mut Conn) -> Vec<(String, Frame, i64)> {
+    let mut v = Vec::new();
+    for db in ["0", "5"] {
+        c.cmd(&["SELECT", db]);
+        for k in KEYS {
+            let t = text(&c.cmd(&["TYPE", k]));
+            let val = match t.as_str() {
+                "none" => Frame::Null,
+                "string" => c.cmd(&["GET", k]),
+                "list" => c.cmd(&["LRANGE", k, "0", "-1"]),
+                "set" => normalize("smembers", c.cmd(&["SMEMBERS", k])),
+                "hash" => normalize("hgetall", c.cmd(&["HGETALL", k])),
+                _ => c.cmd(&["ZRANGE", k, "0", "-1", "WITHSCORES"]),
+            };
+            let ttl = c.cmd(&["TTL", k]).as_integer().unwrap();
+            // TTLs are compared in 10-second buckets (time passes between the snapshots).
+            v.push((
+                format!("{db}/{k}/{t}"),
+                val,
+                if ttl > 0 { ttl / 10 } else { ttl },
+            ));
+        }
+    }
+    c.cmd(&["SELECT", "0"]);
+    v
+}
+
+#[test]
+fn kill_9_with_always_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--threads", "2", "--appendfsync", "always"]);
+    let mut c = Conn::connect(s.port);
+    fill(&mut c);
+    let before = snapshot(&mut c);
+    s.proc.signal("KILL");
+    drop(s);
+    let s = start(dir.path(), &["--threads", "2"]);
+    let mut c = Conn::connect(s.port);
+    assert_eq!(snapshot(&mut c), before);
+    // Expired keys stay expired.
+    assert_eq!(c.cmd(&["EXISTS", "gone"]), Frame::Integer(0));
+}
+
+#[test]
+fn sigterm_with_everysec_and_a_new_shard_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--threads", "2", "--appendfsync", "everysec"]);
+    let mut c = Conn::connect(s.port);
+    fill(&mut c);
+    let before = snapshot(&mut c);
+    s.proc.signal("TERM");
+    let mut s = s;
+    wait_until("server to exit", Duration::from_secs(15), || {
+        s.proc.exited()
+    });
+    // Restart with one shard: the two logs replay into it and are rewritten.
+    let s = start(dir.path(), &["--threads", "1"]);
+    let mut c = Conn::connect(s.port);
+    assert_eq!(snapshot(&mut c), before);
+    assert!(
+        !dir.path().join("rcodis-shard-1.aof").exists(),
+        "old shard log removed after the re-layout"
+    );
+    // BGREWRITEAOF compacts; a restart after it still has everything.
+    assert_eq!(
+        c.cmd(&["BGREWRITEAOF"]),
+        Frame::simple("Background append only file rewriting started")
+    );
+    c.cmd(&["SET", "after-rewrite", "1"]);
+    s.proc.signal("KILL");
+    drop(s);
+    let s = start(dir.path(), &["--threads", "2", "--appendfsync", "always"]);
+    let mut c = Conn::connect(s.port);
+    assert_eq!(snapshot(&mut c), before);
+    assert_eq!(text(&c.cmd(&["GET", "after-rewrite"])), "1");
+}
+
+#[test]
+fn torn_tail_is_cut_and_damage_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--threads", "1", "--appendfsync", "always"]);
+    let mut c = Conn::connect(s.port);
+    for i in 0..20 {
+        c.cmd(&["SET", &format!("k{i}"), "v"]);
+    }
+    s.proc.signal("KILL");
+    drop(s);
+    let log = dir.path().join("rcodis-shard-0.aof");
+    let good_len = std::fs::metadata(&log).unwrap().len();
+    // A crash mid-write: half a record at the end.
+    let mut data = std::fs::read(&log).unwrap();
+    data.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$2\r\nk9");
+    std::fs::write(&log, &data).unwrap();
+    let s = start(dir.path(), &["--threads", "1"]);
+    let mut c = Conn::connect(s.port);
+    assert_eq!(c.cmd(&["DBSIZE"]), Frame::Integer(20));
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().len(),
+        good_len,
+        "torn tail truncated"
+    );
+    drop(s);
+    // Damage in the middle: start-up refuses, naming the file and the offset.
+    let mut data = std::fs::read(&log).unwrap();
+    let mid = data.len() / 2;
+    let pos = mid + data[mid..].iter().position(|&b| b == b'*').unwrap();
+    data[pos] = b'!';
+    std::fs::write(&log, &data).unwrap();
+    let port = free_port().to_string();
+    let mut child = Command::new(BIN)
+        .args([
+            "--port",
+            &port,
+            "--appendonly",
+            "yes",
+            "--threads",
+            "1",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("server started on a damaged log instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("rcodis-shard-0.aof") && err.contains(&format!("offset {pos}")),
+        "{err}"
+    );
+    // --aof-repair keeps everything before the damage.
+    let s = start(dir.path(), &["--threads", "1", "--aof-repair"]);
+    let n = Conn::connect(s.port).cmd(&["DBSIZE"]).as_integer().unwrap();
+    assert!((1..20).contains(&n), "{n} keys kept");
+}
