@@ -170,6 +170,7 @@ pub async fn run(a: UpArgs, product: &str) -> anyhow::Result<()> {
             "--threads",
             &a.threads.to_string(),
         ])
+        .args(["--appendonly", "yes", "--appendfsync", "everysec"])
         .arg("--dir")
         .arg(&gdir);
         let child = spawn(&name, &mut cmd, &gdir.join("server.log"))?;

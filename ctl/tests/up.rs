@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use rcodis_core::resp::Frame;
 use rcodis_tests::{free_port, text, Conn};
 
-#[test]
-fn up_serves_and_stops_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+fn up(
+    dir: &std::path::Path,
+    port: u16,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rcodis-ctl"))
         .args(["up", "--groups", "2", "--port", &port.to_string()])
         .arg("--dir")
-        .arg(dir.path())
+        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -34,6 +34,14 @@ fn up_serves_and_stops_cleanly() {
         banner.push_str(&line);
     }
     assert!(banner.contains(&format!("redis-cli -p {port}")), "{banner}");
+    (child, out)
+}
+
+#[test]
+fn up_serves_stops_cleanly_and_comes_back_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (mut child, _out) = up(dir.path(), port);
     let mut c = Conn::connect(port);
     assert_eq!(
         c.cmd(&["MSET", "a", "1", "b", "2", "c", "3"]),
