@@ -9,7 +9,7 @@ use rcodis_core::coord::{layout, Coordinator, FileCoordinator};
 use rcodis_core::resp::Frame;
 use rcodis_core::slot::slot_of;
 use rcodis_core::topology::{Group, Topology};
-use rcodis_tests::{bin_path, free_port, text, wait_until, Conn, Process, ServerProc};
+use rcodis_tests::{bin_path, text, wait_until, Conn, Process, ServerProc};
 
 struct Cluster {
     servers: Vec<ServerProc>,
@@ -61,11 +61,10 @@ fn start() -> Cluster {
         coord_dir.path(),
         &topology(&[servers[0].port, servers[1].port], 512, 1),
     );
-    let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rcodis-proxy"));
     cmd.args([
         "--listen",
-        &format!("127.0.0.1:{port}"),
+        "127.0.0.1:0",
         "--threads",
         "2",
         "--product",
@@ -73,11 +72,7 @@ fn start() -> Cluster {
     ])
     .arg("--coordinator")
     .arg(format!("file://{}", coord_dir.path().display()));
-    let mut proxy = Process::spawn("rcodis-proxy", cmd);
-    wait_until("proxy to serve", Duration::from_secs(30), || {
-        assert!(!proxy.exited(), "proxy exited");
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let (proxy, port) = rcodis_tests::spawn_on_free_port("rcodis-proxy", cmd);
     Cluster {
         servers,
         proxy,

@@ -18,17 +18,12 @@ struct Srv {
 }
 
 fn start(dir: &Path, args: &[&str]) -> Srv {
-    let port = free_port();
     let mut cmd = Command::new(BIN);
-    cmd.args(["--port", &port.to_string(), "--appendonly", "yes"])
+    cmd.args(["--port", "0", "--appendonly", "yes"])
         .arg("--dir")
         .arg(dir)
         .args(args);
-    let mut proc = Process::spawn("rcodis-server", cmd);
-    wait_until("server to start", Duration::from_secs(30), || {
-        assert!(!proc.exited(), "server exited at start-up");
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let (proc, port) = rcodis_tests::spawn_on_free_port("rcodis-server", cmd);
     Srv { port, proc }
 }
 

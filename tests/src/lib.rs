@@ -79,6 +79,45 @@ impl Drop for Process {
     }
 }
 
+/// Spawns a server started with `--port 0` and reads the port it reports on stdout
+/// ("... listening on port N"): no race with other tests for a free port.
+pub fn spawn_on_free_port(name: &str, mut cmd: Command) -> (Process, u16) {
+    cmd.stdout(Stdio::piped());
+    if std::env::var_os("RCODIS_TEST_LOG").is_none() {
+        cmd.stderr(Stdio::null());
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(p) = line
+                .rsplit("listening on port ")
+                .next()
+                .and_then(|p| p.trim().parse::<u16>().ok())
+            {
+                let _ = tx.send(p);
+            }
+        }
+    });
+    let mut proc = Process {
+        child,
+        name: name.to_string(),
+    };
+    let port = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(p) => p,
+        Err(_) => {
+            let exited = proc.exited();
+            panic!("{name} did not report its port within 30 s (exited: {exited})");
+        }
+    };
+    (proc, port)
+}
+
 /// Path of a workspace binary under target/ (built by `cargo build --workspace --bins`,
 /// which the README's test command runs first).
 pub fn bin_path(name: &str) -> PathBuf {
@@ -110,32 +149,49 @@ impl RedisRef {
         Self::start_with(&[])
     }
 
-    /// Starts it with extra arguments (`["--requirepass", "x"]`).
+    /// Starts it with extra arguments (`["--requirepass", "x"]`). A port taken by a
+    /// parallel test between choosing and binding it is retried with another.
     pub fn start_with(extra: &[&str]) -> RedisRef {
-        let port = free_port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no", "--daemonize", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .args(extra);
-        let p = Process::spawn("redis-server (install Debian's redis-server)", cmd);
-        wait_until("redis-server to accept", Duration::from_secs(20), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        RedisRef {
-            port,
-            _proc: p,
-            _dir: dir,
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut cmd = Command::new("redis-server");
+            cmd.args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra);
+            let mut p = Process::spawn("redis-server (install Debian's redis-server)", cmd);
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                if p.exited() {
+                    break;
+                }
+                if matches!(
+                    try_ping(port),
+                    Some(Frame::Simple(_)) | Some(Frame::Error(_))
+                ) {
+                    return RedisRef {
+                        port,
+                        _proc: p,
+                        _dir: dir,
+                    };
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "redis-server did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
+        panic!("redis-server exited at start-up five times")
     }
 }
 
@@ -211,26 +267,20 @@ pub struct ServerProc {
 }
 
 impl ServerProc {
-    /// Starts `bin --port P --dir D <args>` and waits until it answers PING.
+    /// Starts `bin --port 0 --dir D <args>`, learns its port, and waits until it answers.
     pub fn start(bin: &std::path::Path, args: &[&str]) -> ServerProc {
-        let port = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new(bin);
-        cmd.args(["--port", &port.to_string()])
+        cmd.args(["--port", "0"])
             .arg("--dir")
             .arg(dir.path())
             .args(args);
-        let mut p = Process::spawn("rcodis-server", cmd);
+        let (p, port) = spawn_on_free_port("rcodis-server", cmd);
         wait_until("server to answer PING", Duration::from_secs(30), || {
-            assert!(!p.exited(), "server exited during start-up");
-            match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(_) => {
-                    let mut c = Conn::connect(port);
-                    c.cmd(&["PING"]) == Frame::Simple(bytes::Bytes::from_static(b"PONG"))
-                        || matches!(c.cmd(&["PING"]), Frame::Error(_))
-                }
-                Err(_) => false,
-            }
+            matches!(
+                try_ping(port),
+                Some(Frame::Simple(_)) | Some(Frame::Error(_))
+            )
         });
         ServerProc { port, proc: p, dir }
     }
@@ -238,6 +288,26 @@ impl ServerProc {
     /// A new client connection.
     pub fn conn(&self) -> Conn {
         Conn::connect(self.port)
+    }
+}
+
+/// One PING on a fresh connection; `None` if the connection failed.
+fn try_ping(port: u16) -> Option<Frame> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"*1\r\n$4\r\nPING\r\n").ok()?;
+    let mut buf = BytesMut::new();
+    let mut d = FrameDecoder::default();
+    loop {
+        if let Ok(Some(f)) = d.decode(&mut buf) {
+            return Some(f);
+        }
+        let mut tmp = [0u8; 512];
+        let n = s.read(&mut tmp).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
     }
 }
 
