@@ -45,6 +45,14 @@ pub fn exec_local(
 ) {
     let handler = cmd::handler(spec).expect("data command has a handler");
     let before = out.buf.len();
+    if spec.has(CommandFlags::DENYOOM)
+        && crate::memory::max() > 0
+        && crate::memory::ensure_room(&mut st.dbs, clock.now_ms).is_err()
+    {
+        out.err(crate::memory::OOM);
+        record(st, spec.id, 0, true);
+        return;
+    }
     if let Some(s) = slot {
         st.dbs[db].set_slot_hint(req.arg(1), s);
     }

@@ -23,6 +23,7 @@ pub mod conn;
 pub mod db;
 pub mod exec;
 pub mod glob;
+pub mod memory;
 pub mod out;
 pub mod params;
 mod params_defaults;
@@ -128,6 +129,11 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {bind}:{}: {e}", config.port))?;
         probe.local_addr()?.port()
     };
+    memory::set_max(config::parse_memory(&config.maxmemory).unwrap_or(0));
+    memory::set_policy(
+        memory::Policy::parse(&config.maxmemory_policy).unwrap_or(memory::Policy::NoEviction),
+    );
+    memory::refresh();
     // Shard states are built (and the logs replayed) before any shard runs.
     let mut states: Vec<ShardState> = (0..nr)
         .map(|id| ShardState::new(id, nr, databases))
@@ -157,7 +163,10 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
         };
         let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("rcodis-shard-{id}"))
-            .spin_before_park(Duration::from_micros(0));
+            .spin_before_park(Duration::from_micros(0))
+            // The registered-buffer pool serves DMA file I/O, which rcodis does not use; the
+            // default 10 MiB per shard would count against maxmemory for nothing.
+            .io_memory(1 << 20);
         let t = builder
             .spawn(move || async move {
                 // Shard 0 binds first (it learns the port when 0 was asked for).
@@ -211,6 +220,15 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
                 }
                 glommio::spawn_local(active_expiry(shard.clone())).detach();
                 glommio::spawn_local(log_keeper(shard.clone())).detach();
+                if id == 0 {
+                    glommio::spawn_local(async {
+                        loop {
+                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                            memory::refresh();
+                        }
+                    })
+                    .detach();
+                }
                 let _ = ready.send(Ok(actual));
                 accept_loop(shard, listener).await;
             })

@@ -1035,15 +1035,19 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
         );
     }
     if want("memory") {
+        crate::memory::refresh();
+        let used = crate::memory::used();
         let rss = rss_bytes();
-        let maxmem: u64 = shared.param("maxmemory").parse().unwrap_or(0);
+        let maxmem = crate::memory::max();
+        let mb = |b: u64| b as f64 / 1048576.0;
         let _ = write!(
             s,
-            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{:.2}M\r\nused_memory_peak:{rss}\r\nused_memory_lua:31744\r\nused_memory_scripts:0\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{:.2}M\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:1.00\r\nmem_allocator:libc\r\nlazyfree_pending_objects:0\r\n\r\n",
-            rss as f64 / 1048576.0,
-            rss as f64 / 1048576.0,
-            maxmem as f64 / 1048576.0,
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{:.2}M\r\nused_memory_peak:{used}\r\nused_memory_lua:31744\r\nused_memory_scripts:0\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{:.2}M\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:jemalloc-5\r\nlazyfree_pending_objects:0\r\n\r\n",
+            mb(used),
+            mb(rss),
+            mb(maxmem),
             shared.param("maxmemory-policy"),
+            if used > 0 { rss as f64 / used as f64 } else { 1.0 },
         );
     }
     if want("persistence") {
@@ -1057,13 +1061,14 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
     if want("stats") {
         let _ = write!(
             s,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nsync_full:0\r\nsync_partial_ok:0\r\nsync_partial_err:0\r\nexpired_keys:{}\r\nexpired_stale_perc:0.00\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nlatest_fork_usec:0\r\ntotal_forks:0\r\nmigrate_cached_sockets:0\r\ntotal_active_defrag_time:0\r\ntotal_error_replies:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nsync_full:0\r\nsync_partial_ok:0\r\nsync_partial_err:0\r\nexpired_keys:{}\r\nexpired_stale_perc:0.00\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nlatest_fork_usec:0\r\ntotal_forks:0\r\nmigrate_cached_sockets:0\r\ntotal_active_defrag_time:0\r\ntotal_error_replies:{}\r\n\r\n",
             shared.total_connections.load(Ordering::Relaxed),
             t.commands,
             shared.net_input_bytes.load(Ordering::Relaxed),
             shared.net_output_bytes.load(Ordering::Relaxed),
             shared.rejected_connections.load(Ordering::Relaxed),
             t.expired,
+            crate::memory::evicted(),
             t.hits,
             t.misses,
             t.pubsub_channels,
@@ -1197,7 +1202,17 @@ async fn config_set(c: &mut Conn, req: &Request, out: &mut Out) {
                     })
                     .await;
             }
-            "requirepass" => {}
+            "maxmemory" => crate::memory::set_max(v.parse().unwrap_or(0)),
+            "maxmemory-policy" => {
+                if let Some(p) = crate::memory::Policy::parse(&v) {
+                    crate::memory::set_policy(p)
+                }
+            }
+            "maxmemory-samples" => crate::memory::set_samples(v.parse().unwrap_or(5)),
+            "lfu-log-factor" | "lfu-decay-time" => crate::memory::set_lfu(
+                c.shard.shared.param("lfu-log-factor").parse().unwrap_or(10),
+                c.shard.shared.param("lfu-decay-time").parse().unwrap_or(1),
+            ),
             _ => {}
         }
     }

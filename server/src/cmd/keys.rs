@@ -379,8 +379,11 @@ fn object_idletime(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 fn object_freq(ctx: &mut Ctx<'_>, req: &Request) {
-    if ctx.db.get_quiet(req.arg(2), ctx.now).is_none() {
+    let Some(freq) = ctx.db.get_quiet(req.arg(2), ctx.now).map(|e| e.freq) else {
         return ctx.out.null();
+    };
+    if crate::memory::policy().is_lfu() {
+        return ctx.out.int(freq as i64);
     }
     ctx.out.err(
         "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note \

@@ -112,6 +112,8 @@ pub struct Entry {
     pub value: Value,
     pub expire_at: u64,
     pub access_ms: u64,
+    /// LFU counter (Redis's logarithmic access frequency).
+    pub freq: u8,
 }
 
 impl Entry {
@@ -120,6 +122,7 @@ impl Entry {
             value,
             expire_at: 0,
             access_ms: now,
+            freq: crate::memory::LFU_INIT,
         }
     }
 }
@@ -269,6 +272,9 @@ impl Db {
             return None;
         }
         let e = self.table(key).get_mut(key)?;
+        if crate::memory::policy().is_lfu() {
+            crate::memory::lfu_touch(e, now);
+        }
         e.access_ms = now;
         Some(e)
     }
@@ -426,6 +432,15 @@ impl Db {
         n
     }
 
+    /// A random key with a TTL (for the volatile eviction policies).
+    pub fn random_volatile_key(&self) -> Option<Bytes> {
+        let n = self.expires.len();
+        if n == 0 {
+            return None;
+        }
+        Some(self.expires[rand::thread_rng().gen_range(0..n)].clone())
+    }
+
     /// A random live key.
     pub fn random_key(&mut self, now: u64) -> Option<Bytes> {
         let mut rng = rand::thread_rng();
@@ -444,7 +459,8 @@ impl Db {
                 target -= t.len();
             }
             let k = found?;
-            if self.get(&k, now).is_some() {
+            // Checking liveness must not count as an access (eviction samples with this).
+            if self.get_quiet(&k, now).is_some() {
                 return Some(k);
             }
         }
