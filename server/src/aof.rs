@@ -23,6 +23,9 @@ use rcodis_core::resp::{encode, Request, RequestDecoder};
 
 use crate::db::{dump, Db};
 
+/// Writes since the last snapshot (for `save` rules and INFO).
+pub static DIRTY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// When to fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fsync {
@@ -166,43 +169,7 @@ impl Aof {
         self.sync();
         let tmp = self.path.with_extension("aof.rewrite");
         let mut w = std::io::BufWriter::new(File::create(&tmp)?);
-        let mut out = Vec::new();
-        for (i, d) in dbs.iter_mut().enumerate() {
-            if d.is_empty() {
-                continue;
-            }
-            let mut keys: Vec<Bytes> = Vec::new();
-            d.for_each_key(now, |k, _| keys.push(k.clone()));
-            if keys.is_empty() {
-                continue;
-            }
-            out.clear();
-            encode::write_array_len(&mut out, 2);
-            encode::write_bulk(&mut out, b"SELECT");
-            encode::write_bulk(&mut out, i.to_string().as_bytes());
-            w.write_all(&out)?;
-            for k in keys {
-                if let Some(e) = d.get_quiet(&k, now) {
-                    out.clear();
-                    let payload = dump::dump(&e.value);
-                    let at = e.expire_at;
-                    let args: Vec<&[u8]> = vec![b"RESTORE", &k, b"0", &payload];
-                    encode::write_array_len(&mut out, args.len());
-                    for a in &args {
-                        encode::write_bulk(&mut out, a);
-                    }
-                    if at != 0 {
-                        let ts = at.to_string();
-                        let args: [&[u8]; 3] = [b"PEXPIREAT", &k, ts.as_bytes()];
-                        encode::write_array_len(&mut out, 3);
-                        for a in args {
-                            encode::write_bulk(&mut out, a);
-                        }
-                    }
-                    w.write_all(&out)?;
-                }
-            }
-        }
+        write_image(&mut w, dbs, now)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         drop(f);
@@ -215,6 +182,88 @@ impl Aof {
         self.db = usize::MAX;
         Ok(())
     }
+}
+
+/// Writes the data of `dbs` as log records (SELECT, RESTORE, PEXPIREAT): the format of
+/// rewritten logs and of snapshots.
+pub fn write_image(w: &mut impl Write, dbs: &mut [Db], now: u64) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    for (i, d) in dbs.iter_mut().enumerate() {
+        let mut keys: Vec<Bytes> = Vec::new();
+        d.for_each_key(now, |k, _| keys.push(k.clone()));
+        if keys.is_empty() {
+            continue;
+        }
+        out.clear();
+        encode::write_array_len(&mut out, 2);
+        encode::write_bulk(&mut out, b"SELECT");
+        encode::write_bulk(&mut out, i.to_string().as_bytes());
+        w.write_all(&out)?;
+        for k in keys {
+            let Some(e) = d.get_quiet(&k, now) else {
+                continue;
+            };
+            out.clear();
+            let payload = dump::dump(&e.value);
+            let at = e.expire_at;
+            let args: [&[u8]; 4] = [b"RESTORE", &k, b"0", &payload];
+            encode::write_array_len(&mut out, args.len());
+            for a in args {
+                encode::write_bulk(&mut out, a);
+            }
+            if at != 0 {
+                let ts = at.to_string();
+                let args: [&[u8]; 3] = [b"PEXPIREAT", &k, ts.as_bytes()];
+                encode::write_array_len(&mut out, 3);
+                for a in args {
+                    encode::write_bulk(&mut out, a);
+                }
+            }
+            w.write_all(&out)?;
+        }
+    }
+    Ok(())
+}
+
+/// A shard's snapshot file.
+pub fn snapshot_path(dir: &Path, shard: usize) -> PathBuf {
+    dir.join(format!("rcodis-shard-{shard}.snap"))
+}
+
+/// Writes a snapshot of `dbs` for `shard` (temp file, fsync, rename).
+pub fn write_snapshot(dir: &Path, shard: usize, dbs: &mut [Db], now: u64) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = snapshot_path(dir, shard);
+    let tmp = path.with_extension("snap.tmp");
+    let mut w = std::io::BufWriter::new(File::create(&tmp)?);
+    write_image(&mut w, dbs, now)?;
+    let f = w.into_inner().map_err(|e| e.into_error())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// The snapshot files present in `dir`, by shard id.
+pub fn existing_snapshots(dir: &Path) -> Vec<(usize, PathBuf)> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name
+                .strip_prefix("rcodis-shard-")
+                .and_then(|s| s.strip_suffix(".snap"))
+            {
+                if let Ok(id) = id.parse() {
+                    v.push((id, e.path()));
+                }
+            }
+        }
+    }
+    v.sort();
+    v
 }
 
 /// Why a log could not be loaded.

@@ -65,6 +65,7 @@ pub fn exec_local(
     let pushed = std::mem::take(&mut ctx.pushed);
     let failed = out.buf.get(before) == Some(&b'-');
     if !failed && spec.has(CommandFlags::WRITE) {
+        crate::aof::DIRTY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(aof) = st.aof.as_mut() {
             log_write(aof, &mut st.dbs[db], db, spec, req, clock.now_ms);
         }

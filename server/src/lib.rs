@@ -138,6 +138,10 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
     let mut states: Vec<ShardState> = (0..nr)
         .map(|id| ShardState::new(id, nr, databases))
         .collect();
+    let have_logs = !aof::existing_logs(&config.dir).is_empty();
+    if !config.appendonly || !have_logs {
+        load_snapshots(&mut states, &config)?;
+    }
     if config.appendonly {
         load_logs(&mut states, &config)?;
     }
@@ -221,6 +225,7 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
                 glommio::spawn_local(active_expiry(shard.clone())).detach();
                 glommio::spawn_local(log_keeper(shard.clone())).detach();
                 if id == 0 {
+                    glommio::spawn_local(save_rules(shard.clone())).detach();
                     glommio::spawn_local(async {
                         loop {
                             glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -280,6 +285,56 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             continue;
         }
         glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+    }
+}
+
+/// Loads the snapshot files in `config.dir` (if any) into `states`.
+fn load_snapshots(states: &mut [ShardState], config: &Config) -> anyhow::Result<()> {
+    let snaps = aof::existing_snapshots(&config.dir);
+    let count = snaps.iter().map(|(id, _)| id + 1).max().unwrap_or(0);
+    for (id, path) in &snaps {
+        let reqs = aof::read_log(path, false).map_err(|e| anyhow::anyhow!(e.0))?;
+        replay::replay(states, &reqs, *id, count);
+    }
+    if !snaps.is_empty() {
+        let keys: usize = states
+            .iter()
+            .map(|s| s.dbs.iter().map(|d| d.len()).sum::<usize>())
+            .sum();
+        tracing::info!(files = snaps.len(), keys, "snapshots loaded");
+    }
+    Ok(())
+}
+
+/// `save` rules ("seconds changes" pairs): a background save when any is met.
+async fn save_rules(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        let rules = shard.shared.param("save");
+        let nums: Vec<u64> = rules
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let dirty = aof::DIRTY.load(Ordering::Relaxed);
+        let since = db::now_ms() / 1000
+            - shard
+                .shared
+                .lastsave
+                .load(Ordering::Relaxed)
+                .min(db::now_ms() / 1000);
+        let due = nums
+            .chunks_exact(2)
+            .any(|r| dirty >= r[1] && r[1] > 0 && since >= r[0]);
+        if due && !shard.shared.bgsave_in_progress.load(Ordering::Acquire) {
+            tracing::info!(
+                changes = dirty,
+                seconds = since,
+                "save rule met: background save"
+            );
+            if let Err(e) = server_cmds::bgsave(&shard).await {
+                tracing::warn!(error = %e, "background save not started");
+            }
+        }
     }
 }
 

@@ -267,10 +267,38 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
                 None => out.simple("Background append only file rewriting started"),
             }
         }
-        "save" | "bgsave" => out.err(
-            "ERR snapshots are not written yet; rcodis persists with the append-only log (--appendonly yes)",
-        ),
+        "save" => match save(&c.shard).await {
+            Ok(()) => out.ok(),
+            Err(e) => out.err(&format!("ERR {e}")),
+        },
+        "bgsave" => {
+            if req.len() > 2 || (req.len() == 2 && !is(req.arg(1), "schedule")) {
+                return out.err(SYNTAX);
+            }
+            match bgsave(&c.shard).await {
+                Ok(()) => out.simple("Background saving started"),
+                Err(e) => out.err(&format!("ERR {e}")),
+            }
+        }
         "shutdown" => {
+            let (mut nosave, mut force_save) = (false, false);
+            for i in 1..req.len() {
+                let a = req.arg(i);
+                if is(a, "nosave") {
+                    nosave = true;
+                } else if is(a, "save") {
+                    force_save = true;
+                } else if !(is(a, "now") || is(a, "force") || is(a, "abort")) {
+                    return out.err(SYNTAX);
+                }
+            }
+            let cfg = c.shard.shared.config();
+            let rules = !c.shard.shared.param("save").trim().is_empty();
+            if force_save || (!nosave && rules && !cfg.appendonly) {
+                if let Err(e) = save(&c.shard).await {
+                    return out.err(&format!("ERR Errors trying to SHUTDOWN. Check logs. ({e})"));
+                }
+            }
             tracing::info!("SHUTDOWN requested by client {}", c.id);
             c.shard.shared.shutdown.store(true, Ordering::SeqCst);
             // SAFETY-free: signal ourselves; the main thread exits cleanly on SIGTERM.
@@ -306,6 +334,70 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
             out.err(&table::unknown_command_error(req.arg(0), (1..req.len()).map(|i| req.arg(i))))
         }
     }
+}
+
+/// SAVE: every shard writes its snapshot now, on its own thread (a consistent cut per shard).
+pub async fn save(shard: &std::rc::Rc<crate::shard::Shard>) -> Result<(), String> {
+    if shard.shared.bgsave_in_progress.load(Ordering::Acquire) {
+        return Err("Background save already in progress".into());
+    }
+    let dir = shard.shared.config().dir;
+    let results = shard
+        .run_on_all(move |st| {
+            crate::aof::write_snapshot(&dir, st.id, &mut st.dbs, now_ms())
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    if let Some(e) = results.into_iter().find_map(|r| r.err()) {
+        return Err(format!("snapshot failed: {e}"));
+    }
+    crate::aof::DIRTY.store(0, Ordering::Relaxed);
+    shard
+        .shared
+        .lastsave
+        .store(now_ms() / 1000, Ordering::Relaxed);
+    Ok(())
+}
+
+/// BGSAVE: each shard copies its data (a consistent cut, taken on its own thread); a
+/// background thread writes the copies.
+pub async fn bgsave(shard: &std::rc::Rc<crate::shard::Shard>) -> Result<(), String> {
+    let shared = shard.shared.clone();
+    if shared.bgsave_in_progress.swap(true, Ordering::AcqRel) {
+        return Err("Background save already in progress".into());
+    }
+    let images = shard.run_on_all(|st| (st.id, st.dbs.clone())).await;
+    let dirty_at_cut = crate::aof::DIRTY.load(Ordering::Relaxed);
+    let dir = shared.config().dir;
+    std::thread::Builder::new()
+        .name("rcodis-bgsave".into())
+        .spawn(move || {
+            let now = now_ms();
+            let mut ok = true;
+            for (id, mut dbs) in images {
+                if let Err(e) = crate::aof::write_snapshot(&dir, id, &mut dbs, now) {
+                    tracing::error!(error = %e, shard = id, "background save failed");
+                    ok = false;
+                }
+            }
+            if ok {
+                let _ = crate::aof::DIRTY.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                    Some(d.saturating_sub(dirty_at_cut))
+                });
+                shared.lastsave.store(now / 1000, Ordering::Relaxed);
+                tracing::info!("background save done");
+            }
+            shared.last_bgsave_ok.store(ok, Ordering::Relaxed);
+            shared.bgsave_in_progress.store(false, Ordering::Release);
+        })
+        .map_err(|e| {
+            shard
+                .shared
+                .bgsave_in_progress
+                .store(false, Ordering::Release);
+            e.to_string()
+        })?;
+    Ok(())
 }
 
 /// Whether a migration's host:port is this very server (which would wait on itself).
@@ -1053,8 +1145,11 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
     if want("persistence") {
         let _ = write!(
             s,
-            "# Persistence\r\nloading:0\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:{}\r\naof_rewrite_in_progress:0\r\naof_rewrite_scheduled:0\r\naof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\n\r\n",
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\naof_enabled:{}\r\naof_rewrite_in_progress:0\r\naof_rewrite_scheduled:0\r\naof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\n\r\n",
+            crate::aof::DIRTY.load(Ordering::Relaxed),
+            shared.bgsave_in_progress.load(Ordering::Relaxed) as u8,
             shared.lastsave.load(Ordering::Relaxed),
+            if shared.last_bgsave_ok.load(Ordering::Relaxed) { "ok" } else { "err" },
             cfg.appendonly as u8
         );
     }

@@ -143,6 +143,8 @@ pub struct Shared {
     pub expired_stale_perc: AtomicU64,
     /// Shards that flushed and synced their logs after a shutdown request.
     pub shutdown_synced: AtomicUsize,
+    pub bgsave_in_progress: AtomicBool,
+    pub last_bgsave_ok: AtomicBool,
 }
 
 impl Shared {
@@ -162,6 +164,8 @@ impl Shared {
             lastsave: AtomicU64::new(start_unix),
             expired_stale_perc: AtomicU64::new(0),
             shutdown_synced: AtomicUsize::new(0),
+            bgsave_in_progress: AtomicBool::new(false),
+            last_bgsave_ok: AtomicBool::new(true),
             config: RwLock::new(config),
             multi_lock: async_lock::Mutex::new(()),
             started: Instant::now(),

@@ -212,3 +212,97 @@ fn torn_tail_is_cut_and_damage_refuses_to_start() {
     let n = Conn::connect(s.port).cmd(&["DBSIZE"]).as_integer().unwrap();
     assert!((1..20).contains(&n), "{n} keys kept");
 }
+
+fn start_plain(dir: &Path, args: &[&str]) -> Srv {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--port", "0"]).arg("--dir").arg(dir).args(args);
+    let (proc, port) = rcodis_tests::spawn_on_free_port("rcodis-server", cmd);
+    Srv { port, proc }
+}
+
+#[test]
+fn save_snapshot_survives_kill_9_without_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_plain(dir.path(), &["--threads", "2"]);
+    let mut c = Conn::connect(s.port);
+    fill(&mut c);
+    let before = snapshot(&mut c);
+    let last = c.cmd(&["LASTSAVE"]).as_integer().unwrap();
+    assert_eq!(c.cmd(&["SAVE"]), Frame::simple("OK"));
+    assert!(c.cmd(&["LASTSAVE"]).as_integer().unwrap() >= last);
+    assert!(text(&c.cmd(&["INFO", "persistence"])).contains("rdb_changes_since_last_save:0"));
+    s.proc.signal("KILL");
+    drop(s);
+    let s = start_plain(dir.path(), &["--threads", "1"]);
+    let mut c = Conn::connect(s.port);
+    assert_eq!(snapshot(&mut c), before);
+}
+
+#[test]
+fn bgsave_during_writes_loses_nothing_acknowledged_with_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--threads", "2", "--appendfsync", "always"]);
+    let port = s.port;
+    let writer = std::thread::spawn(move || {
+        let mut c = Conn::connect(port);
+        let mut acked = 0;
+        for i in 0..3000 {
+            if c.cmd(&["SET", &format!("w{i}"), &i.to_string()]) == Frame::simple("OK") {
+                acked = i + 1;
+            }
+        }
+        acked
+    });
+    let mut c = Conn::connect(s.port);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        c.cmd(&["BGSAVE"]),
+        Frame::simple("Background saving started")
+    );
+    let acked = writer.join().unwrap();
+    wait_until("bgsave to finish", Duration::from_secs(20), || {
+        text(&c.cmd(&["INFO", "persistence"])).contains("rdb_bgsave_in_progress:0")
+    });
+    assert!(dir.path().join("rcodis-shard-0.snap").exists());
+    s.proc.signal("KILL");
+    drop(s);
+    let s = start(dir.path(), &["--threads", "2"]);
+    let mut c = Conn::connect(s.port);
+    for i in (0..acked).step_by(7) {
+        assert_eq!(
+            text(&c.cmd(&["GET", &format!("w{i}")])),
+            i.to_string(),
+            "acknowledged w{i} missing"
+        );
+    }
+    assert_eq!(c.cmd(&["DBSIZE"]).as_integer().unwrap(), acked as i64);
+}
+
+#[test]
+fn save_rules_trigger_background_saves() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_plain(dir.path(), &["--threads", "2"]);
+    let mut c = Conn::connect(s.port);
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "save", "1 1"]),
+        Frame::simple("OK")
+    );
+    c.cmd(&["SET", "x", "1"]);
+    wait_until("a save rule to fire", Duration::from_secs(15), || {
+        dir.path().join("rcodis-shard-0.snap").exists()
+            && dir.path().join("rcodis-shard-1.snap").exists()
+    });
+    wait_until("dirty counter reset", Duration::from_secs(15), || {
+        text(&c.cmd(&["INFO", "persistence"])).contains("rdb_changes_since_last_save:0")
+    });
+    // SHUTDOWN SAVE writes a final snapshot; the data is back after a restart.
+    c.cmd(&["SET", "y", "2"]);
+    c.send(&["SHUTDOWN", "SAVE"]);
+    let mut s = s;
+    wait_until("server to exit", Duration::from_secs(15), || {
+        s.proc.exited()
+    });
+    let s = start_plain(dir.path(), &["--threads", "2"]);
+    let mut c = Conn::connect(s.port);
+    assert_eq!(text(&c.cmd(&["GET", "y"])), "2");
+}

@@ -128,7 +128,7 @@ impl Entry {
 }
 
 /// One database of one shard.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Db {
     nr_shards: usize,
     shard_id: usize,
