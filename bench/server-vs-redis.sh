@@ -4,7 +4,9 @@
 # per million requests (utime+stime from /proc/PID/stat around each run).
 #
 #   bash bench/server-vs-redis.sh [rounds]        (default 2 rounds)
-# Environment: BENCH_ARGS overrides redis-benchmark's arguments.
+# Environment: BENCH_ARGS overrides redis-benchmark's arguments; REDIS_ARGS and RCODIS_ARGS
+# add server arguments (e.g. "--appendonly yes --appendfsync always"); ONLY=1 skips the
+# two-shard rcodis run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-2}"
@@ -26,9 +28,12 @@ start() { # name port cmd...
   pids+=($!); echo $! >"$tmp/$name.pid"; wait_ping "$port"
 }
 
-p_redis=$(free_port); start redis "$p_redis" redis-server --port "$p_redis" --save '' --appendonly no
-p_r1=$(free_port); start rcodis1 "$p_r1" "$bin" --port "$p_r1" --threads 1 --dir "$tmp"
-p_r2=$(free_port); start rcodis2 "$p_r2" "$bin" --port "$p_r2" --threads 2 --dir "$tmp"
+# shellcheck disable=SC2086
+p_redis=$(free_port); mkdir -p "$tmp/redis"; start redis "$p_redis" redis-server --port "$p_redis" --save '' --appendonly no --dir "$tmp/redis" ${REDIS_ARGS:-}
+# shellcheck disable=SC2086
+p_r1=$(free_port); mkdir -p "$tmp/r1"; start rcodis1 "$p_r1" "$bin" --port "$p_r1" --threads 1 --dir "$tmp/r1" ${RCODIS_ARGS:-}
+# shellcheck disable=SC2086
+p_r2=$(free_port); mkdir -p "$tmp/r2"; start rcodis2 "$p_r2" "$bin" --port "$p_r2" --threads 2 --dir "$tmp/r2" ${RCODIS_ARGS:-}
 hz=$(getconf CLK_TCK)
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -36,7 +41,8 @@ echo "redis-benchmark $args"
 echo
 printf "| round | server | test | requests/s | server CPU s per 1M requests |\n|---|---|---|---|---|\n"
 for r in $(seq "$rounds"); do
-  for target in redis rcodis1 rcodis2; do
+  targets="redis rcodis1 rcodis2"; [ -n "${ONLY:-}" ] && targets="redis rcodis1"
+  for target in $targets; do
     case $target in redis) port=$p_redis;; rcodis1) port=$p_r1;; rcodis2) port=$p_r2;; esac
     pid=$(cat "$tmp/$target.pid")
     redis-cli -p "$port" flushall >/dev/null

@@ -56,6 +56,9 @@ pub struct Aof {
     unsynced: bool,
     pub last_sync: Instant,
     pub size: u64,
+    /// Bytes ever appended, and how many of them are known durable (group commit).
+    appended: u64,
+    synced_upto: u64,
 }
 
 /// The log file of a shard.
@@ -78,6 +81,8 @@ impl Aof {
             unsynced: false,
             last_sync: Instant::now(),
             size,
+            appended: 0,
+            synced_upto: 0,
         })
     }
 
@@ -137,6 +142,7 @@ impl Aof {
         match self.file.write_all(&self.buf) {
             Ok(()) => {
                 self.size += self.buf.len() as u64;
+                self.appended += self.buf.len() as u64;
                 self.unsynced = true;
             }
             Err(e) => tracing::error!(file = %self.path.display(), error = %e, "AOF write failed"),
@@ -153,6 +159,24 @@ impl Aof {
             }
             self.unsynced = false;
             self.last_sync = Instant::now();
+        }
+        self.synced_upto = self.appended;
+    }
+
+    /// Group commit, step 1: writes what is buffered and returns the position that must be
+    /// durable before this batch may reply (`None` unless the policy is `always`).
+    pub fn commit_point(&mut self) -> Option<u64> {
+        self.write_out();
+        if self.policy != Fsync::Always {
+            return None;
+        }
+        (self.synced_upto < self.appended).then_some(self.appended)
+    }
+
+    /// Group commit, step 2: syncs unless an fsync since covered `point`.
+    pub fn commit(&mut self, point: u64) {
+        if self.synced_upto < point {
+            self.sync();
         }
     }
 

@@ -401,9 +401,20 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             }
         }
         batch.flush(&shard).await;
-        if let Some(a) = shard.state.borrow_mut().aof.as_mut() {
-            // appendfsync always: this batch's writes are durable before any reply goes out.
-            a.end_batch();
+        // appendfsync always: this batch's writes are durable before any reply goes out. One
+        // fsync serves every connection that appended meanwhile (group commit): yield once
+        // so they can, then sync unless someone already did.
+        let point = shard
+            .state
+            .borrow_mut()
+            .aof
+            .as_mut()
+            .and_then(|a| a.commit_point());
+        if let Some(point) = point {
+            glommio::executor().yield_now().await;
+            if let Some(a) = shard.state.borrow_mut().aof.as_mut() {
+                a.commit(point);
+            }
         }
         shard.send_deferred();
         let out = batch.take();
