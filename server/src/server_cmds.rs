@@ -1731,6 +1731,33 @@ async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
             None => out.err("ERR no such key"),
         };
     }
+    if is(sub, "reload") {
+        // Save every shard's snapshot, drop the data, and load it back in place.
+        let dir = c.shard.shared.config().dir;
+        let results = c
+            .shard
+            .run_on_all(move |st| -> Result<(), String> {
+                let now = now_ms();
+                crate::aof::write_snapshot(&dir, st.id, &mut st.dbs, now)
+                    .map_err(|e| e.to_string())?;
+                let reqs = crate::aof::read_log(&crate::aof::snapshot_path(&dir, st.id), false)
+                    .map_err(|e| e.0)?;
+                let (id, nr) = (st.id, st.nr_shards);
+                for d in &mut st.dbs {
+                    d.clear();
+                }
+                // Same data before and after: the append-only log must not record the reload.
+                let log = st.aof.take();
+                crate::replay::replay(std::slice::from_mut(st), &reqs, id, nr);
+                st.aof = log;
+                Ok(())
+            })
+            .await;
+        return match results.into_iter().find_map(|r| r.err()) {
+            Some(e) => out.err(&format!("ERR Error trying to load the RDB dump: {e}")),
+            None => out.ok(),
+        };
+    }
     if is(sub, "jmap")
         || is(sub, "quicklist-packed-threshold")
         || is(sub, "change-repl-id")

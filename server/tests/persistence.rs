@@ -306,3 +306,14 @@ fn save_rules_trigger_background_saves() {
     let mut c = Conn::connect(s.port);
     assert_eq!(text(&c.cmd(&["GET", "y"])), "2");
 }
+
+#[test]
+fn debug_reload_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_plain(dir.path(), &["--threads", "2"]);
+    let mut c = Conn::connect(s.port);
+    fill(&mut c);
+    let before = snapshot(&mut c);
+    assert_eq!(c.cmd(&["DEBUG", "RELOAD"]), Frame::simple("OK"));
+    assert_eq!(snapshot(&mut c), before);
+}
