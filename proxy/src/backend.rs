@@ -37,7 +37,7 @@ impl Backend {
     pub fn start(addr: &str, auth: String, timeout: Duration) -> Backend {
         let (tx, rx) = mpsc::unbounded();
         let addr: Rc<str> = Rc::from(addr);
-        glommio::spawn_local(run(addr.clone(), auth, timeout, rx)).detach();
+        glommio::spawn_local(run_with(addr.clone(), auth, timeout, Some(timeout), rx)).detach();
         Backend { addr, tx }
     }
 
@@ -68,8 +68,8 @@ struct Conn {
     dec: FrameDecoder,
 }
 
-async fn read_frame(c: &mut Conn, timeout: Duration) -> Result<Bytes, String> {
-    let deadline = Instant::now() + timeout;
+async fn read_frame(c: &mut Conn, timeout: Option<Duration>) -> Result<Bytes, String> {
+    let deadline = timeout.map(|t| Instant::now() + t);
     let mut tmp = [0u8; 16 * 1024];
     loop {
         if let Some(f) = c
@@ -79,11 +79,18 @@ async fn read_frame(c: &mut Conn, timeout: Duration) -> Result<Bytes, String> {
         {
             return Ok(f);
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("timed out waiting for a reply".into());
+        match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err("timed out waiting for a reply".into());
+                }
+                c.stream.set_read_timeout(Some(left)).ok();
+            }
+            None => {
+                c.stream.set_read_timeout(None).ok();
+            }
         }
-        c.stream.set_read_timeout(Some(left)).ok();
         let n = c.stream.read(&mut tmp).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("connection closed".into());
@@ -108,7 +115,7 @@ async fn connect(addr: &str, auth: &str, timeout: Duration) -> Result<Conn, Stri
         let mut b = Vec::new();
         Request::from_args([&b"AUTH"[..], auth.as_bytes()]).write_resp(&mut b);
         c.stream.write_all(&b).await.map_err(|e| e.to_string())?;
-        let r = read_frame(&mut c, timeout).await?;
+        let r = read_frame(&mut c, Some(timeout)).await?;
         if !r.starts_with(b"+OK") {
             return Err(format!(
                 "AUTH refused: {}",
@@ -119,10 +126,11 @@ async fn connect(addr: &str, auth: &str, timeout: Duration) -> Result<Conn, Stri
     Ok(c)
 }
 
-async fn run(
+async fn run_with(
     addr: Rc<str>,
     auth: String,
     timeout: Duration,
+    read_timeout: Option<Duration>,
     mut rx: mpsc::UnboundedReceiver<Pending>,
 ) {
     let mut conn: Option<Conn> = None;
@@ -178,7 +186,7 @@ async fn run(
             failure = Some(e.to_string());
         } else {
             for slot in &expect {
-                match read_frame(c, timeout).await {
+                match read_frame(c, read_timeout).await {
                     Ok(f) => match slot {
                         Some(i) => replies[*i] = Some(Ok(f)),
                         None => {
@@ -213,6 +221,57 @@ async fn run(
             let _ = p.tx.send(r);
         }
     }
+}
+
+/// A request that may block (BLPOP, ...) on a connection of its own: it must not hold up the
+/// shared pipeline, and it waits without a read timeout. Dropping the handle closes the
+/// connection at once, so the server forgets the waiter.
+pub struct Dedicated {
+    _cancel: oneshot::Sender<()>,
+}
+
+/// Sends `req` for database `db` on a new connection to `addr`.
+pub fn dedicated(
+    addr: &str,
+    auth: String,
+    connect_timeout: Duration,
+    req: Bytes,
+    db: u16,
+) -> (Dedicated, oneshot::Receiver<Reply>) {
+    let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
+    let (tx, rx) = oneshot::channel::<Reply>();
+    let addr = addr.to_string();
+    glommio::spawn_local(async move {
+        let work = async {
+            let mut c = connect(&addr, &auth, connect_timeout).await?;
+            let mut out = Vec::new();
+            if db != 0 {
+                Request::from_args([&b"SELECT"[..], db.to_string().as_bytes()])
+                    .write_resp(&mut out);
+            }
+            out.extend_from_slice(&req);
+            c.stream.write_all(&out).await.map_err(|e| e.to_string())?;
+            if db != 0 {
+                let r = read_frame(&mut c, Some(connect_timeout)).await?;
+                if r.first() == Some(&b'-') {
+                    return Err(format!(
+                        "SELECT failed: {}",
+                        String::from_utf8_lossy(&r).trim_end()
+                    ));
+                }
+            }
+            read_frame(&mut c, None).await
+        };
+        futures::pin_mut!(work);
+        // The connection (inside `work`) is dropped, and so closed, when the handle goes.
+        if let futures::future::Either::Left((r, _)) =
+            futures::future::select(work, cancel_rx).await
+        {
+            let _ = tx.send(r.map_err(|e| format!("backend {addr}: {e}")));
+        }
+    })
+    .detach();
+    (Dedicated { _cancel: cancel_tx }, rx)
 }
 
 /// Parses a raw reply into a frame (for merging split and fan-out replies).

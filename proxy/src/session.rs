@@ -22,6 +22,8 @@ use crate::Shard;
 enum Slot {
     Ready(Bytes),
     One(oneshot::Receiver<Reply>),
+    /// A reply on a connection of its own (blocking commands); closed once answered.
+    Dedicated(crate::backend::Dedicated, oneshot::Receiver<Reply>),
     Split(
         SplitKind,
         Vec<(oneshot::Receiver<Reply>, Vec<usize>)>,
@@ -117,6 +119,35 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             shared.commands[shard.id].fetch_add(slots.len() as u64, Ordering::Relaxed);
             let mut out = BytesMut::new();
             for slot in slots {
+                if let Slot::Dedicated(conn, rx) = slot {
+                    // A blocking command: watch the client meanwhile. If it leaves, closing
+                    // the dedicated connection makes the server drop the waiter (nothing is
+                    // popped for a client that is gone).
+                    let mut rx = rx;
+                    let reply = loop {
+                        let read = stream.read(&mut tmp);
+                        futures::pin_mut!(read);
+                        match futures::future::select(&mut rx, read).await {
+                            futures::future::Either::Left((r, _)) => {
+                                break match r {
+                                    Ok(Ok(b)) => b,
+                                    Ok(Err(e)) => err(&format!("ERR {e}")),
+                                    Err(_) => err("ERR backend connection dropped the request"),
+                                };
+                            }
+                            futures::future::Either::Right((Ok(n), _)) if n > 0 => {
+                                rbuf.extend_from_slice(&tmp[..n]);
+                            }
+                            futures::future::Either::Right(_) => {
+                                drop(conn);
+                                break 'conn;
+                            }
+                        }
+                    };
+                    drop(conn);
+                    out.extend_from_slice(&reply);
+                    continue;
+                }
                 out.extend_from_slice(&resolve(slot, &shard).await);
             }
             if let Some(e) = &protocol_error {
@@ -147,6 +178,15 @@ async fn resolve(slot: Slot, shard: &Shard) -> Bytes {
             Ok(Err(e)) => backend_err(e),
             Err(_) => err("ERR backend connection dropped the request"),
         },
+        Slot::Dedicated(conn, rx) => {
+            let r = match rx.await {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => backend_err(e),
+                Err(_) => err("ERR backend connection dropped the request"),
+            };
+            drop(conn);
+            r
+        }
         Slot::Split(kind, parts, nkeys) => {
             let mut replies = Vec::with_capacity(parts.len());
             for (rx, positions) in parts {
@@ -297,6 +337,20 @@ impl Session {
             Plan::Local => Slot::Ready(self.local(spec, &req)),
             Plan::Single(b) => {
                 let raw = raw(&req);
+                if spec.has(rcodis_core::cmd::CommandFlags::BLOCKING) {
+                    // Its own connection: a blocked pop must not stall the shared pipeline.
+                    let addr = self.shard.backends.borrow()[b as usize].addr.clone();
+                    let timeout =
+                        std::time::Duration::from_millis(shared.config.backend_timeout_ms);
+                    let (conn, rx) = crate::backend::dedicated(
+                        &addr,
+                        shared.config.product_auth.clone(),
+                        timeout,
+                        raw,
+                        self.db,
+                    );
+                    return Slot::Dedicated(conn, rx);
+                }
                 Slot::One(self.shard.backends.borrow()[b as usize].send(raw, self.db))
             }
             Plan::Split(kind, parts) => {

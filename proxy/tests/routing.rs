@@ -193,6 +193,36 @@ fn routes_splits_and_refuses() {
         assert_eq!(p.read().unwrap(), Frame::simple("OK"));
         assert_eq!(text(&p.read().unwrap()), i.to_string());
     }
+    // A blocked pop does not hold up other clients, and is woken through the proxy.
+    let port = c.port;
+    let blocked = std::thread::spawn(move || Conn::connect(port).cmd(&["BLPOP", "{q}list", "10"]));
+    std::thread::sleep(Duration::from_millis(100));
+    let t = std::time::Instant::now();
+    for i in 0..50 {
+        assert_eq!(
+            p.cmd(&["SET", &format!("during{i}"), "x"]),
+            Frame::simple("OK")
+        );
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "other clients stalled behind BLPOP"
+    );
+    assert_eq!(p.cmd(&["RPUSH", "{q}list", "woken"]), Frame::Integer(1));
+    assert_eq!(
+        blocked.join().unwrap(),
+        Frame::Array(vec![Frame::bulk("{q}list"), Frame::bulk("woken")])
+    );
+    assert_eq!(p.cmd(&["BRPOP", "{q}list", "0.1"]), Frame::NullArray);
+    // A client that leaves while blocked loses nothing: the next push stays in the list.
+    {
+        let mut gone = Conn::connect(c.port);
+        gone.send(&["BLPOP", "{q}list", "0"]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    p.cmd(&["RPUSH", "{q}list", "kept"]);
+    assert_eq!(text(&p.cmd(&["LPOP", "{q}list"])), "kept");
     // The redis crate works through the proxy.
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/", c.port)).unwrap();
     let mut con = client.get_connection().unwrap();
