@@ -271,23 +271,7 @@ pub fn write_snapshot(dir: &Path, shard: usize, dbs: &mut [Db], now: u64) -> std
 
 /// The snapshot files present in `dir`, by shard id.
 pub fn existing_snapshots(dir: &Path) -> Vec<(usize, PathBuf)> {
-    let mut v = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if let Some(id) = name
-                .strip_prefix("rcodis-shard-")
-                .and_then(|s| s.strip_suffix(".snap"))
-            {
-                if let Ok(id) = id.parse() {
-                    v.push((id, e.path()));
-                }
-            }
-        }
-    }
-    v.sort();
-    v
+    shard_files(dir, ".snap")
 }
 
 /// Why a log could not be loaded.
@@ -354,6 +338,11 @@ fn truncate(path: &Path, len: u64) -> Result<(), LoadError> {
 
 /// The shard logs present in `dir`, by shard id.
 pub fn existing_logs(dir: &Path) -> Vec<(usize, PathBuf)> {
+    shard_files(dir, ".aof")
+}
+
+/// Files `rcodis-shard-<id><suffix>` in `dir`, by shard id.
+fn shard_files(dir: &Path, suffix: &str) -> Vec<(usize, PathBuf)> {
     let mut v = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
@@ -361,7 +350,7 @@ pub fn existing_logs(dir: &Path) -> Vec<(usize, PathBuf)> {
             let name = name.to_string_lossy();
             if let Some(id) = name
                 .strip_prefix("rcodis-shard-")
-                .and_then(|s| s.strip_suffix(".aof"))
+                .and_then(|s| s.strip_suffix(suffix))
             {
                 if let Ok(id) = id.parse() {
                     v.push((id, e.path()));
