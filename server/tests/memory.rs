@@ -95,6 +95,7 @@ fn allkeys_lru_keeps_the_budget_and_the_hot_keys() {
             .count()
     };
     let (h, k) = (alive(&mut c, &hot), alive(&mut c, &cold));
+    eprintln!("hot keys alive {h}, cold keys alive {k}");
     assert!(
         h > 3 * k.max(1) && h > 100,
         "hot keys alive {h}, cold keys alive {k}"
