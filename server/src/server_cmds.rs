@@ -1315,7 +1315,13 @@ async fn config_set(c: &mut Conn, req: &Request, out: &mut Out) {
 }
 
 fn key_spec_reply(o: &mut Out, ks: &rcodis_core::cmd::KeySpec) {
-    o.map(3);
+    if ks.notes.is_empty() {
+        o.map(3);
+    } else {
+        o.map(4);
+        o.bulk(b"notes");
+        o.bulk(ks.notes.as_bytes());
+    }
     o.bulk(b"flags");
     let names: Vec<&str> = [
         (KeyFlags::RO, "RO"),
@@ -1340,36 +1346,19 @@ fn key_spec_reply(o: &mut Out, ks: &rcodis_core::cmd::KeySpec) {
     }
     o.bulk(b"begin_search");
     match ks.begin {
-        BeginSearch::Index(i) => {
-            o.map(2);
-            o.bulk(b"type");
-            o.bulk(b"index");
-            o.bulk(b"spec");
-            o.map(1);
-            o.bulk(b"index");
-            o.int(i as i64);
-        }
+        BeginSearch::Index(i) => typed_spec(o, "index", &[("index", SpecVal::Int(i as i64))]),
         BeginSearch::Keyword {
             keyword,
             start_from,
-        } => {
-            o.map(2);
-            o.bulk(b"type");
-            o.bulk(b"keyword");
-            o.bulk(b"spec");
-            o.map(2);
-            o.bulk(b"keyword");
-            o.bulk(keyword.as_bytes());
-            o.bulk(b"startfrom");
-            o.int(start_from as i64);
-        }
-        BeginSearch::Unknown => {
-            o.map(2);
-            o.bulk(b"type");
-            o.bulk(b"unknown");
-            o.bulk(b"spec");
-            o.map(0);
-        }
+        } => typed_spec(
+            o,
+            "keyword",
+            &[
+                ("keyword", SpecVal::Str(keyword)),
+                ("startfrom", SpecVal::Int(start_from as i64)),
+            ],
+        ),
+        BeginSearch::Unknown => typed_spec(o, "unknown", &[]),
     }
     o.bulk(b"find_keys");
     match ks.find {
@@ -1377,42 +1366,50 @@ fn key_spec_reply(o: &mut Out, ks: &rcodis_core::cmd::KeySpec) {
             last_key,
             key_step,
             limit,
-        } => {
-            o.map(2);
-            o.bulk(b"type");
-            o.bulk(b"range");
-            o.bulk(b"spec");
-            o.map(3);
-            o.bulk(b"lastkey");
-            o.int(last_key as i64);
-            o.bulk(b"keystep");
-            o.int(key_step as i64);
-            o.bulk(b"limit");
-            o.int(limit as i64);
-        }
+        } => typed_spec(
+            o,
+            "range",
+            &[
+                ("lastkey", SpecVal::Int(last_key as i64)),
+                ("keystep", SpecVal::Int(key_step as i64)),
+                ("limit", SpecVal::Int(limit as i64)),
+            ],
+        ),
         FindKeys::KeyNum {
             keynum_idx,
             first_key,
             key_step,
-        } => {
-            o.map(2);
-            o.bulk(b"type");
-            o.bulk(b"keynum");
-            o.bulk(b"spec");
-            o.map(3);
-            o.bulk(b"keynumidx");
-            o.int(keynum_idx as i64);
-            o.bulk(b"firstkey");
-            o.int(first_key as i64);
-            o.bulk(b"keystep");
-            o.int(key_step as i64);
-        }
-        FindKeys::Unknown => {
-            o.map(2);
-            o.bulk(b"type");
-            o.bulk(b"unknown");
-            o.bulk(b"spec");
-            o.map(0);
+        } => typed_spec(
+            o,
+            "keynum",
+            &[
+                ("keynumidx", SpecVal::Int(keynum_idx as i64)),
+                ("firstkey", SpecVal::Int(first_key as i64)),
+                ("keystep", SpecVal::Int(key_step as i64)),
+            ],
+        ),
+        FindKeys::Unknown => typed_spec(o, "unknown", &[]),
+    }
+}
+
+/// A value inside a key spec's `spec` map.
+enum SpecVal {
+    Int(i64),
+    Str(&'static str),
+}
+
+/// `{type: ty, spec: {name: value, ...}}`, the shape of begin_search and find_keys.
+fn typed_spec(o: &mut Out, ty: &str, fields: &[(&str, SpecVal)]) {
+    o.map(2);
+    o.bulk(b"type");
+    o.bulk(ty.as_bytes());
+    o.bulk(b"spec");
+    o.map(fields.len());
+    for (name, v) in fields {
+        o.bulk(name.as_bytes());
+        match v {
+            SpecVal::Int(i) => o.int(*i),
+            SpecVal::Str(s) => o.bulk(s.as_bytes()),
         }
     }
 }
