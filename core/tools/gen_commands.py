@@ -135,7 +135,8 @@ def rs_spec(s):
         find = f"FindKeys::KeyNum {{ keynum_idx: {sp['keynumidx']}, first_key: {sp['firstkey']}, key_step: {sp['keystep']} }}"
     else:
         find = "FindKeys::Unknown"
-    return f"KeySpec {{ flags: {rs_keyflags(s['flags'])}, begin: {begin}, find: {find} }}"
+    notes = json.dumps(s.get("notes", ""))
+    return f"KeySpec {{ flags: {rs_keyflags(s['flags'])}, begin: {begin}, find: {find}, notes: {notes} }}"
 
 
 NEXT_ID = [0]

@@ -575,6 +575,7 @@ const CONNECTION: &[&[&str]] = &[
     &["CONFIG", "GET", "maxmemory"],
     &["CONFIG", "SET", "maxmemory", "0"],
     &["COMMAND", "INFO", "get"],
+    &["COMMAND", "INFO", "zunionstore", "xread", "sort"],
     &["COMMAND", "GETKEYS", "mset", "a", "1", "b", "2"],
     &["COMMAND", "GETKEYS", "ping"],
     &["COMMAND", "GETKEYS", "nosuch"],

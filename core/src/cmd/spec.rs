@@ -129,6 +129,8 @@ pub struct KeySpec {
     pub flags: KeyFlags,
     pub begin: BeginSearch,
     pub find: FindKeys,
+    /// Redis's explanatory note (empty for most specs).
+    pub notes: &'static str,
 }
 
 /// How a split command's parts are merged by the proxy.
