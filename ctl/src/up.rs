@@ -90,7 +90,7 @@ fn port_free(p: u16) -> bool {
 }
 
 async fn wait_ping(port: u16, child: &mut Child, name: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(Some(st)) = child.try_wait() {
             anyhow::bail!("{name} exited during start-up ({st})");
@@ -104,6 +104,10 @@ async fn wait_ping(port: u16, child: &mut Child, name: &str) -> anyhow::Result<(
                 {
                     if buf[..n].starts_with(b"+PONG") {
                         return Ok(());
+                    }
+                    if buf[..n].starts_with(b"-LOADING") {
+                        // Loading a large data set takes as long as it takes.
+                        deadline = Instant::now() + Duration::from_secs(30);
                     }
                 }
             }

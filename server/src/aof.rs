@@ -26,6 +26,30 @@ use crate::db::{dump, Db};
 /// Writes since the last snapshot (for `save` rules and INFO).
 pub static DIRTY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Shards whose log is being rewritten in a child process, and how the last rewrite ended.
+pub static REWRITES_RUNNING: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+pub static LAST_REWRITE_OK: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(true);
+
+/// What asking for a background rewrite did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewriteStart {
+    Started,
+    AlreadyRunning,
+    /// No log (appendonly is off).
+    Off,
+}
+
+/// A background rewrite: the child writes the image as of the fork into `tmp`; records
+/// logged since are kept in `buf` and appended to it when the child is done.
+#[derive(Debug)]
+struct Rewriting {
+    child: crate::fork::Child,
+    tmp: PathBuf,
+    buf: Vec<u8>,
+}
+
 /// When to fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fsync {
@@ -59,6 +83,7 @@ pub struct Aof {
     /// Bytes ever appended, and how many of them are known durable (group commit).
     appended: u64,
     synced_upto: u64,
+    rewriting: Option<Rewriting>,
 }
 
 /// The log file of a shard.
@@ -83,6 +108,7 @@ impl Aof {
             size,
             appended: 0,
             synced_upto: 0,
+            rewriting: None,
         })
     }
 
@@ -139,6 +165,9 @@ impl Aof {
         if self.buf.is_empty() {
             return;
         }
+        if let Some(r) = self.rewriting.as_mut() {
+            r.buf.extend_from_slice(&self.buf);
+        }
         match self.file.write_all(&self.buf) {
             Ok(()) => {
                 self.size += self.buf.len() as u64;
@@ -188,8 +217,95 @@ impl Aof {
         }
     }
 
-    /// Replaces the log with a compact one holding `dbs`' current data (a rewrite).
+    /// Whether a background rewrite is running.
+    pub fn rewriting(&self) -> bool {
+        self.rewriting.is_some()
+    }
+
+    /// Starts a background rewrite: a child process writes `dbs` as of now while this shard
+    /// keeps serving and logging (to the old log and to a buffer for the new one).
+    pub fn start_rewrite(&mut self, dbs: &mut [Db], now: u64) -> std::io::Result<RewriteStart> {
+        if self.rewriting.is_some() {
+            return Ok(RewriteStart::AlreadyRunning);
+        }
+        // Records already applied belong to the image, not to the buffer.
+        self.write_out();
+        let tmp = self.path.with_extension("aof.rewrite");
+        let child = {
+            let tmp = tmp.clone();
+            crate::fork::spawn(move || {
+                let mut w = std::io::BufWriter::new(File::create(&tmp)?);
+                write_image(&mut w, dbs, now)?;
+                let f = w.into_inner().map_err(|e| e.into_error())?;
+                f.sync_all()
+            })?
+        };
+        // The buffer starts with a SELECT.
+        self.db = usize::MAX;
+        self.rewriting = Some(Rewriting {
+            child,
+            tmp,
+            buf: Vec::new(),
+        });
+        REWRITES_RUNNING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(RewriteStart::Started)
+    }
+
+    /// Finishes a background rewrite whose child is done: appends what was logged since the
+    /// fork, syncs, and puts the new log in place of the old. `None` while it runs.
+    pub fn poll_rewrite(&mut self) -> Option<Result<(), String>> {
+        let state = self.rewriting.as_ref()?.child.poll();
+        let result = match state {
+            crate::fork::Exit::Running => return None,
+            crate::fork::Exit::Failed(e) => {
+                let r = self.rewriting.take()?;
+                let _ = std::fs::remove_file(&r.tmp);
+                Err(e)
+            }
+            crate::fork::Exit::Ok => {
+                self.write_out();
+                let r = self.rewriting.take()?;
+                let tmp = r.tmp.clone();
+                self.install(r).map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp);
+                    e.to_string()
+                })
+            }
+        };
+        REWRITES_RUNNING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        LAST_REWRITE_OK.store(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        Some(result)
+    }
+
+    fn install(&mut self, r: Rewriting) -> std::io::Result<()> {
+        let mut f = OpenOptions::new().append(true).open(&r.tmp)?;
+        f.write_all(&r.buf)?;
+        f.sync_all()?;
+        std::fs::rename(&r.tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.size = f.metadata()?.len();
+        self.file = f;
+        self.unsynced = false;
+        self.synced_upto = self.appended;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Stops a background rewrite (its partial file is removed).
+    pub fn cancel_rewrite(&mut self) {
+        if let Some(r) = self.rewriting.take() {
+            r.child.kill();
+            let _ = std::fs::remove_file(&r.tmp);
+            REWRITES_RUNNING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Replaces the log with a compact one holding `dbs`' current data, now, on this thread
+    /// (start-up relayout, DEBUG RELOAD).
     pub fn rewrite(&mut self, dbs: &mut [Db], now: u64) -> std::io::Result<()> {
+        self.cancel_rewrite();
         self.sync();
         let tmp = self.path.with_extension("aof.rewrite");
         let mut w = std::io::BufWriter::new(File::create(&tmp)?);

@@ -35,6 +35,9 @@ pub struct Config {
     pub loglevel: String,
     /// Load a damaged append-only log up to the damage (truncating it there).
     pub aof_repair: bool,
+    /// Microseconds to pause after each record loaded at start-up (Redis's key-load-delay;
+    /// for tests that need to observe the loading state).
+    pub key_load_delay: u64,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             proto_max_bulk_len: "512mb".into(),
             loglevel: "info".into(),
             aof_repair: false,
+            key_load_delay: 0,
         }
     }
 }

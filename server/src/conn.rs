@@ -20,7 +20,7 @@ use futures::channel::mpsc::UnboundedReceiver;
 use futures::{FutureExt, StreamExt};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use rcodis_core::cmd::{self as table, CommandSpec};
+use rcodis_core::cmd::{self as table, CommandFlags, CommandSpec};
 use rcodis_core::resp::{Limits, Request, RequestDecoder};
 use smallvec::SmallVec;
 
@@ -545,6 +545,12 @@ impl Conn {
         self.last_cmd = spec.name;
         if !self.authed && !matches!(spec.name, "auth" | "hello" | "quit" | "reset") {
             return b.err("NOAUTH Authentication required.");
+        }
+        if !spec.has(CommandFlags::LOADING) && self.shard.shared.loading.load(Ordering::Relaxed) {
+            if self.multi.is_some() {
+                self.multi_dirty = true;
+            }
+            return b.err("LOADING Redis is loading the dataset in memory");
         }
         if self.multi.is_some()
             && !matches!(

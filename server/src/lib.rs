@@ -22,6 +22,7 @@ pub mod config;
 pub mod conn;
 pub mod db;
 pub mod exec;
+pub mod fork;
 pub mod glob;
 pub mod memory;
 pub mod out;
@@ -51,9 +52,53 @@ pub struct ServerHandle {
     pub shared: Arc<Shared>,
     pub port: u16,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// Hands each shard its loaded data (see `load`).
+    loaders: Vec<std::sync::mpsc::Sender<Loaded>>,
+    loaded_ack: std::sync::mpsc::Receiver<usize>,
+}
+
+/// One shard's data as loaded at start-up, and its log opened for appending.
+pub struct Loaded {
+    dbs: Vec<db::Db>,
+    aof: Option<aof::Aof>,
 }
 
 impl ServerHandle {
+    /// Loads the snapshots and logs in `--dir` (clients already connected get -LOADING
+    /// meanwhile), hands every shard its data, and opens the server for commands.
+    pub fn load(&self) -> anyhow::Result<()> {
+        let config = self.shared.config();
+        let nr = self.loaders.len();
+        self.shared
+            .loading_start
+            .store(db::now_ms() / 1000, Ordering::Relaxed);
+        let mut states: Vec<ShardState> = (0..nr)
+            .map(|id| ShardState::new(id, nr, config.databases))
+            .collect();
+        let have_logs = !aof::existing_logs(&config.dir).is_empty();
+        if !config.appendonly || !have_logs {
+            load_snapshots(&mut states, &config, &self.shared)?;
+        }
+        if config.appendonly {
+            load_logs(&mut states, &config, &self.shared)?;
+        }
+        for (st, tx) in states.into_iter().zip(&self.loaders) {
+            tx.send(Loaded {
+                dbs: st.dbs,
+                aof: st.aof,
+            })
+            .map_err(|_| anyhow::anyhow!("shard {} stopped", st.id))?;
+        }
+        for _ in 0..nr {
+            self.loaded_ack
+                .recv_timeout(Duration::from_secs(60))
+                .map_err(|_| anyhow::anyhow!("shards did not take their data within 60 s"))?;
+        }
+        memory::refresh();
+        self.shared.loading.store(false, Ordering::Release);
+        Ok(())
+    }
+
     /// Waits for every shard thread (they run until the process exits).
     pub fn join(self) {
         for t in self.threads {
@@ -134,18 +179,18 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
         memory::Policy::parse(&config.maxmemory_policy).unwrap_or(memory::Policy::NoEviction),
     );
     memory::refresh();
-    // Shard states are built (and the logs replayed) before any shard runs.
-    let mut states: Vec<ShardState> = (0..nr)
-        .map(|id| ShardState::new(id, nr, databases))
+    // Shards start empty and serve -LOADING until `ServerHandle::load` hands them their data.
+    let mut states: Vec<Option<ShardState>> = (0..nr)
+        .map(|id| Some(ShardState::new(id, nr, databases)))
         .collect();
-    let have_logs = !aof::existing_logs(&config.dir).is_empty();
-    if !config.appendonly || !have_logs {
-        load_snapshots(&mut states, &config)?;
+    let (ack_tx, loaded_ack) = std::sync::mpsc::channel::<usize>();
+    let mut loaders = Vec::new();
+    let mut loaded_rxs = Vec::new();
+    for _ in 0..nr {
+        let (tx, rx) = std::sync::mpsc::channel::<Loaded>();
+        loaders.push(tx);
+        loaded_rxs.push(Some(rx));
     }
-    if config.appendonly {
-        load_logs(&mut states, &config)?;
-    }
-    let mut states: Vec<Option<ShardState>> = states.into_iter().map(Some).collect();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -155,6 +200,8 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
     let port_cv = Arc::new(std::sync::Condvar::new());
     for (id, (my_senders, my_receivers)) in senders.into_iter().zip(receivers).enumerate() {
         let state = states[id].take().expect("one state per shard");
+        let loaded_rx = loaded_rxs[id].take().expect("one loader per shard");
+        let ack_tx = ack_tx.clone();
         let shared = shared.clone();
         let ready = ready_tx.clone();
         let bind = bind.clone();
@@ -222,6 +269,7 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
                 for rx in receivers {
                     glommio::spawn_local(shard::serve_jobs(shard.clone(), rx)).detach();
                 }
+                glommio::spawn_local(adopt_loaded(shard.clone(), loaded_rx, ack_tx)).detach();
                 glommio::spawn_local(active_expiry(shard.clone())).detach();
                 glommio::spawn_local(log_keeper(shard.clone())).detach();
                 if id == 0 {
@@ -254,6 +302,8 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
         shared,
         port,
         threads,
+        loaders,
+        loaded_ack,
     })
 }
 
@@ -288,13 +338,61 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
+/// Waits for this shard's loaded data and swaps it in (watchers carried over, touched).
+async fn adopt_loaded(
+    shard: Rc<Shard>,
+    rx: std::sync::mpsc::Receiver<Loaded>,
+    ack: std::sync::mpsc::Sender<usize>,
+) {
+    let loaded = loop {
+        match rx.try_recv() {
+            Ok(l) => break l,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                glommio::timer::sleep(Duration::from_millis(1)).await
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+        }
+    };
+    let mut st = shard.state.borrow_mut();
+    let mut dbs = loaded.dbs;
+    for (new, old) in dbs.iter_mut().zip(st.dbs.iter_mut()) {
+        new.adopt_watches(old);
+    }
+    st.dbs = dbs;
+    st.aof = loaded.aof;
+    let _ = ack.send(st.id);
+}
+
+/// A callback for replay: counts records and applies `key-load-delay`.
+fn load_ticker<'a>(shared: &'a Shared, config: &Config) -> impl FnMut() + 'a {
+    let delay = Duration::from_micros(config.key_load_delay);
+    move || {
+        shared.loading_done.fetch_add(1, Ordering::Relaxed);
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+    }
+}
+
 /// Loads the snapshot files in `config.dir` (if any) into `states`.
-fn load_snapshots(states: &mut [ShardState], config: &Config) -> anyhow::Result<()> {
+fn load_snapshots(
+    states: &mut [ShardState],
+    config: &Config,
+    shared: &Shared,
+) -> anyhow::Result<()> {
     let snaps = aof::existing_snapshots(&config.dir);
     let count = snaps.iter().map(|(id, _)| id + 1).max().unwrap_or(0);
+    let mut files = Vec::new();
     for (id, path) in &snaps {
         let reqs = aof::read_log(path, false).map_err(|e| anyhow::anyhow!(e.0))?;
-        replay::replay(states, &reqs, *id, count);
+        shared
+            .loading_total
+            .fetch_add(reqs.len() as u64, Ordering::Relaxed);
+        files.push((*id, reqs));
+    }
+    let mut tick = load_ticker(shared, config);
+    for (id, reqs) in &files {
+        replay::replay(states, reqs, *id, count, &mut tick);
     }
     if !snaps.is_empty() {
         let keys: usize = states
@@ -340,16 +438,24 @@ async fn save_rules(shard: Rc<Shard>) {
 
 /// Loads the shard logs in `config.dir` into `states`, then opens each shard's log for
 /// appending. A log set written with another shard count is rewritten into this layout.
-fn load_logs(states: &mut [ShardState], config: &Config) -> anyhow::Result<()> {
+fn load_logs(states: &mut [ShardState], config: &Config, shared: &Shared) -> anyhow::Result<()> {
     let nr = states.len();
     std::fs::create_dir_all(&config.dir)?;
     let existing = aof::existing_logs(&config.dir);
     let file_count = existing.iter().map(|(id, _)| id + 1).max().unwrap_or(0);
     let started = std::time::Instant::now();
     let mut applied = 0;
+    let mut files = Vec::new();
     for (id, path) in &existing {
         let reqs = aof::read_log(path, config.aof_repair).map_err(|e| anyhow::anyhow!(e.0))?;
-        applied += replay::replay(states, &reqs, *id, file_count);
+        shared
+            .loading_total
+            .fetch_add(reqs.len() as u64, Ordering::Relaxed);
+        files.push((*id, reqs));
+    }
+    let mut tick = load_ticker(shared, config);
+    for (id, reqs) in &files {
+        applied += replay::replay(states, reqs, *id, file_count, &mut tick);
     }
     if !existing.is_empty() {
         let keys: usize = states
@@ -391,19 +497,18 @@ fn load_logs(states: &mut [ShardState], config: &Config) -> anyhow::Result<()> {
 /// Writes and syncs the shard's log as its policy asks (everysec: once a second), rewrites it
 /// when it has doubled past its minimum size, and syncs it for good on shutdown.
 async fn log_keeper(shard: Rc<Shard>) {
-    let mut base = shard
-        .state
-        .borrow()
-        .aof
-        .as_ref()
-        .map(|a| a.size)
-        .unwrap_or(0);
+    // The size after the last rewrite (or at load): the log is rewritten when it grows by
+    // auto-aof-rewrite-percentage over it.
+    let mut base: Option<u64> = None;
+    // After a failed rewrite, the next automatic one waits (no fork storm on a full disk).
+    let mut retry_at = std::time::Instant::now();
     loop {
         glommio::timer::sleep(Duration::from_millis(50)).await;
         let shutting_down = shard.shared.shutdown.load(Ordering::Acquire);
         let mut st = shard.state.borrow_mut();
         let st = &mut *st;
         let Some(a) = st.aof.as_mut() else {
+            base = None;
             if shutting_down {
                 shard.shared.shutdown_synced.fetch_add(1, Ordering::AcqRel);
                 return;
@@ -411,10 +516,12 @@ async fn log_keeper(shard: Rc<Shard>) {
             continue;
         };
         if shutting_down {
+            a.cancel_rewrite();
             a.sync();
             shard.shared.shutdown_synced.fetch_add(1, Ordering::AcqRel);
             return;
         }
+        let base = base.get_or_insert(a.size);
         match a.policy {
             aof::Fsync::Everysec
                 if a.pending() && a.last_sync.elapsed() >= Duration::from_secs(1) =>
@@ -431,15 +538,32 @@ async fn log_keeper(shard: Rc<Shard>) {
             .param("auto-aof-rewrite-percentage")
             .parse()
             .unwrap_or(100);
-        if pct > 0 && a.size >= min && a.size >= base.max(1) * (100 + pct) / 100 {
+        if let Some(result) = a.poll_rewrite() {
+            match result {
+                Ok(()) => {
+                    *base = a.size;
+                    tracing::info!(shard = st.id, size = a.size, "append-only log rewritten");
+                }
+                Err(e) => {
+                    tracing::error!(shard = st.id, error = %e, "append-only log rewrite failed");
+                    retry_at = std::time::Instant::now() + Duration::from_secs(5);
+                }
+            }
+        }
+        if pct > 0
+            && !a.rewriting()
+            && std::time::Instant::now() >= retry_at
+            && a.size >= min
+            && a.size >= (*base).max(1) * (100 + pct) / 100
+        {
             tracing::info!(
                 shard = st.id,
                 size = a.size,
-                "rewriting the append-only log"
+                "rewriting the append-only log in the background"
             );
-            match a.rewrite(&mut st.dbs, db::now_ms()) {
-                Ok(()) => base = a.size,
-                Err(e) => tracing::error!(error = %e, "append-only log rewrite failed"),
+            if let Err(e) = a.start_rewrite(&mut st.dbs, db::now_ms()) {
+                tracing::error!(error = %e, "cannot start the append-only log rewrite");
+                retry_at = std::time::Instant::now() + Duration::from_secs(5);
             }
         }
     }

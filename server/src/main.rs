@@ -57,6 +57,9 @@ struct Args {
     /// Load a damaged append-only log up to the damage, truncating it there.
     #[arg(long)]
     aof_repair: bool,
+    /// Microseconds to pause after each record loaded at start-up (for tests).
+    #[arg(long)]
+    key_load_delay: Option<u64>,
 }
 
 fn main() {
@@ -85,7 +88,8 @@ fn main() {
         appendfsync,
         databases,
         maxclients,
-        loglevel
+        loglevel,
+        key_load_delay
     );
     if let Some(v) = &args.appendonly {
         config.appendonly = match v.as_str() {
@@ -135,6 +139,13 @@ fn main() {
         handle.port
     );
     println!("rcodis-server listening on port {}", handle.port);
+    // Clients may connect now; until the data is loaded they get -LOADING.
+    if let Err(e) = handle.load() {
+        tracing::error!(error = %e, "loading the data failed");
+        eprintln!("rcodis-server: {e}");
+        std::process::exit(1);
+    }
+    tracing::info!("ready to accept connections");
     let mut sig: libc::c_int = 0;
     unsafe {
         libc::sigwait(&set, &mut sig);

@@ -22,6 +22,7 @@ pub fn replay(
     reqs: &[Request],
     file_shard: usize,
     file_count: usize,
+    tick: &mut dyn FnMut(),
 ) -> usize {
     let nr = states.len();
     let mut db = 0usize;
@@ -34,6 +35,7 @@ pub fn replay(
             continue;
         };
         applied += 1;
+        tick();
         match spec.name {
             "select" => {
                 if let Some(d) = parse_i64(req.arg(1)) {

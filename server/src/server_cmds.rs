@@ -255,14 +255,18 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
             let results = c
                 .shard
                 .run_on_all(|st| match st.aof.as_mut() {
-                    Some(a) => a.rewrite(&mut st.dbs, now_ms()).map_err(|e| e.to_string()).map(|_| true),
-                    None => Ok(false),
+                    Some(a) => a.start_rewrite(&mut st.dbs, now_ms()).map_err(|e| e.to_string()),
+                    None => Ok(crate::aof::RewriteStart::Off),
                 })
                 .await;
+            use crate::aof::RewriteStart;
             match results.iter().find_map(|r| r.as_ref().err()) {
                 Some(e) => out.err(&format!("ERR append only file rewrite failed: {e}")),
-                None if results.iter().all(|r| matches!(r, Ok(false))) => {
+                None if results.iter().all(|r| matches!(r, Ok(RewriteStart::Off))) => {
                     out.err("ERR appendonly is off: start rcodis-server with --appendonly yes")
+                }
+                None if !results.iter().any(|r| matches!(r, Ok(RewriteStart::Started))) => {
+                    out.err("ERR Background append only file rewriting already in progress")
                 }
                 None => out.simple("Background append only file rewriting started"),
             }
@@ -359,44 +363,60 @@ pub async fn save(shard: &std::rc::Rc<crate::shard::Shard>) -> Result<(), String
     Ok(())
 }
 
-/// BGSAVE: each shard copies its data (a consistent cut, taken on its own thread); a
-/// background thread writes the copies.
+/// BGSAVE: each shard forks a child that writes its snapshot (a consistent cut per shard,
+/// taken at the fork) while the shard keeps serving; a local task reaps the children.
 pub async fn bgsave(shard: &std::rc::Rc<crate::shard::Shard>) -> Result<(), String> {
     let shared = shard.shared.clone();
     if shared.bgsave_in_progress.swap(true, Ordering::AcqRel) {
         return Err("Background save already in progress".into());
     }
-    let images = shard.run_on_all(|st| (st.id, st.dbs.clone())).await;
     let dirty_at_cut = crate::aof::DIRTY.load(Ordering::Relaxed);
     let dir = shared.config().dir;
-    std::thread::Builder::new()
-        .name("rcodis-bgsave".into())
-        .spawn(move || {
-            let now = now_ms();
-            let mut ok = true;
-            for (id, mut dbs) in images {
-                if let Err(e) = crate::aof::write_snapshot(&dir, id, &mut dbs, now) {
-                    tracing::error!(error = %e, shard = id, "background save failed");
-                    ok = false;
+    let now = now_ms();
+    let children = shard
+        .run_on_all(move |st| {
+            let id = st.id;
+            let dbs = &mut st.dbs;
+            crate::fork::spawn(|| crate::aof::write_snapshot(&dir, id, dbs, now))
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    if let Some(e) = children.iter().find_map(|c| c.as_ref().err()).cloned() {
+        for c in children.into_iter().flatten() {
+            c.kill();
+        }
+        shared.bgsave_in_progress.store(false, Ordering::Release);
+        return Err(format!("cannot fork for the background save: {e}"));
+    }
+    let children: Vec<_> = children.into_iter().flatten().collect();
+    glommio::spawn_local(async move {
+        let mut ok = true;
+        for c in children {
+            loop {
+                match c.poll() {
+                    crate::fork::Exit::Running => {
+                        glommio::timer::sleep(std::time::Duration::from_millis(5)).await
+                    }
+                    crate::fork::Exit::Ok => break,
+                    crate::fork::Exit::Failed(e) => {
+                        tracing::error!(error = %e, "background save failed");
+                        ok = false;
+                        break;
+                    }
                 }
             }
-            if ok {
-                let _ = crate::aof::DIRTY.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
-                    Some(d.saturating_sub(dirty_at_cut))
-                });
-                shared.lastsave.store(now / 1000, Ordering::Relaxed);
-                tracing::info!("background save done");
-            }
-            shared.last_bgsave_ok.store(ok, Ordering::Relaxed);
-            shared.bgsave_in_progress.store(false, Ordering::Release);
-        })
-        .map_err(|e| {
-            shard
-                .shared
-                .bgsave_in_progress
-                .store(false, Ordering::Release);
-            e.to_string()
-        })?;
+        }
+        if ok {
+            let _ = crate::aof::DIRTY.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                Some(d.saturating_sub(dirty_at_cut))
+            });
+            shared.lastsave.store(now / 1000, Ordering::Relaxed);
+            tracing::info!("background save done");
+        }
+        shared.last_bgsave_ok.store(ok, Ordering::Relaxed);
+        shared.bgsave_in_progress.store(false, Ordering::Release);
+    })
+    .detach();
     Ok(())
 }
 
@@ -1143,20 +1163,38 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
         );
     }
     if want("persistence") {
+        let loading = shared.loading.load(Ordering::Relaxed) as u8;
+        let loading_info = if loading == 1 {
+            let total = shared.loading_total.load(Ordering::Relaxed);
+            let done = shared.loading_done.load(Ordering::Relaxed);
+            let start = shared.loading_start.load(Ordering::Relaxed);
+            let perc = if total > 0 {
+                done as f64 * 100.0 / total as f64
+            } else {
+                0.0
+            };
+            format!(
+                "loading_start_time:{start}\r\nloading_total_records:{total}\r\nloading_loaded_records:{done}\r\nloading_loaded_perc:{perc:.2}\r\n"
+            )
+        } else {
+            String::new()
+        };
         let _ = write!(
             s,
-            "# Persistence\r\nloading:0\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\naof_enabled:{}\r\naof_rewrite_in_progress:0\r\naof_rewrite_scheduled:0\r\naof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\n\r\n",
+            "# Persistence\r\nloading:{loading}\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\naof_enabled:{}\r\naof_rewrite_in_progress:{}\r\naof_rewrite_scheduled:0\r\naof_last_bgrewrite_status:{}\r\naof_last_write_status:ok\r\n{loading_info}\r\n",
             crate::aof::DIRTY.load(Ordering::Relaxed),
             shared.bgsave_in_progress.load(Ordering::Relaxed) as u8,
             shared.lastsave.load(Ordering::Relaxed),
             if shared.last_bgsave_ok.load(Ordering::Relaxed) { "ok" } else { "err" },
-            cfg.appendonly as u8
+            cfg.appendonly as u8,
+            (crate::aof::REWRITES_RUNNING.load(Ordering::Relaxed) > 0) as u8,
+            if crate::aof::LAST_REWRITE_OK.load(Ordering::Relaxed) { "ok" } else { "err" }
         );
     }
     if want("stats") {
         let _ = write!(
             s,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nsync_full:0\r\nsync_partial_ok:0\r\nsync_partial_err:0\r\nexpired_keys:{}\r\nexpired_stale_perc:0.00\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nlatest_fork_usec:0\r\ntotal_forks:0\r\nmigrate_cached_sockets:0\r\ntotal_active_defrag_time:0\r\ntotal_error_replies:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nsync_full:0\r\nsync_partial_ok:0\r\nsync_partial_err:0\r\nexpired_keys:{}\r\nexpired_stale_perc:0.00\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nlatest_fork_usec:{}\r\ntotal_forks:{}\r\nmigrate_cached_sockets:0\r\ntotal_active_defrag_time:0\r\ntotal_error_replies:{}\r\n\r\n",
             shared.total_connections.load(Ordering::Relaxed),
             t.commands,
             shared.net_input_bytes.load(Ordering::Relaxed),
@@ -1168,6 +1206,8 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
             t.misses,
             t.pubsub_channels,
             t.pubsub_patterns,
+            crate::fork::LATEST_FORK_USEC.load(Ordering::Relaxed),
+            crate::fork::TOTAL_FORKS.load(Ordering::Relaxed),
             t.cmdstats.iter().map(|(_, s)| s.failed).sum::<u64>(),
         );
     }
@@ -1701,6 +1741,46 @@ async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
         std::thread::sleep(std::time::Duration::from_secs_f64(secs.max(0.0)));
         return out.ok();
     }
+    if is(sub, "populate") && (3..=5).contains(&req.len()) {
+        // Redis's DEBUG POPULATE count [prefix] [size]: keys `prefix:N` holding `value:N`
+        // (zero-padded or cut to `size`); existing keys are left alone; not logged (as Redis).
+        let Some(count) = rcodis_core::num::parse_i64(req.arg(2)).filter(|n| *n >= 0) else {
+            return out.err("ERR value is out of range, must be positive");
+        };
+        let prefix = req
+            .get(3)
+            .map(|p| p.to_vec())
+            .unwrap_or_else(|| b"key".to_vec());
+        let size = match req.get(4) {
+            Some(a) => match rcodis_core::num::parse_i64(a).filter(|n| *n >= 0) {
+                Some(n) => Some(n as usize),
+                None => return out.err("ERR value is out of range, must be positive"),
+            },
+            None => None,
+        };
+        let db = c.db;
+        c.shard
+            .run_on_all(move |st| {
+                let now = now_ms();
+                let mut key = prefix.clone();
+                let d = &mut st.dbs[db];
+                for i in 0..count as u64 {
+                    key.truncate(prefix.len());
+                    key.push(b':');
+                    key.extend_from_slice(i.to_string().as_bytes());
+                    if !d.owns(&key) || d.exists(&key, now) {
+                        continue;
+                    }
+                    let mut v = format!("value:{i}").into_bytes();
+                    if let Some(n) = size {
+                        v.resize(n, 0);
+                    }
+                    d.set(&key, crate::db::Value::Str(v.into()), now);
+                }
+            })
+            .await;
+        return out.ok();
+    }
     if is(sub, "set-active-expire") && req.len() == 3 {
         let on = req.arg(2) != b"0";
         c.shard.run_on_all(move |st| st.active_expire = on).await;
@@ -1745,7 +1825,7 @@ async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
                 }
                 // Same data before and after: the append-only log must not record the reload.
                 let log = st.aof.take();
-                crate::replay::replay(std::slice::from_mut(st), &reqs, id, nr);
+                crate::replay::replay(std::slice::from_mut(st), &reqs, id, nr, &mut || {});
                 st.aof = log;
                 Ok(())
             })

@@ -145,6 +145,12 @@ pub struct Shared {
     pub shutdown_synced: AtomicUsize,
     pub bgsave_in_progress: AtomicBool,
     pub last_bgsave_ok: AtomicBool,
+    /// True until the persisted data is loaded (commands without the `loading` flag get
+    /// -LOADING); with progress for INFO persistence.
+    pub loading: AtomicBool,
+    pub loading_start: AtomicU64,
+    pub loading_total: AtomicU64,
+    pub loading_done: AtomicU64,
 }
 
 impl Shared {
@@ -166,6 +172,10 @@ impl Shared {
             shutdown_synced: AtomicUsize::new(0),
             bgsave_in_progress: AtomicBool::new(false),
             last_bgsave_ok: AtomicBool::new(true),
+            loading: AtomicBool::new(true),
+            loading_start: AtomicU64::new(start_unix),
+            loading_total: AtomicU64::new(0),
+            loading_done: AtomicU64::new(0),
             config: RwLock::new(config),
             multi_lock: async_lock::Mutex::new(()),
             started: Instant::now(),

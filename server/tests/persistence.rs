@@ -24,6 +24,7 @@ fn start(dir: &Path, args: &[&str]) -> Srv {
         .arg(dir)
         .args(args);
     let (proc, port) = rcodis_tests::spawn_on_free_port("rcodis-server", cmd);
+    rcodis_tests::wait_loaded(port);
     Srv { port, proc }
 }
 
@@ -217,6 +218,7 @@ fn start_plain(dir: &Path, args: &[&str]) -> Srv {
     let mut cmd = Command::new(BIN);
     cmd.args(["--port", "0"]).arg("--dir").arg(dir).args(args);
     let (proc, port) = rcodis_tests::spawn_on_free_port("rcodis-server", cmd);
+    rcodis_tests::wait_loaded(port);
     Srv { port, proc }
 }
 
@@ -254,7 +256,9 @@ fn bgsave_during_writes_loses_nothing_acknowledged_with_the_log() {
         acked
     });
     let mut c = Conn::connect(s.port);
-    std::thread::sleep(Duration::from_millis(20));
+    wait_until("the writer to start", Duration::from_secs(10), || {
+        c.cmd(&["DBSIZE"]).as_integer().unwrap() > 100
+    });
     assert_eq!(
         c.cmd(&["BGSAVE"]),
         Frame::simple("Background saving started")
@@ -316,4 +320,168 @@ fn debug_reload_keeps_everything() {
     let before = snapshot(&mut c);
     assert_eq!(c.cmd(&["DEBUG", "RELOAD"]), Frame::simple("OK"));
     assert_eq!(snapshot(&mut c), before);
+}
+
+/// Starts without waiting for the data to be loaded.
+fn start_loading(dir: &Path, args: &[&str]) -> Srv {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--port", "0", "--appendonly", "yes"])
+        .arg("--dir")
+        .arg(dir)
+        .args(args);
+    let (proc, port) = rcodis_tests::spawn_on_free_port("rcodis-server", cmd);
+    Srv { port, proc }
+}
+
+#[test]
+fn commands_get_loading_until_the_data_is_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--threads", "2"]);
+    let mut c = Conn::connect(s.port);
+    for i in 0..3000 {
+        c.send(&["SET".to_string(), format!("k{i}"), i.to_string()]);
+    }
+    for _ in 0..3000 {
+        assert_eq!(c.read(), Some(Frame::simple("OK")));
+    }
+    s.proc.signal("TERM");
+    let mut s = s;
+    wait_until("server to exit", Duration::from_secs(15), || {
+        s.proc.exited()
+    });
+    // 3000 records at 1 ms each: loading takes at least 3 s.
+    let s = start_loading(dir.path(), &["--threads", "2", "--key-load-delay", "1000"]);
+    let mut c = Conn::connect(s.port);
+    let loading = "LOADING Redis is loading the dataset in memory";
+    assert_eq!(c.cmd(&["PING"]), Frame::Error(loading.into()));
+    assert_eq!(c.cmd(&["GET", "k1"]), Frame::Error(loading.into()));
+    let info = text(&c.cmd(&["INFO", "persistence"]));
+    assert!(info.contains("loading:1"), "{info}");
+    assert!(info.contains("loading_total_records:"), "{info}");
+    assert_eq!(c.cmd(&["SELECT", "0"]), Frame::simple("OK"));
+    rcodis_tests::wait_loaded(s.port);
+    assert!(text(&c.cmd(&["INFO", "persistence"])).contains("loading:0"));
+    assert_eq!(c.cmd(&["DBSIZE"]), Frame::Integer(3000));
+    assert_eq!(text(&c.cmd(&["GET", "k2999"])), "2999");
+}
+
+#[test]
+fn background_rewrite_during_writes_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--threads", "2", "--appendfsync", "always"]);
+    let port = s.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    // Non-idempotent writes (INCR, RPUSH) would show any record applied twice or lost.
+    let writer = std::thread::spawn(move || {
+        let mut c = Conn::connect(port);
+        let mut acked = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) || acked < 2000 {
+            let i = acked;
+            let ok = c.cmd(&["SET", &format!("w{i}"), &i.to_string()]) == Frame::simple("OK")
+                && c.cmd(&["INCR", "counter"]) == Frame::Integer(i as i64 + 1)
+                && c.cmd(&["RPUSH", "{l}list", &i.to_string()]) == Frame::Integer(i as i64 + 1);
+            assert!(ok, "write {i} failed");
+            acked += 1;
+        }
+        acked
+    });
+    let mut c = Conn::connect(s.port);
+    wait_until("the writer to start", Duration::from_secs(10), || {
+        c.cmd(&["DBSIZE"]).as_integer().unwrap() > 300
+    });
+    assert_eq!(
+        c.cmd(&["BGREWRITEAOF"]),
+        Frame::simple("Background append only file rewriting started")
+    );
+    wait_until("the rewrite to finish", Duration::from_secs(30), || {
+        text(&c.cmd(&["INFO", "persistence"])).contains("aof_rewrite_in_progress:0")
+    });
+    let info = text(&c.cmd(&["INFO", "persistence"]));
+    assert!(info.contains("aof_last_bgrewrite_status:ok"), "{info}");
+    assert!(text(&c.cmd(&["INFO", "stats"])).contains("total_forks:2"));
+    // The rewritten logs hold images (RESTORE), not the original commands, at their start.
+    for shard in 0..2 {
+        let log = std::fs::read(dir.path().join(format!("rcodis-shard-{shard}.aof"))).unwrap();
+        let head = String::from_utf8_lossy(&log[..log.len().min(200)]).to_string();
+        assert!(
+            head.contains("RESTORE"),
+            "shard {shard} log starts with {head:?}"
+        );
+        assert!(!dir
+            .path()
+            .join(format!("rcodis-shard-{shard}.aof.rewrite"))
+            .exists());
+    }
+    // Keep writing after the switch, then crash.
+    let after = c.cmd(&["DBSIZE"]).as_integer().unwrap();
+    wait_until("writes after the rewrite", Duration::from_secs(10), || {
+        c.cmd(&["DBSIZE"]).as_integer().unwrap() > after + 200
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().unwrap();
+    s.proc.signal("KILL");
+    drop(s);
+    let s = start(dir.path(), &["--threads", "2"]);
+    let mut c = Conn::connect(s.port);
+    assert_eq!(text(&c.cmd(&["GET", "counter"])), acked.to_string());
+    assert_eq!(c.cmd(&["LLEN", "{l}list"]), Frame::Integer(acked as i64));
+    assert_eq!(c.cmd(&["DBSIZE"]), Frame::Integer(acked as i64 + 2));
+    for i in (0..acked).step_by(11) {
+        assert_eq!(text(&c.cmd(&["GET", &format!("w{i}")])), i.to_string());
+        assert_eq!(
+            text(&c.cmd(&["LINDEX", "{l}list", &i.to_string()])),
+            i.to_string()
+        );
+    }
+}
+
+#[test]
+fn everysec_loses_at_most_about_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--threads", "2", "--appendfsync", "everysec"]);
+    let port = s.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let mut c = Conn::connect(port);
+        let mut acks = Vec::new();
+        let mut i = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            if c.cmd(&["SET", &format!("e{i}"), "v"]) == Frame::simple("OK") {
+                acks.push((i, std::time::Instant::now()));
+            }
+            i += 1;
+        }
+        acks
+    });
+    let mut c = Conn::connect(s.port);
+    wait_until("the writer to start", Duration::from_secs(20), || {
+        c.cmd(&["DBSIZE"]).as_integer().unwrap() > 1000
+    });
+    let t0 = std::time::Instant::now();
+    wait_until("two seconds of writes", Duration::from_secs(20), || {
+        std::thread::sleep(Duration::from_millis(50));
+        t0.elapsed() >= Duration::from_secs(2)
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acks = writer.join().unwrap();
+    s.proc.signal("KILL");
+    let killed = std::time::Instant::now();
+    drop(s);
+    let s = start(dir.path(), &["--threads", "2"]);
+    let mut c = Conn::connect(s.port);
+    let mut lost = 0;
+    for &(i, at) in &acks {
+        let present = c.cmd(&["EXISTS", &format!("e{i}")]) == Frame::Integer(1);
+        if !present {
+            lost += 1;
+            assert!(
+                killed.duration_since(at) < Duration::from_millis(1500),
+                "e{i}, acknowledged {:?} before the kill, is lost",
+                killed.duration_since(at)
+            );
+        }
+    }
+    eprintln!("{} writes acknowledged, {lost} lost", acks.len());
 }

@@ -276,12 +276,7 @@ impl ServerProc {
             .arg(dir.path())
             .args(args);
         let (p, port) = spawn_on_free_port("rcodis-server", cmd);
-        wait_until("server to answer PING", Duration::from_secs(30), || {
-            matches!(
-                try_ping(port),
-                Some(Frame::Simple(_)) | Some(Frame::Error(_))
-            )
-        });
+        wait_loaded(port);
         ServerProc { port, proc: p, dir }
     }
 
@@ -291,8 +286,22 @@ impl ServerProc {
     }
 }
 
+/// Waits until the server on `port` answers PING with anything but -LOADING (an error such
+/// as -NOAUTH counts as answering).
+pub fn wait_loaded(port: u16) {
+    wait_until(
+        "server to answer PING",
+        Duration::from_secs(60),
+        || match try_ping(port) {
+            Some(Frame::Simple(_)) => true,
+            Some(Frame::Error(e)) => !e.starts_with(b"LOADING"),
+            _ => false,
+        },
+    );
+}
+
 /// One PING on a fresh connection; `None` if the connection failed.
-fn try_ping(port: u16) -> Option<Frame> {
+pub fn try_ping(port: u16) -> Option<Frame> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.write_all(b"*1\r\n$4\r\nPING\r\n").ok()?;

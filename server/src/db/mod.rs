@@ -398,6 +398,13 @@ impl Db {
         self.watched.get(key).map(|e| e.0).unwrap_or(0)
     }
 
+    /// Takes over `old`'s watchers (the data was replaced under them: every watch is
+    /// touched).
+    pub fn adopt_watches(&mut self, old: &mut Db) {
+        self.watched = std::mem::take(&mut old.watched);
+        self.touch_all_watched();
+    }
+
     /// Marks every watched key modified (FLUSHDB, SWAPDB).
     pub fn touch_all_watched(&mut self) {
         for v in self.watched.values_mut() {
