@@ -543,7 +543,12 @@ impl Conn {
             }
         };
         self.last_cmd = spec.name;
-        if !self.authed && !matches!(spec.name, "auth" | "hello" | "quit" | "reset") {
+        if !self.authed
+            && !matches!(
+                spec.name,
+                "auth" | "hello" | "quit" | "reset" | "slotsrestore-async-auth"
+            )
+        {
             return b.err("NOAUTH Authentication required.");
         }
         if !spec.has(CommandFlags::LOADING) && self.shard.shared.loading.load(Ordering::Relaxed) {

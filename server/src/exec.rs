@@ -33,6 +33,18 @@ impl Clock {
     }
 }
 
+/// Whether a write touches a key of a running async migration batch.
+#[cold]
+fn writes_migrating(st: &ShardState, db: usize, spec: &CommandSpec, req: &Request) -> bool {
+    let args: Vec<&[u8]> = req.args().collect();
+    match rcodis_core::cmd::key_indexes(spec, &args, false) {
+        Ok(idx) => idx
+            .iter()
+            .any(|&i| crate::slots_async::migrating(st, db, args[i])),
+        Err(_) => false,
+    }
+}
+
 /// Runs a data command on this shard's database `db`, appending its reply to `out`.
 pub fn exec_local(
     st: &mut ShardState,
@@ -45,6 +57,14 @@ pub fn exec_local(
 ) {
     let handler = cmd::handler(spec).expect("data command has a handler");
     let before = out.buf.len();
+    if !st.mgrt_keys.is_empty()
+        && spec.has(CommandFlags::WRITE)
+        && writes_migrating(st, db, spec, req)
+    {
+        out.err("ERR the specified key is being migrated");
+        record(st, spec.id, 0, true);
+        return;
+    }
     if spec.has(CommandFlags::DENYOOM)
         && crate::memory::max() > 0
         && crate::memory::ensure_room(&mut st.dbs, clock.now_ms).is_err()

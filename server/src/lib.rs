@@ -33,6 +33,7 @@ pub mod replay;
 pub mod server_cmds;
 pub mod shard;
 pub mod slots;
+pub mod slots_async;
 
 use std::net::SocketAddr;
 use std::rc::Rc;

@@ -315,6 +315,64 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
         "slotshashkey" => crate::slots::slotshashkey(req, out),
         "slotscheck" => crate::slots::slotscheck(&c.shard, out).await,
         "slotsrestore" => crate::slots::slotsrestore(&c.shard, c.db, req, out).await,
+        "slotsmgrtslot-async" | "slotsmgrttagslot-async" | "slotsmgrtone-async" | "slotsmgrttagone-async"
+            if targets_self(c, req) =>
+        {
+            out.err("ERR migration target is this server")
+        }
+        "slotsmgrtslot-async" | "slotsmgrttagslot-async" | "slotsmgrtone-async" | "slotsmgrttagone-async" => {
+            if spec.name.contains("slot-async") && req.len() != 8 {
+                return out.err(&format!("ERR wrong number of arguments for '{}' command", spec.name));
+            }
+            let pw = c.shard.shared.requirepass();
+            let tag = spec.name.contains("tag");
+            let by_slot = spec.name.contains("slot-async");
+            crate::slots_async::mgrt_async(&c.shard, c.db, req, tag, by_slot, pw, out).await
+        }
+        "slotsmgrtone-async-dump" | "slotsmgrttagone-async-dump" => {
+            crate::slots_async::async_dump(&c.shard, c.db, req, spec.name.contains("tag"), out).await
+        }
+        "slotsmgrt-async-fence" => crate::slots_async::fence(&c.shard, c.db, out).await,
+        "slotsmgrt-async-cancel" => crate::slots_async::cancel(&c.shard, c.db, out),
+        "slotsmgrt-async-status" => crate::slots_async::status(&c.shard, c.db, out),
+        "slotsmgrt-exec-wrapper" => {
+            crate::slots_async::exec_wrapper(&c.shard, c.db, c.resp3, req, out).await
+        }
+        "slotsrestore-async" => {
+            let (errno, m) = crate::slots_async::restore_async(&c.shard, c.db, req).await;
+            crate::slots_async::ack(out, errno, &m);
+            if errno != 0 {
+                c.close = true;
+            }
+        }
+        "slotsrestore-async-auth" => {
+            let pw = c.shard.shared.requirepass();
+            if pw.is_empty() {
+                crate::slots_async::ack(out, 1, "Client sent AUTH, but no password is set");
+                c.close = true;
+            } else if req.arg(1) != pw.as_bytes() {
+                crate::slots_async::ack(out, 1, "invalid password");
+                c.close = true;
+            } else {
+                c.authed = true;
+                crate::slots_async::ack(out, 0, "OK");
+            }
+        }
+        "slotsrestore-async-select" => match rcodis_core::num::parse_i64(req.arg(1)) {
+            Some(d) if d >= 0 && (d as usize) < c.shard.shared.config().databases => {
+                c.db = d as usize;
+                crate::slots_async::ack(out, 0, "OK");
+            }
+            _ => {
+                crate::slots_async::ack(
+                    out,
+                    1,
+                    &format!("invalid DB index ({})", String::from_utf8_lossy(req.arg(1))),
+                );
+                c.close = true;
+            }
+        },
+        "slotsrestore-async-ack" => out.err("ERR invalid client, permission denied"),
         "slotsmgrtone" | "slotsmgrttagone" | "slotsmgrtslot" | "slotsmgrttagslot" if targets_self(c, req) => {
             out.err("ERR migration target is this server")
         }

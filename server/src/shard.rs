@@ -68,6 +68,8 @@ pub struct ShardState {
     pub mgrt_conns: HashMap<String, crate::slots::MgrtConn>,
     /// This shard's append-only log (when appendonly is on).
     pub aof: Option<crate::aof::Aof>,
+    /// Keys of running async migration batches, by database (writes to them are refused).
+    pub mgrt_keys: HashMap<usize, std::collections::HashSet<bytes::Bytes>>,
 }
 
 /// Global SLOWLOG id sequence.
@@ -111,6 +113,7 @@ impl ShardState {
             active_expire: true,
             mgrt_conns: HashMap::new(),
             aof: None,
+            mgrt_keys: HashMap::new(),
         }
     }
 }
@@ -148,6 +151,9 @@ pub struct Shared {
     /// True until the persisted data is loaded (commands without the `loading` flag get
     /// -LOADING); with progress for INFO persistence.
     pub loading: AtomicBool,
+    /// Running async migration batches, by database.
+    pub mgrt_async:
+        std::sync::Mutex<std::collections::HashMap<usize, Arc<crate::slots_async::BatchInfo>>>,
     pub loading_start: AtomicU64,
     pub loading_total: AtomicU64,
     pub loading_done: AtomicU64,
@@ -173,6 +179,7 @@ impl Shared {
             bgsave_in_progress: AtomicBool::new(false),
             last_bgsave_ok: AtomicBool::new(true),
             loading: AtomicBool::new(true),
+            mgrt_async: Default::default(),
             loading_start: AtomicU64::new(start_unix),
             loading_total: AtomicU64::new(0),
             loading_done: AtomicU64::new(0),
