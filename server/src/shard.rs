@@ -69,7 +69,7 @@ pub struct ShardState {
     /// This shard's append-only log (when appendonly is on).
     pub aof: Option<crate::aof::Aof>,
     /// Keys of running async migration batches, by database (writes to them are refused).
-    pub mgrt_keys: HashMap<usize, std::collections::HashSet<bytes::Bytes>>,
+    pub mgrt_keys: HashMap<usize, crate::slots_async::Migrating>,
 }
 
 /// Global SLOWLOG id sequence.

@@ -241,7 +241,12 @@ fn read_reply(stream: &mut TcpStream) -> Result<Frame, String> {
         if let Some(f) = dec.decode(&mut buf).map_err(|e| e.to_string())? {
             return Ok(f);
         }
-        let n = stream.read(&mut tmp).map_err(|e| e.to_string())?;
+        let n = match stream.read(&mut tmp) {
+            Ok(n) => n,
+            // A signal landed on this thread mid-read: read again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.to_string()),
+        };
         if n == 0 {
             return Err("connection closed by target".into());
         }

@@ -47,6 +47,8 @@ pub struct BatchInfo {
     pub sent_msgs: AtomicU64,
     pub last_progress_ms: AtomicU64,
     pub cancel: AtomicBool,
+    /// The longest synchronous step on the owning shard so far (µs).
+    pub longest_step_us: AtomicU64,
 }
 
 /// Arguments of a batch.
@@ -214,48 +216,39 @@ fn build(d: &mut Db, iters: &mut [KeyIter], p: &Params, budget: usize) -> (Vec<u
                         it.stage = Stage::Done;
                         continue;
                     };
-                    let mut args: Vec<Bytes> = Vec::new();
-                    let mut bytes = 0usize;
-                    let room = budget.saturating_sub(buf.len()).max(1);
-                    let full = |args: &Vec<Bytes>, bytes: usize, per: usize| {
-                        args.len() + per > p.maxbulks || (bytes >= room && !args.is_empty())
+                    let mut c = Chunker {
+                        buf: &mut buf,
+                        n: &mut n,
+                        key: &it.key,
+                        ttl: &chunk_ttl,
+                        maxbulks: p.maxbulks,
+                        maxbytes: p.maxbytes,
+                        budget,
                     };
-                    let (kind, hint): (&[u8], usize) = match &e.value {
-                        Value::List(l) => {
-                            for x in l.range(*pos..) {
-                                if full(&args, bytes, 1) {
-                                    break;
-                                }
-                                bytes += x.len();
-                                args.push(x.clone());
-                            }
-                            *pos += args.len();
-                            (b"list", l.len())
-                        }
-                        Value::Hash(h) => {
-                            let before = args.len();
-                            for (f, v) in h.iter().skip(*pos) {
-                                if full(&args, bytes, 2) {
-                                    break;
-                                }
-                                bytes += f.len() + v.len();
-                                args.push(f.clone());
-                                args.push(v.clone());
-                            }
-                            *pos += (args.len() - before) / 2;
-                            (b"hash", h.len())
-                        }
-                        Value::Set(s) => {
-                            for m in s.iter().skip(*pos) {
-                                if full(&args, bytes, 1) {
-                                    break;
-                                }
-                                bytes += m.len();
-                                args.push(m.clone());
-                            }
-                            *pos += args.len();
-                            (b"dict", s.len())
-                        }
+                    // One pass per step: the iterator is positioned once, then yields as
+                    // many chunks as the step's byte budget allows.
+                    let (used, last) = match &e.value {
+                        Value::List(l) => c.emit(
+                            b"list",
+                            l.len(),
+                            1,
+                            &mut l.range(*pos..).map(|x| (x.clone(), None)),
+                        ),
+                        Value::Hash(h) => c.emit(
+                            b"hash",
+                            h.len(),
+                            2,
+                            &mut h
+                                .iter()
+                                .skip(*pos)
+                                .map(|(f, v)| (f.clone(), Some(v.clone()))),
+                        ),
+                        Value::Set(s) => c.emit(
+                            b"dict",
+                            s.len(),
+                            1,
+                            &mut s.iter().skip(*pos).map(|m| (m.clone(), None)),
+                        ),
                         Value::ZSet(z) => {
                             let iter: Box<dyn Iterator<Item = &(crate::db::zset::Score, Bytes)>> =
                                 match zlast {
@@ -266,42 +259,30 @@ fn build(d: &mut Db, iters: &mut [KeyIter], p: &Params, budget: usize) -> (Vec<u
                                             .rev(),
                                     ),
                                 };
-                            let mut last = None;
-                            for (s, m) in iter {
-                                if full(&args, bytes, 2) {
-                                    break;
-                                }
-                                bytes += m.len() + 8;
-                                args.push(m.clone());
-                                args.push(Bytes::copy_from_slice(&s.0.to_le_bytes()));
-                                last = Some((s.0, m.clone()));
-                            }
-                            if let Some(l) = last {
-                                *zlast = Some(l);
-                            }
-                            *pos += args.len() / 2;
-                            (b"zset", z.len())
+                            c.emit(
+                                b"zset",
+                                z.len(),
+                                2,
+                                &mut iter.map(|(s, m)| {
+                                    (m.clone(), Some(Bytes::copy_from_slice(&s.0.to_le_bytes())))
+                                }),
+                            )
                         }
                         Value::Str(_) => {
                             it.stage = Stage::Whole;
                             continue;
                         }
                     };
-                    if args.is_empty() {
-                        it.stage = Stage::FillTtl;
-                        continue;
+                    *pos += used;
+                    if let Some((m, Some(score))) = last {
+                        if let Ok(raw) = <[u8; 8]>::try_from(&score[..]) {
+                            *zlast = Some((f64::from_le_bytes(raw), m));
+                        }
                     }
-                    let hint = hint.to_string();
-                    let mut all: Vec<&[u8]> = vec![
-                        b"SLOTSRESTORE-ASYNC",
-                        kind,
-                        &it.key,
-                        chunk_ttl.as_bytes(),
-                        hint.as_bytes(),
-                    ];
-                    all.extend(args.iter().map(|a| &a[..]));
-                    msg(&mut buf, &all);
-                    n += 1;
+                    if used == 0 || buf.len() < budget {
+                        // Exhausted (the budget was not what stopped it).
+                        it.stage = Stage::FillTtl;
+                    }
                 }
                 Stage::FillTtl => {
                     let ttl = d
@@ -322,6 +303,70 @@ fn build(d: &mut Db, iters: &mut [KeyIter], p: &Params, budget: usize) -> (Vec<u
     (buf, n)
 }
 
+/// Writes chunk messages of one big value.
+struct Chunker<'a> {
+    buf: &'a mut Vec<u8>,
+    n: &'a mut usize,
+    key: &'a [u8],
+    ttl: &'a str,
+    maxbulks: usize,
+    maxbytes: usize,
+    budget: usize,
+}
+
+impl Chunker<'_> {
+    /// Emits chunks of `items` (each `per` bulks: an element, or a field/member with its
+    /// value/score) until they run out or the budget is spent. Returns how many items were
+    /// sent and the last one.
+    #[allow(clippy::type_complexity)]
+    fn emit(
+        &mut self,
+        kind: &[u8],
+        hint: usize,
+        per: usize,
+        items: &mut dyn Iterator<Item = (Bytes, Option<Bytes>)>,
+    ) -> (usize, Option<(Bytes, Option<Bytes>)>) {
+        let hint = hint.to_string();
+        let mut used = 0;
+        let mut last = None;
+        let mut pending: Option<(Bytes, Option<Bytes>)> = None;
+        while self.buf.len() < self.budget {
+            let mut args: Vec<Bytes> = Vec::new();
+            let mut bytes = 0usize;
+            let cap = self.maxbytes.min(self.budget - self.buf.len());
+            loop {
+                if args.len() + per > self.maxbulks.max(per) || (bytes >= cap && !args.is_empty()) {
+                    break;
+                }
+                let Some((a, b)) = pending.take().or_else(|| items.next()) else {
+                    break;
+                };
+                bytes += a.len() + b.as_ref().map_or(0, |b| b.len());
+                args.push(a.clone());
+                if let Some(b) = &b {
+                    args.push(b.clone());
+                }
+                last = Some((a, b));
+                used += 1;
+            }
+            if args.is_empty() {
+                break;
+            }
+            let mut all: Vec<&[u8]> = vec![
+                b"SLOTSRESTORE-ASYNC",
+                kind,
+                self.key,
+                self.ttl.as_bytes(),
+                hint.as_bytes(),
+            ];
+            all.extend(args.iter().map(|a| &a[..]));
+            msg(self.buf, &all);
+            *self.n += 1;
+        }
+        (used, last)
+    }
+}
+
 /// The keys a batch starts with: for a slot, keys of the slot until `numkeys` (with their tag
 /// siblings when `tag`); for keys, those that exist (and siblings).
 fn pick(
@@ -334,21 +379,21 @@ fn pick(
 ) -> Vec<Bytes> {
     let d = &st.dbs[db];
     let mut chosen: Vec<Bytes> = Vec::new();
-    let mut seen: HashSet<Bytes> = HashSet::new();
+    // Tag groups are found once per tag; only untagged keys need a duplicate check.
+    let mut crcs_done: hashbrown::HashSet<u32> = hashbrown::HashSet::new();
+    let mut seen: hashbrown::HashSet<Bytes> = hashbrown::HashSet::new();
     let mut add = |k: &Bytes, chosen: &mut Vec<Bytes>| {
-        let group: Vec<Bytes> = if tag && has_tag(k) {
+        if tag && has_tag(k) {
             let crc = tag_crc(k);
-            d.slot_keys(slot_of(k))
-                .filter(|x| has_tag(x) && tag_crc(x) == crc)
-                .cloned()
-                .collect()
-        } else {
-            vec![k.clone()]
-        };
-        for g in group {
-            if seen.insert(g.clone()) {
-                chosen.push(g);
+            if crcs_done.insert(crc) {
+                chosen.extend(
+                    d.slot_keys(slot_of(k))
+                        .filter(|x| has_tag(x) && tag_crc(x) == crc)
+                        .cloned(),
+                );
             }
+        } else if seen.insert(k.clone()) {
+            chosen.push(k.clone());
         }
     };
     match slot {
@@ -487,6 +532,7 @@ pub async fn mgrt_async(
         sent_msgs: AtomicU64::new(0),
         last_progress_ms: AtomicU64::new(now_ms()),
         cancel: AtomicBool::new(false),
+        longest_step_us: AtomicU64::new(0),
     });
     {
         let mut reg = shard.shared.mgrt_async.lock().expect("mgrt lock");
@@ -534,6 +580,16 @@ pub async fn mgrt_async(
         .lock()
         .expect("mgrt lock")
         .remove(&db);
+    tracing::info!(
+        db,
+        to = %format!("{}:{}", p.host, p.port),
+        moved,
+        messages = info.sent_msgs.load(Ordering::Relaxed),
+        ms = info.started.elapsed().as_millis() as u64,
+        longest_step_us = info.longest_step_us.load(Ordering::Relaxed),
+        error = failure.as_deref().unwrap_or(""),
+        "async migration batch"
+    );
     if let Some(e) = failure {
         return out.err(&format!("ERR interrupted: {e}"));
     }
@@ -562,13 +618,25 @@ async fn run_batch(
     // Pick the keys and mark them migrating, in one step on the owner.
     let chosen = shard
         .run_on(owner, move |st| {
+            let t = Instant::now();
             let chosen = pick(st, db, slot, &keys, numkeys, tag);
             if !chosen.is_empty() {
-                st.mgrt_keys.insert(db, chosen.iter().cloned().collect());
+                let mut m = Migrating::default();
+                for k in &chosen {
+                    if has_tag(k) {
+                        m.tags.insert(tag_crc(k));
+                    } else {
+                        m.keys.insert(k.clone());
+                    }
+                }
+                st.mgrt_keys.insert(db, m);
             }
-            chosen
+            (chosen, t.elapsed())
         })
         .await;
+    let (chosen, took) = chosen;
+    info.longest_step_us
+        .fetch_max(took.as_micros() as u64, Ordering::Relaxed);
     let slot_len = move |st: &mut ShardState| slot.map(|s| st.dbs[db].slot_len(s)).unwrap_or(0);
     if chosen.is_empty() {
         return Ok((0, shard.run_on(owner, slot_len).await));
@@ -576,22 +644,39 @@ async fn run_batch(
     let result = transfer(shard, owner, db, &chosen, p, password, info).await;
     let chosen_n = chosen.len();
     let ok = result.is_ok();
+    if ok {
+        // Delete in slices, letting client requests in between (the keys stay marked
+        // migrating, so nobody writes them meanwhile); big values are freed off-thread.
+        for part in chosen.chunks(1000) {
+            let part = part.to_vec();
+            let took = shard
+                .run_on(owner, move |st| {
+                    let t = Instant::now();
+                    let now = now_ms();
+                    for k in &part {
+                        if let Some(e) = st.dbs[db].remove(k, now) {
+                            if let Some(a) = st.aof.as_mut() {
+                                a.log(db, &[b"DEL", k]);
+                            }
+                            if bulks(&e.value) > 64 {
+                                lazy_free(e);
+                            }
+                        }
+                    }
+                    if let Some(a) = st.aof.as_mut() {
+                        a.end_batch();
+                    }
+                    t.elapsed()
+                })
+                .await;
+            info.longest_step_us
+                .fetch_max(took.as_micros() as u64, Ordering::Relaxed);
+            glommio::yield_if_needed().await;
+        }
+    }
     let remaining = shard
         .run_on(owner, move |st| {
             st.mgrt_keys.remove(&db);
-            if ok {
-                let now = now_ms();
-                for k in &chosen {
-                    if st.dbs[db].remove(k, now).is_some() {
-                        if let Some(a) = st.aof.as_mut() {
-                            a.log(db, &[b"DEL", k]);
-                        }
-                    }
-                }
-                if let Some(a) = st.aof.as_mut() {
-                    a.end_batch();
-                }
-            }
             slot_len(st)
         })
         .await;
@@ -640,11 +725,21 @@ async fn transfer(
         let params = p.clone();
         let (bytes, n, back) = shard
             .run_on(owner, move |st| {
+                let t = Instant::now();
                 let mut iters = iters;
-                let (bytes, n) = build(&mut st.dbs[db], &mut iters, &params, params.maxbytes);
-                (bytes, n, iters)
+                // A step builds at most 128 KiB of messages: short pauses for other clients.
+                let (bytes, n) = build(
+                    &mut st.dbs[db],
+                    &mut iters,
+                    &params,
+                    params.maxbytes.min(128 << 10),
+                );
+                (bytes, n, (iters, t.elapsed()))
             })
             .await;
+        let (back, took) = back;
+        info.longest_step_us
+            .fetch_max(took.as_micros() as u64, Ordering::Relaxed);
         iters = back;
         if n == 0 {
             return Ok(());
@@ -711,6 +806,23 @@ pub async fn async_dump(shard: &Shard, db: usize, req: &Request, tag: bool, out:
     }
     out.array(total);
     out.buf.extend_from_slice(&all);
+}
+
+/// Drops a big value on a background thread (as codis's lazy release): freeing millions of
+/// elements would stall the shard.
+fn lazy_free(e: Entry) {
+    static TX: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Entry>>> =
+        std::sync::OnceLock::new();
+    let tx = TX.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Entry>();
+        let _ = std::thread::Builder::new()
+            .name("rcodis-lazyfree".into())
+            .spawn(move || rx.into_iter().for_each(drop));
+        std::sync::Mutex::new(tx)
+    });
+    if let Ok(tx) = tx.lock() {
+        let _ = tx.send(e);
+    }
 }
 
 /// SLOTSMGRT-ASYNC-FENCE: waits until no batch runs in the caller's database.
@@ -826,17 +938,23 @@ pub async fn exec_wrapper(shard: &Shard, db: usize, resp3: bool, req: &Request, 
     out.buf.extend_from_slice(&body);
 }
 
+/// The keys of a running batch: untagged ones by name, tagged ones by their tag's CRC (so
+/// every sibling counts, as codis matches tags).
+#[derive(Debug, Default)]
+pub struct Migrating {
+    keys: HashSet<Bytes>,
+    tags: HashSet<u32>,
+}
+
 /// Whether `key` (or, tag-aware, a key sharing its tag) is in this database's running batch.
 pub fn migrating(st: &ShardState, db: usize, key: &[u8]) -> bool {
-    let Some(set) = st.mgrt_keys.get(&db) else {
+    let Some(m) = st.mgrt_keys.get(&db) else {
         return false;
     };
-    if set.contains(key) {
-        return true;
-    }
-    has_tag(key) && {
-        let crc = tag_crc(key);
-        set.iter().any(|k| has_tag(k) && tag_crc(k) == crc)
+    if has_tag(key) {
+        m.tags.contains(&tag_crc(key))
+    } else {
+        m.keys.contains(key)
     }
 }
 

@@ -615,6 +615,34 @@ fn interrupted_async_move_keeps_the_source_whole_and_a_retry_completes() {
     assert!((1..=6000).contains(&pttl), "{pttl}");
     // Writes to the key were refused while it moved; now they work again on the source.
     assert_eq!(a.cmd(&["HSET", key, "extra", "1"]), Frame::Integer(1));
+    // Kill the target mid-way: the caller gets an error, the source stays whole.
+    let dst2 = server(&["--threads", "1"]);
+    let dp2 = dst2.port;
+    let slot2 = slot_of(key.as_bytes()).to_string();
+    let mover = std::thread::spawn(move || {
+        let mut c = Conn::connect(sp);
+        c.cmd(&[
+            "SLOTSMGRTTAGSLOT-ASYNC",
+            "127.0.0.1",
+            &dp2.to_string(),
+            "2000",
+            "10",
+            "1024",
+            &slot2,
+            "1",
+        ])
+    });
+    let mut d2 = dst2.conn();
+    rcodis_tests::wait_until(
+        "part of the key on the second target",
+        std::time::Duration::from_secs(30),
+        || d2.cmd(&["HLEN", key]).as_integer().unwrap() > 100,
+    );
+    dst2.proc.signal("KILL");
+    let r = mover.join().unwrap();
+    assert!(text(&r).starts_with("ERR interrupted: "), "{r:?}");
+    assert_eq!(a.cmd(&["HLEN", key]), Frame::Integer(n + 1));
+    assert_eq!(a.cmd(&["SLOTSMGRT-ASYNC-STATUS"]), Frame::NullBulk);
     // A retry starts over (delete first) and completes.
     let slot = slot_of(key.as_bytes()).to_string();
     let r = a.cmd(&[
@@ -631,4 +659,110 @@ fn interrupted_async_move_keeps_the_source_whole_and_a_retry_completes() {
     assert_eq!(d.cmd(&["HLEN", key]), Frame::Integer(n + 1));
     assert_eq!(d.cmd(&["PTTL", key]), Frame::Integer(-1));
     assert_eq!(a.cmd(&["EXISTS", key]), Frame::Integer(0));
+}
+
+/// Fills `key` with `n` elements of `kind` (hash, zset, list) in pipelined batches.
+fn fill_big(c: &mut Conn, kind: &str, key: &str, n: usize) {
+    let mut sent = 0;
+    for start in (0..n).step_by(10_000) {
+        let end = (start + 10_000).min(n);
+        let mut args = vec![
+            match kind {
+                "hash" => "HSET",
+                "zset" => "ZADD",
+                _ => "RPUSH",
+            }
+            .to_string(),
+            key.to_string(),
+        ];
+        for i in start..end {
+            match kind {
+                "hash" => args.extend([format!("f{i}"), format!("v{i}")]),
+                "zset" => args.extend([i.to_string(), format!("m{i}")]),
+                _ => args.push(format!("e{i}")),
+            }
+        }
+        c.send(&args);
+        sent += 1;
+    }
+    for _ in 0..sent {
+        let r = c.read().unwrap();
+        assert!(r.as_integer().is_some(), "{r:?}");
+    }
+}
+
+#[test]
+fn million_element_values_move_async_while_gets_are_served() {
+    let n: usize = std::env::var("RCODIS_BIG_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let src = server(&["--threads", "1"]);
+    let dst = server(&["--threads", "1"]);
+    let mut a = src.conn();
+    for kind in ["hash", "zset", "list"] {
+        fill_big(&mut a, kind, &format!("{{big}}{kind}"), n);
+    }
+    a.cmd(&["SET", "unrelated", "v"]);
+    let sp = src.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let prober = std::thread::spawn(move || {
+        let mut c = Conn::connect(sp);
+        let mut worst = std::time::Duration::ZERO;
+        let mut count = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = std::time::Instant::now();
+            assert_eq!(text(&c.cmd(&["GET", "unrelated"])), "v");
+            worst = worst.max(t.elapsed());
+            count += 1;
+        }
+        (worst, count)
+    });
+    let slot = slot_of(b"{big}").to_string();
+    a.set_timeout(std::time::Duration::from_secs(300));
+    let t = std::time::Instant::now();
+    let r = a.cmd(&[
+        "SLOTSMGRTTAGSLOT-ASYNC",
+        "127.0.0.1",
+        &dst.port.to_string(),
+        "30000",
+        "0",
+        "0",
+        &slot,
+        "10",
+    ]);
+    let took = t.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (worst, count) = prober.join().unwrap();
+    eprintln!(
+        "3 x {n} elements moved in {took:?}; {count} GETs meanwhile, worst {worst:?} (debug build, shared machine)"
+    );
+    assert_eq!(r, Frame::Array(vec![Frame::Integer(3), Frame::Integer(0)]));
+    let mut b = dst.conn();
+    assert_eq!(b.cmd(&["HLEN", "{big}hash"]), Frame::Integer(n as i64));
+    assert_eq!(b.cmd(&["ZCARD", "{big}zset"]), Frame::Integer(n as i64));
+    assert_eq!(b.cmd(&["LLEN", "{big}list"]), Frame::Integer(n as i64));
+    let last = (n - 1).to_string();
+    assert_eq!(
+        text(&b.cmd(&["HGET", "{big}hash", &format!("f{last}")])),
+        format!("v{last}")
+    );
+    assert_eq!(
+        text(&b.cmd(&["ZSCORE", "{big}zset", &format!("m{last}")])),
+        last
+    );
+    assert_eq!(
+        text(&b.cmd(&["LINDEX", "{big}list", "-1"])),
+        format!("e{last}")
+    );
+    assert_eq!(text(&b.cmd(&["LINDEX", "{big}list", "0"])), "e0");
+    assert_eq!(
+        b.cmd(&["ZRANGE", "{big}zset", "0", "1"]),
+        Frame::Array(vec![Frame::bulk("m0"), Frame::bulk("m1")])
+    );
+    for k in ["hash", "zset", "list"] {
+        assert_eq!(b.cmd(&["PTTL", &format!("{{big}}{k}")]), Frame::Integer(-1));
+    }
+    assert_eq!(a.cmd(&["DBSIZE"]), Frame::Integer(1));
 }

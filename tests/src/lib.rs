@@ -217,6 +217,11 @@ impl Conn {
         }
     }
 
+    /// Sets how long a read may wait for a reply.
+    pub fn set_timeout(&mut self, d: Duration) {
+        self.stream.set_read_timeout(Some(d)).unwrap();
+    }
+
     /// Writes raw bytes.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
