@@ -4,10 +4,13 @@
 //!   up      start a local cluster (servers, proxies, the embedded file coordinator) and
 //!           stay in the foreground until Ctrl-C / SIGTERM, which stops what it started
 //!   status  groups, slot ranges per group, registered proxies and their applied epochs
+//!
+//!   slot    init | assign RANGE GROUP | migrate RANGE --to GROUP | status [RANGE]
 //! ```
 //!
-//! Group, slot, migration, rebalance and dashboard commands are issue 7 and not written yet.
+//! Group/server/proxy editing, rebalance and the dashboard are not written yet.
 
+mod slot;
 mod up;
 
 use std::process::ExitCode;
@@ -38,6 +41,9 @@ enum Cmd {
     Up(up::UpArgs),
     /// Show groups, slot ranges and proxies.
     Status,
+    /// Slot assignment and migration.
+    #[command(subcommand)]
+    Slot(slot::SlotCmd),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +63,13 @@ fn main() -> ExitCode {
         match cli.cmd {
             Cmd::Up(a) => up::run(a, &cli.product).await,
             Cmd::Status => status(cli.coordinator.as_deref(), &cli.product, cli.json).await,
+            Cmd::Slot(cmd) => {
+                let url = cli.coordinator.as_deref().ok_or_else(|| {
+                    anyhow::anyhow!("give --coordinator URL (for `up`: file://DIR/coordinator)")
+                })?;
+                let c = coord::connect(url).await?;
+                slot::run(cmd, c, &cli.product, cli.json).await
+            }
         }
     });
     match r {

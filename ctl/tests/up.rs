@@ -101,3 +101,166 @@ fn bad_arguments_are_refused_with_status_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+fn ctl(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rcodis-ctl"))
+        .args(args)
+        .arg("--coordinator")
+        .arg(format!("file://{}/coordinator", dir.display()))
+        .output()
+        .unwrap()
+}
+
+/// Clients write and read through the proxy while slots move both ways between the groups
+/// (async and sync): afterwards no acknowledged write is lost, no read was stale, and the
+/// moved slots live only on their new group.
+#[test]
+fn migration_under_load_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (mut child, _out) = up(dir.path(), port);
+    // Data in two databases, some of it big, before the move.
+    let mut c = Conn::connect(port);
+    for db in ["0", "3"] {
+        c.cmd(&["SELECT", db]);
+        for i in 0..2000 {
+            c.send(&["SET".to_string(), format!("pre:{i}"), format!("{db}:{i}")]);
+        }
+        for _ in 0..2000 {
+            assert_eq!(c.read(), Some(Frame::simple("OK")));
+        }
+        let mut h = vec!["HSET".to_string(), "bighash".to_string()];
+        for i in 0..5000 {
+            h.extend([format!("f{i}"), format!("v{i}")]);
+        }
+        c.cmd(&h);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = Conn::connect(port);
+                c.set_timeout(Duration::from_secs(30));
+                let mut counters = vec![0i64; 32];
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let k = format!("w{t}:{i}");
+                    assert_eq!(
+                        c.cmd(&["SET", &k, &i.to_string()]),
+                        Frame::simple("OK"),
+                        "SET {k}"
+                    );
+                    // Read-your-write through the proxy: never stale, never missing.
+                    assert_eq!(text(&c.cmd(&["GET", &k])), i.to_string(), "GET {k}");
+                    let ck = format!("ctr:{t}:{}", i % 32);
+                    let r = c.cmd(&["INCR", &ck]);
+                    counters[(i % 32) as usize] += 1;
+                    assert_eq!(r, Frame::Integer(counters[(i % 32) as usize]), "INCR {ck}");
+                    i += 1;
+                }
+                (i, counters)
+            })
+        })
+        .collect();
+    // Wait for the writers to be going, then move slots: 0-39 to group 2 (async), and
+    // 1000-1015 to group 1 (sync).
+    rcodis_tests::wait_until("writers", Duration::from_secs(20), || {
+        c.cmd(&["SELECT", "0"]);
+        c.cmd(&["DBSIZE"]).as_integer().unwrap() > 3000
+    });
+    let out = ctl(dir.path(), &["slot", "migrate", "0-39", "--to", "2"]);
+    let so = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{so}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(so.matches("[OK] slot").count(), 40, "{so}");
+    let out = ctl(
+        dir.path(),
+        &[
+            "slot",
+            "migrate",
+            "1000-1015",
+            "--to",
+            "1",
+            "--method",
+            "sync",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second run finds nothing left to do.
+    let out = ctl(dir.path(), &["slot", "migrate", "0-39", "--to", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&ctl(dir.path(), &["slot", "status"]).stdout)
+            .contains("no migration")
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    // Every acknowledged write is there, once.
+    c.cmd(&["SELECT", "0"]);
+    for (t, (n, counters)) in results.iter().enumerate() {
+        assert!(*n > 0);
+        for i in (0..*n).step_by(7) {
+            assert_eq!(text(&c.cmd(&["GET", &format!("w{t}:{i}")])), i.to_string());
+        }
+        for (j, want) in counters.iter().enumerate() {
+            let got = c.cmd(&["GET", &format!("ctr:{t}:{j}")]);
+            if *want == 0 {
+                assert_eq!(got, Frame::NullBulk);
+            } else {
+                assert_eq!(text(&got), want.to_string(), "ctr:{t}:{j}");
+            }
+        }
+    }
+    for db in ["0", "3"] {
+        c.cmd(&["SELECT", db]);
+        for i in 0..2000 {
+            assert_eq!(
+                text(&c.cmd(&["GET", &format!("pre:{i}")])),
+                format!("{db}:{i}")
+            );
+        }
+        assert_eq!(c.cmd(&["HLEN", "bighash"]), Frame::Integer(5000));
+    }
+    // The moved slots are on their new group only.
+    let ports: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("cluster.json")).unwrap()).unwrap();
+    let g1 = ports["servers"][0].as_u64().unwrap() as u16;
+    let g2 = ports["servers"][1].as_u64().unwrap() as u16;
+    for db in ["0", "3"] {
+        let mut a = Conn::connect(g1);
+        a.cmd(&["SELECT", db]);
+        let r = a.cmd(&["SLOTSINFO", "0", "40"]);
+        assert_eq!(
+            r,
+            Frame::Array(vec![]),
+            "group 1 still holds slots 0-39 in db {db}"
+        );
+        let mut b = Conn::connect(g2);
+        b.cmd(&["SELECT", db]);
+        let r = b.cmd(&["SLOTSINFO", "1000", "16"]);
+        assert_eq!(
+            r,
+            Frame::Array(vec![]),
+            "group 2 still holds slots 1000-1015 in db {db}"
+        );
+    }
+    let st = String::from_utf8_lossy(&ctl(dir.path(), &["status"]).stdout).to_string();
+    assert!(
+        st.contains("40-511") && st.contains("0-39") && st.contains("1000-1015"),
+        "{st}"
+    );
+    unsafe_kill(child.id(), "TERM");
+    child.wait().unwrap();
+}

@@ -35,6 +35,9 @@ pub struct ProxyConfig {
     pub allow_flush: bool,
     /// Backend connect and read timeout (ms).
     pub backend_timeout_ms: u64,
+    /// How long a request for a locked slot (migration phase 1) waits for the next table,
+    /// and a request for a migrating slot for its key to leave the source (ms).
+    pub migration_wait_ms: u64,
 }
 
 impl Default for ProxyConfig {
@@ -54,6 +57,7 @@ impl Default for ProxyConfig {
             admin_commands: false,
             allow_flush: true,
             backend_timeout_ms: 5000,
+            migration_wait_ms: 10_000,
         }
     }
 }

@@ -80,6 +80,10 @@ pub struct Shard {
     /// Connections to the backends of the current table (same order), reused by address.
     pub backends: RefCell<Vec<Backend>>,
     pool: RefCell<HashMap<String, Backend>>,
+    /// Request batches still running, by the epoch of the table they started with: a new
+    /// epoch is acknowledged only once every batch of an older one has finished (so after a
+    /// slot's owner changes, nothing is still on its way to the old owner).
+    pub inflight: RefCell<std::collections::BTreeMap<u64, usize>>,
 }
 
 impl Shard {
@@ -104,8 +108,40 @@ impl Shard {
             })
             .collect();
         *self.backends.borrow_mut() = backends;
-        self.shared.applied[self.id].store(t.epoch, Ordering::Release);
         *self.table.borrow_mut() = t;
+        self.try_ack();
+    }
+
+    /// Acknowledges the current epoch once no batch of an older epoch is running.
+    pub fn try_ack(&self) {
+        let epoch = self.table.borrow().epoch;
+        if self.shared.applied[self.id].load(Ordering::Relaxed) == epoch {
+            return;
+        }
+        let drained = self.inflight.borrow().range(..epoch).all(|(_, n)| *n == 0);
+        if drained {
+            self.shared.applied[self.id].store(epoch, Ordering::Release);
+        }
+    }
+
+    /// A batch starts: returns its epoch (give it back to `end_batch`).
+    pub fn begin_batch(&self) -> u64 {
+        let e = self.table.borrow().epoch;
+        *self.inflight.borrow_mut().entry(e).or_insert(0) += 1;
+        e
+    }
+
+    /// A batch (or its part that counts for draining) is done.
+    pub fn end_batch(&self, epoch: u64) {
+        let mut m = self.inflight.borrow_mut();
+        if let Some(n) = m.get_mut(&epoch) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&epoch);
+            }
+        }
+        drop(m);
+        self.try_ack();
     }
 }
 
@@ -176,14 +212,16 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
                     table: RefCell::new(t),
                     backends: RefCell::new(Vec::new()),
                     pool: RefCell::new(HashMap::new()),
+                    inflight: RefCell::new(Default::default()),
                 });
                 shard.refresh();
                 // Pick up new tables even while no client sends anything.
                 let s2 = shard.clone();
                 glommio::spawn_local(async move {
                     loop {
-                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                        glommio::timer::sleep(Duration::from_millis(2)).await;
                         s2.refresh();
+                        s2.try_ack();
                     }
                 })
                 .detach();

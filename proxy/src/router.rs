@@ -32,16 +32,57 @@ pub enum Plan {
     Split(SplitKind, Vec<Part>),
     /// Sent to every backend, replies merged by the session.
     Fanout,
+    /// A key's slot is locked (migration phase 1): wait for the next table.
+    Locked(u16),
 }
 
-/// The slot's backend, or the reason it cannot be served now.
-fn backend_for(table: &SlotTable, slot: u16) -> Result<BackendId, String> {
+/// A key of a request whose slot is migrating: it must leave `source` for `target` first.
+#[derive(Debug, Clone)]
+pub struct Moving {
+    pub key: bytes::Bytes,
+    pub source: BackendId,
+    pub target: BackendId,
+    pub method: rcodis_core::topology::MigrationMethod,
+}
+
+/// The keys of a request that live in migrating slots.
+pub fn moving_keys(spec: &CommandSpec, req: &Request, table: &SlotTable) -> Vec<Moving> {
+    if req.len() < 2 || !table.any_migrating {
+        return Vec::new();
+    }
+    let args: SmallVec<[&[u8]; 8]> = req.args().collect();
+    let idx: SmallVec<[usize; 4]> = match spec.proxy {
+        ProxyPolicy::Split(SplitKind::Mset) => (1..args.len()).step_by(2).collect(),
+        ProxyPolicy::Split(_) => (1..args.len()).collect(),
+        _ => match cmd::key_indexes(spec, &args, false) {
+            Ok(k) => k.into_iter().collect(),
+            Err(_) => return Vec::new(),
+        },
+    };
+    idx.into_iter()
+        .filter_map(|i| {
+            let r = table.route(slot_of(args[i]));
+            Some(Moving {
+                key: req.arg_bytes(i),
+                source: r.migrate_from?,
+                target: r.backend?,
+                method: r.method,
+            })
+        })
+        .collect()
+}
+
+/// The slot's backend, or why it cannot be served now.
+fn backend_for(table: &SlotTable, slot: u16) -> Result<BackendId, Plan> {
     let r = table.route(slot);
     if r.locked {
-        return Err(format!("ERR slot {slot} is being migrated, retry shortly"));
+        return Err(Plan::Locked(slot));
     }
-    r.backend
-        .ok_or_else(|| format!("ERR slot {slot} is not served by any group (offline)"))
+    r.backend.ok_or_else(|| {
+        Plan::Reject(format!(
+            "ERR slot {slot} is not served by any group (offline)"
+        ))
+    })
 }
 
 /// Plans a request whose command is `spec`.
@@ -97,7 +138,7 @@ pub fn route(
             }
             match backend_for(table, slot) {
                 Ok(b) => Plan::Single(b),
-                Err(e) => Plan::Reject(e),
+                Err(p) => p,
             }
         }
     }
@@ -122,7 +163,7 @@ fn split(kind: SplitKind, spec: &CommandSpec, req: &Request, table: &SlotTable) 
         let slot = slot_of(req.arg(1 + k * step));
         let b = match backend_for(table, slot) {
             Ok(b) => b,
-            Err(e) => return Plan::Reject(e),
+            Err(p) => return p,
         };
         match per.iter_mut().find(|(x, _)| *x == b) {
             Some((_, v)) => v.push(k),

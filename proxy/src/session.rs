@@ -30,6 +30,9 @@ enum Slot {
         usize,
     ),
     Fanout(&'static str, Vec<oneshot::Receiver<Reply>>, Request),
+    /// The request's slot is locked (migration phase 1): it waits for the next table, in a
+    /// batch of its own, outside the epoch drain.
+    Locked(Request, u16),
 }
 
 struct Session {
@@ -89,6 +92,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut tmp = vec![0u8; 16 * 1024];
     let max_batch = shared.config.session_max_pipeline.max(1);
+    let mut pending: Option<Request> = None;
     'conn: loop {
         let n = match stream.read(&mut tmp).await {
             Ok(0) | Err(_) => break,
@@ -98,28 +102,55 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         loop {
             // At most session_max_pipeline requests in flight: the rest wait in the buffer.
             shard.refresh();
+            let mut batch_epoch = Some(shard.begin_batch());
             let mut slots: Vec<Slot> = Vec::new();
             let mut protocol_error = None;
+            let mut stopped_early = false;
             while slots.len() < max_batch {
-                match dec.decode(&mut rbuf) {
-                    Ok(Some(req)) => {
-                        slots.push(s.handle(req).await);
-                        if s.close {
+                let req = match pending.take() {
+                    Some(r) => r,
+                    None => match dec.decode(&mut rbuf) {
+                        Ok(Some(req)) => req,
+                        Ok(None) => break,
+                        Err(e) => {
+                            protocol_error = Some(e);
                             break;
                         }
+                    },
+                };
+                match s.handle(req).await {
+                    Slot::Locked(req, slot) => {
+                        if !slots.is_empty() {
+                            // Finish what is before it first.
+                            pending = Some(req);
+                            stopped_early = true;
+                            break;
+                        }
+                        if let Some(e) = batch_epoch.take() {
+                            shard.end_batch(e);
+                        }
+                        let waited = s.wait_unlocked(slot).await;
+                        batch_epoch = Some(shard.begin_batch());
+                        match waited {
+                            Ok(()) => pending = Some(req),
+                            Err(reply) => slots.push(Slot::Ready(reply)),
+                        }
                     }
-                    Ok(None) => break,
-                    Err(e) => {
-                        protocol_error = Some(e);
-                        break;
-                    }
+                    slot => slots.push(slot),
+                }
+                if s.close {
+                    break;
                 }
             }
-            let full = slots.len() >= max_batch;
+            let full = slots.len() >= max_batch || stopped_early;
             shared.commands[shard.id].fetch_add(slots.len() as u64, Ordering::Relaxed);
             let mut out = BytesMut::new();
             for slot in slots {
                 if let Slot::Dedicated(conn, rx) = slot {
+                    // A blocking wait may last forever: it does not hold back new epochs.
+                    if let Some(e) = batch_epoch.take() {
+                        shard.end_batch(e);
+                    }
                     // A blocking command: watch the client meanwhile. If it leaves, closing
                     // the dedicated connection makes the server drop the waiter (nothing is
                     // popped for a client that is gone).
@@ -153,6 +184,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             if let Some(e) = &protocol_error {
                 enc::write_error(&mut out, format!("ERR {e}").as_bytes());
                 s.close = true;
+            }
+            if let Some(e) = batch_epoch.take() {
+                shard.end_batch(e);
             }
             if !out.is_empty() && stream.write_all(&out).await.is_err() {
                 break 'conn;
@@ -227,6 +261,7 @@ async fn resolve(slot: Slot, shard: &Shard) -> Bytes {
             }
         }
         Slot::Fanout(name, rxs, req) => fanout_merge(name, rxs, &req, shard).await,
+        Slot::Locked(_, slot) => err(&format!("ERR slot {slot} is locked for a migration")),
     }
 }
 
@@ -326,13 +361,26 @@ impl Session {
         }
         let shared = self.shard.shared.clone();
         let table = self.shard.table.borrow().clone();
-        match route(
+        let wait = std::time::Duration::from_millis(shared.config.migration_wait_ms);
+        let deadline = std::time::Instant::now() + wait;
+        let plan = route(
             spec,
             &req,
             &table,
             shared.config.admin_commands,
             shared.config.allow_flush,
-        ) {
+        );
+        if let Plan::Locked(slot) = plan {
+            return Slot::Locked(req, slot);
+        }
+        let moving = crate::router::moving_keys(spec, &req, &table);
+        if !moving.is_empty() {
+            if let Some(reply) = self.moving(spec, &req, &table, moving, deadline).await {
+                return Slot::Ready(reply);
+            }
+        }
+        match plan {
+            Plan::Locked(_) => unreachable!("waited for above"),
             Plan::Reject(e) => Slot::Ready(err(&e)),
             Plan::Local => Slot::Ready(self.local(spec, &req)),
             Plan::Single(b) => {
@@ -372,6 +420,117 @@ impl Session {
             }
             Plan::Fanout => self.fanout(spec, req),
         }
+    }
+
+    /// Waits (outside any batch) until the shard's table no longer locks `slot`.
+    async fn wait_unlocked(&mut self, slot: u16) -> Result<(), Bytes> {
+        let wait = std::time::Duration::from_millis(self.shard.shared.config.migration_wait_ms);
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            self.shard.refresh();
+            if !self.shard.table.borrow().route(slot).locked {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(err(&format!(
+                    "ERR slot {slot} is locked for a migration: no new slot table within {} ms",
+                    wait.as_millis()
+                )));
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Keys in migrating slots must leave the source before the request goes to the target.
+    /// A single-key command with the semi-async method runs through SLOTSMGRT-EXEC-WRAPPER
+    /// on the source (answered there if the key is still there and not being moved; sent on
+    /// to the target if it is gone; retried while it is mid-move). Anything else first moves
+    /// each of its keys with SLOTSMGRTTAGONE. Returns the reply when the source answered it
+    /// (or an error), None when the request may now go to the target as planned.
+    async fn moving(
+        &mut self,
+        spec: &'static CommandSpec,
+        req: &Request,
+        table: &crate::table::SlotTable,
+        moving: Vec<crate::router::Moving>,
+        deadline: std::time::Instant,
+    ) -> Option<Bytes> {
+        let backends = self.shard.backends.borrow().clone();
+        let single = moving.len() == 1
+            && matches!(
+                spec.proxy,
+                rcodis_core::cmd::ProxyPolicy::Forward | rcodis_core::cmd::ProxyPolicy::SameSlot
+            )
+            && !spec.has(rcodis_core::cmd::CommandFlags::BLOCKING);
+        let pause = || glommio::timer::sleep(std::time::Duration::from_millis(2));
+        if single && moving[0].method == rcodis_core::topology::MigrationMethod::SemiAsync {
+            let m = &moving[0];
+            let mut args: Vec<&[u8]> = vec![b"SLOTSMGRT-EXEC-WRAPPER", &m.key];
+            args.extend(req.args());
+            let wrapped = raw(&Request::from_args(&args));
+            loop {
+                let r = match backends[m.source as usize]
+                    .send(wrapped.clone(), self.db)
+                    .await
+                {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => {
+                        return Some(err(&format!("ERR source of a migrating slot: {e}")))
+                    }
+                    Err(_) => return Some(err("ERR backend connection dropped the request")),
+                };
+                match parse(&r) {
+                    Some(Frame::Array(v)) if v.len() == 2 => match v[0] {
+                        Frame::Integer(2) | Frame::Integer(-1) => return Some(frame(&v[1])),
+                        // Gone from the source: the target has it (or nobody does).
+                        Frame::Integer(0) => return None,
+                        // Being moved right now: ask again shortly.
+                        _ => {}
+                    },
+                    _ => return Some(r),
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Some(err(
+                        "ERR key is being migrated: still moving after the wait limit, retry",
+                    ));
+                }
+                pause().await;
+            }
+        }
+        let timeout = self.shard.shared.config.backend_timeout_ms.to_string();
+        for m in moving {
+            let target = &table.backends[m.target as usize];
+            let (host, port) = target.rsplit_once(':').unwrap_or((target, "0"));
+            let args: [&[u8]; 5] = [
+                b"SLOTSMGRTTAGONE",
+                host.as_bytes(),
+                port.as_bytes(),
+                timeout.as_bytes(),
+                &m.key,
+            ];
+            let cmd = raw(&Request::from_args(args));
+            loop {
+                let r = match backends[m.source as usize].send(cmd.clone(), self.db).await {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => {
+                        return Some(err(&format!("ERR source of a migrating slot: {e}")))
+                    }
+                    Err(_) => return Some(err("ERR backend connection dropped the request")),
+                };
+                if r.first() != Some(&b'-') {
+                    break;
+                }
+                let busy = r.windows(14).any(|w| w == b"being migrated");
+                if !busy || std::time::Instant::now() >= deadline {
+                    return Some(err(&format!(
+                        "ERR cannot move key out of a migrating slot: {}",
+                        String::from_utf8_lossy(&r[1..]).trim_end()
+                    )));
+                }
+                pause().await;
+            }
+        }
+        None
     }
 
     fn fanout(&mut self, spec: &'static CommandSpec, req: Request) -> Slot {

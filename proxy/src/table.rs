@@ -2,7 +2,7 @@
 //! it to. Built whole from a [`Topology`] and replaced whole when the epoch changes.
 
 use rcodis_core::slot::NUM_SLOTS;
-use rcodis_core::topology::{Epoch, GroupId, Topology};
+use rcodis_core::topology::{Epoch, GroupId, MigrationMethod, Topology};
 
 /// Index into [`SlotTable::backends`].
 pub type BackendId = u16;
@@ -16,6 +16,8 @@ pub struct SlotRoute {
     pub locked: bool,
     /// While migrating, the source the key must have left first.
     pub migrate_from: Option<BackendId>,
+    /// How a key leaves the source (EXEC-WRAPPER or SLOTSMGRTTAGONE).
+    pub method: MigrationMethod,
 }
 
 /// An immutable routing snapshot.
@@ -27,6 +29,8 @@ pub struct SlotTable {
     /// Group of each backend (same index).
     pub groups: Vec<GroupId>,
     pub slots: Vec<SlotRoute>,
+    /// Whether any slot is migrating (requests then check their keys).
+    pub any_migrating: bool,
 }
 
 impl SlotTable {
@@ -37,6 +41,7 @@ impl SlotTable {
             backends: Vec::new(),
             groups: Vec::new(),
             slots: vec![SlotRoute::default(); NUM_SLOTS],
+            any_migrating: false,
         }
     }
 
@@ -59,13 +64,15 @@ impl SlotTable {
                     backend: r.backend.and_then(|g| id_of.get(&g).copied()),
                     locked: r.locked,
                     migrate_from: r.migrate_from.and_then(|g| id_of.get(&g).copied()),
+                    method: r.method,
                 }
             })
-            .collect();
+            .collect::<Vec<SlotRoute>>();
         SlotTable {
             epoch: t.epoch,
             backends,
             groups,
+            any_migrating: slots.iter().any(|r| r.migrate_from.is_some()),
             slots,
         }
     }
@@ -116,7 +123,8 @@ mod tests {
             SlotRoute {
                 backend: Some(1),
                 locked: false,
-                migrate_from: Some(0)
+                migrate_from: Some(0),
+                method: MigrationMethod::SemiAsync,
             }
         );
         assert_eq!(st.route(1023).backend, None);

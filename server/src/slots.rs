@@ -398,6 +398,9 @@ pub async fn mgrt_one(
             if !st.dbs[db].exists(&key, now_ms()) {
                 return Ok(0);
             }
+            if crate::slots_async::migrating(st, db, &key) {
+                return Err("the specified key is being migrated".to_string());
+            }
             let keys = if tag {
                 tag_siblings(st, db, &key)
             } else {

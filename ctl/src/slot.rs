@@ -1,0 +1,598 @@
+//! Slot commands and the migration driver (codis-spec §4.3–4.4).
+//!
+//! Every change is a compare-and-swap of the whole topology with a higher epoch. A migration
+//! walks each slot through pending → preparing → prepared → migrating → finished → owned by
+//! the target. Entering `prepared` (every proxy locks the slot and drains what it has in
+//! flight for it) and `migrating` (every proxy routes to the target, moving each touched key
+//! off the source first) waits until every registered proxy has acknowledged the epoch: the
+//! two-phase commit that keeps any proxy from writing the source while another writes the
+//! target. If a proxy does not acknowledge phase 1 in time, the slot goes back to
+//! `preparing` (unlocked) and the command fails; running it again resumes every slot from the
+//! state it was left in.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Subcommand;
+use rcodis_core::coord::{layout, Coordinator};
+use rcodis_core::resp::{Frame, FrameDecoder, Request};
+use rcodis_core::slot::NUM_SLOTS;
+use rcodis_core::topology::{
+    GroupId, MigrationMethod, MigrationState, ProxyInfo, SlotAction, Topology,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug, Subcommand)]
+pub enum SlotCmd {
+    /// Spread every offline slot evenly over the groups.
+    Init,
+    /// Give offline slots to a group.
+    Assign { range: String, group: GroupId },
+    /// Move slots to a group while the cluster serves.
+    Migrate {
+        range: String,
+        /// Target group.
+        #[arg(long)]
+        to: GroupId,
+        /// async (SLOTSMGRTTAGSLOT-ASYNC, proxies use SLOTSMGRT-EXEC-WRAPPER) or sync.
+        #[arg(long, default_value = "async")]
+        method: String,
+        /// Only record the plan (a later `slot migrate` without --detach drives it).
+        #[arg(long)]
+        detach: bool,
+        /// Password of the servers (their requirepass), if any.
+        #[arg(long, default_value = "")]
+        auth: String,
+        /// Seconds to wait for every proxy to acknowledge an epoch.
+        #[arg(long, default_value_t = 30)]
+        ack_timeout: u64,
+    },
+    /// Slots with a migration planned or under way (all, or those in RANGE).
+    Status { range: Option<String> },
+}
+
+/// Parses `N`, `N-M`, or a comma list of those.
+pub fn parse_range(s: &str) -> anyhow::Result<Vec<u16>> {
+    let mut v = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let a: u16 = a.parse().with_context(|| format!("bad slot '{a}'"))?;
+        let b: u16 = b.parse().with_context(|| format!("bad slot '{b}'"))?;
+        if a > b || b as usize >= NUM_SLOTS {
+            anyhow::bail!("bad slot range '{part}' (slots are 0-{})", NUM_SLOTS - 1);
+        }
+        v.extend(a..=b);
+    }
+    if v.is_empty() {
+        anyhow::bail!("empty slot range");
+    }
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
+
+/// Reads the topology.
+pub async fn load(c: &Arc<dyn Coordinator>, product: &str) -> anyhow::Result<Topology> {
+    match c.get(&layout::topology_key(product)).await? {
+        Some(d) => Topology::from_json(&d).map_err(|e| anyhow::anyhow!("bad topology: {e}")),
+        None => anyhow::bail!("no cluster named '{product}' in the coordinator"),
+    }
+}
+
+/// Applies `f` to the topology with a higher epoch, atomically (retries on a concurrent
+/// change). Returns the new topology.
+pub async fn update(
+    c: &Arc<dyn Coordinator>,
+    product: &str,
+    mut f: impl FnMut(&mut Topology) -> anyhow::Result<()>,
+) -> anyhow::Result<Topology> {
+    let key = layout::topology_key(product);
+    loop {
+        let old = c.get(&key).await?;
+        let mut t = match &old {
+            Some(d) => Topology::from_json(d).map_err(|e| anyhow::anyhow!("bad topology: {e}"))?,
+            None => Topology::new(),
+        };
+        f(&mut t)?;
+        t.epoch += 1;
+        t.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        if c.compare_and_swap(&key, old.as_deref(), Some(&t.to_json()))
+            .await?
+        {
+            return Ok(t);
+        }
+    }
+}
+
+async fn proxies(c: &Arc<dyn Coordinator>, product: &str) -> anyhow::Result<Vec<ProxyInfo>> {
+    Ok(c.list(&layout::proxy_prefix(product))
+        .await?
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+        .collect())
+}
+
+/// Waits until every registered proxy has applied `epoch`.
+async fn wait_acks(
+    c: &Arc<dyn Coordinator>,
+    product: &str,
+    epoch: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ps = proxies(c, product).await?;
+        let lagging: Vec<String> = ps
+            .iter()
+            .filter(|p| p.applied_epoch < epoch)
+            .map(|p| {
+                format!(
+                    "{} ({}, at epoch {})",
+                    p.token, p.proxy_addr, p.applied_epoch
+                )
+            })
+            .collect();
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "proxies did not acknowledge epoch {epoch} within {} s: {}",
+                timeout.as_secs(),
+                lagging.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A minimal RESP client for the servers.
+struct Client {
+    stream: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+    dec: FrameDecoder,
+}
+
+impl Client {
+    async fn connect(addr: &str, auth: &str) -> anyhow::Result<Client> {
+        let stream =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| anyhow::anyhow!("connect {addr}: timed out"))?
+                .with_context(|| format!("connect {addr}"))?;
+        stream.set_nodelay(true).ok();
+        let mut c = Client {
+            stream,
+            buf: bytes::BytesMut::new(),
+            dec: FrameDecoder::default(),
+        };
+        if !auth.is_empty() {
+            c.call(&["AUTH", auth]).await?;
+        }
+        Ok(c)
+    }
+
+    async fn call(&mut self, args: &[&str]) -> anyhow::Result<Frame> {
+        let mut out = Vec::new();
+        Request::from_args(args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>())
+            .write_resp(&mut out);
+        self.stream.write_all(&out).await?;
+        loop {
+            if let Some(f) = self.dec.decode(&mut self.buf)? {
+                if let Frame::Error(e) = &f {
+                    anyhow::bail!("{}: {}", args[0], String::from_utf8_lossy(e));
+                }
+                return Ok(f);
+            }
+            let mut tmp = [0u8; 16 * 1024];
+            let n = tokio::time::timeout(Duration::from_secs(120), self.stream.read(&mut tmp))
+                .await
+                .map_err(|_| anyhow::anyhow!("{}: no reply within 120 s", args[0]))??;
+            if n == 0 {
+                anyhow::bail!("{}: connection closed", args[0]);
+            }
+            self.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+}
+
+fn int(f: &Frame) -> Option<i64> {
+    match f {
+        Frame::Integer(i) => Some(*i),
+        _ => None,
+    }
+}
+
+/// Databases of a server that hold keys (from INFO keyspace).
+async fn dbs_with_keys(c: &mut Client) -> anyhow::Result<Vec<usize>> {
+    let info = c.call(&["INFO", "keyspace"]).await?;
+    let text = info
+        .as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("db")?.split(':').next()?.parse().ok())
+        .collect())
+}
+
+/// Moves every key of `slot` from `source` to `target` (each database in turn). Returns
+/// how many keys moved.
+async fn move_data(
+    source: &str,
+    target: &str,
+    slot: u16,
+    method: MigrationMethod,
+    auth: &str,
+) -> anyhow::Result<u64> {
+    let mut c = Client::connect(source, auth).await?;
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("bad target address {target}"))?;
+    let slot_s = slot.to_string();
+    let mut moved = 0u64;
+    loop {
+        let mut left_anywhere = false;
+        for db in dbs_with_keys(&mut c).await? {
+            c.call(&["SELECT", &db.to_string()]).await?;
+            loop {
+                let r = match method {
+                    MigrationMethod::SemiAsync => {
+                        c.call(&[
+                            "SLOTSMGRTTAGSLOT-ASYNC",
+                            host,
+                            port,
+                            "5000",
+                            "200",
+                            "33554432",
+                            &slot_s,
+                            "500",
+                        ])
+                        .await?
+                    }
+                    MigrationMethod::Sync => {
+                        c.call(&["SLOTSMGRTTAGSLOT", host, port, "30000", &slot_s])
+                            .await?
+                    }
+                };
+                let (n, left) = match r.as_array() {
+                    Some(v) if v.len() == 2 => (int(&v[0]).unwrap_or(0), int(&v[1]).unwrap_or(0)),
+                    _ => anyhow::bail!("unexpected migration reply {r:?}"),
+                };
+                moved += n.max(0) as u64;
+                if left == 0 {
+                    break;
+                }
+                if n == 0 {
+                    // Keys left but none moved: they are expiring or busy; look again soon.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            let info = c.call(&["SLOTSINFO", &slot_s, "1"]).await?;
+            if info.as_array().is_some_and(|v| !v.is_empty()) {
+                left_anywhere = true;
+            }
+        }
+        if !left_anywhere {
+            return Ok(moved);
+        }
+    }
+}
+
+fn master(t: &Topology, g: GroupId) -> anyhow::Result<String> {
+    t.groups
+        .get(&g)
+        .and_then(|g| g.master())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("group {g} has no server"))
+}
+
+fn set_state(t: &mut Topology, slot: u16, state: MigrationState) -> anyhow::Result<()> {
+    let a = t.slots[slot as usize]
+        .action
+        .as_mut()
+        .ok_or_else(|| anyhow::anyhow!("slot {slot} has no migration any more"))?;
+    a.state = state;
+    Ok(())
+}
+
+/// Drives one slot's migration from whatever state it is in to the end.
+async fn drive(
+    c: &Arc<dyn Coordinator>,
+    product: &str,
+    slot: u16,
+    auth: &str,
+    ack: Duration,
+    json: bool,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut moved = 0;
+    loop {
+        let t = load(c, product).await?;
+        let Some(a) = t.slots[slot as usize].action.clone() else {
+            break;
+        };
+        match a.state {
+            MigrationState::Pending => {
+                update(c, product, |t| {
+                    set_state(t, slot, MigrationState::Preparing)
+                })
+                .await?;
+            }
+            MigrationState::Preparing => {
+                // Phase 1: every proxy locks the slot and drains it.
+                let t =
+                    update(c, product, |t| set_state(t, slot, MigrationState::Prepared)).await?;
+                if let Err(e) = wait_acks(c, product, t.epoch, ack).await {
+                    update(c, product, |t| {
+                        set_state(t, slot, MigrationState::Preparing)
+                    })
+                    .await?;
+                    return Err(e.context(format!("slot {slot}: phase 1 (prepared) rolled back")));
+                }
+            }
+            MigrationState::Prepared => {
+                // Phase 2: every proxy routes to the target, keys leave the source first.
+                let t = update(c, product, |t| {
+                    set_state(t, slot, MigrationState::Migrating)
+                })
+                .await?;
+                wait_acks(c, product, t.epoch, ack)
+                    .await
+                    .map_err(|e| e.context(format!("slot {slot}: phase 2 (migrating)")))?;
+            }
+            MigrationState::Migrating => {
+                let source = master(&t, t.slots[slot as usize].group)?;
+                let target = master(&t, a.target)?;
+                moved = move_data(&source, &target, slot, a.method, auth)
+                    .await
+                    .map_err(|e| {
+                        e.context(format!("slot {slot}: moving data {source} -> {target}"))
+                    })?;
+                let t =
+                    update(c, product, |t| set_state(t, slot, MigrationState::Finished)).await?;
+                wait_acks(c, product, t.epoch, ack).await?;
+            }
+            MigrationState::Finished => {
+                update(c, product, |t| {
+                    let s = &mut t.slots[slot as usize];
+                    if let Some(a) = s.action.take() {
+                        s.group = a.target;
+                    }
+                    Ok(())
+                })
+                .await?;
+            }
+        }
+    }
+    let t = load(c, product).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"slot": slot, "group": t.slots[slot as usize].group, "keys": moved, "ms": started.elapsed().as_millis() as u64})
+        );
+    } else {
+        println!(
+            "[OK] slot {slot:4} -> group {}: {moved} keys in {} ms",
+            t.slots[slot as usize].group,
+            started.elapsed().as_millis()
+        );
+    }
+    Ok(())
+}
+
+pub async fn run(
+    cmd: SlotCmd,
+    c: Arc<dyn Coordinator>,
+    product: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    match cmd {
+        SlotCmd::Init => {
+            let t = update(&c, product, |t| {
+                let groups: Vec<GroupId> = t.groups.keys().copied().collect();
+                if groups.is_empty() {
+                    anyhow::bail!("no groups: add one with `group add`");
+                }
+                let mut counts: std::collections::BTreeMap<GroupId, usize> =
+                    groups.iter().map(|g| (*g, 0)).collect();
+                for s in &t.slots {
+                    if let Some(n) = counts.get_mut(&s.group) {
+                        *n += 1;
+                    }
+                }
+                for s in t.slots.iter_mut().filter(|s| s.group == 0) {
+                    let (&g, n) = counts.iter_mut().min_by_key(|(_, n)| **n).expect("groups");
+                    s.group = g;
+                    *n += 1;
+                }
+                Ok(())
+            })
+            .await?;
+            println!(
+                "slots spread over {} groups (epoch {})",
+                t.groups.len(),
+                t.epoch
+            );
+        }
+        SlotCmd::Assign { range, group } => {
+            let slots = parse_range(&range)?;
+            let t = update(&c, product, |t| {
+                if !t.groups.contains_key(&group) {
+                    anyhow::bail!("no group {group}");
+                }
+                for &s in &slots {
+                    let e = &mut t.slots[s as usize];
+                    if e.group != 0 {
+                        anyhow::bail!("slot {s} belongs to group {}: use `slot migrate`", e.group);
+                    }
+                    e.group = group;
+                }
+                Ok(())
+            })
+            .await?;
+            println!(
+                "{} slots assigned to group {group} (epoch {})",
+                slots.len(),
+                t.epoch
+            );
+        }
+        SlotCmd::Status { range } => {
+            let t = load(&c, product).await?;
+            let want = match range {
+                Some(r) => parse_range(&r)?,
+                None => (0..NUM_SLOTS as u16).collect(),
+            };
+            let rows: Vec<_> = want
+                .iter()
+                .filter_map(|&s| {
+                    let e = &t.slots[s as usize];
+                    e.action.as_ref().map(|a| (s, e.group, a.clone()))
+                })
+                .collect();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(
+                        &rows
+                            .iter()
+                            .map(
+                                |(s, g, a)| serde_json::json!({"slot": s, "group": g, "action": a})
+                            )
+                            .collect::<Vec<_>>()
+                    )?
+                );
+            } else if rows.is_empty() {
+                println!("no migration planned or under way");
+            } else {
+                println!(
+                    "{:<6} {:<6} {:<6} {:<10} {:<10}",
+                    "slot", "from", "to", "state", "method"
+                );
+                for (s, g, a) in rows {
+                    println!(
+                        "{:<6} {:<6} {:<6} {:<10} {:<10}",
+                        s,
+                        g,
+                        a.target,
+                        format!("{:?}", a.state).to_lowercase(),
+                        match a.method {
+                            MigrationMethod::Sync => "sync",
+                            MigrationMethod::SemiAsync => "async",
+                        }
+                    );
+                }
+            }
+        }
+        SlotCmd::Migrate {
+            range,
+            to,
+            method,
+            detach,
+            auth,
+            ack_timeout,
+        } => {
+            let slots = parse_range(&range)?;
+            let method = match method.as_str() {
+                "async" | "semi-async" => MigrationMethod::SemiAsync,
+                "sync" => MigrationMethod::Sync,
+                m => anyhow::bail!("--method is async or sync, not '{m}'"),
+            };
+            // Record the plan: a pending action for every slot not already there or moving.
+            let t = update(&c, product, |t| {
+                if !t.groups.get(&to).is_some_and(|g| !g.servers.is_empty()) {
+                    anyhow::bail!("group {to} does not exist or has no server");
+                }
+                let mut index = t
+                    .slots
+                    .iter()
+                    .filter_map(|s| s.action.as_ref().map(|a| a.index))
+                    .max()
+                    .unwrap_or(0);
+                for &s in &slots {
+                    let e = &mut t.slots[s as usize];
+                    if let Some(a) = &e.action {
+                        if a.target != to {
+                            anyhow::bail!("slot {s} is already moving to group {}", a.target);
+                        }
+                        continue;
+                    }
+                    if e.group == to {
+                        continue;
+                    }
+                    if e.group == 0 {
+                        anyhow::bail!("slot {s} is offline: use `slot assign`");
+                    }
+                    index += 1;
+                    e.action = Some(SlotAction {
+                        index,
+                        state: MigrationState::Pending,
+                        target: to,
+                        method,
+                    });
+                }
+                Ok(())
+            })
+            .await?;
+            let mut todo: Vec<(u64, u16)> = slots
+                .iter()
+                .filter_map(|&s| t.slots[s as usize].action.as_ref().map(|a| (a.index, s)))
+                .collect();
+            todo.sort_unstable();
+            if detach {
+                println!(
+                    "{} slot migrations recorded (epoch {})",
+                    todo.len(),
+                    t.epoch
+                );
+                return Ok(());
+            }
+            // One driver at a time per product.
+            let holder = format!("rcodis-ctl slot migrate (pid {})", std::process::id());
+            let lock = c
+                .lock(&layout::lock_key(product), &holder, Duration::from_secs(10))
+                .await
+                .map_err(|e| anyhow::anyhow!("another driver runs: {e}"))?;
+            let total = todo.len();
+            let mut result = Ok(());
+            for (i, (_, slot)) in todo.into_iter().enumerate() {
+                result = drive(
+                    &c,
+                    product,
+                    slot,
+                    &auth,
+                    Duration::from_secs(ack_timeout),
+                    json,
+                )
+                .await;
+                if result.is_err() {
+                    break;
+                }
+                if !json && total > 1 {
+                    eprintln!("progress: {}/{total} slots", i + 1);
+                }
+            }
+            lock.release().await;
+            result?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("5").unwrap(), vec![5]);
+        assert_eq!(parse_range("1-3,7, 2").unwrap(), vec![1, 2, 3, 7]);
+        assert!(parse_range("3-1").is_err());
+        assert!(parse_range("1024").is_err());
+        assert!(parse_range("x").is_err());
+    }
+}
