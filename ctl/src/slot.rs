@@ -504,7 +504,7 @@ pub async fn run(
             };
             // Record the plan: a pending action for every slot not already there or moving.
             let t = update(&c, product, |t| {
-                if !t.groups.get(&to).is_some_and(|g| !g.servers.is_empty()) {
+                if t.groups.get(&to).is_none_or(|g| g.servers.is_empty()) {
                     anyhow::bail!("group {to} does not exist or has no server");
                 }
                 let mut index = t
