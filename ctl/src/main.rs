@@ -6,10 +6,13 @@
 //!   status  groups, slot ranges per group, registered proxies and their applied epochs
 //!
 //!   slot    init | assign RANGE GROUP | migrate RANGE --to GROUP | status [RANGE]
+//!   group   add ID | remove ID | list          server  add GROUP ADDR | remove GROUP ADDR
+//!   proxy   list | remove TOKEN                rebalance [--dry-run]
 //! ```
 //!
-//! Group/server/proxy editing, rebalance and the dashboard are not written yet.
+//! The dashboard (HTTP API and background driver) is not written yet.
 
+mod admin;
 mod slot;
 mod up;
 
@@ -44,6 +47,31 @@ enum Cmd {
     /// Slot assignment and migration.
     #[command(subcommand)]
     Slot(slot::SlotCmd),
+    /// Groups.
+    #[command(subcommand)]
+    Group(admin::GroupCmd),
+    /// Servers of a group.
+    #[command(subcommand)]
+    Server(admin::ServerCmd),
+    /// Registered proxies.
+    #[command(subcommand)]
+    Proxy(admin::ProxyCmd),
+    /// Even the slots over the groups with the fewest moves; prints the plan, then runs it.
+    Rebalance {
+        /// Print the plan only.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value = "async")]
+        method: String,
+        #[arg(long, default_value = "")]
+        auth: String,
+        #[arg(long, default_value_t = 30)]
+        ack_timeout: u64,
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        #[arg(long)]
+        force_unlock: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,12 +91,37 @@ fn main() -> ExitCode {
         match cli.cmd {
             Cmd::Up(a) => up::run(a, &cli.product).await,
             Cmd::Status => status(cli.coordinator.as_deref(), &cli.product, cli.json).await,
-            Cmd::Slot(cmd) => {
+            cmd => {
                 let url = cli.coordinator.as_deref().ok_or_else(|| {
                     anyhow::anyhow!("give --coordinator URL (for `up`: file://DIR/coordinator)")
                 })?;
                 let c = coord::connect(url).await?;
-                slot::run(cmd, c, &cli.product, cli.json).await
+                match cmd {
+                    Cmd::Slot(cmd) => slot::run(cmd, c, &cli.product, cli.json).await,
+                    Cmd::Group(cmd) => admin::group(cmd, c, &cli.product, cli.json).await,
+                    Cmd::Server(cmd) => admin::server(cmd, c, &cli.product).await,
+                    Cmd::Proxy(cmd) => admin::proxy(cmd, c, &cli.product, cli.json).await,
+                    Cmd::Rebalance {
+                        dry_run,
+                        method,
+                        auth,
+                        ack_timeout,
+                        parallel,
+                        force_unlock,
+                    } => {
+                        let opts = slot::DriveOpts {
+                            method: slot::parse_method(&method)?,
+                            detach: false,
+                            auth,
+                            ack: std::time::Duration::from_secs(ack_timeout),
+                            parallel,
+                            force_unlock,
+                            json: cli.json,
+                        };
+                        rebalance(c, &cli.product, dry_run, &opts).await
+                    }
+                    Cmd::Up(_) | Cmd::Status => unreachable!("handled above"),
+                }
             }
         }
     });
@@ -79,6 +132,54 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `rebalance`: offline slots are assigned (no data to move), the others migrate.
+async fn rebalance(
+    c: std::sync::Arc<dyn rcodis_core::coord::Coordinator>,
+    product: &str,
+    dry_run: bool,
+    opts: &slot::DriveOpts,
+) -> anyhow::Result<()> {
+    let t = slot::load(&c, product).await?;
+    let plan = admin::rebalance_plan(&t)?;
+    // Migrations already recorded (an earlier run that stopped) are finished too.
+    let resumed: Vec<(u16, u16)> = t
+        .slots
+        .iter()
+        .filter_map(|s| s.action.as_ref().map(|a| (s.id, a.target)))
+        .collect();
+    if plan.is_empty() && resumed.is_empty() {
+        println!("already balanced");
+        return Ok(());
+    }
+    if !resumed.is_empty() {
+        println!("resuming {} recorded migrations", resumed.len());
+    }
+    let mut per: std::collections::BTreeMap<(u16, u16), Vec<u16>> = Default::default();
+    for (s, from, to) in &plan {
+        per.entry((*from, *to)).or_default().push(*s);
+    }
+    for ((from, to), slots) in &per {
+        let from = if *from == 0 { "offline".to_string() } else { format!("group {from}") };
+        println!("{from} -> group {to}: {} slots ({})", slots.len(), ranges(slots));
+    }
+    if dry_run {
+        return Ok(());
+    }
+    let offline: Vec<(u16, u16)> = plan.iter().filter(|p| p.1 == 0).map(|p| (p.0, p.2)).collect();
+    if !offline.is_empty() {
+        slot::update(&c, product, |t| {
+            for (s, g) in &offline {
+                t.slots[*s as usize].group = *g;
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    let mut moves: Vec<(u16, u16)> = resumed;
+    moves.extend(plan.iter().filter(|p| p.1 != 0).map(|p| (p.0, p.2)));
+    slot::migrate(&c, product, &moves, opts).await
 }
 
 /// Slot ranges (`0-511, 700`) of a sorted slot list.

@@ -10,6 +10,7 @@
 //! `preparing` (unlocked) and the command fails; running it again resumes every slot from the
 //! state it was left in.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,9 +48,145 @@ pub enum SlotCmd {
         /// Seconds to wait for every proxy to acknowledge an epoch.
         #[arg(long, default_value_t = 30)]
         ack_timeout: u64,
+        /// Slots migrating at once (each group in at most one of them).
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Take the driver lock even if a (dead) holder has it.
+        #[arg(long)]
+        force_unlock: bool,
     },
     /// Slots with a migration planned or under way (all, or those in RANGE).
     Status { range: Option<String> },
+}
+
+/// `async` or `sync`.
+pub fn parse_method(m: &str) -> anyhow::Result<MigrationMethod> {
+    match m {
+        "async" | "semi-async" => Ok(MigrationMethod::SemiAsync),
+        "sync" => Ok(MigrationMethod::Sync),
+        m => anyhow::bail!("--method is async or sync, not '{m}'"),
+    }
+}
+
+/// How to drive migrations.
+pub struct DriveOpts {
+    pub method: MigrationMethod,
+    pub detach: bool,
+    pub auth: String,
+    pub ack: Duration,
+    pub parallel: usize,
+    pub force_unlock: bool,
+    pub json: bool,
+}
+
+/// Records a pending migration for each `(slot, target)` not already there, then (unless
+/// detached) drives every migration of these slots to the end: up to `parallel` at once, a
+/// group taking part in at most one of them at a time.
+pub async fn migrate(
+    c: &Arc<dyn Coordinator>,
+    product: &str,
+    moves: &[(u16, GroupId)],
+    o: &DriveOpts,
+) -> anyhow::Result<()> {
+    let method = o.method;
+    let t = update(c, product, |t| {
+        let mut index = t
+            .slots
+            .iter()
+            .filter_map(|s| s.action.as_ref().map(|a| a.index))
+            .max()
+            .unwrap_or(0);
+        for &(s, to) in moves {
+            if t.groups.get(&to).is_none_or(|g| g.servers.is_empty()) {
+                anyhow::bail!("group {to} does not exist or has no server");
+            }
+            let e = &mut t.slots[s as usize];
+            if let Some(a) = &e.action {
+                if a.target != to {
+                    anyhow::bail!("slot {s} is already moving to group {}", a.target);
+                }
+                continue;
+            }
+            if e.group == to {
+                continue;
+            }
+            if e.group == 0 {
+                anyhow::bail!("slot {s} is offline: use `slot assign`");
+            }
+            index += 1;
+            e.action = Some(SlotAction {
+                index,
+                state: MigrationState::Pending,
+                target: to,
+                method,
+            });
+        }
+        Ok(())
+    })
+    .await?;
+    let mut todo: Vec<(u64, u16)> = moves
+        .iter()
+        .filter_map(|&(s, _)| t.slots[s as usize].action.as_ref().map(|a| (a.index, s)))
+        .collect();
+    todo.sort_unstable();
+    todo.dedup();
+    if o.detach {
+        println!("{} slot migrations recorded (epoch {})", todo.len(), t.epoch);
+        return Ok(());
+    }
+    // One driver at a time per product.
+    let lock_key = layout::lock_key(product);
+    if o.force_unlock && c.force_unlock(&lock_key).await? {
+        eprintln!("removed the previous driver's lock");
+    }
+    let holder = format!("rcodis-ctl slot migrate (pid {})", std::process::id());
+    let lock = c
+        .lock(&lock_key, &holder, Duration::from_secs(10))
+        .await
+        .map_err(|e| anyhow::anyhow!("another driver runs ({e}); if it is dead, add --force-unlock"))?;
+    let total = todo.len();
+    let mut done = 0;
+    let mut result = Ok(());
+    let mut queue: std::collections::VecDeque<u16> = todo.into_iter().map(|(_, s)| s).collect();
+    while !queue.is_empty() && result.is_ok() {
+        // Batches of up to `parallel` slots sharing one (source, target) pair; batches whose
+        // groups are all distinct run at once.
+        let t = load(c, product).await?;
+        let mut busy: std::collections::BTreeSet<GroupId> = Default::default();
+        let mut batches: Vec<((GroupId, GroupId), Vec<u16>)> = Vec::new();
+        let mut rest = std::collections::VecDeque::new();
+        while let Some(s) = queue.pop_front() {
+            let e = &t.slots[s as usize];
+            let pair = (e.group, e.action.as_ref().map_or(0, |a| a.target));
+            if let Some((_, b)) = batches.iter_mut().find(|(p, _)| *p == pair) {
+                if b.len() < o.parallel.max(1) {
+                    b.push(s);
+                    continue;
+                }
+            } else if !busy.contains(&pair.0) && !busy.contains(&pair.1) {
+                busy.extend([pair.0, pair.1]);
+                batches.push((pair, vec![s]));
+                continue;
+            }
+            rest.push_back(s);
+        }
+        queue = rest;
+        let results = futures::future::join_all(
+            batches.iter().map(|(_, b)| drive(c, product, b, &o.auth, o.ack, o.json)),
+        )
+        .await;
+        for (r, (_, b)) in results.into_iter().zip(&batches) {
+            if r.is_err() && result.is_ok() {
+                result = r;
+            }
+            done += b.len();
+        }
+        if !o.json && total > 1 {
+            eprintln!("progress: {done}/{total} slots");
+        }
+    }
+    lock.release().await;
+    result
 }
 
 /// Parses `N`, `N-M`, or a comma list of those.
@@ -300,68 +437,82 @@ fn set_state(t: &mut Topology, slot: u16, state: MigrationState) -> anyhow::Resu
     Ok(())
 }
 
-/// Drives one slot's migration from whatever state it is in to the end.
+fn set_states(t: &mut Topology, slots: &[u16], state: MigrationState) -> anyhow::Result<()> {
+    for &s in slots {
+        set_state(t, s, state)?;
+    }
+    Ok(())
+}
+
+/// Drives a batch of slots (one source group, one target group) from whatever states they
+/// are in to the end, in lockstep: each phase is one epoch for the whole batch, and waits
+/// for every proxy's acknowledgement.
 async fn drive(
     c: &Arc<dyn Coordinator>,
     product: &str,
-    slot: u16,
+    batch: &[u16],
     auth: &str,
     ack: Duration,
     json: bool,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut moved = 0;
+    let mut moved: BTreeMap<u16, u64> = BTreeMap::new();
     loop {
         let t = load(c, product).await?;
-        let Some(a) = t.slots[slot as usize].action.clone() else {
+        // The least advanced state among the slots still moving.
+        let Some(state) = batch
+            .iter()
+            .filter_map(|&s| t.slots[s as usize].action.as_ref().map(|a| a.state))
+            .min()
+        else {
             break;
         };
-        match a.state {
+        let at: Vec<u16> = batch
+            .iter()
+            .copied()
+            .filter(|&s| t.slots[s as usize].action.as_ref().is_some_and(|a| a.state == state))
+            .collect();
+        let list = crate::ranges(&at);
+        match state {
             MigrationState::Pending => {
-                update(c, product, |t| {
-                    set_state(t, slot, MigrationState::Preparing)
-                })
-                .await?;
+                update(c, product, |t| set_states(t, &at, MigrationState::Preparing)).await?;
             }
             MigrationState::Preparing => {
-                // Phase 1: every proxy locks the slot and drains it.
-                let t =
-                    update(c, product, |t| set_state(t, slot, MigrationState::Prepared)).await?;
+                // Phase 1: every proxy locks the slots and drains them.
+                let t = update(c, product, |t| set_states(t, &at, MigrationState::Prepared)).await?;
                 if let Err(e) = wait_acks(c, product, t.epoch, ack).await {
-                    update(c, product, |t| {
-                        set_state(t, slot, MigrationState::Preparing)
-                    })
-                    .await?;
-                    return Err(e.context(format!("slot {slot}: phase 1 (prepared) rolled back")));
+                    update(c, product, |t| set_states(t, &at, MigrationState::Preparing)).await?;
+                    return Err(e.context(format!("slots {list}: phase 1 (prepared) rolled back")));
                 }
             }
             MigrationState::Prepared => {
                 // Phase 2: every proxy routes to the target, keys leave the source first.
-                let t = update(c, product, |t| {
-                    set_state(t, slot, MigrationState::Migrating)
-                })
-                .await?;
+                let t = update(c, product, |t| set_states(t, &at, MigrationState::Migrating)).await?;
                 wait_acks(c, product, t.epoch, ack)
                     .await
-                    .map_err(|e| e.context(format!("slot {slot}: phase 2 (migrating)")))?;
+                    .map_err(|e| e.context(format!("slots {list}: phase 2 (migrating)")))?;
             }
             MigrationState::Migrating => {
-                let source = master(&t, t.slots[slot as usize].group)?;
-                let target = master(&t, a.target)?;
-                moved = move_data(&source, &target, slot, a.method, auth)
-                    .await
-                    .map_err(|e| {
-                        e.context(format!("slot {slot}: moving data {source} -> {target}"))
-                    })?;
-                let t =
-                    update(c, product, |t| set_state(t, slot, MigrationState::Finished)).await?;
+                for &slot in &at {
+                    let e = &t.slots[slot as usize];
+                    let a = e.action.as_ref().expect("moving");
+                    let source = master(&t, e.group)?;
+                    let target = master(&t, a.target)?;
+                    let n = move_data(&source, &target, slot, a.method, auth)
+                        .await
+                        .map_err(|e| e.context(format!("slot {slot}: moving data {source} -> {target}")))?;
+                    *moved.entry(slot).or_default() += n;
+                }
+                let t = update(c, product, |t| set_states(t, &at, MigrationState::Finished)).await?;
                 wait_acks(c, product, t.epoch, ack).await?;
             }
             MigrationState::Finished => {
                 update(c, product, |t| {
-                    let s = &mut t.slots[slot as usize];
-                    if let Some(a) = s.action.take() {
-                        s.group = a.target;
+                    for &slot in &at {
+                        let s = &mut t.slots[slot as usize];
+                        if let Some(a) = s.action.take() {
+                            s.group = a.target;
+                        }
                     }
                     Ok(())
                 })
@@ -370,17 +521,17 @@ async fn drive(
         }
     }
     let t = load(c, product).await?;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"slot": slot, "group": t.slots[slot as usize].group, "keys": moved, "ms": started.elapsed().as_millis() as u64})
-        );
-    } else {
-        println!(
-            "[OK] slot {slot:4} -> group {}: {moved} keys in {} ms",
-            t.slots[slot as usize].group,
-            started.elapsed().as_millis()
-        );
+    for &slot in batch {
+        let keys = moved.get(&slot).copied().unwrap_or(0);
+        let group = t.slots[slot as usize].group;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"slot": slot, "group": group, "keys": keys, "batch_ms": started.elapsed().as_millis() as u64})
+            );
+        } else {
+            println!("[OK] slot {slot:4} -> group {group}: {keys} keys");
+        }
     }
     Ok(())
 }
@@ -495,89 +646,22 @@ pub async fn run(
             detach,
             auth,
             ack_timeout,
+            parallel,
+            force_unlock,
         } => {
             let slots = parse_range(&range)?;
-            let method = match method.as_str() {
-                "async" | "semi-async" => MigrationMethod::SemiAsync,
-                "sync" => MigrationMethod::Sync,
-                m => anyhow::bail!("--method is async or sync, not '{m}'"),
+            let method = parse_method(&method)?;
+            let moves: Vec<(u16, GroupId)> = slots.iter().map(|&s| (s, to)).collect();
+            let opts = DriveOpts {
+                method,
+                detach,
+                auth,
+                ack: Duration::from_secs(ack_timeout),
+                parallel,
+                force_unlock,
+                json,
             };
-            // Record the plan: a pending action for every slot not already there or moving.
-            let t = update(&c, product, |t| {
-                if t.groups.get(&to).is_none_or(|g| g.servers.is_empty()) {
-                    anyhow::bail!("group {to} does not exist or has no server");
-                }
-                let mut index = t
-                    .slots
-                    .iter()
-                    .filter_map(|s| s.action.as_ref().map(|a| a.index))
-                    .max()
-                    .unwrap_or(0);
-                for &s in &slots {
-                    let e = &mut t.slots[s as usize];
-                    if let Some(a) = &e.action {
-                        if a.target != to {
-                            anyhow::bail!("slot {s} is already moving to group {}", a.target);
-                        }
-                        continue;
-                    }
-                    if e.group == to {
-                        continue;
-                    }
-                    if e.group == 0 {
-                        anyhow::bail!("slot {s} is offline: use `slot assign`");
-                    }
-                    index += 1;
-                    e.action = Some(SlotAction {
-                        index,
-                        state: MigrationState::Pending,
-                        target: to,
-                        method,
-                    });
-                }
-                Ok(())
-            })
-            .await?;
-            let mut todo: Vec<(u64, u16)> = slots
-                .iter()
-                .filter_map(|&s| t.slots[s as usize].action.as_ref().map(|a| (a.index, s)))
-                .collect();
-            todo.sort_unstable();
-            if detach {
-                println!(
-                    "{} slot migrations recorded (epoch {})",
-                    todo.len(),
-                    t.epoch
-                );
-                return Ok(());
-            }
-            // One driver at a time per product.
-            let holder = format!("rcodis-ctl slot migrate (pid {})", std::process::id());
-            let lock = c
-                .lock(&layout::lock_key(product), &holder, Duration::from_secs(10))
-                .await
-                .map_err(|e| anyhow::anyhow!("another driver runs: {e}"))?;
-            let total = todo.len();
-            let mut result = Ok(());
-            for (i, (_, slot)) in todo.into_iter().enumerate() {
-                result = drive(
-                    &c,
-                    product,
-                    slot,
-                    &auth,
-                    Duration::from_secs(ack_timeout),
-                    json,
-                )
-                .await;
-                if result.is_err() {
-                    break;
-                }
-                if !json && total > 1 {
-                    eprintln!("progress: {}/{total} slots", i + 1);
-                }
-            }
-            lock.release().await;
-            result?;
+            migrate(&c, product, &moves, &opts).await?;
         }
     }
     Ok(())

@@ -114,7 +114,7 @@ async fn run(shared: Arc<Shared>, ready: std::sync::mpsc::Sender<anyhow::Result<
         .ok();
     let _ = ready.send(Ok(()));
     let mut reported = u64::MAX;
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
     loop {
         tokio::select! {
             ev = watch.recv() => match ev {

@@ -281,7 +281,7 @@ async fn blocking<T: Send + 'static>(
 impl FileCoordinator {
     /// Opens (creating if needed) a store rooted at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Self::open_with_poll(path, Duration::from_millis(100))
+        Self::open_with_poll(path, Duration::from_millis(20))
     }
 
     /// Like [`FileCoordinator::open`], with the watch polling interval.
