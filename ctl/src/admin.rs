@@ -42,7 +42,12 @@ pub enum ProxyCmd {
     Remove { token: String },
 }
 
-pub async fn group(cmd: GroupCmd, c: Arc<dyn Coordinator>, product: &str, json: bool) -> anyhow::Result<()> {
+pub async fn group(
+    cmd: GroupCmd,
+    c: Arc<dyn Coordinator>,
+    product: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     match cmd {
         GroupCmd::Add { id } => {
             let t = update(&c, product, |t| {
@@ -67,11 +72,17 @@ pub async fn group(cmd: GroupCmd, c: Arc<dyn Coordinator>, product: &str, json: 
         }
         GroupCmd::Remove { id } => {
             let t = update(&c, product, |t| {
-                let g = t.groups.get(&id).ok_or_else(|| anyhow::anyhow!("no group {id}"))?;
+                let g = t
+                    .groups
+                    .get(&id)
+                    .ok_or_else(|| anyhow::anyhow!("no group {id}"))?;
                 if !g.servers.is_empty() {
                     anyhow::bail!("group {id} still has servers");
                 }
-                if t.slots.iter().any(|s| s.group == id || s.action.as_ref().is_some_and(|a| a.target == id)) {
+                if t.slots
+                    .iter()
+                    .any(|s| s.group == id || s.action.as_ref().is_some_and(|a| a.target == id))
+                {
                     anyhow::bail!("group {id} still serves slots");
                 }
                 t.groups.remove(&id);
@@ -93,7 +104,12 @@ pub async fn group(cmd: GroupCmd, c: Arc<dyn Coordinator>, product: &str, json: 
             } else {
                 println!("{:<6} {:>6}  servers (master first)", "group", "slots");
                 for g in t.groups.values() {
-                    println!("{:<6} {:>6}  {}", g.id, by.get(&g.id).map_or(0, Vec::len), g.servers.join(" "));
+                    println!(
+                        "{:<6} {:>6}  {}",
+                        g.id,
+                        by.get(&g.id).map_or(0, Vec::len),
+                        g.servers.join(" ")
+                    );
                 }
             }
         }
@@ -104,10 +120,13 @@ pub async fn group(cmd: GroupCmd, c: Arc<dyn Coordinator>, product: &str, json: 
 /// Checks that `addr` is a slot-aware server (answers SLOTSINFO).
 async fn probe(addr: &str, auth: &str) -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::time::timeout(std::time::Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| anyhow::anyhow!("server {addr} is unreachable (timeout)"))?
-        .map_err(|e| anyhow::anyhow!("server {addr} is unreachable: {e}"))?;
+    let mut s = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("server {addr} is unreachable (timeout)"))?
+    .map_err(|e| anyhow::anyhow!("server {addr} is unreachable: {e}"))?;
     let mut req = Vec::new();
     if !auth.is_empty() {
         rcodis_core::resp::Request::from_args([&b"AUTH"[..], auth.as_bytes()]).write_resp(&mut req);
@@ -134,7 +153,10 @@ async fn probe(addr: &str, auth: &str) -> anyhow::Result<()> {
     }
     for r in replies {
         if let rcodis_core::resp::Frame::Error(e) = r {
-            anyhow::bail!("server {addr} refused: {} (is it an rcodis-server?)", String::from_utf8_lossy(&e));
+            anyhow::bail!(
+                "server {addr} refused: {} (is it an rcodis-server?)",
+                String::from_utf8_lossy(&e)
+            );
         }
     }
     Ok(())
@@ -151,7 +173,10 @@ pub async fn server(cmd: ServerCmd, c: Arc<dyn Coordinator>, product: &str) -> a
                 if t.groups.values().any(|g| g.servers.contains(&addr)) {
                     anyhow::bail!("server {addr} already belongs to a group");
                 }
-                let g = t.groups.get_mut(&group).ok_or_else(|| anyhow::anyhow!("no group {group}"))?;
+                let g = t
+                    .groups
+                    .get_mut(&group)
+                    .ok_or_else(|| anyhow::anyhow!("no group {group}"))?;
                 g.servers.push(addr.clone());
                 Ok(())
             })
@@ -174,13 +199,21 @@ pub async fn server(cmd: ServerCmd, c: Arc<dyn Coordinator>, product: &str) -> a
                 Ok(())
             })
             .await?;
-            println!("server {addr} removed from group {group} (epoch {})", t.epoch);
+            println!(
+                "server {addr} removed from group {group} (epoch {})",
+                t.epoch
+            );
         }
     }
     Ok(())
 }
 
-pub async fn proxy(cmd: ProxyCmd, c: Arc<dyn Coordinator>, product: &str, json: bool) -> anyhow::Result<()> {
+pub async fn proxy(
+    cmd: ProxyCmd,
+    c: Arc<dyn Coordinator>,
+    product: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     match cmd {
         ProxyCmd::List => {
             let ps: Vec<ProxyInfo> = c
@@ -192,9 +225,15 @@ pub async fn proxy(cmd: ProxyCmd, c: Arc<dyn Coordinator>, product: &str, json: 
             if json {
                 println!("{}", serde_json::to_string(&ps)?);
             } else {
-                println!("{:<34} {:<22} {:>8} {:>8}", "proxy", "address", "epoch", "pid");
+                println!(
+                    "{:<34} {:<22} {:>8} {:>8}",
+                    "proxy", "address", "epoch", "pid"
+                );
                 for p in ps {
-                    println!("{:<34} {:<22} {:>8} {:>8}", p.token, p.proxy_addr, p.applied_epoch, p.pid);
+                    println!(
+                        "{:<34} {:<22} {:>8} {:>8}",
+                        p.token, p.proxy_addr, p.applied_epoch, p.pid
+                    );
                 }
             }
         }
@@ -211,7 +250,12 @@ pub async fn proxy(cmd: ProxyCmd, c: Arc<dyn Coordinator>, product: &str, json: 
 /// The fewest moves that even the slots over the groups with servers (codis's rebalance):
 /// `(slot, from, to)`, ascending by slot.
 pub fn rebalance_plan(t: &Topology) -> anyhow::Result<Vec<(u16, GroupId, GroupId)>> {
-    let groups: Vec<GroupId> = t.groups.values().filter(|g| !g.servers.is_empty()).map(|g| g.id).collect();
+    let groups: Vec<GroupId> = t
+        .groups
+        .values()
+        .filter(|g| !g.servers.is_empty())
+        .map(|g| g.id)
+        .collect();
     if groups.is_empty() {
         anyhow::bail!("no valid group could be found");
     }
@@ -236,9 +280,8 @@ pub fn rebalance_plan(t: &Topology) -> anyhow::Result<Vec<(u16, GroupId, GroupId
         }
     }
     let mut plan: Vec<(u16, GroupId, GroupId)> = Vec::new();
-    let smallest = |size: &BTreeMap<GroupId, usize>| {
-        size.iter().map(|(g, n)| (*n, *g)).min().expect("groups")
-    };
+    let smallest =
+        |size: &BTreeMap<GroupId, usize>| size.iter().map(|(g, n)| (*n, *g)).min().expect("groups");
     for (slot, from) in offline {
         let (_, g) = smallest(&size);
         *size.get_mut(&g).expect("group") += 1;
@@ -296,7 +339,14 @@ mod tests {
     fn topo(groups: &[GroupId]) -> Topology {
         let mut t = Topology::new();
         for &g in groups {
-            t.groups.insert(g, Group { id: g, servers: vec![format!("127.0.0.1:{}", 7000 + g)], read_from_replica: false });
+            t.groups.insert(
+                g,
+                Group {
+                    id: g,
+                    servers: vec![format!("127.0.0.1:{}", 7000 + g)],
+                    read_from_replica: false,
+                },
+            );
         }
         t
     }
@@ -316,7 +366,13 @@ mod tests {
     fn offline_slots_and_three_groups_end_even() {
         let mut t = topo(&[1, 2, 3]);
         for s in &mut t.slots {
-            s.group = if s.id < 700 { 1 } else if s.id < 1000 { 2 } else { 0 };
+            s.group = if s.id < 700 {
+                1
+            } else if s.id < 1000 {
+                2
+            } else {
+                0
+            };
         }
         let plan = rebalance_plan(&t).unwrap();
         let mut owner: Vec<GroupId> = t.slots.iter().map(|s| s.group).collect();

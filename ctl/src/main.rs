@@ -161,13 +161,25 @@ async fn rebalance(
         per.entry((*from, *to)).or_default().push(*s);
     }
     for ((from, to), slots) in &per {
-        let from = if *from == 0 { "offline".to_string() } else { format!("group {from}") };
-        println!("{from} -> group {to}: {} slots ({})", slots.len(), ranges(slots));
+        let from = if *from == 0 {
+            "offline".to_string()
+        } else {
+            format!("group {from}")
+        };
+        println!(
+            "{from} -> group {to}: {} slots ({})",
+            slots.len(),
+            ranges(slots)
+        );
     }
     if dry_run {
         return Ok(());
     }
-    let offline: Vec<(u16, u16)> = plan.iter().filter(|p| p.1 == 0).map(|p| (p.0, p.2)).collect();
+    let offline: Vec<(u16, u16)> = plan
+        .iter()
+        .filter(|p| p.1 == 0)
+        .map(|p| (p.0, p.2))
+        .collect();
     if !offline.is_empty() {
         slot::update(&c, product, |t| {
             for (s, g) in &offline {

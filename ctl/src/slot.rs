@@ -131,7 +131,11 @@ pub async fn migrate(
     todo.sort_unstable();
     todo.dedup();
     if o.detach {
-        println!("{} slot migrations recorded (epoch {})", todo.len(), t.epoch);
+        println!(
+            "{} slot migrations recorded (epoch {})",
+            todo.len(),
+            t.epoch
+        );
         return Ok(());
     }
     // One driver at a time per product.
@@ -143,7 +147,9 @@ pub async fn migrate(
     let lock = c
         .lock(&lock_key, &holder, Duration::from_secs(10))
         .await
-        .map_err(|e| anyhow::anyhow!("another driver runs ({e}); if it is dead, add --force-unlock"))?;
+        .map_err(|e| {
+            anyhow::anyhow!("another driver runs ({e}); if it is dead, add --force-unlock")
+        })?;
     let total = todo.len();
     let mut done = 0;
     let mut result = Ok(());
@@ -172,7 +178,9 @@ pub async fn migrate(
         }
         queue = rest;
         let results = futures::future::join_all(
-            batches.iter().map(|(_, b)| drive(c, product, b, &o.auth, o.ack, o.json)),
+            batches
+                .iter()
+                .map(|(_, b)| drive(c, product, b, &o.auth, o.ack, o.json)),
         )
         .await;
         for (r, (_, b)) in results.into_iter().zip(&batches) {
@@ -470,24 +478,39 @@ async fn drive(
         let at: Vec<u16> = batch
             .iter()
             .copied()
-            .filter(|&s| t.slots[s as usize].action.as_ref().is_some_and(|a| a.state == state))
+            .filter(|&s| {
+                t.slots[s as usize]
+                    .action
+                    .as_ref()
+                    .is_some_and(|a| a.state == state)
+            })
             .collect();
         let list = crate::ranges(&at);
         match state {
             MigrationState::Pending => {
-                update(c, product, |t| set_states(t, &at, MigrationState::Preparing)).await?;
+                update(c, product, |t| {
+                    set_states(t, &at, MigrationState::Preparing)
+                })
+                .await?;
             }
             MigrationState::Preparing => {
                 // Phase 1: every proxy locks the slots and drains them.
-                let t = update(c, product, |t| set_states(t, &at, MigrationState::Prepared)).await?;
+                let t =
+                    update(c, product, |t| set_states(t, &at, MigrationState::Prepared)).await?;
                 if let Err(e) = wait_acks(c, product, t.epoch, ack).await {
-                    update(c, product, |t| set_states(t, &at, MigrationState::Preparing)).await?;
+                    update(c, product, |t| {
+                        set_states(t, &at, MigrationState::Preparing)
+                    })
+                    .await?;
                     return Err(e.context(format!("slots {list}: phase 1 (prepared) rolled back")));
                 }
             }
             MigrationState::Prepared => {
                 // Phase 2: every proxy routes to the target, keys leave the source first.
-                let t = update(c, product, |t| set_states(t, &at, MigrationState::Migrating)).await?;
+                let t = update(c, product, |t| {
+                    set_states(t, &at, MigrationState::Migrating)
+                })
+                .await?;
                 wait_acks(c, product, t.epoch, ack)
                     .await
                     .map_err(|e| e.context(format!("slots {list}: phase 2 (migrating)")))?;
@@ -500,10 +523,13 @@ async fn drive(
                     let target = master(&t, a.target)?;
                     let n = move_data(&source, &target, slot, a.method, auth)
                         .await
-                        .map_err(|e| e.context(format!("slot {slot}: moving data {source} -> {target}")))?;
+                        .map_err(|e| {
+                            e.context(format!("slot {slot}: moving data {source} -> {target}"))
+                        })?;
                     *moved.entry(slot).or_default() += n;
                 }
-                let t = update(c, product, |t| set_states(t, &at, MigrationState::Finished)).await?;
+                let t =
+                    update(c, product, |t| set_states(t, &at, MigrationState::Finished)).await?;
                 wait_acks(c, product, t.epoch, ack).await?;
             }
             MigrationState::Finished => {

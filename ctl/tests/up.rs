@@ -267,12 +267,21 @@ fn migration_under_load_loses_nothing() {
 
 fn group_sizes(dir: &std::path::Path) -> Vec<(u16, usize)> {
     let out = ctl(dir, &["group", "list", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v.as_array()
         .unwrap()
         .iter()
-        .map(|g| (g["id"].as_u64().unwrap() as u16, g["slots"].as_u64().unwrap() as usize))
+        .map(|g| {
+            (
+                g["id"].as_u64().unwrap() as u16,
+                g["slots"].as_u64().unwrap() as usize,
+            )
+        })
         .collect()
 }
 
@@ -299,45 +308,86 @@ fn add_a_group_rebalance_and_resume_a_killed_driver() {
         let out = ctl(dir.path(), args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
-    let extra = rcodis_tests::ServerProc::start(&rcodis_tests::bin_path("rcodis-server"), &["--threads", "1"]);
-    for args in [&["group", "add", "3"][..], &["server", "add", "3", &format!("127.0.0.1:{}", extra.port)]] {
+    let extra = rcodis_tests::ServerProc::start(
+        &rcodis_tests::bin_path("rcodis-server"),
+        &["--threads", "1"],
+    );
+    for args in [
+        &["group", "add", "3"][..],
+        &["server", "add", "3", &format!("127.0.0.1:{}", extra.port)],
+    ] {
         let out = ctl(dir.path(), args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let out = ctl(dir.path(), &["rebalance", "--dry-run"]);
     let plan = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(plan.contains("group 1 -> group 3") && plan.contains("group 2 -> group 3"), "{plan}");
-    assert_eq!(group_sizes(dir.path()), vec![(1, 512), (2, 512), (3, 0)], "dry run changed nothing");
+    assert!(
+        plan.contains("group 1 -> group 3") && plan.contains("group 2 -> group 3"),
+        "{plan}"
+    );
+    assert_eq!(
+        group_sizes(dir.path()),
+        vec![(1, 512), (2, 512), (3, 0)],
+        "dry run changed nothing"
+    );
     // Kill the driver a few times while it works; each new run resumes.
     for _ in 0..3 {
         let mut drv = Command::new(env!("CARGO_BIN_EXE_rcodis-ctl"))
-            .args(["rebalance", "--parallel", "8", "--force-unlock", "--coordinator"])
+            .args([
+                "rebalance",
+                "--parallel",
+                "8",
+                "--force-unlock",
+                "--coordinator",
+            ])
             .arg(format!("file://{}/coordinator", dir.path().display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let before = group_sizes(dir.path())[2].1;
-        rcodis_tests::wait_until("the driver to make progress", Duration::from_secs(60), || {
-            group_sizes(dir.path())[2].1 > before + 8
-        });
+        rcodis_tests::wait_until(
+            "the driver to make progress",
+            Duration::from_secs(60),
+            || group_sizes(dir.path())[2].1 > before + 8,
+        );
         drv.kill().unwrap();
         drv.wait().unwrap();
     }
-    let out = ctl(dir.path(), &["rebalance", "--parallel", "16", "--force-unlock"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ctl(
+        dir.path(),
+        &["rebalance", "--parallel", "16", "--force-unlock"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sizes = group_sizes(dir.path());
     for (g, n) in &sizes {
-        assert!((341..=342).contains(n), "group {g} has {n} slots: {sizes:?}");
+        assert!(
+            (341..=342).contains(n),
+            "group {g} has {n} slots: {sizes:?}"
+        );
     }
-    assert_eq!(String::from_utf8_lossy(&ctl(dir.path(), &["rebalance", "--dry-run"]).stdout).trim(), "already balanced");
+    assert_eq!(
+        String::from_utf8_lossy(&ctl(dir.path(), &["rebalance", "--dry-run"]).stdout).trim(),
+        "already balanced"
+    );
     // Data intact, and the new group really holds its share.
     assert_eq!(c.cmd(&["DBSIZE"]), Frame::Integer(3000));
     for i in (0..3000).step_by(3) {
         assert_eq!(text(&c.cmd(&["GET", &format!("k{i}")])), i.to_string());
     }
     let on_extra = extra.conn().cmd(&["DBSIZE"]).as_integer().unwrap();
-    assert!((800..1200).contains(&on_extra), "{on_extra} keys on the new group");
+    assert!(
+        (800..1200).contains(&on_extra),
+        "{on_extra} keys on the new group"
+    );
     unsafe_kill(child.id(), "TERM");
     child.wait().unwrap();
 }

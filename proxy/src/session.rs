@@ -742,6 +742,27 @@ fn command(spec: &CommandSpec, req: &Request) -> Bytes {
                 .map(|c| Frame::bulk(c.name))
                 .collect(),
         )),
+        "command|docs" => {
+            // A map (flat in RESP2): name -> {summary, since}, as rcodis-server answers.
+            let specs: Vec<&CommandSpec> = if req.len() == 2 {
+                table::COMMANDS.iter().collect()
+            } else {
+                (2..req.len())
+                    .filter_map(|i| table::lookup(req.arg(i)))
+                    .collect()
+            };
+            let mut items = Vec::with_capacity(specs.len() * 2);
+            for c in specs {
+                items.push(Frame::bulk(c.name));
+                items.push(Frame::Array(vec![
+                    Frame::bulk("summary"),
+                    Frame::bulk(""),
+                    Frame::bulk("since"),
+                    Frame::bulk("1.0.0"),
+                ]));
+            }
+            frame(&Frame::Array(items))
+        }
         "command|getkeys" => {
             let args: Vec<&[u8]> = (2..req.len()).map(|i| req.arg(i)).collect();
             match table::resolve(|i| args.get(i).copied()) {

@@ -290,3 +290,36 @@ fn follows_topology_changes_and_survives_a_dead_backend() {
     assert_eq!(p.cmd(&["SET", &low, "ok"]), Frame::simple("OK"));
     assert_eq!(p.cmd(&["PING"]), Frame::simple("PONG"));
 }
+
+/// redis-cli reading commands from stdin asks COMMAND DOCS first (for its hints): the
+/// proxy's answer must have redis-cli's shape, and the commands then run.
+#[test]
+fn redis_cli_stdin_mode_through_the_proxy() {
+    let c = start();
+    let mut child = std::process::Command::new("redis-cli")
+        .args(["-p", &c.port.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-cli (install Debian's redis-tools)");
+    {
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().unwrap();
+        for i in 0..50 {
+            writeln!(stdin, "SET cli:{i} v{i}").unwrap();
+        }
+        writeln!(stdin, "GET cli:49").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("OK").count(), 50, "{stdout}");
+    assert!(stdout.trim_end().ends_with("v49"), "{stdout}");
+    let mut p = Conn::connect(c.port);
+    assert_eq!(p.cmd(&["DBSIZE"]), Frame::Integer(50));
+}
