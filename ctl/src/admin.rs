@@ -290,15 +290,12 @@ pub fn rebalance_plan(t: &Topology) -> anyhow::Result<Vec<(u16, GroupId, GroupId
     let mut out_count: BTreeMap<GroupId, usize> = BTreeMap::new();
     let mut in_count: BTreeMap<GroupId, usize> = BTreeMap::new();
     let mut exhausted: BTreeSet<GroupId> = BTreeSet::new();
-    loop {
-        let Some((fsize, from)) = size
-            .iter()
-            .filter(|(g, _)| !exhausted.contains(*g))
-            .map(|(g, n)| (*n, *g))
-            .max()
-        else {
-            break;
-        };
+    while let Some((fsize, from)) = size
+        .iter()
+        .filter(|(g, _)| !exhausted.contains(*g))
+        .map(|(g, n)| (*n, *g))
+        .max()
+    {
         let (dsize, dest) = smallest(&size);
         if fsize <= lower || dsize >= upper || fsize - dsize <= 1 {
             break;
