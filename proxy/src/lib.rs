@@ -19,6 +19,7 @@ pub mod control;
 pub mod router;
 pub mod session;
 pub mod table;
+pub mod txn;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -33,6 +33,8 @@ enum Slot {
     /// The request's slot is locked (migration phase 1): it waits for the next table, in a
     /// batch of its own, outside the epoch drain.
     Locked(Request, u16),
+    /// MULTI, the queued commands, EXEC: the reply is EXEC's.
+    Multi(Vec<oneshot::Receiver<Reply>>),
 }
 
 struct Session {
@@ -42,6 +44,7 @@ struct Session {
     authed: bool,
     name: Bytes,
     close: bool,
+    txn: crate::txn::Txn,
 }
 
 fn err(msg: &str) -> Bytes {
@@ -83,6 +86,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         authed: shared.config.session_auth.is_empty(),
         name: Bytes::new(),
         close: false,
+        txn: Default::default(),
     };
     let limits = Limits {
         max_bulk_len: shared.config.max_request_bytes,
@@ -262,6 +266,17 @@ async fn resolve(slot: Slot, shard: &Shard) -> Bytes {
         }
         Slot::Fanout(name, rxs, req) => fanout_merge(name, rxs, &req, shard).await,
         Slot::Locked(_, slot) => err(&format!("ERR slot {slot} is locked for a migration")),
+        Slot::Multi(rxs) => {
+            let mut last = err("ERR empty transaction");
+            for rx in rxs {
+                last = match rx.await {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => return backend_err(e),
+                    Err(_) => return err("ERR backend connection dropped the request"),
+                };
+            }
+            last
+        }
     }
 }
 
@@ -354,10 +369,18 @@ impl Session {
     async fn handle(&mut self, req: Request) -> Slot {
         let spec = match table::resolve_request(&req) {
             Ok(s) => s,
-            Err(e) => return Slot::Ready(err(e.message())),
+            Err(e) => {
+                if let Some(m) = self.txn.multi.as_mut() {
+                    m.dirty = true;
+                }
+                return Slot::Ready(err(e.message()));
+            }
         };
         if !self.authed && !matches!(spec.name, "auth" | "hello" | "quit") {
             return Slot::Ready(err("NOAUTH Authentication required."));
+        }
+        if let Some(slot) = self.transaction(spec, &req).await {
+            return slot;
         }
         let shared = self.shard.shared.clone();
         let table = self.shard.table.borrow().clone();
@@ -420,6 +443,144 @@ impl Session {
             }
             Plan::Fanout => self.fanout(spec, req),
         }
+    }
+
+    /// MULTI/EXEC/DISCARD/WATCH/UNWATCH, and queueing inside MULTI (see `txn`). None when
+    /// the request is not the transaction's business.
+    async fn transaction(&mut self, spec: &'static CommandSpec, req: &Request) -> Option<Slot> {
+        use crate::txn;
+        let in_multi = self.txn.multi.is_some();
+        let ready = |b: Bytes| Some(Slot::Ready(b));
+        match spec.name {
+            "multi" if in_multi => return ready(err("ERR MULTI calls can not be nested")),
+            "multi" => {
+                self.txn.multi = Some(txn::Multi::default());
+                return ready(simple("OK"));
+            }
+            "discard" if !in_multi => return ready(err("ERR DISCARD without MULTI")),
+            "discard" => {
+                self.txn.clear();
+                return ready(simple("OK"));
+            }
+            "exec" if !in_multi => return ready(err("ERR EXEC without MULTI")),
+            "exec" => return Some(self.exec()),
+            "watch" if in_multi => {
+                if let Some(m) = self.txn.multi.as_mut() {
+                    m.dirty = true;
+                }
+                return ready(err("ERR WATCH inside MULTI is not allowed"));
+            }
+            "watch" => return Some(self.watch(spec, req)),
+            "unwatch" if !in_multi => {
+                self.txn.clear();
+                return ready(simple("OK"));
+            }
+            "quit" | "reset" => return None,
+            _ if !in_multi => return None,
+            _ => {}
+        }
+        let refused = txn::refuse_in_multi(spec)
+            .map(Err)
+            .unwrap_or_else(|| txn::bind(&mut self.txn, spec, req));
+        let m = self.txn.multi.as_mut().expect("in MULTI");
+        match refused {
+            Err(e) => {
+                m.dirty = true;
+                ready(err(&e))
+            }
+            Ok(()) => {
+                m.queued.push(raw(req));
+                ready(simple("QUEUED"))
+            }
+        }
+    }
+
+    /// WATCH: pins a connection of the session's own to the keys' slot owner.
+    fn watch(&mut self, spec: &'static CommandSpec, req: &Request) -> Slot {
+        let slot = match crate::txn::slot_of_request(spec, req) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Slot::Ready(err("ERR wrong number of arguments for 'watch' command"))
+            }
+            Err(crate::txn::CrossSlot) => return Slot::Ready(err(crate::router::CROSSSLOT)),
+        };
+        if self.txn.slot.is_some_and(|x| x != slot) {
+            return Slot::Ready(err(crate::router::CROSSSLOT));
+        }
+        let table = self.shard.table.borrow().clone();
+        let r = table.route(slot);
+        if r.locked || r.migrate_from.is_some() {
+            return Slot::Ready(err(&format!(
+                "ERR slot {slot} is being migrated, retry WATCH shortly"
+            )));
+        }
+        let Some(b) = r.backend else {
+            return Slot::Ready(err(&format!(
+                "ERR slot {slot} is not served by any group (offline)"
+            )));
+        };
+        let shared = &self.shard.shared;
+        let pinned = self.txn.pinned.get_or_insert_with(|| {
+            crate::backend::Backend::start(
+                &table.backends[b as usize],
+                shared.config.product_auth.clone(),
+                std::time::Duration::from_millis(shared.config.backend_timeout_ms),
+            )
+        });
+        self.txn.slot = Some(slot);
+        Slot::One(pinned.send(raw(req), self.db))
+    }
+
+    /// EXEC: MULTI + queued + EXEC back to back on one connection.
+    fn exec(&mut self) -> Slot {
+        let m = self.txn.multi.take().expect("in MULTI");
+        let slot = self.txn.slot;
+        let pinned = self.txn.pinned.take();
+        self.txn.clear();
+        if m.dirty {
+            return Slot::Ready(err(
+                "EXECABORT Transaction discarded because of previous errors.",
+            ));
+        }
+        let table = self.shard.table.borrow().clone();
+        let backend = match (pinned, slot) {
+            (Some(p), Some(s)) => {
+                let r = table.route(s);
+                let same = r.backend.map(|b| &*table.backends[b as usize]) == Some(&*p.addr);
+                if r.locked || r.migrate_from.is_some() || !same {
+                    // The watched keys changed owner: as if they had been modified.
+                    return Slot::Ready(frame(&Frame::NullArray));
+                }
+                p
+            }
+            (_, Some(s)) => {
+                let r = table.route(s);
+                if r.locked || r.migrate_from.is_some() {
+                    return Slot::Ready(err(&format!(
+                        "ERR slot {s} is being migrated: transaction discarded, retry"
+                    )));
+                }
+                match r.backend {
+                    Some(b) => self.shard.backends.borrow()[b as usize].clone(),
+                    None => {
+                        return Slot::Ready(err(&format!(
+                            "ERR slot {s} is not served by any group (offline)"
+                        )))
+                    }
+                }
+            }
+            (p, None) => match p.or_else(|| self.shard.backends.borrow().first().cloned()) {
+                Some(b) => b,
+                None => return Slot::Ready(err("ERR no backend group is configured")),
+            },
+        };
+        let mut rxs = Vec::with_capacity(m.queued.len() + 2);
+        rxs.push(backend.send_args(&["MULTI"], self.db));
+        for q in m.queued {
+            rxs.push(backend.send(q, self.db));
+        }
+        rxs.push(backend.send_args(&["EXEC"], self.db));
+        Slot::Multi(rxs)
     }
 
     /// Waits (outside any batch) until the shard's table no longer locks `slot`.
@@ -599,6 +760,7 @@ impl Session {
             }
             "hello" => self.hello(req),
             "reset" => {
+                self.txn.clear();
                 self.db = 0;
                 self.name = Bytes::new();
                 self.authed = shared.config.session_auth.is_empty();

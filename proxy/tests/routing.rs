@@ -323,3 +323,76 @@ fn redis_cli_stdin_mode_through_the_proxy() {
     let mut p = Conn::connect(c.port);
     assert_eq!(p.cmd(&["DBSIZE"]), Frame::Integer(50));
 }
+
+#[test]
+fn transactions_and_watch_in_one_slot() {
+    let c = start();
+    let mut p = Conn::connect(c.port);
+    let q = |s: &'static str| Frame::simple(s);
+    assert_eq!(
+        p.cmd(&["EXEC"]),
+        Frame::Error("ERR EXEC without MULTI".into())
+    );
+    assert_eq!(p.cmd(&["MULTI"]), q("OK"));
+    assert_eq!(
+        p.cmd(&["MULTI"]),
+        Frame::Error("ERR MULTI calls can not be nested".into())
+    );
+    assert_eq!(p.cmd(&["SET", "{u1}a", "1"]), q("QUEUED"));
+    assert_eq!(p.cmd(&["INCR", "{u1}b"]), q("QUEUED"));
+    assert_eq!(p.cmd(&["MGET", "{u1}a", "{u1}b"]), q("QUEUED"));
+    assert_eq!(
+        p.cmd(&["EXEC"]),
+        Frame::Array(vec![
+            q("OK"),
+            Frame::Integer(1),
+            Frame::Array(vec![Frame::bulk("1"), Frame::bulk("1")])
+        ])
+    );
+    // A key in another slot aborts the transaction.
+    assert_eq!(p.cmd(&["MULTI"]), q("OK"));
+    assert_eq!(p.cmd(&["SET", "{u1}a", "2"]), q("QUEUED"));
+    assert_eq!(
+        p.cmd(&["SET", "{other}a", "2"]),
+        Frame::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+    );
+    assert_eq!(
+        p.cmd(&["EXEC"]),
+        Frame::Error("EXECABORT Transaction discarded because of previous errors.".into())
+    );
+    assert_eq!(text(&p.cmd(&["GET", "{u1}a"])), "1");
+    // Unknown commands abort too; DISCARD drops the queue.
+    assert_eq!(p.cmd(&["MULTI"]), q("OK"));
+    assert!(matches!(p.cmd(&["NOSUCH"]), Frame::Error(_)));
+    assert!(matches!(p.cmd(&["EXEC"]), Frame::Error(e) if e.starts_with(b"EXECABORT")));
+    assert_eq!(p.cmd(&["MULTI"]), q("OK"));
+    assert_eq!(p.cmd(&["SET", "{u1}a", "3"]), q("QUEUED"));
+    assert_eq!(p.cmd(&["DISCARD"]), q("OK"));
+    assert_eq!(text(&p.cmd(&["GET", "{u1}a"])), "1");
+    // WATCH: a change by another client makes EXEC return nil; untouched, it runs.
+    let mut other = Conn::connect(c.port);
+    assert_eq!(p.cmd(&["WATCH", "{u1}a"]), q("OK"));
+    assert_eq!(other.cmd(&["SET", "{u1}a", "changed"]), q("OK"));
+    assert_eq!(p.cmd(&["MULTI"]), q("OK"));
+    assert_eq!(p.cmd(&["SET", "{u1}a", "mine"]), q("QUEUED"));
+    assert_eq!(p.cmd(&["EXEC"]), Frame::NullArray);
+    assert_eq!(text(&p.cmd(&["GET", "{u1}a"])), "changed");
+    assert_eq!(p.cmd(&["WATCH", "{u1}a", "{u1}b"]), q("OK"));
+    assert_eq!(
+        p.cmd(&["WATCH", "{elsewhere}x"]),
+        Frame::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+    );
+    assert_eq!(p.cmd(&["MULTI"]), q("OK"));
+    assert_eq!(p.cmd(&["SET", "{u1}a", "mine"]), q("QUEUED"));
+    assert_eq!(p.cmd(&["EXEC"]), Frame::Array(vec![q("OK")]));
+    assert_eq!(text(&p.cmd(&["GET", "{u1}a"])), "mine");
+    // Another session's transactions are not disturbed by this one's WATCH.
+    assert_eq!(p.cmd(&["WATCH", "{u1}a"]), q("OK"));
+    assert_eq!(other.cmd(&["MULTI"]), q("OK"));
+    assert_eq!(other.cmd(&["SET", "{u1}a", "x"]), q("QUEUED"));
+    assert_eq!(other.cmd(&["EXEC"]), Frame::Array(vec![q("OK")]));
+    assert_eq!(p.cmd(&["UNWATCH"]), q("OK"));
+    assert_eq!(p.cmd(&["MULTI"]), q("OK"));
+    assert_eq!(p.cmd(&["GET", "{u1}a"]), q("QUEUED"));
+    assert_eq!(p.cmd(&["EXEC"]), Frame::Array(vec![Frame::bulk("x")]));
+}
