@@ -279,3 +279,88 @@ pub fn parse(raw: &Bytes) -> Option<Frame> {
     let mut b = BytesMut::from(&raw[..]);
     FrameDecoder::default().decode(&mut b).ok().flatten()
 }
+
+/// A subscriber connection to one backend: commands (SUBSCRIBE, UNSUBSCRIBE, ...) go out as
+/// they come; the messages it receives (`message`, `pmessage`, `smessage`) are handed to the
+/// session raw; the backend's own (un)subscribe confirmations are dropped (the session counts
+/// subscriptions across backends and answers those itself). Closed when the handle goes.
+pub struct Subscriber {
+    tx: mpsc::UnboundedSender<Bytes>,
+}
+
+impl Subscriber {
+    pub fn start(
+        addr: &str,
+        auth: String,
+        timeout: Duration,
+        out: mpsc::UnboundedSender<Bytes>,
+    ) -> Subscriber {
+        let (tx, mut rx) = mpsc::unbounded::<Bytes>();
+        let addr = addr.to_string();
+        glommio::spawn_local(async move {
+            let mut c = match connect(&addr, &auth, timeout).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(backend = %addr, error = %e, "subscriber connection failed");
+                    return;
+                }
+            };
+            let mut tmp = vec![0u8; 16 * 1024];
+            loop {
+                // Deliver every complete frame already read.
+                loop {
+                    match c.dec.decode_raw(&mut c.buf) {
+                        Ok(Some(f)) => {
+                            if is_message(&f) && out.unbounded_send(f).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(backend = %addr, error = %e, "bad reply on a subscriber connection");
+                            return;
+                        }
+                    }
+                }
+                let read = c.stream.read(&mut tmp);
+                futures::pin_mut!(read);
+                match futures::future::select(rx.next(), read).await {
+                    futures::future::Either::Left((Some(cmd), _)) => {
+                        if c.stream.write_all(&cmd).await.is_err() {
+                            return;
+                        }
+                    }
+                    // The session is gone: closing the socket ends the subscriptions.
+                    futures::future::Either::Left((None, _)) => return,
+                    futures::future::Either::Right((Ok(n), _)) if n > 0 => {
+                        c.buf.extend_from_slice(&tmp[..n]);
+                    }
+                    futures::future::Either::Right(_) => {
+                        tracing::warn!(backend = %addr, "subscriber connection closed by the backend");
+                        return;
+                    }
+                }
+            }
+        })
+        .detach();
+        Subscriber { tx }
+    }
+
+    /// Sends a command built from arguments.
+    pub fn send<A: AsRef<[u8]>>(&self, args: &[A]) {
+        let mut b = Vec::new();
+        Request::from_args(args).write_resp(&mut b);
+        let _ = self.tx.unbounded_send(Bytes::from(b));
+    }
+}
+
+/// Whether a raw push frame is a published message (not a subscription confirmation).
+fn is_message(f: &[u8]) -> bool {
+    let Some(Frame::Array(v)) = parse(&Bytes::copy_from_slice(f)) else {
+        return false;
+    };
+    matches!(
+        v.first().and_then(|k| k.as_bytes()).map(|b| b.to_ascii_lowercase()),
+        Some(k) if k == b"message" || k == b"pmessage" || k == b"smessage"
+    )
+}

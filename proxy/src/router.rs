@@ -99,6 +99,14 @@ pub fn route(
             "ERR command '{}' is not allowed",
             display_name(spec)
         )),
+        // Channels hash to a slot and live on that slot's master.
+        ProxyPolicy::PubSub if matches!(spec.name, "publish" | "spublish") && req.len() == 3 => {
+            match backend_for(table, slot_of(req.arg(1))) {
+                Ok(b) => Plan::Single(b),
+                Err(p) => p,
+            }
+        }
+        ProxyPolicy::PubSub if spec.name.starts_with("pubsub|") => Plan::Fanout,
         ProxyPolicy::Transaction | ProxyPolicy::PubSub => Plan::Reject(format!(
             "ERR command '{}' is not supported by this rcodis-proxy yet",
             display_name(spec)

@@ -45,6 +45,24 @@ struct Session {
     name: Bytes,
     close: bool,
     txn: crate::txn::Txn,
+    pubsub: Option<PubSub>,
+}
+
+/// A subscribed session: its channels (each on its slot's master) and patterns (on every
+/// backend), the subscriber connections, and where their messages arrive.
+struct PubSub {
+    channels: std::collections::BTreeMap<Bytes, (bool, Rc<str>)>,
+    patterns: std::collections::BTreeSet<Bytes>,
+    subs: std::collections::HashMap<Rc<str>, crate::backend::Subscriber>,
+    tx: futures::channel::mpsc::UnboundedSender<Bytes>,
+    rx: futures::channel::mpsc::UnboundedReceiver<Bytes>,
+    epoch: u64,
+}
+
+impl PubSub {
+    fn count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
 }
 
 fn err(msg: &str) -> Bytes {
@@ -87,6 +105,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         name: Bytes::new(),
         close: false,
         txn: Default::default(),
+        pubsub: None,
     };
     let limits = Limits {
         max_bulk_len: shared.config.max_request_bytes,
@@ -98,9 +117,24 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let max_batch = shared.config.session_max_pipeline.max(1);
     let mut pending: Option<Request> = None;
     'conn: loop {
-        let n = match stream.read(&mut tmp).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let n = if s.pubsub.is_some() {
+            // Subscribed: published messages come in between the client's commands.
+            match s.next_input(&mut stream, &mut tmp).await {
+                Input::Read(n) => n,
+                Input::Message(m) => {
+                    if stream.write_all(&m).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                Input::Tick => continue,
+                Input::Closed => break,
+            }
+        } else {
+            match stream.read(&mut tmp).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            }
         };
         rbuf.extend_from_slice(&tmp[..n]);
         loop {
@@ -204,6 +238,14 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         }
     }
     shared.clients.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// What a subscribed session waits for.
+enum Input {
+    Read(usize),
+    Message(Bytes),
+    Tick,
+    Closed,
 }
 
 /// Waits for a slot's reply (merging split and fan-out replies).
@@ -342,6 +384,43 @@ async fn fanout_merge(
                 _ => err("ERR unexpected SCAN reply from a backend"),
             }
         }
+        "pubsub|channels" | "pubsub|shardchannels" => {
+            let mut all: Vec<Frame> = frames
+                .into_iter()
+                .flat_map(|f| match f {
+                    Frame::Array(v) => v,
+                    _ => Vec::new(),
+                })
+                .collect();
+            all.sort_by(|a, b| a.as_bytes().cmp(&b.as_bytes()));
+            all.dedup();
+            frame(&Frame::Array(all))
+        }
+        "pubsub|numsub" | "pubsub|shardnumsub" => {
+            // Each channel lives on one backend; the others report 0 for it.
+            let mut out: Vec<Frame> = Vec::new();
+            for f in frames {
+                let Frame::Array(v) = f else { continue };
+                for (i, pair) in v.chunks(2).enumerate() {
+                    let n = pair.get(1).and_then(Frame::as_integer).unwrap_or(0);
+                    if out.len() <= 2 * i {
+                        out.push(pair[0].clone());
+                        out.push(Frame::Integer(n));
+                    } else if let Frame::Integer(x) = &mut out[2 * i + 1] {
+                        *x += n;
+                    }
+                }
+            }
+            frame(&Frame::Array(out))
+        }
+        // Patterns are subscribed on every backend: any one of them has the count.
+        "pubsub|numpat" => frame(&Frame::Integer(
+            frames
+                .iter()
+                .filter_map(Frame::as_integer)
+                .max()
+                .unwrap_or(0),
+        )),
         "config|get" => frames
             .into_iter()
             .next()
@@ -378,6 +457,9 @@ impl Session {
         };
         if !self.authed && !matches!(spec.name, "auth" | "hello" | "quit") {
             return Slot::Ready(err("NOAUTH Authentication required."));
+        }
+        if let Some(b) = self.pubsub_command(spec, &req) {
+            return Slot::Ready(b);
         }
         if let Some(slot) = self.transaction(spec, &req).await {
             return slot;
@@ -443,6 +525,252 @@ impl Session {
             }
             Plan::Fanout => self.fanout(spec, req),
         }
+    }
+
+    /// Waits for client bytes, a published message, or a periodic tick (to follow slot
+    /// owner changes).
+    async fn next_input(&mut self, stream: &mut TcpStream, tmp: &mut [u8]) -> Input {
+        use futures::StreamExt;
+        self.pubsub_follow();
+        let Some(ps) = self.pubsub.as_mut() else {
+            return Input::Tick;
+        };
+        let read = stream.read(tmp);
+        let msg = ps.rx.next();
+        let tick = glommio::timer::sleep(std::time::Duration::from_millis(100));
+        futures::pin_mut!(read, msg, tick);
+        match futures::future::select(read, futures::future::select(msg, tick)).await {
+            futures::future::Either::Left((Ok(n), _)) if n > 0 => Input::Read(n),
+            futures::future::Either::Left(_) => Input::Closed,
+            futures::future::Either::Right((futures::future::Either::Left((Some(m), _)), _)) => {
+                Input::Message(m)
+            }
+            futures::future::Either::Right(_) => Input::Tick,
+        }
+    }
+
+    /// The subscriber connection to `addr` (started on first use).
+    fn sub_conn<'a>(
+        shard: &Shard,
+        ps: &'a mut PubSub,
+        addr: &Rc<str>,
+    ) -> &'a crate::backend::Subscriber {
+        let tx = ps.tx.clone();
+        ps.subs.entry(addr.clone()).or_insert_with(|| {
+            crate::backend::Subscriber::start(
+                addr,
+                shard.shared.config.product_auth.clone(),
+                std::time::Duration::from_millis(shard.shared.config.backend_timeout_ms),
+                tx,
+            )
+        })
+    }
+
+    /// After a slot table change: channels move to their slot's new master, patterns reach
+    /// every backend.
+    fn pubsub_follow(&mut self) {
+        let table = self.shard.table.borrow().clone();
+        let Some(ps) = self.pubsub.as_mut() else {
+            return;
+        };
+        if ps.epoch == table.epoch {
+            return;
+        }
+        ps.epoch = table.epoch;
+        let moves: Vec<(Bytes, bool, Rc<str>, Rc<str>)> = ps
+            .channels
+            .iter()
+            .filter_map(|(ch, (shard_ch, on))| {
+                let b = table.route(rcodis_core::slot::slot_of(ch)).backend?;
+                let now: Rc<str> = Rc::from(table.backends[b as usize].as_str());
+                (now != *on).then(|| (ch.clone(), *shard_ch, on.clone(), now))
+            })
+            .collect();
+        for (ch, shard_ch, old, new) in moves {
+            let (sub, unsub): (&[u8], &[u8]) = if shard_ch {
+                (b"SSUBSCRIBE", b"SUNSUBSCRIBE")
+            } else {
+                (b"SUBSCRIBE", b"UNSUBSCRIBE")
+            };
+            if let Some(s) = ps.subs.get(&old) {
+                s.send(&[unsub, &ch[..]]);
+            }
+            Self::sub_conn(&self.shard, ps, &new).send(&[sub, &ch[..]]);
+            ps.channels.insert(ch, (shard_ch, new));
+        }
+        if !ps.patterns.is_empty() {
+            for a in &table.backends {
+                let addr: Rc<str> = Rc::from(a.as_str());
+                if !ps.subs.contains_key(&addr) {
+                    let pats: Vec<Bytes> = ps.patterns.iter().cloned().collect();
+                    let s = Self::sub_conn(&self.shard, ps, &addr);
+                    for p in pats {
+                        s.send(&[&b"PSUBSCRIBE"[..], &p[..]]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE, and what a subscribed session may not do.
+    fn pubsub_command(&mut self, spec: &'static CommandSpec, req: &Request) -> Option<Bytes> {
+        let name = spec.name;
+        let subscribed = self.pubsub.is_some();
+        let is_sub = matches!(
+            name,
+            "subscribe"
+                | "ssubscribe"
+                | "psubscribe"
+                | "unsubscribe"
+                | "sunsubscribe"
+                | "punsubscribe"
+        );
+        if !is_sub {
+            if !subscribed {
+                return None;
+            }
+            return match name {
+                "ping" => {
+                    let msg = req.get(1).unwrap_or(b"");
+                    Some(frame(&Frame::Array(vec![Frame::bulk("pong"), Frame::bulk(msg.to_vec())])))
+                }
+                "quit" => None,
+                "reset" => {
+                    self.pubsub = None;
+                    None
+                }
+                _ => Some(err(&format!(
+                    "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+                ))),
+            };
+        }
+        if self.txn.multi.is_some() {
+            if let Some(m) = self.txn.multi.as_mut() {
+                m.dirty = true;
+            }
+            return Some(err(&format!(
+                "ERR command '{name}' is not allowed inside a transaction through the proxy"
+            )));
+        }
+        let table = self.shard.table.borrow().clone();
+        if self.pubsub.is_none() {
+            if name.contains("unsubscribe") {
+                // Not subscribed: one confirmation with no channel and a count of 0.
+                let kind = name.to_string();
+                return Some(frame(&Frame::Array(vec![
+                    Frame::bulk(kind),
+                    Frame::NullBulk,
+                    Frame::Integer(0),
+                ])));
+            }
+            let (tx, rx) = futures::channel::mpsc::unbounded();
+            self.pubsub = Some(PubSub {
+                channels: Default::default(),
+                patterns: Default::default(),
+                subs: Default::default(),
+                tx,
+                rx,
+                epoch: table.epoch,
+            });
+        }
+        let shard = self.shard.clone();
+        let ps = self.pubsub.as_mut().expect("subscribed");
+        let mut out = Vec::new();
+        let confirm = |out: &mut Vec<u8>, kind: &str, what: Frame, n: usize| {
+            out.extend_from_slice(&frame(&Frame::Array(vec![
+                Frame::bulk(kind.to_string()),
+                what,
+                Frame::Integer(n as i64),
+            ])));
+        };
+        let args: Vec<Bytes> = (1..req.len()).map(|i| req.arg_bytes(i)).collect();
+        match name {
+            "subscribe" | "ssubscribe" => {
+                let shard_ch = name == "ssubscribe";
+                for ch in args {
+                    if !ps.channels.contains_key(&ch) {
+                        let Some(b) = table.route(rcodis_core::slot::slot_of(&ch)).backend else {
+                            return Some(err(&format!(
+                                "ERR channel '{}' hashes to a slot no group serves",
+                                String::from_utf8_lossy(&ch)
+                            )));
+                        };
+                        let addr: Rc<str> = Rc::from(table.backends[b as usize].as_str());
+                        let cmd: &[u8] = if shard_ch {
+                            b"SSUBSCRIBE"
+                        } else {
+                            b"SUBSCRIBE"
+                        };
+                        Self::sub_conn(&shard, ps, &addr).send(&[cmd, &ch[..]]);
+                        ps.channels.insert(ch.clone(), (shard_ch, addr));
+                    }
+                    let n = ps.count();
+                    confirm(&mut out, name, Frame::Bulk(ch), n);
+                }
+            }
+            "psubscribe" => {
+                for p in args {
+                    if ps.patterns.insert(p.clone()) {
+                        for a in &table.backends {
+                            let addr: Rc<str> = Rc::from(a.as_str());
+                            Self::sub_conn(&shard, ps, &addr).send(&[&b"PSUBSCRIBE"[..], &p[..]]);
+                        }
+                    }
+                    let n = ps.count();
+                    confirm(&mut out, name, Frame::Bulk(p), n);
+                }
+            }
+            "unsubscribe" | "sunsubscribe" => {
+                let list: Vec<Bytes> = if args.is_empty() {
+                    ps.channels.keys().cloned().collect()
+                } else {
+                    args
+                };
+                if list.is_empty() {
+                    let n = ps.count();
+                    confirm(&mut out, name, Frame::NullBulk, n);
+                }
+                for ch in list {
+                    if let Some((shard_ch, addr)) = ps.channels.remove(&ch) {
+                        let cmd: &[u8] = if shard_ch {
+                            b"SUNSUBSCRIBE"
+                        } else {
+                            b"UNSUBSCRIBE"
+                        };
+                        if let Some(s) = ps.subs.get(&addr) {
+                            s.send(&[cmd, &ch[..]]);
+                        }
+                    }
+                    let n = ps.count();
+                    confirm(&mut out, name, Frame::Bulk(ch), n);
+                }
+            }
+            _ => {
+                let list: Vec<Bytes> = if args.is_empty() {
+                    ps.patterns.iter().cloned().collect()
+                } else {
+                    args
+                };
+                if list.is_empty() {
+                    let n = ps.count();
+                    confirm(&mut out, name, Frame::NullBulk, n);
+                }
+                for p in list {
+                    if ps.patterns.remove(&p) {
+                        for s in ps.subs.values() {
+                            s.send(&[&b"PUNSUBSCRIBE"[..], &p[..]]);
+                        }
+                    }
+                    let n = ps.count();
+                    confirm(&mut out, name, Frame::Bulk(p), n);
+                }
+            }
+        }
+        if ps.count() == 0 {
+            // Back to normal: the subscriber connections close.
+            self.pubsub = None;
+        }
+        Some(Bytes::from(out))
     }
 
     /// MULTI/EXEC/DISCARD/WATCH/UNWATCH, and queueing inside MULTI (see `txn`). None when

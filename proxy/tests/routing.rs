@@ -396,3 +396,146 @@ fn transactions_and_watch_in_one_slot() {
     assert_eq!(p.cmd(&["GET", "{u1}a"]), q("QUEUED"));
     assert_eq!(p.cmd(&["EXEC"]), Frame::Array(vec![Frame::bulk("x")]));
 }
+
+/// A second proxy on the same coordinator.
+fn second_proxy(c: &Cluster) -> (Process, u16) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rcodis-proxy"));
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "2",
+        "--product",
+        "test",
+    ])
+    .arg("--coordinator")
+    .arg(format!("file://{}", c.coord_dir.path().display()));
+    rcodis_tests::spawn_on_free_port("rcodis-proxy", cmd)
+}
+
+fn push(kind: &str, a: &str, b: &str) -> Frame {
+    Frame::Array(vec![
+        Frame::bulk(kind.to_string()),
+        Frame::bulk(a.to_string()),
+        Frame::bulk(b.to_string()),
+    ])
+}
+
+/// Pub/sub across two proxies: channels live on their slot's master, patterns everywhere;
+/// every message reaches every subscriber exactly once, whichever proxy published it.
+#[test]
+fn pubsub_across_two_proxies() {
+    let c = start();
+    let (_p2, port2) = second_proxy(&c);
+    let mut sub = Conn::connect(c.port);
+    // Channels in both groups' slot ranges.
+    let low = (0..)
+        .map(|i| format!("news{i}"))
+        .find(|k| slot_of(k.as_bytes()) < 512)
+        .unwrap();
+    let high = (0..)
+        .map(|i| format!("news{i}"))
+        .find(|k| slot_of(k.as_bytes()) >= 512)
+        .unwrap();
+    sub.send(&["SUBSCRIBE", &low, &high]);
+    assert_eq!(
+        sub.read().unwrap(),
+        Frame::Array(vec![
+            Frame::bulk("subscribe"),
+            Frame::bulk(low.clone()),
+            Frame::Integer(1)
+        ])
+    );
+    assert_eq!(
+        sub.read().unwrap(),
+        Frame::Array(vec![
+            Frame::bulk("subscribe"),
+            Frame::bulk(high.clone()),
+            Frame::Integer(2)
+        ])
+    );
+    assert_eq!(
+        sub.cmd(&["PSUBSCRIBE", "alert.*"]),
+        Frame::Array(vec![
+            Frame::bulk("psubscribe"),
+            Frame::bulk("alert.*"),
+            Frame::Integer(3)
+        ])
+    );
+    assert!(
+        matches!(sub.cmd(&["GET", "x"]), Frame::Error(e) if e.starts_with(b"ERR Can't execute 'get'"))
+    );
+    assert_eq!(
+        sub.cmd(&["PING"]),
+        Frame::Array(vec![Frame::bulk("pong"), Frame::bulk("")])
+    );
+    let mut pubr = Conn::connect(port2);
+    // The subscriptions reach the servers asynchronously: publish until one is delivered.
+    rcodis_tests::wait_until(
+        "subscriptions in place",
+        std::time::Duration::from_secs(10),
+        || {
+            pubr.cmd(&["PUBLISH", &low, "probe"]) == Frame::Integer(1)
+                && pubr.cmd(&["PUBLISH", &high, "probe"]) == Frame::Integer(1)
+                && pubr.cmd(&["PUBLISH", "alert.x", "probe"]) == Frame::Integer(1)
+        },
+    );
+    // Drain the probes.
+    let mut got = Vec::new();
+    sub.set_timeout(std::time::Duration::from_millis(500));
+    while let Some(f) = sub.read_opt() {
+        got.push(f);
+    }
+    assert!(!got.is_empty());
+    sub.set_timeout(std::time::Duration::from_secs(10));
+    assert_eq!(pubr.cmd(&["PUBLISH", &low, "m1"]), Frame::Integer(1));
+    assert_eq!(pubr.cmd(&["PUBLISH", &high, "m2"]), Frame::Integer(1));
+    assert_eq!(
+        pubr.cmd(&["PUBLISH", "alert.fire", "m3"]),
+        Frame::Integer(1)
+    );
+    assert_eq!(pubr.cmd(&["PUBLISH", "nobody", "m4"]), Frame::Integer(0));
+    assert_eq!(sub.read().unwrap(), push("message", &low, "m1"));
+    assert_eq!(sub.read().unwrap(), push("message", &high, "m2"));
+    assert_eq!(
+        sub.read().unwrap(),
+        Frame::Array(vec![
+            Frame::bulk("pmessage"),
+            Frame::bulk("alert.*"),
+            Frame::bulk("alert.fire"),
+            Frame::bulk("m3")
+        ])
+    );
+    // PUBSUB through either proxy sees the subscriptions of the whole cluster.
+    let chans = pubr.cmd(&["PUBSUB", "CHANNELS"]);
+    let mut want = vec![Frame::bulk(low.clone()), Frame::bulk(high.clone())];
+    want.sort_by(|a, b| a.as_bytes().cmp(&b.as_bytes()));
+    assert_eq!(chans, Frame::Array(want));
+    assert_eq!(
+        pubr.cmd(&["PUBSUB", "NUMSUB", &low, "nobody"]),
+        Frame::Array(vec![
+            Frame::bulk(low.clone()),
+            Frame::Integer(1),
+            Frame::bulk("nobody"),
+            Frame::Integer(0)
+        ])
+    );
+    assert_eq!(pubr.cmd(&["PUBSUB", "NUMPAT"]), Frame::Integer(1));
+    // Unsubscribing everything leaves subscribed mode.
+    sub.send(&["UNSUBSCRIBE"]);
+    let a = sub.read().unwrap();
+    let b = sub.read().unwrap();
+    assert!(
+        matches!((&a, &b), (Frame::Array(x), Frame::Array(y)) if x[2] == Frame::Integer(2) && y[2] == Frame::Integer(1)),
+        "{a:?} {b:?}"
+    );
+    assert_eq!(
+        sub.cmd(&["PUNSUBSCRIBE"]),
+        Frame::Array(vec![
+            Frame::bulk("punsubscribe"),
+            Frame::bulk("alert.*"),
+            Frame::Integer(0)
+        ])
+    );
+    assert_eq!(sub.cmd(&["SET", "after", "1"]), Frame::simple("OK"));
+}

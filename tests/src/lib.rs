@@ -217,6 +217,20 @@ impl Conn {
         }
     }
 
+    /// Reads one reply, or None when none comes within the read timeout.
+    pub fn read_opt(&mut self) -> Option<Frame> {
+        loop {
+            if let Ok(Some(f)) = self.decoder.decode(&mut self.buf) {
+                return Some(f);
+            }
+            let mut tmp = [0u8; 16 * 1024];
+            match self.stream.read(&mut tmp) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+            }
+        }
+    }
+
     /// Sets how long a read may wait for a reply.
     pub fn set_timeout(&mut self, d: Duration) {
         self.stream.set_read_timeout(Some(d)).unwrap();
