@@ -632,7 +632,7 @@ impl Session {
             return match name {
                 "ping" => {
                     let msg = req.get(1).unwrap_or(b"");
-                    Some(frame(&Frame::Array(vec![Frame::bulk("pong"), Frame::bulk(msg.to_vec())])))
+                    Some(frame(&Frame::Array(vec![Frame::bulk("pong"), Frame::bulk(msg)])))
                 }
                 "quit" => None,
                 "reset" => {
@@ -678,7 +678,7 @@ impl Session {
         let mut out = Vec::new();
         let confirm = |out: &mut Vec<u8>, kind: &str, what: Frame, n: usize| {
             out.extend_from_slice(&frame(&Frame::Array(vec![
-                Frame::bulk(kind.to_string()),
+                Frame::bulk(kind),
                 what,
                 Frame::Integer(n as i64),
             ])));
