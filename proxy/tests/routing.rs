@@ -414,11 +414,7 @@ fn second_proxy(c: &Cluster) -> (Process, u16) {
 }
 
 fn push(kind: &str, a: &str, b: &str) -> Frame {
-    Frame::Array(vec![
-        Frame::bulk(kind.to_string()),
-        Frame::bulk(a.to_string()),
-        Frame::bulk(b.to_string()),
-    ])
+    Frame::Array(vec![Frame::bulk(kind), Frame::bulk(a), Frame::bulk(b)])
 }
 
 /// Pub/sub across two proxies: channels live on their slot's master, patterns everywhere;
