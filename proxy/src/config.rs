@@ -38,6 +38,8 @@ pub struct ProxyConfig {
     /// How long a request for a locked slot (migration phase 1) waits for the next table,
     /// and a request for a migrating slot for its key to leave the source (ms).
     pub migration_wait_ms: u64,
+    /// Admin HTTP address (`/stats`, `/metrics`, `/slots`, `/health`); empty: none.
+    pub admin: String,
 }
 
 impl Default for ProxyConfig {
@@ -58,6 +60,7 @@ impl Default for ProxyConfig {
             allow_flush: true,
             backend_timeout_ms: 5000,
             migration_wait_ms: 10_000,
+            admin: "127.0.0.1:11080".into(),
         }
     }
 }

@@ -59,7 +59,7 @@ fn info(shared: &Shared) -> ProxyInfo {
                 .unwrap_or("127.0.0.1"),
             shared.port.load(Ordering::Relaxed)
         ),
-        admin_addr: String::new(),
+        admin_addr: shared.admin_addr.lock().expect("admin lock").clone(),
         applied_epoch: shared.applied_epoch(),
         pid: std::process::id(),
         start_time: std::time::SystemTime::now()

@@ -13,6 +13,7 @@
 //! No locks on the request path: a shard reads its own table; the shared `Mutex` is taken
 //! only when a new epoch is published or picked up.
 
+pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod control;
@@ -53,6 +54,8 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     /// Whether the coordinator answered the last time the control thread asked.
     pub coordinator_ok: AtomicBool,
+    /// Where the admin HTTP server listens (empty: nowhere).
+    pub admin_addr: Mutex<String>,
 }
 
 impl Shared {
@@ -180,7 +183,9 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         total_connections: AtomicU64::new(0),
         next_client_id: AtomicU64::new(1),
         coordinator_ok: AtomicBool::new(false),
+        admin_addr: Mutex::new(String::new()),
     });
+    admin::start(shared.clone());
     // The control thread loads the first table before the shards accept anything.
     control::start(shared.clone())?;
     let cpus = std::thread::available_parallelism()

@@ -37,6 +37,9 @@ struct Args {
     /// Password of the backend servers.
     #[arg(long)]
     product_auth: Option<String>,
+    /// Admin HTTP address (default 127.0.0.1:11080; "" turns it off).
+    #[arg(long)]
+    admin: Option<String>,
     /// Log filter (tracing syntax).
     #[arg(long, default_value = "info")]
     loglevel: String,
@@ -81,6 +84,9 @@ fn main() {
     }
     if let Some(v) = args.product_auth {
         config.product_auth = v;
+    }
+    if let Some(v) = args.admin {
+        config.admin = v;
     }
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // Block SIGTERM/SIGINT in every thread; this one waits for them.

@@ -1217,7 +1217,10 @@ impl Session {
             if sh.config.coordinator.is_empty() { 1 } else { sh.coordinator_ok.load(Ordering::Relaxed) as u8 },
             t.backends.join(","),
         );
-        s.push_str("\r\n");
+        s.push_str(&format!(
+            "admin_addr:{}\r\n\r\n",
+            sh.admin_addr.lock().expect("admin lock")
+        ));
         frame(&Frame::Bulk(Bytes::from(s)))
     }
 }

@@ -69,6 +69,8 @@ fn start() -> Cluster {
         "2",
         "--product",
         "test",
+        "--admin",
+        "127.0.0.1:0",
     ])
     .arg("--coordinator")
     .arg(format!("file://{}", coord_dir.path().display()));
@@ -534,4 +536,55 @@ fn pubsub_across_two_proxies() {
         ])
     );
     assert_eq!(sub.cmd(&["SET", "after", "1"]), Frame::simple("OK"));
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let code = body[9..12].parse().unwrap();
+    let body = body
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn admin_http_reports_state() {
+    let c = start();
+    let mut p = Conn::connect(c.port);
+    p.cmd(&["SET", "a", "1"]);
+    let info = text(&p.cmd(&["INFO"]));
+    let addr = info
+        .lines()
+        .find_map(|l| l.strip_prefix("admin_addr:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{info}");
+    assert_eq!(http_get(&addr, "/health"), (200, "ok\n".to_string()));
+    let (code, body) = http_get(&addr, "/stats");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["epoch"], 1);
+    assert!(v["commands"].as_u64().unwrap() >= 2);
+    assert_eq!(v["backends"].as_array().unwrap().len(), 2);
+    let (_, body) = http_get(&addr, "/slots");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["slots"].as_array().unwrap().len(), 1024);
+    let (code, body) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("rcodis_proxy_applied_epoch 1")
+            && body.contains("rcodis_proxy_backend_slots{backend="),
+        "{body}"
+    );
+    assert_eq!(http_get(&addr, "/nope").0, 404);
 }
