@@ -35,9 +35,23 @@ pub struct Backend {
 impl Backend {
     /// Starts the connection task for `addr`.
     pub fn start(addr: &str, auth: String, timeout: Duration) -> Backend {
+        Self::start_proto(addr, auth, timeout, false)
+    }
+
+    /// Like `start`; with `resp3` the connection speaks RESP3 (for RESP3 sessions, whose
+    /// replies are then forwarded as the server wrote them).
+    pub fn start_proto(addr: &str, auth: String, timeout: Duration, resp3: bool) -> Backend {
         let (tx, rx) = mpsc::unbounded();
         let addr: Rc<str> = Rc::from(addr);
-        glommio::spawn_local(run_with(addr.clone(), auth, timeout, Some(timeout), rx)).detach();
+        glommio::spawn_local(run_with(
+            addr.clone(),
+            auth,
+            timeout,
+            Some(timeout),
+            resp3,
+            rx,
+        ))
+        .detach();
         Backend { addr, tx }
     }
 
@@ -100,6 +114,16 @@ async fn read_frame(c: &mut Conn, timeout: Option<Duration>) -> Result<Bytes, St
 }
 
 async fn connect(addr: &str, auth: &str, timeout: Duration) -> Result<Conn, String> {
+    connect_proto(addr, auth, timeout, false).await
+}
+
+/// Connects, authenticates, and with `resp3` switches the connection to RESP3 (HELLO 3).
+async fn connect_proto(
+    addr: &str,
+    auth: &str,
+    timeout: Duration,
+    resp3: bool,
+) -> Result<Conn, String> {
     let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("bad address: {e}"))?;
     let stream = TcpStream::connect_timeout(sock, timeout)
         .await
@@ -123,6 +147,18 @@ async fn connect(addr: &str, auth: &str, timeout: Duration) -> Result<Conn, Stri
             ));
         }
     }
+    if resp3 {
+        let mut b = Vec::new();
+        Request::from_args([&b"HELLO"[..], b"3"]).write_resp(&mut b);
+        c.stream.write_all(&b).await.map_err(|e| e.to_string())?;
+        let r = read_frame(&mut c, Some(timeout)).await?;
+        if r.first() == Some(&b'-') {
+            return Err(format!(
+                "HELLO 3 refused: {}",
+                String::from_utf8_lossy(&r).trim_end()
+            ));
+        }
+    }
     Ok(c)
 }
 
@@ -131,6 +167,7 @@ async fn run_with(
     auth: String,
     timeout: Duration,
     read_timeout: Option<Duration>,
+    resp3: bool,
     mut rx: mpsc::UnboundedReceiver<Pending>,
 ) {
     let mut conn: Option<Conn> = None;
@@ -147,7 +184,7 @@ async fn run_with(
             if !backoff.is_zero() {
                 glommio::timer::sleep(backoff).await;
             }
-            match connect(&addr, &auth, timeout).await {
+            match connect_proto(&addr, &auth, timeout, resp3).await {
                 Ok(c) => {
                     conn = Some(c);
                     backoff = Duration::ZERO;
@@ -237,13 +274,14 @@ pub fn dedicated(
     connect_timeout: Duration,
     req: Bytes,
     db: u16,
+    resp3: bool,
 ) -> (Dedicated, oneshot::Receiver<Reply>) {
     let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
     let (tx, rx) = oneshot::channel::<Reply>();
     let addr = addr.to_string();
     glommio::spawn_local(async move {
         let work = async {
-            let mut c = connect(&addr, &auth, connect_timeout).await?;
+            let mut c = connect_proto(&addr, &auth, connect_timeout, resp3).await?;
             let mut out = Vec::new();
             if db != 0 {
                 Request::from_args([&b"SELECT"[..], db.to_string().as_bytes()])

@@ -83,7 +83,9 @@ pub struct Shard {
     pub table: RefCell<Arc<SlotTable>>,
     /// Connections to the backends of the current table (same order), reused by address.
     pub backends: RefCell<Vec<Backend>>,
-    pool: RefCell<HashMap<String, Backend>>,
+    /// The same backends over RESP3 connections (for RESP3 sessions; connected on first use).
+    pub backends3: RefCell<Vec<Backend>>,
+    pool: RefCell<HashMap<(String, bool), Backend>>,
     /// Request batches still running, by the epoch of the table they started with: a new
     /// epoch is acknowledged only once every batch of an older one has finished (so after a
     /// slot's owner changes, nothing is still on its way to the old owner).
@@ -100,17 +102,25 @@ impl Shard {
         let t = self.shared.table.lock().expect("table lock").clone();
         let timeout = Duration::from_millis(self.shared.config.backend_timeout_ms);
         let mut pool = self.pool.borrow_mut();
-        let backends = t
-            .backends
-            .iter()
-            .map(|a| {
-                pool.entry(a.clone())
-                    .or_insert_with(|| {
-                        Backend::start(a, self.shared.config.product_auth.clone(), timeout)
-                    })
-                    .clone()
-            })
-            .collect();
+        let mut make = |resp3: bool| -> Vec<Backend> {
+            t.backends
+                .iter()
+                .map(|a| {
+                    pool.entry((a.clone(), resp3))
+                        .or_insert_with(|| {
+                            Backend::start_proto(
+                                a,
+                                self.shared.config.product_auth.clone(),
+                                timeout,
+                                resp3,
+                            )
+                        })
+                        .clone()
+                })
+                .collect()
+        };
+        let backends = make(false);
+        *self.backends3.borrow_mut() = make(true);
         *self.backends.borrow_mut() = backends;
         *self.table.borrow_mut() = t;
         self.try_ack();
@@ -217,6 +227,7 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
                     shared: shared.clone(),
                     table: RefCell::new(t),
                     backends: RefCell::new(Vec::new()),
+                    backends3: RefCell::new(Vec::new()),
                     pool: RefCell::new(HashMap::new()),
                     inflight: RefCell::new(Default::default()),
                 });

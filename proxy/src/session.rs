@@ -46,6 +46,8 @@ struct Session {
     close: bool,
     txn: crate::txn::Txn,
     pubsub: Option<PubSub>,
+    /// The client switched to RESP3 (HELLO 3): its requests use RESP3 backend connections.
+    resp3: bool,
 }
 
 /// A subscribed session: its channels (each on its slot's master) and patterns (on every
@@ -106,6 +108,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         close: false,
         txn: Default::default(),
         pubsub: None,
+        resp3: false,
     };
     let limits = Limits {
         max_bulk_len: shared.config.max_request_bytes,
@@ -122,6 +125,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             match s.next_input(&mut stream, &mut tmp).await {
                 Input::Read(n) => n,
                 Input::Message(m) => {
+                    let m = s.push(m);
                     if stream.write_all(&m).await.is_err() {
                         break;
                     }
@@ -501,17 +505,18 @@ impl Session {
                         timeout,
                         raw,
                         self.db,
+                        self.resp3,
                     );
                     return Slot::Dedicated(conn, rx);
                 }
-                Slot::One(self.shard.backends.borrow()[b as usize].send(raw, self.db))
+                Slot::One(self.backends()[b as usize].send(raw, self.db))
             }
             Plan::Split(kind, parts) => {
                 let nkeys = match kind {
                     SplitKind::Mset => (req.len() - 1) / 2,
                     _ => req.len() - 1,
                 };
-                let backends = self.shard.backends.borrow();
+                let backends = self.backends();
                 let rxs = parts
                     .into_iter()
                     .map(|p| {
@@ -524,6 +529,26 @@ impl Session {
                 Slot::Split(kind, rxs, nkeys)
             }
             Plan::Fanout => self.fanout(spec, req),
+        }
+    }
+
+    /// A pub/sub frame for this client: RESP3 clients get it as a push (`>`).
+    fn push(&self, m: Bytes) -> Bytes {
+        if self.resp3 && m.first() == Some(&b'*') {
+            let mut v = m.to_vec();
+            v[0] = b'>';
+            Bytes::from(v)
+        } else {
+            m
+        }
+    }
+
+    /// This shard's backend connections in the session's protocol.
+    fn backends(&self) -> std::cell::Ref<'_, Vec<crate::backend::Backend>> {
+        if self.resp3 {
+            self.shard.backends3.borrow()
+        } else {
+            self.shard.backends.borrow()
         }
     }
 
@@ -626,7 +651,8 @@ impl Session {
                 | "punsubscribe"
         );
         if !is_sub {
-            if !subscribed {
+            // RESP3 clients may run any command while subscribed.
+            if !subscribed || self.resp3 {
                 return None;
             }
             return match name {
@@ -770,6 +796,16 @@ impl Session {
             // Back to normal: the subscriber connections close.
             self.pubsub = None;
         }
+        if self.resp3 {
+            // Each confirmation is a push: re-frame them one by one.
+            let mut buf = bytes::BytesMut::from(&out[..]);
+            let mut dec = rcodis_core::resp::FrameDecoder::default();
+            let mut pushed = Vec::new();
+            while let Ok(Some(f)) = dec.decode_raw(&mut buf) {
+                pushed.extend_from_slice(&self.push(f));
+            }
+            return Some(Bytes::from(pushed));
+        }
         Some(Bytes::from(out))
     }
 
@@ -848,11 +884,13 @@ impl Session {
             )));
         };
         let shared = &self.shard.shared;
+        let resp3 = self.resp3;
         let pinned = self.txn.pinned.get_or_insert_with(|| {
-            crate::backend::Backend::start(
+            crate::backend::Backend::start_proto(
                 &table.backends[b as usize],
                 shared.config.product_auth.clone(),
                 std::time::Duration::from_millis(shared.config.backend_timeout_ms),
+                resp3,
             )
         });
         self.txn.slot = Some(slot);
@@ -889,7 +927,7 @@ impl Session {
                     )));
                 }
                 match r.backend {
-                    Some(b) => self.shard.backends.borrow()[b as usize].clone(),
+                    Some(b) => self.backends()[b as usize].clone(),
                     None => {
                         return Slot::Ready(err(&format!(
                             "ERR slot {s} is not served by any group (offline)"
@@ -897,7 +935,7 @@ impl Session {
                     }
                 }
             }
-            (p, None) => match p.or_else(|| self.shard.backends.borrow().first().cloned()) {
+            (p, None) => match p.or_else(|| self.backends().first().cloned()) {
                 Some(b) => b,
                 None => return Slot::Ready(err("ERR no backend group is configured")),
             },
@@ -944,7 +982,7 @@ impl Session {
         moving: Vec<crate::router::Moving>,
         deadline: std::time::Instant,
     ) -> Option<Bytes> {
-        let backends = self.shard.backends.borrow().clone();
+        let backends = self.backends().clone();
         let single = moving.len() == 1
             && matches!(
                 spec.proxy,
@@ -1023,7 +1061,7 @@ impl Session {
     }
 
     fn fanout(&mut self, spec: &'static CommandSpec, req: Request) -> Slot {
-        let backends = self.shard.backends.borrow();
+        let backends = self.backends();
         if backends.is_empty() {
             return Slot::Ready(err("ERR no backend group is configured"));
         }
@@ -1089,6 +1127,7 @@ impl Session {
             "hello" => self.hello(req),
             "reset" => {
                 self.txn.clear();
+                self.resp3 = false;
                 self.db = 0;
                 self.name = Bytes::new();
                 self.authed = shared.config.session_auth.is_empty();
@@ -1147,8 +1186,7 @@ impl Session {
     fn hello(&mut self, req: &Request) -> Bytes {
         if let Some(v) = req.get(1) {
             match parse_i64(v) {
-                Some(2) => {}
-                Some(3) => return err("NOPROTO this rcodis-proxy speaks RESP2 only (HELLO 2)"),
+                Some(2) | Some(3) => {}
                 Some(_) => return err("NOPROTO unsupported protocol version"),
                 None => return err("ERR Protocol version is not an integer or out of range"),
             }
@@ -1176,22 +1214,28 @@ impl Session {
         if !self.authed {
             return err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
         }
-        frame(&Frame::Array(vec![
-            Frame::bulk("server"),
-            Frame::bulk("redis"),
-            Frame::bulk("version"),
-            Frame::bulk("7.0.15"),
-            Frame::bulk("proto"),
-            Frame::Integer(2),
-            Frame::bulk("id"),
-            Frame::Integer(self.id as i64),
-            Frame::bulk("mode"),
-            Frame::bulk("standalone"),
-            Frame::bulk("role"),
-            Frame::bulk("master"),
-            Frame::bulk("modules"),
-            Frame::Array(vec![]),
-        ]))
+        if let Some(v) = req.get(1) {
+            self.resp3 = parse_i64(v) == Some(3);
+        }
+        let fields = vec![
+            (Frame::bulk("server"), Frame::bulk("redis")),
+            (Frame::bulk("version"), Frame::bulk("7.0.15")),
+            (
+                Frame::bulk("proto"),
+                Frame::Integer(if self.resp3 { 3 } else { 2 }),
+            ),
+            (Frame::bulk("id"), Frame::Integer(self.id as i64)),
+            (Frame::bulk("mode"), Frame::bulk("standalone")),
+            (Frame::bulk("role"), Frame::bulk("master")),
+            (Frame::bulk("modules"), Frame::Array(vec![])),
+        ];
+        if self.resp3 {
+            frame(&Frame::Map(fields))
+        } else {
+            frame(&Frame::Array(
+                fields.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            ))
+        }
     }
 
     fn info(&self, _req: &Request) -> Bytes {

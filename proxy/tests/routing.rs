@@ -588,3 +588,59 @@ fn admin_http_reports_state() {
     );
     assert_eq!(http_get(&addr, "/nope").0, 404);
 }
+
+/// Clients that greet with HELLO 3 (redis-py 8 does by default) get RESP3 replies: maps,
+/// sets, doubles and nulls as the servers write them, and pub/sub messages as pushes.
+#[test]
+fn resp3_sessions() {
+    let c = start();
+    let mut p = Conn::connect(c.port);
+    let hello = p.cmd(&["HELLO", "3"]);
+    let Frame::Map(fields) = &hello else {
+        panic!("HELLO 3 answered {hello:?}");
+    };
+    assert!(fields.contains(&(Frame::bulk("proto"), Frame::Integer(3))));
+    p.cmd(&["HSET", "h", "f", "v"]);
+    assert_eq!(
+        p.cmd(&["HGETALL", "h"]),
+        Frame::Map(vec![(Frame::bulk("f"), Frame::bulk("v"))])
+    );
+    p.cmd(&["ZADD", "z", "1.5", "m"]);
+    assert!(
+        matches!(p.cmd(&["ZSCORE", "z", "m"]), Frame::Double(_)),
+        "RESP3 double"
+    );
+    assert_eq!(p.cmd(&["GET", "missing"]), Frame::Null);
+    // Split and merged replies still parse.
+    p.cmd(&["MSET", "a", "1", "b", "2", "c", "3"]);
+    let r = p.cmd(&["MGET", "a", "b", "c", "nope"]);
+    let Frame::Array(v) = r else { panic!("{r:?}") };
+    assert_eq!(
+        v[..3],
+        [Frame::bulk("1"), Frame::bulk("2"), Frame::bulk("3")]
+    );
+    assert!(matches!(v[3], Frame::Null | Frame::NullBulk));
+    // Pub/sub: confirmations and messages are pushes; other commands still work meanwhile.
+    let sub = p.cmd(&["SUBSCRIBE", "chan"]);
+    assert!(
+        matches!(&sub, Frame::Push(v) if v[0] == Frame::bulk("subscribe")),
+        "{sub:?}"
+    );
+    assert_eq!(text(&p.cmd(&["GET", "a"])), "1");
+    let mut pubr = Conn::connect(c.port);
+    rcodis_tests::wait_until(
+        "the subscription",
+        std::time::Duration::from_secs(10),
+        || pubr.cmd(&["PUBLISH", "chan", "hi"]) == Frame::Integer(1),
+    );
+    let m = p.read().unwrap();
+    assert!(
+        matches!(&m, Frame::Push(v) if v[0] == Frame::bulk("message") && v[2] == Frame::bulk("hi")),
+        "{m:?}"
+    );
+    // Back to RESP2.
+    p.cmd(&["UNSUBSCRIBE"]);
+    let hello = p.cmd(&["HELLO", "2"]);
+    assert!(matches!(hello, Frame::Array(_)), "{hello:?}");
+    assert_eq!(p.cmd(&["GET", "missing"]), Frame::NullBulk);
+}
