@@ -391,3 +391,78 @@ fn add_a_group_rebalance_and_resume_a_killed_driver() {
     unsafe_kill(child.id(), "TERM");
     child.wait().unwrap();
 }
+
+fn extra_proxy(dir: &std::path::Path) -> (rcodis_tests::Process, u16) {
+    let mut cmd = Command::new(rcodis_tests::bin_path("rcodis-proxy"));
+    cmd.args(["--listen", "127.0.0.1:0", "--threads", "1", "--admin", ""])
+        .arg("--coordinator")
+        .arg(format!("file://{}/coordinator", dir.display()));
+    rcodis_tests::spawn_on_free_port("rcodis-proxy", cmd)
+}
+
+/// A proxy that stops acknowledging (SIGSTOP) blocks phase 1, which is rolled back with a
+/// message naming it; after SIGCONT the migration goes through. A proxy killed outright is
+/// dropped when its registration expires, and the step goes on.
+#[test]
+fn a_silent_proxy_blocks_the_two_phase_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (mut child, _out) = up(dir.path(), port);
+    let (stopped, sport) = extra_proxy(dir.path());
+    let mut via = Conn::connect(sport);
+    via.cmd(&["SET", "k", "v"]);
+    let proxies = || -> Vec<serde_json::Value> {
+        let out = ctl(dir.path(), &["proxy", "list", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    rcodis_tests::wait_until("two proxies registered", Duration::from_secs(10), || {
+        proxies().len() == 2
+    });
+    let pid = stopped.pid();
+    let token = proxies()
+        .into_iter()
+        .find(|p| p["pid"].as_u64() == Some(pid as u64))
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    unsafe_kill(pid, "STOP");
+    let out = ctl(
+        dir.path(),
+        &["slot", "migrate", "5", "--to", "2", "--ack-timeout", "3"],
+    );
+    let e = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("did not acknowledge") && e.contains(&token) && e.contains("rolled back"),
+        "{e}"
+    );
+    let st = String::from_utf8_lossy(&ctl(dir.path(), &["slot", "status"]).stdout).to_string();
+    assert!(st.contains("preparing"), "{st}");
+    unsafe_kill(pid, "CONT");
+    let out = ctl(dir.path(), &["slot", "migrate", "5", "--to", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Killed outright: its entry expires and the next migration proceeds without it.
+    stopped.signal("KILL");
+    let t = Instant::now();
+    let out = ctl(dir.path(), &["slot", "migrate", "6", "--to", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert_eq!(proxies().len(), 1);
+    let mut c = Conn::connect(port);
+    assert_eq!(text(&c.cmd(&["GET", "k"])), "v");
+    unsafe_kill(child.id(), "TERM");
+    child.wait().unwrap();
+}
