@@ -17,8 +17,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n 
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_ping() { for _ in $(seq 200); do [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0; sleep 0.05; done; exit 1; }
-start() { local p; p=$(free_port); mkdir -p "$tmp/$p"; "$bin" --port "$p" --threads 1 --dir "$tmp/$p" >"$tmp/$p.log" 2>&1 & pids+=($!); wait_ping "$p"; echo "$p"; }
-src=$(start); dst=$(start)
+# (Not in a subshell: the PIDs must reach `cleanup`.)
+start() { local p; p=$(free_port); mkdir -p "$tmp/$p"; "$bin" --port "$p" --threads 1 --dir "$tmp/$p" >"$tmp/$p.log" 2>&1 & pids+=($!); wait_ping "$p"; port=$p; }
+start; src=$port; start; dst=$port
 redis-cli -p "$src" set unrelated value >/dev/null
 # GET latency on the source: p50 / p99 / p99.9 (max) in ms from redis-benchmark's
 # percentile distribution.

@@ -8,10 +8,33 @@ use std::time::{Duration, Instant};
 use rcodis_core::resp::Frame;
 use rcodis_tests::{free_port, text, Conn};
 
-fn up(
-    dir: &std::path::Path,
-    port: u16,
-) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+/// `rcodis-ctl up` under test: stopped (SIGTERM, then waited for) when dropped, so a failing
+/// test leaves no cluster behind.
+struct UpChild(std::process::Child);
+
+impl std::ops::Deref for UpChild {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for UpChild {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for UpChild {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            unsafe_kill(self.0.id(), "TERM");
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn up(dir: &std::path::Path, port: u16) -> (UpChild, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rcodis-ctl"))
         .args(["up", "--groups", "2", "--port", &port.to_string()])
         .arg("--dir")
@@ -34,7 +57,7 @@ fn up(
         banner.push_str(&line);
     }
     assert!(banner.contains(&format!("redis-cli -p {port}")), "{banner}");
-    (child, out)
+    (UpChild(child), out)
 }
 
 #[test]

@@ -236,7 +236,7 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
                 let s2 = shard.clone();
                 glommio::spawn_local(async move {
                     loop {
-                        glommio::timer::sleep(Duration::from_millis(2)).await;
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
                         s2.refresh();
                         s2.try_ack();
                     }

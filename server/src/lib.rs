@@ -277,7 +277,9 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
                     glommio::spawn_local(save_rules(shard.clone())).detach();
                     glommio::spawn_local(async {
                         loop {
-                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                            // Fresh figures matter for eviction; otherwise INFO can wait.
+                            let every = if memory::max() > 0 { 10 } else { 100 };
+                            glommio::timer::sleep(Duration::from_millis(every)).await;
                             memory::refresh();
                         }
                     })
