@@ -16,6 +16,7 @@ use super::{
 };
 use crate::db::zset::Score;
 use crate::db::{Value, ZSet};
+use crate::out::Out;
 
 pub fn register(m: &mut HashMap<&'static str, Handler>) {
     m.insert("zadd", zadd);
@@ -363,7 +364,7 @@ struct RangeSpec {
 }
 
 /// Computes the selected (member, score) pairs, or writes an error and returns None.
-fn select(ctx: &mut Ctx<'_>, z: &ZSet, r: &RangeSpec) -> Option<Vec<(Bytes, f64)>> {
+fn select(out: &mut Out, z: &ZSet, r: &RangeSpec) -> Option<Vec<(Bytes, f64)>> {
     let limit = |v: Vec<(Bytes, f64)>| -> Vec<(Bytes, f64)> {
         if r.offset < 0 {
             return Vec::new();
@@ -378,7 +379,7 @@ fn select(ctx: &mut Ctx<'_>, z: &ZSet, r: &RangeSpec) -> Option<Vec<(Bytes, f64)
     match r.by {
         RangeBy::Rank => {
             let (Some(s), Some(e)) = (parse_i64(&r.start), parse_i64(&r.stop)) else {
-                ctx.out.err(super::NOT_INT);
+                out.err(super::NOT_INT);
                 return None;
             };
             let Some((a, b)) = super::range_indexes(s, e, z.len()) else {
@@ -399,7 +400,7 @@ fn select(ctx: &mut Ctx<'_>, z: &ZSet, r: &RangeSpec) -> Option<Vec<(Bytes, f64)
                 (&r.start, &r.stop)
             };
             let (Some(min), Some(max)) = (parse_score_bound(lo), parse_score_bound(hi)) else {
-                ctx.out.err("ERR min or max is not a float");
+                out.err("ERR min or max is not a float");
                 return None;
             };
             let v: Vec<(Bytes, f64)> = score_range(z, min, max)
@@ -419,7 +420,7 @@ fn select(ctx: &mut Ctx<'_>, z: &ZSet, r: &RangeSpec) -> Option<Vec<(Bytes, f64)
                 (&r.start, &r.stop)
             };
             let (Some(min), Some(max)) = (parse_lex_bound(lo), parse_lex_bound(hi)) else {
-                ctx.out.err("ERR min or max not valid string range item");
+                out.err("ERR min or max not valid string range item");
                 return None;
             };
             let v: Vec<(Bytes, f64)> = z
@@ -514,15 +515,20 @@ fn parse_range(
 
 fn run_range(ctx: &mut Ctx<'_>, key: &[u8], r: &RangeSpec) {
     // Redis parses the bounds before looking the key up.
-    if select(ctx, &ZSet::default(), r).is_none() {
+    if select(ctx.out, &ZSet::default(), r).is_none() {
         return;
     }
-    let z = match get_zset(ctx, key) {
-        Ok(Some(z)) => z.clone(),
+    match get_zset(ctx, key) {
+        Ok(Some(_)) => {}
         Ok(None) => return ctx.out.array(0),
         Err(Replied) => return,
+    }
+    // Borrow the set and the reply buffer apart (no copy of the set).
+    let items = match ctx.db.get_quiet(key, ctx.now).map(|e| &e.value) {
+        Some(crate::db::Value::ZSet(z)) => select(ctx.out, z, r),
+        _ => None,
     };
-    if let Some(items) = select(ctx, &z, r) {
+    if let Some(items) = items {
         reply_scored(ctx, &items, r.withscores);
     }
 }
@@ -541,7 +547,7 @@ fn zrangestore(ctx: &mut Ctx<'_>, req: &Request) {
         Ok(z) => z.cloned().map(|b| *b).unwrap_or_default(),
         Err(Replied) => return,
     };
-    let Some(items) = select(ctx, &src, &r) else {
+    let Some(items) = select(ctx.out, &src, &r) else {
         return;
     };
     let dst = req.arg(1);
@@ -623,15 +629,19 @@ fn zrem_range(ctx: &mut Ctx<'_>, req: &Request, by: RangeBy) {
         stop: owned(req.arg(3)),
     };
     let key = req.arg(1);
-    if select(ctx, &ZSet::default(), &r).is_none() {
+    if select(ctx.out, &ZSet::default(), &r).is_none() {
         return;
     }
-    let z = match get_zset(ctx, key) {
-        Ok(Some(z)) => z.clone(),
+    match get_zset(ctx, key) {
+        Ok(Some(_)) => {}
         Ok(None) => return ctx.out.int(0),
         Err(Replied) => return,
+    }
+    let items = match ctx.db.get_quiet(key, ctx.now).map(|e| &e.value) {
+        Some(crate::db::Value::ZSet(z)) => select(ctx.out, z, &r),
+        _ => None,
     };
-    let Some(items) = select(ctx, &z, &r) else {
+    let Some(items) = items else {
         return;
     };
     if let Ok(Some(z)) = get_zset(ctx, key) {
