@@ -182,6 +182,13 @@ impl Stats {
     }
 }
 
+/// Set by SIGINT/SIGTERM: the run stops sending, collects what is in flight and reports.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
 /// Live totals for the once-a-second progress line.
 #[derive(Default)]
 pub struct Live {
@@ -436,7 +443,9 @@ fn run_thread(plan: Arc<Plan>, thread: usize) -> anyhow::Result<Vec<Stats>> {
     let mut live_lat = 0u64;
     loop {
         let now = Instant::now();
-        let stopping = plan.stop.load(Ordering::Relaxed) || plan.deadline.is_some_and(|d| now >= d);
+        let stopping = plan.stop.load(Ordering::Relaxed)
+            || INTERRUPTED.load(Ordering::Relaxed)
+            || plan.deadline.is_some_and(|d| now >= d);
         // Fill every window.
         for cl in clients.iter_mut() {
             while !stopping
@@ -719,6 +728,11 @@ fn run(a: Args) -> anyhow::Result<bool> {
     for c in &cmds {
         acc += c.weight;
         cumulative.push(acc);
+    }
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     let start = Instant::now();
     let plan = Arc::new(Plan {
