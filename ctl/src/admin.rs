@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Subcommand;
 use rcodis_core::coord::{layout, Coordinator};
 use rcodis_core::slot::NUM_SLOTS;
-use rcodis_core::topology::{Group, GroupId, ProxyInfo, Topology, MAX_GROUP_ID};
+use rcodis_core::topology::{Group, GroupId, Topology, MAX_GROUP_ID};
 
 use crate::slot::{load, update};
 
@@ -216,12 +216,7 @@ pub async fn proxy(
 ) -> anyhow::Result<()> {
     match cmd {
         ProxyCmd::List => {
-            let ps: Vec<ProxyInfo> = c
-                .list(&layout::proxy_prefix(product))
-                .await?
-                .into_iter()
-                .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-                .collect();
+            let ps = crate::slot::proxies(&c, product).await?;
             if json {
                 println!("{}", serde_json::to_string(&ps)?);
             } else {

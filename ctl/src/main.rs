@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rcodis_core::coord::{self, layout};
-use rcodis_core::topology::{ProxyInfo, Topology};
+use rcodis_core::topology::Topology;
 
 #[derive(Debug, Parser)]
 #[command(name = "rcodis-ctl", version, about = "rcodis cluster management")]
@@ -224,12 +224,7 @@ async fn status(url: Option<&str>, product: &str, json: bool) -> anyhow::Result<
         Some(d) => Topology::from_json(&d).map_err(|e| anyhow::anyhow!("bad topology: {e}"))?,
         None => anyhow::bail!("no cluster named '{product}' in {url}"),
     };
-    let proxies: Vec<ProxyInfo> = c
-        .list(&layout::proxy_prefix(product))
-        .await?
-        .into_iter()
-        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-        .collect();
+    let proxies = slot::proxies(&c, product).await?;
     if json {
         println!("{}", serde_json::json!({"topology": t, "proxies": proxies}));
         return Ok(());

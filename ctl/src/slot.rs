@@ -253,7 +253,8 @@ pub async fn update(
     }
 }
 
-async fn proxies(c: &Arc<dyn Coordinator>, product: &str) -> anyhow::Result<Vec<ProxyInfo>> {
+/// The registered proxies.
+pub async fn proxies(c: &Arc<dyn Coordinator>, product: &str) -> anyhow::Result<Vec<ProxyInfo>> {
     Ok(c.list(&layout::proxy_prefix(product))
         .await?
         .into_iter()
