@@ -61,16 +61,8 @@ enum Cmd {
         /// Print the plan only.
         #[arg(long)]
         dry_run: bool,
-        #[arg(long, default_value = "async")]
-        method: String,
-        #[arg(long, default_value = "")]
-        auth: String,
-        #[arg(long, default_value_t = 30)]
-        ack_timeout: u64,
-        #[arg(long, default_value_t = 4)]
-        parallel: usize,
-        #[arg(long)]
-        force_unlock: bool,
+        #[command(flatten)]
+        drive: slot::DriveArgs,
     },
 }
 
@@ -101,23 +93,8 @@ fn main() -> ExitCode {
                     Cmd::Group(cmd) => admin::group(cmd, c, &cli.product, cli.json).await,
                     Cmd::Server(cmd) => admin::server(cmd, c, &cli.product).await,
                     Cmd::Proxy(cmd) => admin::proxy(cmd, c, &cli.product, cli.json).await,
-                    Cmd::Rebalance {
-                        dry_run,
-                        method,
-                        auth,
-                        ack_timeout,
-                        parallel,
-                        force_unlock,
-                    } => {
-                        let opts = slot::DriveOpts {
-                            method: slot::parse_method(&method)?,
-                            detach: false,
-                            auth,
-                            ack: std::time::Duration::from_secs(ack_timeout),
-                            parallel,
-                            force_unlock,
-                            json: cli.json,
-                        };
+                    Cmd::Rebalance { dry_run, drive } => {
+                        let opts = drive.opts(false, cli.json)?;
                         rebalance(c, &cli.product, dry_run, &opts).await
                     }
                     Cmd::Up(_) | Cmd::Status => unreachable!("handled above"),

@@ -36,27 +36,49 @@ pub enum SlotCmd {
         /// Target group.
         #[arg(long)]
         to: GroupId,
-        /// async (SLOTSMGRTTAGSLOT-ASYNC, proxies use SLOTSMGRT-EXEC-WRAPPER) or sync.
-        #[arg(long, default_value = "async")]
-        method: String,
         /// Only record the plan (a later `slot migrate` without --detach drives it).
         #[arg(long)]
         detach: bool,
-        /// Password of the servers (their requirepass), if any.
-        #[arg(long, default_value = "")]
-        auth: String,
-        /// Seconds to wait for every proxy to acknowledge an epoch.
-        #[arg(long, default_value_t = 30)]
-        ack_timeout: u64,
-        /// Slots migrating at once (each group in at most one of them).
-        #[arg(long, default_value_t = 4)]
-        parallel: usize,
-        /// Take the driver lock even if a (dead) holder has it.
-        #[arg(long)]
-        force_unlock: bool,
+        #[command(flatten)]
+        drive: DriveArgs,
     },
     /// Slots with a migration planned or under way (all, or those in RANGE).
     Status { range: Option<String> },
+}
+
+/// How the migration driver works (shared by `slot migrate` and `rebalance`).
+#[derive(Debug, clap::Args)]
+pub struct DriveArgs {
+    /// async (SLOTSMGRTTAGSLOT-ASYNC, proxies use SLOTSMGRT-EXEC-WRAPPER) or sync.
+    #[arg(long, default_value = "async")]
+    pub method: String,
+    /// Password of the servers (their requirepass), if any.
+    #[arg(long, default_value = "")]
+    pub auth: String,
+    /// Seconds to wait for every proxy to acknowledge an epoch.
+    #[arg(long, default_value_t = 30)]
+    pub ack_timeout: u64,
+    /// Slots migrating at once (each group in at most one of them).
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// Take the driver lock even if a (dead) holder has it.
+    #[arg(long)]
+    pub force_unlock: bool,
+}
+
+impl DriveArgs {
+    /// The driver's options.
+    pub fn opts(self, detach: bool, json: bool) -> anyhow::Result<DriveOpts> {
+        Ok(DriveOpts {
+            method: parse_method(&self.method)?,
+            detach,
+            auth: self.auth,
+            ack: Duration::from_secs(self.ack_timeout),
+            parallel: self.parallel,
+            force_unlock: self.force_unlock,
+            json,
+        })
+    }
 }
 
 /// `async` or `sync`.
@@ -669,25 +691,12 @@ pub async fn run(
         SlotCmd::Migrate {
             range,
             to,
-            method,
             detach,
-            auth,
-            ack_timeout,
-            parallel,
-            force_unlock,
+            drive,
         } => {
             let slots = parse_range(&range)?;
-            let method = parse_method(&method)?;
+            let opts = drive.opts(detach, json)?;
             let moves: Vec<(u16, GroupId)> = slots.iter().map(|&s| (s, to)).collect();
-            let opts = DriveOpts {
-                method,
-                detach,
-                auth,
-                ack: Duration::from_secs(ack_timeout),
-                parallel,
-                force_unlock,
-                json,
-            };
             migrate(&c, product, &moves, &opts).await?;
         }
     }
