@@ -1,15 +1,22 @@
 //! Pipelined connections from one shard to one backend server.
 //!
-//! A connection task owns the socket. Requests queue on a channel; each round the task takes
-//! everything queued, writes it in one go (inserting a `SELECT` where the database changes),
-//! then reads the replies in order and hands each to its waiter. A broken or unreachable
-//! backend answers every waiting request with an error naming it, and the next round
-//! reconnects (with a short back-off), so a dead backend never hangs its clients.
+//! Sessions append their requests' bytes straight to a backend's write buffer and queue
+//! where each reply goes (a slot of the session's [`BatchSink`], or a one-shot channel on
+//! the slower paths). The connection task writes whatever is queued in one go (inserting a
+//! `SELECT` where the database changes), then reads replies and hands each to the next
+//! waiter in order; requests queued meanwhile are written before it waits for more bytes,
+//! so writes and reads overlap. A broken or unreachable backend answers every waiting
+//! request with an error naming it, and the next request reconnects (with a short
+//! back-off), so a dead backend never hangs its clients.
 
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -19,17 +26,144 @@ use rcodis_core::resp::{Frame, FrameDecoder, Request};
 /// A reply (raw RESP bytes) or why there is none.
 pub type Reply = Result<Bytes, String>;
 
-struct Pending {
-    req: Bytes,
-    db: u16,
-    tx: oneshot::Sender<Reply>,
+/// Where the replies of one session batch land: raw bytes in one arena, by request index.
+/// The session waits once for the whole batch (one wake-up, however many backends).
+#[derive(Default)]
+pub struct BatchSink {
+    data: RefCell<Vec<u8>>,
+    spans: RefCell<Vec<Span>>,
+    remaining: Cell<usize>,
+    waker: Cell<Option<Waker>>,
+}
+
+enum Span {
+    Waiting,
+    Ok(u32, u32),
+    Err(Box<str>),
+}
+
+impl BatchSink {
+    /// Reserves the next reply slot.
+    fn reserve(&self) -> u32 {
+        let mut s = self.spans.borrow_mut();
+        s.push(Span::Waiting);
+        self.remaining.set(self.remaining.get() + 1);
+        (s.len() - 1) as u32
+    }
+
+    fn filled(&self) {
+        let left = self.remaining.get() - 1;
+        self.remaining.set(left);
+        if left == 0 {
+            if let Some(w) = self.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    fn fill_ok(&self, idx: u32, reply: &[u8]) {
+        let mut d = self.data.borrow_mut();
+        let start = d.len() as u32;
+        d.extend_from_slice(reply);
+        self.spans.borrow_mut()[idx as usize] = Span::Ok(start, d.len() as u32);
+        drop(d);
+        self.filled();
+    }
+
+    fn fill_err(&self, idx: u32, e: &str) {
+        self.spans.borrow_mut()[idx as usize] = Span::Err(e.into());
+        self.filled();
+    }
+
+    /// Waits until every reserved slot has its reply.
+    pub async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.remaining.get() == 0 {
+                Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Appends slot `idx`'s reply (after [`BatchSink::wait`]) to `out`.
+    pub fn write_to(&self, idx: u32, out: &mut BytesMut) {
+        match &self.spans.borrow()[idx as usize] {
+            Span::Ok(a, b) => out.extend_from_slice(&self.data.borrow()[*a as usize..*b as usize]),
+            Span::Err(e) => {
+                out.extend_from_slice(b"-ERR ");
+                out.extend_from_slice(e.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Span::Waiting => out.extend_from_slice(b"-ERR reply lost\r\n"),
+        }
+    }
+
+    /// Forgets the batch (every slot must be filled).
+    pub fn clear(&self) {
+        let mut d = self.data.borrow_mut();
+        d.clear();
+        if d.capacity() > 1 << 20 {
+            d.shrink_to(64 * 1024);
+        }
+        self.spans.borrow_mut().clear();
+    }
+}
+
+/// Where one reply goes.
+enum Sink {
+    /// The reply to a `SELECT` the connection inserted.
+    Select,
+    One(oneshot::Sender<Reply>),
+    Batch(Rc<BatchSink>, u32),
+}
+
+impl Sink {
+    fn fail(self, e: &str) {
+        match self {
+            Sink::Select => {}
+            Sink::One(tx) => {
+                let _ = tx.send(Err(e.to_string()));
+            }
+            Sink::Batch(s, i) => s.fill_err(i, e),
+        }
+    }
+}
+
+/// What sessions share with a connection task.
+struct Inner {
+    /// Request bytes not written yet, and where each of their replies goes.
+    wbuf: RefCell<BytesMut>,
+    queue: RefCell<VecDeque<Sink>>,
+    /// The database the queued bytes assume at their start, and the one after them.
+    head_db: Cell<u16>,
+    tail_db: Cell<u16>,
+    task: Cell<Option<Waker>>,
+    closed: Cell<bool>,
+    /// Requests written and not answered yet (for /metrics).
+    inflight: Cell<usize>,
+}
+
+/// Closes the connection task when the last handle goes.
+struct Guard(Rc<Inner>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.closed.set(true);
+        if let Some(w) = self.0.task.take() {
+            w.wake();
+        }
+    }
 }
 
 /// A handle to one backend connection task.
 #[derive(Clone)]
 pub struct Backend {
     pub addr: Rc<str>,
-    tx: mpsc::UnboundedSender<Pending>,
+    inner: Rc<Inner>,
+    _guard: Rc<Guard>,
 }
 
 impl Backend {
@@ -41,29 +175,59 @@ impl Backend {
     /// Like `start`; with `resp3` the connection speaks RESP3 (for RESP3 sessions, whose
     /// replies are then forwarded as the server wrote them).
     pub fn start_proto(addr: &str, auth: String, timeout: Duration, resp3: bool) -> Backend {
-        let (tx, rx) = mpsc::unbounded();
+        let inner = Rc::new(Inner {
+            wbuf: RefCell::new(BytesMut::with_capacity(16 * 1024)),
+            queue: RefCell::new(VecDeque::new()),
+            head_db: Cell::new(0),
+            tail_db: Cell::new(0),
+            task: Cell::new(None),
+            closed: Cell::new(false),
+            inflight: Cell::new(0),
+        });
         let addr: Rc<str> = Rc::from(addr);
-        glommio::spawn_local(run_with(
-            addr.clone(),
-            auth,
-            timeout,
-            Some(timeout),
-            resp3,
-            rx,
-        ))
-        .detach();
-        Backend { addr, tx }
+        glommio::spawn_local(run(addr.clone(), auth, timeout, resp3, inner.clone())).detach();
+        Backend {
+            addr,
+            _guard: Rc::new(Guard(inner.clone())),
+            inner,
+        }
+    }
+
+    /// Requests queued or written and not answered yet.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.queue.borrow().len() + self.inner.inflight.get()
+    }
+
+    fn enqueue(&self, req: &[u8], db: u16, sink: Sink) {
+        let inner = &*self.inner;
+        let mut w = inner.wbuf.borrow_mut();
+        let mut q = inner.queue.borrow_mut();
+        if q.is_empty() {
+            inner.head_db.set(inner.tail_db.get());
+        }
+        if db != inner.tail_db.get() {
+            Request::from_args([&b"SELECT"[..], db.to_string().as_bytes()]).write_resp(&mut *w);
+            q.push_back(Sink::Select);
+            inner.tail_db.set(db);
+        }
+        w.extend_from_slice(req);
+        q.push_back(sink);
+        if let Some(t) = inner.task.take() {
+            t.wake();
+        }
+    }
+
+    /// Queues a request (raw RESP) whose reply goes to slot of `sink` (returned).
+    pub fn send_batch(&self, req: &[u8], db: u16, sink: &Rc<BatchSink>) -> u32 {
+        let idx = sink.reserve();
+        self.enqueue(req, db, Sink::Batch(sink.clone(), idx));
+        idx
     }
 
     /// Queues a request (raw RESP) for database `db`; the reply comes back on the receiver.
     pub fn send(&self, req: Bytes, db: u16) -> oneshot::Receiver<Reply> {
         let (tx, rx) = oneshot::channel();
-        if let Err(e) = self.tx.unbounded_send(Pending { req, db, tx }) {
-            let _ = e
-                .into_inner()
-                .tx
-                .send(Err(format!("backend {} is shut down", self.addr)));
-        }
+        self.enqueue(&req, db, Sink::One(tx));
         rx
     }
 
@@ -79,12 +243,28 @@ struct Conn {
     stream: TcpStream,
     db: u16,
     buf: BytesMut,
+    tmp: Box<[u8]>,
     dec: FrameDecoder,
+}
+
+impl Conn {
+    /// Reads what is there (at least one byte) into `buf`.
+    async fn fill(&mut self) -> Result<(), String> {
+        let n = self
+            .stream
+            .read(&mut self.tmp)
+            .await
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+        self.buf.extend_from_slice(&self.tmp[..n]);
+        Ok(())
+    }
 }
 
 async fn read_frame(c: &mut Conn, timeout: Option<Duration>) -> Result<Bytes, String> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let mut tmp = [0u8; 16 * 1024];
     loop {
         if let Some(f) = c
             .dec
@@ -105,11 +285,7 @@ async fn read_frame(c: &mut Conn, timeout: Option<Duration>) -> Result<Bytes, St
                 c.stream.set_read_timeout(None).ok();
             }
         }
-        let n = c.stream.read(&mut tmp).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("connection closed".into());
-        }
-        c.buf.extend_from_slice(&tmp[..n]);
+        c.fill().await?;
     }
 }
 
@@ -133,6 +309,7 @@ async fn connect_proto(
         stream,
         db: 0,
         buf: BytesMut::with_capacity(16 * 1024),
+        tmp: vec![0u8; 16 * 1024].into_boxed_slice(),
         dec: FrameDecoder::default(),
     };
     if !auth.is_empty() {
@@ -162,23 +339,25 @@ async fn connect_proto(
     Ok(c)
 }
 
-async fn run_with(
-    addr: Rc<str>,
-    auth: String,
-    timeout: Duration,
-    read_timeout: Option<Duration>,
-    resp3: bool,
-    mut rx: mpsc::UnboundedReceiver<Pending>,
-) {
+/// The connection task: connects on demand, writes what is queued, delivers replies in
+/// order, and fails what it cannot deliver.
+async fn run(addr: Rc<str>, auth: String, timeout: Duration, resp3: bool, inner: Rc<Inner>) {
     let mut conn: Option<Conn> = None;
-    let mut backoff = Duration::from_millis(0);
-    while let Some(first) = rx.next().await {
-        let mut batch = vec![first];
-        while let Ok(p) = rx.try_recv() {
-            batch.push(p);
-            if batch.len() >= 1024 {
-                break;
+    let mut backoff = Duration::ZERO;
+    let mut inflight: VecDeque<Sink> = VecDeque::new();
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    loop {
+        poll_fn(|cx| {
+            if !inner.queue.borrow().is_empty() || inner.closed.get() {
+                Poll::Ready(())
+            } else {
+                inner.task.set(Some(cx.waker().clone()));
+                Poll::Pending
             }
+        })
+        .await;
+        if inner.queue.borrow().is_empty() {
+            return; // closed, nothing left
         }
         if conn.is_none() {
             if !backoff.is_zero() {
@@ -186,6 +365,7 @@ async fn run_with(
             }
             match connect_proto(&addr, &auth, timeout, resp3).await {
                 Ok(c) => {
+                    c.stream.set_read_timeout(Some(timeout)).ok();
                     conn = Some(c);
                     backoff = Duration::ZERO;
                 }
@@ -193,70 +373,81 @@ async fn run_with(
                     tracing::warn!(backend = %addr, error = %e, "backend unreachable");
                     backoff =
                         (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
-                    for p in batch {
-                        let _ = p.tx.send(Err(format!("backend {addr} unreachable: {e}")));
+                    let msg = format!("backend {addr} unreachable: {e}");
+                    let queued: Vec<Sink> = inner.queue.borrow_mut().drain(..).collect();
+                    inner.wbuf.borrow_mut().clear();
+                    inner.head_db.set(inner.tail_db.get());
+                    for s in queued {
+                        s.fail(&msg);
                     }
                     continue;
                 }
             }
         }
         let c = conn.as_mut().expect("connected");
-        // One write for the whole round; SELECT where the database changes.
-        let mut out = BytesMut::new();
-        let mut expect: Vec<Option<usize>> = Vec::with_capacity(batch.len() * 2);
-        let mut db = c.db;
-        for (i, p) in batch.iter().enumerate() {
-            if p.db != db {
-                let mut s = Vec::new();
-                Request::from_args([&b"SELECT"[..], p.db.to_string().as_bytes()])
-                    .write_resp(&mut s);
-                out.extend_from_slice(&s);
-                expect.push(None);
-                db = p.db;
-            }
-            out.extend_from_slice(&p.req);
-            expect.push(Some(i));
-        }
-        let mut replies: Vec<Option<Reply>> = (0..batch.len()).map(|_| None).collect();
-        let mut failure: Option<String> = None;
-        if let Err(e) = c.stream.write_all(&out).await {
-            failure = Some(e.to_string());
-        } else {
-            for slot in &expect {
-                match read_frame(c, read_timeout).await {
-                    Ok(f) => match slot {
-                        Some(i) => replies[*i] = Some(Ok(f)),
-                        None => {
-                            if f.first() == Some(&b'-') {
-                                failure = Some(format!(
-                                    "SELECT failed: {}",
-                                    String::from_utf8_lossy(&f).trim_end()
-                                ));
-                                break;
-                            }
-                        }
-                    },
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-            c.db = db;
-        }
-        if let Some(e) = &failure {
+        let r = pump(c, &inner, &mut inflight, &mut out).await;
+        inner.inflight.set(0);
+        if let Err(e) = r {
             tracing::warn!(backend = %addr, error = %e, "backend connection failed");
             conn = None;
+            let msg = format!("backend {addr}: {e}");
+            for s in inflight.drain(..) {
+                s.fail(&msg);
+            }
         }
-        for (p, r) in batch.into_iter().zip(replies) {
-            let r = r.unwrap_or_else(|| {
-                Err(format!(
-                    "backend {addr}: {}",
-                    failure.clone().unwrap_or_default()
-                ))
-            });
-            let _ = p.tx.send(r);
+    }
+}
+
+/// Writes what is queued and reads replies until nothing is waiting.
+async fn pump(
+    c: &mut Conn,
+    inner: &Inner,
+    inflight: &mut VecDeque<Sink>,
+    out: &mut BytesMut,
+) -> Result<(), String> {
+    loop {
+        if !inner.queue.borrow().is_empty() {
+            out.clear();
+            if c.db != inner.head_db.get() {
+                // A new connection starts in database 0.
+                Request::from_args([&b"SELECT"[..], inner.head_db.get().to_string().as_bytes()])
+                    .write_resp(&mut *out);
+                inflight.push_back(Sink::Select);
+                out.extend_from_slice(&inner.wbuf.borrow());
+            } else {
+                std::mem::swap(out, &mut *inner.wbuf.borrow_mut());
+            }
+            inner.wbuf.borrow_mut().clear();
+            inflight.extend(inner.queue.borrow_mut().drain(..));
+            c.db = inner.tail_db.get();
+            inner.head_db.set(c.db);
+            inner.inflight.set(inflight.len());
+            c.stream.write_all(out).await.map_err(|e| e.to_string())?;
         }
+        if inflight.is_empty() {
+            return Ok(());
+        }
+        c.fill().await?;
+        while let Some(n) = c.dec.check(&c.buf).map_err(|e| format!("bad reply: {e}"))? {
+            let frame = &c.buf[..n];
+            match inflight.pop_front() {
+                Some(Sink::Batch(s, i)) => s.fill_ok(i, frame),
+                Some(Sink::One(tx)) => {
+                    let _ = tx.send(Ok(Bytes::copy_from_slice(frame)));
+                }
+                Some(Sink::Select) => {
+                    if frame.first() == Some(&b'-') {
+                        return Err(format!(
+                            "SELECT failed: {}",
+                            String::from_utf8_lossy(frame).trim_end()
+                        ));
+                    }
+                }
+                None => return Err("a reply nobody asked for".into()),
+            }
+            c.buf.advance(n);
+        }
+        inner.inflight.set(inflight.len());
     }
 }
 

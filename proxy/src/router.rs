@@ -127,6 +127,19 @@ pub fn route(
             Plan::Fanout
         }
         ProxyPolicy::Split(kind) => split(kind, spec, req, table),
+        // The common case: one key, the first argument.
+        ProxyPolicy::Forward
+            if spec.first_key == 1
+                && spec.last_key == 1
+                && spec.key_specs.len() == 1
+                && !spec.has(cmd::CommandFlags::MOVABLEKEYS)
+                && req.len() >= 2 =>
+        {
+            match backend_for(table, slot_of(req.arg(1))) {
+                Ok(b) => Plan::Single(b),
+                Err(p) => p,
+            }
+        }
         ProxyPolicy::Forward | ProxyPolicy::SameSlot => {
             let args: SmallVec<[&[u8]; 8]> = req.args().collect();
             let keys = match cmd::key_indexes(spec, &args, false) {
@@ -141,7 +154,7 @@ pub fn route(
                 ));
             };
             let slot = slot_of(args[first]);
-            if keys.iter().any(|&i| slot_of(args[i]) != slot) {
+            if keys.iter().skip(1).any(|&i| slot_of(args[i]) != slot) {
                 return Plan::Reject(CROSSSLOT.into());
             }
             match backend_for(table, slot) {

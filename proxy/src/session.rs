@@ -21,6 +21,8 @@ use crate::Shard;
 /// A reply slot of the current batch, filled in order.
 enum Slot {
     Ready(Bytes),
+    /// A reply slot of the session's batch sink.
+    Batch(u32),
     One(oneshot::Receiver<Reply>),
     /// A reply on a connection of its own (blocking commands); closed once answered.
     Dedicated(crate::backend::Dedicated, oneshot::Receiver<Reply>),
@@ -48,6 +50,8 @@ struct Session {
     pubsub: Option<PubSub>,
     /// The client switched to RESP3 (HELLO 3): its requests use RESP3 backend connections.
     resp3: bool,
+    /// Where the current batch's forwarded replies land.
+    sink: Rc<crate::backend::BatchSink>,
 }
 
 /// A subscribed session: its channels (each on its slot's master) and patterns (on every
@@ -109,6 +113,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         txn: Default::default(),
         pubsub: None,
         resp3: false,
+        sink: Rc::default(),
     };
     let limits = Limits {
         max_bulk_len: shared.config.max_request_bytes,
@@ -119,6 +124,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let mut tmp = vec![0u8; 16 * 1024];
     let max_batch = shared.config.session_max_pipeline.max(1);
     let mut pending: Option<Request> = None;
+    // Reused by every batch.
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut out = BytesMut::with_capacity(16 * 1024);
     'conn: loop {
         let n = if s.pubsub.is_some() {
             // Subscribed: published messages come in between the client's commands.
@@ -145,7 +153,8 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             // At most session_max_pipeline requests in flight: the rest wait in the buffer.
             shard.refresh();
             let mut batch_epoch = Some(shard.begin_batch());
-            let mut slots: Vec<Slot> = Vec::new();
+            slots.clear();
+            out.clear();
             let mut protocol_error = None;
             let mut stopped_early = false;
             while slots.len() < max_batch {
@@ -186,8 +195,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             }
             let full = slots.len() >= max_batch || stopped_early;
             shared.commands[shard.id].fetch_add(slots.len() as u64, Ordering::Relaxed);
-            let mut out = BytesMut::new();
-            for slot in slots {
+            for slot in slots.drain(..) {
                 if let Slot::Dedicated(conn, rx) = slot {
                     // A blocking wait may last forever: it does not hold back new epochs.
                     if let Some(e) = batch_epoch.take() {
@@ -221,8 +229,14 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                     out.extend_from_slice(&reply);
                     continue;
                 }
+                if let Slot::Batch(i) = slot {
+                    s.sink.wait().await;
+                    s.sink.write_to(i, &mut out);
+                    continue;
+                }
                 out.extend_from_slice(&resolve(slot, &shard).await);
             }
+            s.sink.clear();
             if let Some(e) = &protocol_error {
                 enc::write_error(&mut out, format!("ERR {e}").as_bytes());
                 s.close = true;
@@ -232,6 +246,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             }
             if !out.is_empty() && stream.write_all(&out).await.is_err() {
                 break 'conn;
+            }
+            if out.capacity() > 1 << 20 {
+                // Do not keep a huge reply's buffer for the session's lifetime.
+                out = BytesMut::with_capacity(16 * 1024);
             }
             if s.close {
                 break 'conn;
@@ -257,6 +275,7 @@ async fn resolve(slot: Slot, shard: &Shard) -> Bytes {
     let backend_err = |e: String| err(&format!("ERR {e}"));
     match slot {
         Slot::Ready(b) => b,
+        Slot::Batch(_) => err("ERR internal: batch reply resolved out of place"),
         Slot::One(rx) => match rx.await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => backend_err(e),
@@ -468,26 +487,33 @@ impl Session {
         if let Some(slot) = self.transaction(spec, &req).await {
             return slot;
         }
-        let shared = self.shard.shared.clone();
-        let table = self.shard.table.borrow().clone();
-        let wait = std::time::Duration::from_millis(shared.config.migration_wait_ms);
-        let deadline = std::time::Instant::now() + wait;
-        let plan = route(
-            spec,
-            &req,
-            &table,
-            shared.config.admin_commands,
-            shared.config.allow_flush,
-        );
+        let shared = &*self.shard.shared;
+        let (plan, migrating) = {
+            let table = self.shard.table.borrow();
+            let plan = route(
+                spec,
+                &req,
+                &table,
+                shared.config.admin_commands,
+                shared.config.allow_flush,
+            );
+            (plan, table.any_migrating)
+        };
         if let Plan::Locked(slot) = plan {
             return Slot::Locked(req, slot);
         }
-        let moving = crate::router::moving_keys(spec, &req, &table);
-        if !moving.is_empty() {
-            if let Some(reply) = self.moving(spec, &req, &table, moving, deadline).await {
-                return Slot::Ready(reply);
+        if migrating {
+            let wait = std::time::Duration::from_millis(shared.config.migration_wait_ms);
+            let deadline = std::time::Instant::now() + wait;
+            let table = self.shard.table.borrow().clone();
+            let moving = crate::router::moving_keys(spec, &req, &table);
+            if !moving.is_empty() {
+                if let Some(reply) = self.moving(spec, &req, &table, moving, deadline).await {
+                    return Slot::Ready(reply);
+                }
             }
         }
+        let shared = self.shard.shared.clone();
         match plan {
             Plan::Locked(_) => unreachable!("waited for above"),
             Plan::Reject(e) => Slot::Ready(err(&e)),
@@ -509,7 +535,7 @@ impl Session {
                     );
                     return Slot::Dedicated(conn, rx);
                 }
-                Slot::One(self.backends()[b as usize].send(raw, self.db))
+                Slot::Batch(self.backends()[b as usize].send_batch(&raw, self.db, &self.sink))
             }
             Plan::Split(kind, parts) => {
                 let nkeys = match kind {
