@@ -22,6 +22,10 @@ use futures::StreamExt;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use rcodis_core::resp::{Frame, FrameDecoder, Request};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::stats::BackendGauge;
 
 /// A reply (raw RESP bytes) or why there is none.
 pub type Reply = Result<Bytes, String>;
@@ -142,8 +146,28 @@ struct Inner {
     tail_db: Cell<u16>,
     task: Cell<Option<Waker>>,
     closed: Cell<bool>,
-    /// Requests written and not answered yet (for /metrics).
+    /// Requests written and not answered yet.
     inflight: Cell<usize>,
+    gauge: Option<Arc<BackendGauge>>,
+}
+
+impl Inner {
+    /// Publishes the queue depth (for /metrics).
+    fn publish_depth(&self) {
+        if let Some(g) = &self.gauge {
+            let d = (self.queue.borrow().len() + self.inflight.get()) as u64;
+            g.depth.store(d, Ordering::Relaxed);
+        }
+    }
+
+    fn set_connected(&self, up: bool) {
+        if let Some(g) = &self.gauge {
+            g.connected.store(up, Ordering::Relaxed);
+            if !up {
+                g.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// Closes the connection task when the last handle goes.
@@ -169,12 +193,18 @@ pub struct Backend {
 impl Backend {
     /// Starts the connection task for `addr`.
     pub fn start(addr: &str, auth: String, timeout: Duration) -> Backend {
-        Self::start_proto(addr, auth, timeout, false)
+        Self::start_proto(addr, auth, timeout, false, None)
     }
 
     /// Like `start`; with `resp3` the connection speaks RESP3 (for RESP3 sessions, whose
     /// replies are then forwarded as the server wrote them).
-    pub fn start_proto(addr: &str, auth: String, timeout: Duration, resp3: bool) -> Backend {
+    pub fn start_proto(
+        addr: &str,
+        auth: String,
+        timeout: Duration,
+        resp3: bool,
+        gauge: Option<Arc<BackendGauge>>,
+    ) -> Backend {
         let inner = Rc::new(Inner {
             wbuf: RefCell::new(BytesMut::with_capacity(16 * 1024)),
             queue: RefCell::new(VecDeque::new()),
@@ -183,6 +213,7 @@ impl Backend {
             task: Cell::new(None),
             closed: Cell::new(false),
             inflight: Cell::new(0),
+            gauge,
         });
         let addr: Rc<str> = Rc::from(addr);
         glommio::spawn_local(run(addr.clone(), auth, timeout, resp3, inner.clone())).detach();
@@ -368,9 +399,11 @@ async fn run(addr: Rc<str>, auth: String, timeout: Duration, resp3: bool, inner:
                     c.stream.set_read_timeout(Some(timeout)).ok();
                     conn = Some(c);
                     backoff = Duration::ZERO;
+                    inner.set_connected(true);
                 }
                 Err(e) => {
                     tracing::warn!(backend = %addr, error = %e, "backend unreachable");
+                    inner.set_connected(false);
                     backoff =
                         (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
                     let msg = format!("backend {addr} unreachable: {e}");
@@ -387,8 +420,10 @@ async fn run(addr: Rc<str>, auth: String, timeout: Duration, resp3: bool, inner:
         let c = conn.as_mut().expect("connected");
         let r = pump(c, &inner, &mut inflight, &mut out).await;
         inner.inflight.set(0);
+        inner.publish_depth();
         if let Err(e) = r {
             tracing::warn!(backend = %addr, error = %e, "backend connection failed");
+            inner.set_connected(false);
             conn = None;
             let msg = format!("backend {addr}: {e}");
             for s in inflight.drain(..) {
@@ -422,6 +457,7 @@ async fn pump(
             c.db = inner.tail_db.get();
             inner.head_db.set(c.db);
             inner.inflight.set(inflight.len());
+            inner.publish_depth();
             c.stream.write_all(out).await.map_err(|e| e.to_string())?;
         }
         if inflight.is_empty() {

@@ -40,6 +40,12 @@ pub struct ProxyConfig {
     pub migration_wait_ms: u64,
     /// Admin HTTP address (`/stats`, `/metrics`, `/slots`, `/health`); empty: none.
     pub admin: String,
+    /// The token admin HTTP mutations (`POST /stats/reset`, `POST /shutdown`) must carry
+    /// (`Authorization: Bearer TOKEN`); empty: one is generated at start and logged.
+    pub admin_token: String,
+    /// A client that sends nothing for this long is disconnected (seconds; 0: never).
+    /// Subscribed clients and clients in a blocking command are exempt, as in Redis.
+    pub session_idle_timeout_secs: u64,
 }
 
 impl Default for ProxyConfig {
@@ -61,6 +67,8 @@ impl Default for ProxyConfig {
             backend_timeout_ms: 5000,
             migration_wait_ms: 10_000,
             admin: "127.0.0.1:11080".into(),
+            admin_token: String::new(),
+            session_idle_timeout_secs: 1800,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod control;
 pub mod router;
 pub mod session;
+pub mod stats;
 pub mod table;
 pub mod txn;
 
@@ -49,6 +50,14 @@ pub struct Shared {
     pub applied: Vec<AtomicU64>,
     /// Commands each shard has handled.
     pub commands: Vec<AtomicU64>,
+    /// Per-command statistics of each shard.
+    pub stats: Vec<stats::ShardStats>,
+    /// Every shared backend connection of every shard (for /metrics).
+    pub backend_gauges: Mutex<Vec<Arc<stats::BackendGauge>>>,
+    /// The token that admin HTTP mutations must carry.
+    pub admin_token: String,
+    /// Statistics as of the last reset.
+    pub stats_baseline: Mutex<stats::Baseline>,
     pub clients: AtomicUsize,
     pub total_connections: AtomicU64,
     pub next_client_id: AtomicU64,
@@ -64,6 +73,18 @@ impl Shared {
         let epoch = t.epoch;
         *self.table.lock().expect("table lock") = Arc::new(t);
         self.epoch.store(epoch, Ordering::Release);
+    }
+
+    /// Per-command totals since the last reset.
+    pub fn command_stats(&self) -> Vec<(&'static str, stats::Summary)> {
+        let now = stats::summarize(&self.stats);
+        self.stats_baseline.lock().expect("stats lock").since(now)
+    }
+
+    /// Starts the per-command statistics from zero.
+    pub fn reset_stats(&self) {
+        let now = stats::summarize(&self.stats);
+        self.stats_baseline.lock().expect("stats lock").0 = now.into_iter().collect();
     }
 
     /// The lowest epoch every shard has applied.
@@ -108,11 +129,18 @@ impl Shard {
                 .map(|a| {
                     pool.entry((a.clone(), resp3))
                         .or_insert_with(|| {
+                            let gauge = Arc::new(stats::BackendGauge::new(a, self.id, resp3));
+                            self.shared
+                                .backend_gauges
+                                .lock()
+                                .expect("gauges lock")
+                                .push(gauge.clone());
                             Backend::start_proto(
                                 a,
                                 self.shared.config.product_auth.clone(),
                                 timeout,
                                 resp3,
+                                Some(gauge),
                             )
                         })
                         .clone()
@@ -170,6 +198,17 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
     config.validate()?;
     let nr = config.threads;
     let token = format!("{:016x}{:08x}", rcodis_now_nanos(), std::process::id());
+    let admin_token = if config.admin_token.is_empty() {
+        // Nobody configured one: a fresh secret, written to the log once.
+        let t = format!(
+            "{:016x}",
+            rcodis_now_nanos().wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(std::process::id())
+        );
+        tracing::info!(admin_token = %t, "generated the admin token (set admin_token to choose one)");
+        t
+    } else {
+        config.admin_token.clone()
+    };
     let listen: std::net::SocketAddr = config
         .listen
         .parse()
@@ -189,6 +228,10 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         epoch: AtomicU64::new(0),
         applied: (0..nr).map(|_| AtomicU64::new(0)).collect(),
         commands: (0..nr).map(|_| AtomicU64::new(0)).collect(),
+        stats: (0..nr).map(|_| stats::ShardStats::default()).collect(),
+        backend_gauges: Mutex::new(Vec::new()),
+        admin_token,
+        stats_baseline: Mutex::new(stats::Baseline::default()),
         clients: AtomicUsize::new(0),
         total_connections: AtomicU64::new(0),
         next_client_id: AtomicU64::new(1),

@@ -40,6 +40,12 @@ struct Args {
     /// Admin HTTP address (default 127.0.0.1:11080; "" turns it off).
     #[arg(long)]
     admin: Option<String>,
+    /// Token the admin HTTP mutations must carry (default: generated and logged).
+    #[arg(long)]
+    admin_token: Option<String>,
+    /// Disconnect clients idle this long (seconds; 0: never; default 1800).
+    #[arg(long)]
+    idle_timeout: Option<u64>,
     /// Log filter (tracing syntax).
     #[arg(long, default_value = "info")]
     loglevel: String,
@@ -87,6 +93,12 @@ fn main() {
     }
     if let Some(v) = args.admin {
         config.admin = v;
+    }
+    if let Some(v) = args.admin_token {
+        config.admin_token = v;
+    }
+    if let Some(v) = args.idle_timeout {
+        config.session_idle_timeout_secs = v;
     }
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // Block SIGTERM/SIGINT in every thread; this one waits for them.

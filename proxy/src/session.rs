@@ -52,6 +52,8 @@ struct Session {
     resp3: bool,
     /// Where the current batch's forwarded replies land.
     sink: Rc<crate::backend::BatchSink>,
+    /// The command id of the request being handled (for statistics).
+    cur_cmd: u16,
 }
 
 /// A subscribed session: its channels (each on its slot's master) and patterns (on every
@@ -114,7 +116,11 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         pubsub: None,
         resp3: false,
         sink: Rc::default(),
+        cur_cmd: crate::stats::UNKNOWN,
     };
+    let idle = std::time::Duration::from_secs(shared.config.session_idle_timeout_secs);
+    let mut idle_armed = false;
+    let stats = &shared.stats[shard.id];
     let limits = Limits {
         max_bulk_len: shared.config.max_request_bytes,
         ..Limits::default()
@@ -126,9 +132,16 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let mut pending: Option<Request> = None;
     // Reused by every batch.
     let mut slots: Vec<Slot> = Vec::new();
+    let mut ids: Vec<u16> = Vec::new();
+    let mut marks: Vec<(u16, usize)> = Vec::new();
     let mut out = BytesMut::with_capacity(16 * 1024);
     'conn: loop {
         let n = if s.pubsub.is_some() {
+            if idle_armed {
+                // Subscribers may stay quiet for as long as they like.
+                let _ = stream.set_read_timeout(None);
+                idle_armed = false;
+            }
             // Subscribed: published messages come in between the client's commands.
             match s.next_input(&mut stream, &mut tmp).await {
                 Input::Read(n) => n,
@@ -143,8 +156,22 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 Input::Closed => break,
             }
         } else {
+            if !idle.is_zero() && !idle_armed {
+                let _ = stream.set_read_timeout(Some(idle));
+                idle_armed = true;
+            }
             match stream.read(&mut tmp).await {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
+                Err(e) => {
+                    if e.kind() == std::io::ErrorKind::TimedOut {
+                        tracing::info!(
+                            client = s.id,
+                            "closing a client idle for {}s (session_idle_timeout_secs)",
+                            idle.as_secs()
+                        );
+                    }
+                    break;
+                }
                 Ok(n) => n,
             }
         };
@@ -153,7 +180,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             // At most session_max_pipeline requests in flight: the rest wait in the buffer.
             shard.refresh();
             let mut batch_epoch = Some(shard.begin_batch());
+            let t0 = std::time::Instant::now();
             slots.clear();
+            ids.clear();
+            marks.clear();
             out.clear();
             let mut protocol_error = None;
             let mut stopped_early = false;
@@ -184,10 +214,16 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                         batch_epoch = Some(shard.begin_batch());
                         match waited {
                             Ok(()) => pending = Some(req),
-                            Err(reply) => slots.push(Slot::Ready(reply)),
+                            Err(reply) => {
+                                slots.push(Slot::Ready(reply));
+                                ids.push(s.cur_cmd);
+                            }
                         }
                     }
-                    slot => slots.push(slot),
+                    slot => {
+                        slots.push(slot);
+                        ids.push(s.cur_cmd);
+                    }
                 }
                 if s.close {
                     break;
@@ -195,7 +231,8 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             }
             let full = slots.len() >= max_batch || stopped_early;
             shared.commands[shard.id].fetch_add(slots.len() as u64, Ordering::Relaxed);
-            for slot in slots.drain(..) {
+            for (slot, id) in slots.drain(..).zip(ids.drain(..)) {
+                marks.push((id, out.len()));
                 if let Slot::Dedicated(conn, rx) = slot {
                     // A blocking wait may last forever: it does not hold back new epochs.
                     if let Some(e) = batch_epoch.take() {
@@ -219,6 +256,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                             futures::future::Either::Right((Ok(n), _)) if n > 0 => {
                                 rbuf.extend_from_slice(&tmp[..n]);
                             }
+                            // The idle timeout does not apply to a blocked client.
+                            futures::future::Either::Right((Err(e), _))
+                                if e.kind() == std::io::ErrorKind::TimedOut => {}
                             futures::future::Either::Right(_) => {
                                 drop(conn);
                                 break 'conn;
@@ -237,6 +277,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 out.extend_from_slice(&resolve(slot, &shard).await);
             }
             s.sink.clear();
+            let usec = t0.elapsed().as_micros() as u64;
+            for &(id, at) in &marks {
+                stats.record(id, out.get(at) == Some(&b'-'), usec);
+            }
             if let Some(e) = &protocol_error {
                 enc::write_error(&mut out, format!("ERR {e}").as_bytes());
                 s.close = true;
@@ -470,8 +514,12 @@ fn scan_cursor(req: &Request) -> (u64, u64) {
 impl Session {
     async fn handle(&mut self, req: Request) -> Slot {
         let spec = match table::resolve_request(&req) {
-            Ok(s) => s,
+            Ok(s) => {
+                self.cur_cmd = s.id;
+                s
+            }
             Err(e) => {
+                self.cur_cmd = crate::stats::UNKNOWN;
                 if let Some(m) = self.txn.multi.as_mut() {
                     m.dirty = true;
                 }
@@ -917,6 +965,7 @@ impl Session {
                 shared.config.product_auth.clone(),
                 std::time::Duration::from_millis(shared.config.backend_timeout_ms),
                 resp3,
+                None,
             )
         });
         self.txn.slot = Some(slot);
@@ -1264,7 +1313,7 @@ impl Session {
         }
     }
 
-    fn info(&self, _req: &Request) -> Bytes {
+    fn info(&self, req: &Request) -> Bytes {
         let sh = &self.shard.shared;
         let t = self.shard.table.borrow();
         let commands: u64 = sh.commands.iter().map(|c| c.load(Ordering::Relaxed)).sum();
@@ -1291,6 +1340,25 @@ impl Session {
             "admin_addr:{}\r\n\r\n",
             sh.admin_addr.lock().expect("admin lock")
         ));
+        let wants = |w: &str| {
+            req.args()
+                .skip(1)
+                .any(|a| a.eq_ignore_ascii_case(w.as_bytes()))
+        };
+        if wants("commandstats") || wants("all") || wants("everything") {
+            s.push_str("# Commandstats\r\n");
+            for (name, c) in sh.command_stats() {
+                s.push_str(&format!(
+                    "cmdstat_{}:calls={},usec={},usec_per_call={:.2},rejected_calls=0,failed_calls={}\r\n",
+                    name,
+                    c.calls,
+                    c.usec,
+                    c.usec as f64 / c.calls as f64,
+                    c.errors
+                ));
+            }
+            s.push_str("\r\n");
+        }
         frame(&Frame::Bulk(Bytes::from(s)))
     }
 }

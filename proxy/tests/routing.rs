@@ -52,6 +52,10 @@ fn put_topology(dir: &std::path::Path, t: &Topology) {
 }
 
 fn start() -> Cluster {
+    start_with(&[])
+}
+
+fn start_with(extra: &[&str]) -> Cluster {
     let server_bin = bin_path("rcodis-server");
     let servers: Vec<ServerProc> = (0..2)
         .map(|_| ServerProc::start(&server_bin, &["--threads", "1"]))
@@ -72,6 +76,7 @@ fn start() -> Cluster {
         "--admin",
         "127.0.0.1:0",
     ])
+    .args(extra)
     .arg("--coordinator")
     .arg(format!("file://{}", coord_dir.path().display()));
     let (proxy, port) = rcodis_tests::spawn_on_free_port("rcodis-proxy", cmd);
@@ -539,11 +544,15 @@ fn pubsub_across_two_proxies() {
 }
 
 fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http(addr, "GET", path, "")
+}
+
+fn http(addr: &str, method: &str, path: &str, headers: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut body = String::new();
@@ -587,6 +596,112 @@ fn admin_http_reports_state() {
         "{body}"
     );
     assert_eq!(http_get(&addr, "/nope").0, 404);
+}
+
+fn admin_addr(p: &mut Conn) -> String {
+    let info = text(&p.cmd(&["INFO"]));
+    info.lines()
+        .find_map(|l| l.strip_prefix("admin_addr:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Per-command calls, errors and latency histograms, backend state and queue depth in
+/// /metrics and INFO commandstats; mutations need the admin token; idle clients are closed.
+#[test]
+fn metrics_admin_token_and_idle_timeout() {
+    let c = start_with(&["--admin-token", "s3cret", "--idle-timeout", "1"]);
+    let mut p = Conn::connect(c.port);
+    for i in 0..20 {
+        p.cmd(&["SET", &format!("k{i}"), "v"]);
+    }
+    p.cmd(&["GET", "k1"]);
+    let e = p.cmd(&["INCR", "k1"]);
+    assert!(matches!(e, Frame::Error(_)), "{e:?}");
+    p.cmd(&["NOSUCHCOMMAND"]);
+    let addr = admin_addr(&mut p);
+    let (code, body) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    for want in [
+        "rcodis_proxy_command_calls_total{command=\"set\"} 20",
+        "rcodis_proxy_command_calls_total{command=\"get\"} 1",
+        "rcodis_proxy_command_errors_total{command=\"incr\"} 1",
+        "rcodis_proxy_command_errors_total{command=\"unknown\"} 1",
+        "rcodis_proxy_command_duration_seconds_bucket{command=\"set\",le=\"+Inf\"} 20",
+        "rcodis_proxy_command_duration_seconds_count{command=\"set\"} 20",
+        "# TYPE rcodis_proxy_command_duration_seconds histogram",
+        "rcodis_proxy_backend_queue_depth{backend=\"127.0.0.1:",
+        "rcodis_proxy_backend_failures_total{backend=\"127.0.0.1:",
+    ] {
+        assert!(body.contains(want), "missing {want} in\n{body}");
+    }
+    assert_eq!(
+        body.matches("rcodis_proxy_backend_up{backend=").count(),
+        2,
+        "{body}"
+    );
+    let stats = text(&p.cmd(&["INFO", "commandstats"]));
+    assert!(
+        stats.contains("cmdstat_set:calls=20,")
+            && stats.contains("cmdstat_incr:calls=1,")
+            && stats.contains("failed_calls=1"),
+        "{stats}"
+    );
+    // Mutations: no token, a wrong one, the right one.
+    assert_eq!(http(&addr, "POST", "/stats/reset", "").0, 401);
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/stats/reset",
+            "Authorization: Bearer nope\r\n"
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/stats/reset",
+            "Authorization: Bearer s3cret\r\n"
+        )
+        .0,
+        200
+    );
+    let (_, body) = http_get(&addr, "/metrics");
+    assert!(!body.contains("command=\"set\""), "{body}");
+    p.cmd(&["GET", "k2"]);
+    let (_, body) = http_get(&addr, "/stats");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["command_stats"]["get"]["calls"], 1, "{body}");
+    assert!(v["command_stats"].get("set").is_none(), "{body}");
+    // An idle client is disconnected after the timeout; an active one is not.
+    let mut idle = Conn::connect(c.port);
+    assert_eq!(idle.cmd(&["PING"]), Frame::Simple("PONG".into()));
+    idle.set_timeout(Duration::from_secs(10));
+    let t = std::time::Instant::now();
+    assert!(idle.read_opt().is_none(), "the idle client got something");
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "idle client not closed"
+    );
+    // A client blocked in BLPOP is not idle.
+    let mut blocked = Conn::connect(c.port);
+    blocked.set_timeout(Duration::from_secs(10));
+    let r = blocked.cmd(&["BLPOP", "nothing-here", "2"]);
+    assert_eq!(r, Frame::NullArray, "{r:?}");
+    // Shutdown through the API (with the token) stops the proxy.
+    assert_eq!(http(&addr, "POST", "/shutdown", "").0, 401);
+    assert_eq!(
+        http(&addr, "POST", "/shutdown", "X-Admin-Token: s3cret\r\n").0,
+        200
+    );
+    let mut c = c;
+    wait_until("the proxy to stop", Duration::from_secs(10), || {
+        c.proxy.exited()
+    });
 }
 
 /// Clients that greet with HELLO 3 (redis-py 8 does by default) get RESP3 replies: maps,
