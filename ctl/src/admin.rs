@@ -47,6 +47,7 @@ pub async fn group(
     c: Arc<dyn Coordinator>,
     product: &str,
     json: bool,
+    out: &mut String,
 ) -> anyhow::Result<()> {
     match cmd {
         GroupCmd::Add { id } => {
@@ -68,7 +69,7 @@ pub async fn group(
                 Ok(())
             })
             .await?;
-            println!("group {id} added (epoch {})", t.epoch);
+            say!(out, "group {id} added (epoch {})", t.epoch);
         }
         GroupCmd::Remove { id } => {
             let t = update(&c, product, |t| {
@@ -89,7 +90,7 @@ pub async fn group(
                 Ok(())
             })
             .await?;
-            println!("group {id} removed (epoch {})", t.epoch);
+            say!(out, "group {id} removed (epoch {})", t.epoch);
         }
         GroupCmd::List => {
             let t = load(&c, product).await?;
@@ -100,11 +101,12 @@ pub async fn group(
                     .values()
                     .map(|g| serde_json::json!({"id": g.id, "servers": g.servers, "slots": by.get(&g.id).map_or(0, Vec::len)}))
                     .collect();
-                println!("{}", serde_json::to_string(&v)?);
+                say!(out, "{}", serde_json::to_string(&v)?);
             } else {
-                println!("{:<6} {:>6}  servers (master first)", "group", "slots");
+                say!(out, "{:<6} {:>6}  servers (master first)", "group", "slots");
                 for g in t.groups.values() {
-                    println!(
+                    say!(
+                        out,
                         "{:<6} {:>6}  {}",
                         g.id,
                         by.get(&g.id).map_or(0, Vec::len),
@@ -162,7 +164,12 @@ async fn probe(addr: &str, auth: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn server(cmd: ServerCmd, c: Arc<dyn Coordinator>, product: &str) -> anyhow::Result<()> {
+pub async fn server(
+    cmd: ServerCmd,
+    c: Arc<dyn Coordinator>,
+    product: &str,
+    out: &mut String,
+) -> anyhow::Result<()> {
     match cmd {
         ServerCmd::Add { group, addr, auth } => {
             if addr.parse::<std::net::SocketAddr>().is_err() && addr.rsplit_once(':').is_none() {
@@ -181,7 +188,11 @@ pub async fn server(cmd: ServerCmd, c: Arc<dyn Coordinator>, product: &str) -> a
                 Ok(())
             })
             .await?;
-            println!("server {addr} added to group {group} (epoch {})", t.epoch);
+            say!(
+                out,
+                "server {addr} added to group {group} (epoch {})",
+                t.epoch
+            );
         }
         ServerCmd::Remove { group, addr } => {
             let t = update(&c, product, |t| {
@@ -199,7 +210,8 @@ pub async fn server(cmd: ServerCmd, c: Arc<dyn Coordinator>, product: &str) -> a
                 Ok(())
             })
             .await?;
-            println!(
+            say!(
+                out,
                 "server {addr} removed from group {group} (epoch {})",
                 t.epoch
             );
@@ -213,21 +225,30 @@ pub async fn proxy(
     c: Arc<dyn Coordinator>,
     product: &str,
     json: bool,
+    out: &mut String,
 ) -> anyhow::Result<()> {
     match cmd {
         ProxyCmd::List => {
             let ps = crate::slot::proxies(&c, product).await?;
             if json {
-                println!("{}", serde_json::to_string(&ps)?);
+                say!(out, "{}", serde_json::to_string(&ps)?);
             } else {
-                println!(
+                say!(
+                    out,
                     "{:<34} {:<22} {:>8} {:>8}",
-                    "proxy", "address", "epoch", "pid"
+                    "proxy",
+                    "address",
+                    "epoch",
+                    "pid"
                 );
                 for p in ps {
-                    println!(
+                    say!(
+                        out,
                         "{:<34} {:<22} {:>8} {:>8}",
-                        p.token, p.proxy_addr, p.applied_epoch, p.pid
+                        p.token,
+                        p.proxy_addr,
+                        p.applied_epoch,
+                        p.pid
                     );
                 }
             }
@@ -236,7 +257,7 @@ pub async fn proxy(
             if !c.delete(&layout::proxy_key(product, &token)).await? {
                 anyhow::bail!("no proxy {token}");
             }
-            println!("proxy {token} removed");
+            say!(out, "proxy {token} removed");
         }
     }
     Ok(())

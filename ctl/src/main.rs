@@ -10,9 +10,19 @@
 //!   proxy   list | remove TOKEN                rebalance [--dry-run]
 //! ```
 //!
-//! The dashboard (HTTP API and background driver) is not written yet.
+//!   dashboard [--listen 127.0.0.1:18080]   HTTP JSON API, background driver, health checks
+
+/// `writeln!` into a `String` (command output, printed by the CLI or returned by the API).
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
 
 mod admin;
+mod dashboard;
+mod health;
 mod slot;
 mod up;
 
@@ -42,8 +52,12 @@ struct Cli {
 enum Cmd {
     /// Start a local cluster on loopback and stay in the foreground.
     Up(up::UpArgs),
-    /// Show groups, slot ranges and proxies.
-    Status,
+    /// Show groups, servers (role, reachable, keys, memory), slots, proxies, migrations.
+    Status {
+        /// Password of the servers (their requirepass), if any.
+        #[arg(long, default_value = "")]
+        auth: String,
+    },
     /// Slot assignment and migration.
     #[command(subcommand)]
     Slot(slot::SlotCmd),
@@ -56,6 +70,8 @@ enum Cmd {
     /// Registered proxies.
     #[command(subcommand)]
     Proxy(admin::ProxyCmd),
+    /// Serve the HTTP JSON API, drive recorded migrations in the background, check servers.
+    Dashboard(dashboard::DashboardArgs),
     /// Even the slots over the groups with the fewest moves; prints the plan, then runs it.
     Rebalance {
         /// Print the plan only.
@@ -82,23 +98,29 @@ fn main() -> ExitCode {
     let r = rt.block_on(async {
         match cli.cmd {
             Cmd::Up(a) => up::run(a, &cli.product).await,
-            Cmd::Status => status(cli.coordinator.as_deref(), &cli.product, cli.json).await,
+            Cmd::Status { auth } => {
+                status(cli.coordinator.as_deref(), &cli.product, cli.json, &auth).await
+            }
             cmd => {
                 let url = cli.coordinator.as_deref().ok_or_else(|| {
                     anyhow::anyhow!("give --coordinator URL (for `up`: file://DIR/coordinator)")
                 })?;
                 let c = coord::connect(url).await?;
-                match cmd {
-                    Cmd::Slot(cmd) => slot::run(cmd, c, &cli.product, cli.json).await,
-                    Cmd::Group(cmd) => admin::group(cmd, c, &cli.product, cli.json).await,
-                    Cmd::Server(cmd) => admin::server(cmd, c, &cli.product).await,
-                    Cmd::Proxy(cmd) => admin::proxy(cmd, c, &cli.product, cli.json).await,
+                let mut out = String::new();
+                let r = match cmd {
+                    Cmd::Slot(cmd) => slot::run(cmd, c, &cli.product, cli.json, &mut out).await,
+                    Cmd::Group(cmd) => admin::group(cmd, c, &cli.product, cli.json, &mut out).await,
+                    Cmd::Server(cmd) => admin::server(cmd, c, &cli.product, &mut out).await,
+                    Cmd::Proxy(cmd) => admin::proxy(cmd, c, &cli.product, cli.json, &mut out).await,
                     Cmd::Rebalance { dry_run, drive } => {
                         let opts = drive.opts(false, cli.json)?;
-                        rebalance(c, &cli.product, dry_run, &opts).await
+                        rebalance(c, &cli.product, dry_run, &opts, &mut out).await
                     }
-                    Cmd::Up(_) | Cmd::Status => unreachable!("handled above"),
-                }
+                    Cmd::Dashboard(a) => dashboard::run(a, c, &cli.product).await,
+                    Cmd::Up(_) | Cmd::Status { .. } => unreachable!("handled above"),
+                };
+                print!("{out}");
+                r
             }
         }
     });
@@ -117,6 +139,7 @@ async fn rebalance(
     product: &str,
     dry_run: bool,
     opts: &slot::DriveOpts,
+    out: &mut String,
 ) -> anyhow::Result<()> {
     let t = slot::load(&c, product).await?;
     let plan = admin::rebalance_plan(&t)?;
@@ -127,11 +150,11 @@ async fn rebalance(
         .filter_map(|s| s.action.as_ref().map(|a| (s.id, a.target)))
         .collect();
     if plan.is_empty() && resumed.is_empty() {
-        println!("already balanced");
+        say!(out, "already balanced");
         return Ok(());
     }
     if !resumed.is_empty() {
-        println!("resuming {} recorded migrations", resumed.len());
+        say!(out, "resuming {} recorded migrations", resumed.len());
     }
     let mut per: std::collections::BTreeMap<(u16, u16), Vec<u16>> = Default::default();
     for (s, from, to) in &plan {
@@ -143,7 +166,8 @@ async fn rebalance(
         } else {
             format!("group {from}")
         };
-        println!(
+        say!(
+            out,
             "{from} -> group {to}: {} slots ({})",
             slots.len(),
             ranges(slots)
@@ -166,9 +190,14 @@ async fn rebalance(
         })
         .await?;
     }
+    if !opts.detach {
+        // The plan shows before the (long) foreground run.
+        print!("{out}");
+        out.clear();
+    }
     let mut moves: Vec<(u16, u16)> = resumed;
     moves.extend(plan.iter().filter(|p| p.1 != 0).map(|p| (p.0, p.2)));
-    slot::migrate(&c, product, &moves, opts).await
+    slot::migrate(&c, product, &moves, opts, out).await
 }
 
 /// Slot ranges (`0-511, 700`) of a sorted slot list.
@@ -192,7 +221,7 @@ pub fn ranges(slots: &[u16]) -> String {
     out.join(", ")
 }
 
-async fn status(url: Option<&str>, product: &str, json: bool) -> anyhow::Result<()> {
+async fn status(url: Option<&str>, product: &str, json: bool, auth: &str) -> anyhow::Result<()> {
     let url = url.ok_or_else(|| {
         anyhow::anyhow!("give --coordinator URL (for `up`: file://DIR/coordinator)")
     })?;
@@ -202,22 +231,25 @@ async fn status(url: Option<&str>, product: &str, json: bool) -> anyhow::Result<
         None => anyhow::bail!("no cluster named '{product}' in {url}"),
     };
     let proxies = slot::proxies(&c, product).await?;
+    let health = health::check_all(&t, auth, std::time::Duration::from_secs(1)).await;
+    let moving: Vec<_> = t
+        .slots
+        .iter()
+        .filter_map(|s| s.action.as_ref().map(|a| (s.id, s.group, a)))
+        .collect();
     if json {
-        println!("{}", serde_json::json!({"topology": t, "proxies": proxies}));
+        println!(
+            "{}",
+            serde_json::json!({"topology": t, "proxies": proxies, "servers": health.iter().map(|(_, h)| h).collect::<Vec<_>>()})
+        );
         return Ok(());
     }
     println!("product {product}, epoch {}", t.epoch);
     let by_group = t.slots_by_group();
-    println!("{:<8} {:<24} {:>6}  slots", "group", "master", "count");
-    for (id, g) in &t.groups {
+    println!("{:<8} {:>6}  slots", "group", "count");
+    for id in t.groups.keys() {
         let slots = by_group.get(id).cloned().unwrap_or_default();
-        println!(
-            "{:<8} {:<24} {:>6}  {}",
-            id,
-            g.master().unwrap_or("-"),
-            slots.len(),
-            ranges(&slots)
-        );
+        println!("{:<8} {:>6}  {}", id, slots.len(), ranges(&slots));
     }
     if let Some(off) = by_group.get(&0) {
         println!(
@@ -228,11 +260,59 @@ async fn status(url: Option<&str>, product: &str, json: bool) -> anyhow::Result<
             ranges(off)
         );
     }
+    println!(
+        "\n{:<8} {:<22} {:<8} {:<10} {:>10} {:>12}",
+        "group", "server", "", "state", "keys", "memory"
+    );
+    for (g, h) in &health {
+        let master = t.groups.get(g).and_then(|g| g.master()) == Some(h.addr.as_str());
+        let state = if h.reachable {
+            h.role.clone()
+        } else {
+            "DOWN".to_string()
+        };
+        println!(
+            "{:<8} {:<22} {:<8} {:<10} {:>10} {:>12}{}",
+            g,
+            h.addr,
+            if master { "master" } else { "replica" },
+            state,
+            h.keys,
+            h.used_memory,
+            if h.reachable {
+                String::new()
+            } else {
+                format!("  ({})", h.error)
+            }
+        );
+    }
     println!("\n{:<34} {:<22} {:>8}", "proxy", "address", "epoch");
     for p in &proxies {
+        let live = if p.applied_epoch == t.epoch {
+            "current"
+        } else {
+            "behind"
+        };
         println!(
-            "{:<34} {:<22} {:>8}",
+            "{:<34} {:<22} {:>8} {live}",
             p.token, p.proxy_addr, p.applied_epoch
+        );
+    }
+    if !moving.is_empty() {
+        let mut by_state: std::collections::BTreeMap<String, usize> = Default::default();
+        for (_, _, a) in &moving {
+            *by_state
+                .entry(format!("{:?}", a.state).to_lowercase())
+                .or_default() += 1;
+        }
+        println!(
+            "\nmigrations: {} slots ({})",
+            moving.len(),
+            by_state
+                .iter()
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(())

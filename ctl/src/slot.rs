@@ -109,6 +109,7 @@ pub async fn migrate(
     product: &str,
     moves: &[(u16, GroupId)],
     o: &DriveOpts,
+    out: &mut String,
 ) -> anyhow::Result<()> {
     let method = o.method;
     let t = update(c, product, |t| {
@@ -153,7 +154,8 @@ pub async fn migrate(
     todo.sort_unstable();
     todo.dedup();
     if o.detach {
-        println!(
+        say!(
+            out,
             "{} slot migrations recorded (epoch {})",
             todo.len(),
             t.epoch
@@ -172,10 +174,25 @@ pub async fn migrate(
         .map_err(|e| {
             anyhow::anyhow!("another driver runs ({e}); if it is dead, add --force-unlock")
         })?;
-    let total = todo.len();
+    let slots: Vec<u16> = todo.into_iter().map(|(_, s)| s).collect();
+    let result = drive_recorded(c, product, &slots, o).await;
+    lock.release().await;
+    result
+}
+
+/// Drives the recorded migrations of `slots` (in this order) to the end; the caller holds
+/// the driver lock. Progress goes to stderr: a bar on a terminal, lines otherwise.
+pub async fn drive_recorded(
+    c: &Arc<dyn Coordinator>,
+    product: &str,
+    slots: &[u16],
+    o: &DriveOpts,
+) -> anyhow::Result<()> {
+    let total = slots.len();
     let mut done = 0;
     let mut result = Ok(());
-    let mut queue: std::collections::VecDeque<u16> = todo.into_iter().map(|(_, s)| s).collect();
+    let bar = !o.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut queue: std::collections::VecDeque<u16> = slots.iter().copied().collect();
     while !queue.is_empty() && result.is_ok() {
         // Batches of up to `parallel` slots sharing one (source, target) pair; batches whose
         // groups are all distinct run at once.
@@ -202,7 +219,7 @@ pub async fn migrate(
         let results = futures::future::join_all(
             batches
                 .iter()
-                .map(|(_, b)| drive(c, product, b, &o.auth, o.ack, o.json)),
+                .map(|(_, b)| drive(c, product, b, &o.auth, o.ack, o.json, !bar)),
         )
         .await;
         for (r, (_, b)) in results.into_iter().zip(&batches) {
@@ -211,11 +228,24 @@ pub async fn migrate(
             }
             done += b.len();
         }
-        if !o.json && total > 1 {
+        if o.json || total <= 1 {
+            continue;
+        }
+        if bar {
+            let width = 40;
+            let filled = done * width / total;
+            eprint!(
+                "\r[{}{}] {done}/{total} slots",
+                "#".repeat(filled),
+                "-".repeat(width - filled)
+            );
+            if done == total || result.is_err() {
+                eprintln!();
+            }
+        } else {
             eprintln!("progress: {done}/{total} slots");
         }
     }
-    lock.release().await;
     result
 }
 
@@ -319,14 +349,14 @@ async fn wait_acks(
 }
 
 /// A minimal RESP client for the servers.
-struct Client {
+pub(crate) struct Client {
     stream: tokio::net::TcpStream,
     buf: bytes::BytesMut,
     dec: FrameDecoder,
 }
 
 impl Client {
-    async fn connect(addr: &str, auth: &str) -> anyhow::Result<Client> {
+    pub(crate) async fn connect(addr: &str, auth: &str) -> anyhow::Result<Client> {
         let stream =
             tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
                 .await
@@ -344,7 +374,7 @@ impl Client {
         Ok(c)
     }
 
-    async fn call(&mut self, args: &[&str]) -> anyhow::Result<Frame> {
+    pub(crate) async fn call(&mut self, args: &[&str]) -> anyhow::Result<Frame> {
         let mut out = Vec::new();
         Request::from_args(args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>())
             .write_resp(&mut out);
@@ -485,6 +515,7 @@ async fn drive(
     auth: &str,
     ack: Duration,
     json: bool,
+    lines: bool,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut moved: BTreeMap<u16, u64> = BTreeMap::new();
@@ -578,7 +609,7 @@ async fn drive(
                 "{}",
                 serde_json::json!({"slot": slot, "group": group, "keys": keys, "batch_ms": started.elapsed().as_millis() as u64})
             );
-        } else {
+        } else if lines {
             println!("[OK] slot {slot:4} -> group {group}: {keys} keys");
         }
     }
@@ -590,6 +621,7 @@ pub async fn run(
     c: Arc<dyn Coordinator>,
     product: &str,
     json: bool,
+    out: &mut String,
 ) -> anyhow::Result<()> {
     match cmd {
         SlotCmd::Init => {
@@ -613,7 +645,8 @@ pub async fn run(
                 Ok(())
             })
             .await?;
-            println!(
+            say!(
+                out,
                 "slots spread over {} groups (epoch {})",
                 t.groups.len(),
                 t.epoch
@@ -635,7 +668,8 @@ pub async fn run(
                 Ok(())
             })
             .await?;
-            println!(
+            say!(
+                out,
                 "{} slots assigned to group {group} (epoch {})",
                 slots.len(),
                 t.epoch
@@ -655,7 +689,8 @@ pub async fn run(
                 })
                 .collect();
             if json {
-                println!(
+                say!(
+                    out,
                     "{}",
                     serde_json::to_string(
                         &rows
@@ -667,14 +702,20 @@ pub async fn run(
                     )?
                 );
             } else if rows.is_empty() {
-                println!("no migration planned or under way");
+                say!(out, "no migration planned or under way");
             } else {
-                println!(
+                say!(
+                    out,
                     "{:<6} {:<6} {:<6} {:<10} {:<10}",
-                    "slot", "from", "to", "state", "method"
+                    "slot",
+                    "from",
+                    "to",
+                    "state",
+                    "method"
                 );
                 for (s, g, a) in rows {
-                    println!(
+                    say!(
+                        out,
                         "{:<6} {:<6} {:<6} {:<10} {:<10}",
                         s,
                         g,
@@ -697,7 +738,7 @@ pub async fn run(
             let slots = parse_range(&range)?;
             let opts = drive.opts(detach, json)?;
             let moves: Vec<(u16, GroupId)> = slots.iter().map(|&s| (s, to)).collect();
-            migrate(&c, product, &moves, &opts).await?;
+            migrate(&c, product, &moves, &opts, out).await?;
         }
     }
     Ok(())

@@ -86,6 +86,11 @@ fn up_serves_stops_cleanly_and_comes_back_with_its_data() {
     let s = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{s}");
     assert!(s.contains("0-511") && s.contains("512-1023"), "{s}");
+    // Servers with their role and health, proxies with their epoch.
+    assert!(
+        s.contains("master") && s.contains("current") && !s.contains("DOWN"),
+        "{s}"
+    );
     assert!(s.contains(&format!("127.0.0.1:{port}")), "{s}");
     // SIGTERM: everything it started stops, and it exits 0.
     let pids_before = text(&c.cmd(&["INFO"]));
@@ -488,4 +493,191 @@ fn a_silent_proxy_blocks_the_two_phase_commit() {
     assert_eq!(text(&c.cmd(&["GET", "k"])), "v");
     unsafe_kill(child.id(), "TERM");
     child.wait().unwrap();
+}
+
+/// A minimal HTTP/1.1 call: (status, body).
+fn http(addr: &str, method: &str, path: &str, headers: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let code = body.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = body
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn json_get(addr: &str, path: &str) -> serde_json::Value {
+    let (code, body) = http(addr, "GET", path, "");
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// The dashboard: reads, token-protected mutations, server health, background driving of
+/// migrations recorded by `slot migrate --detach` and through the API, and one driver at a
+/// time (a foreground `slot migrate` is refused while it runs).
+#[test]
+fn dashboard_serves_the_api_and_drives_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_up, _out) = up(dir.path(), port);
+    let mut c = Conn::connect(port);
+    for i in 0..2000 {
+        c.send(&["SET".to_string(), format!("k{i}"), i.to_string()]);
+    }
+    for _ in 0..2000 {
+        assert_eq!(c.read(), Some(Frame::Simple("OK".into())));
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rcodis-ctl"))
+        .args([
+            "dashboard",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            "tok",
+            "--health-interval",
+            "1",
+            "--coordinator",
+        ])
+        .arg(format!("file://{}/coordinator", dir.path().display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let dash = UpChild(child);
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    // Keep reading its log so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut l = String::new();
+        while out.read_line(&mut l).map(|n| n > 0).unwrap_or(false) {
+            l.clear();
+        }
+    });
+    // Health: every server reachable, with its keys.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let v = json_get(&addr, "/api/status");
+        let servers: Vec<&serde_json::Value> = v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["servers"].as_array().unwrap())
+            .collect();
+        if servers.len() == 2 && servers.iter().all(|s| s["health"]["reachable"] == true) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "health never checked: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let keys: u64 = status["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["servers"].as_array().unwrap())
+        .map(|s| s["health"]["keys"].as_u64().unwrap())
+        .sum();
+    assert_eq!(keys, 2000, "{status}");
+    assert_eq!(status["proxies"].as_array().unwrap().len(), 1, "{status}");
+    // Mutations need the token.
+    assert_eq!(http(&addr, "POST", "/api/groups/3", "").0, 401);
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/api/groups/3",
+            "Authorization: Bearer nope\r\n"
+        )
+        .0,
+        403
+    );
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/api/groups/3",
+        "Authorization: Bearer tok\r\n",
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/api/groups/3",
+        "Authorization: Bearer tok\r\n",
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("exists"), "{body}");
+    let (code, _) = http(&addr, "DELETE", "/api/groups/3", "X-Admin-Token: tok\r\n");
+    assert_eq!(code, 200);
+    // The dashboard holds the driver lock: a foreground migration is refused...
+    let fg = ctl(dir.path(), &["slot", "migrate", "0-3", "--to", "2"]);
+    assert_eq!(fg.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&fg.stderr).contains("another driver"),
+        "{}",
+        String::from_utf8_lossy(&fg.stderr)
+    );
+    // ... a detached one is driven by the dashboard, as is one asked through the API.
+    let det = ctl(
+        dir.path(),
+        &["slot", "migrate", "0-7", "--to", "2", "--detach"],
+    );
+    assert!(
+        det.status.success(),
+        "{}",
+        String::from_utf8_lossy(&det.stderr)
+    );
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/api/slots/migrate/8-15/2?method=sync",
+        "Authorization: Bearer tok\r\n",
+    );
+    assert_eq!(code, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = json_get(&addr, "/api/topology");
+        let done = t["slots"].as_array().unwrap()[..16]
+            .iter()
+            .all(|s| s["group"] == 2 && s["action"].is_null());
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "migrations not driven: {t}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v = json_get(&addr, "/api/status");
+    assert_eq!(v["migrations"].as_array().unwrap().len(), 0, "{v}");
+    assert!(v["driver"]["finished_runs"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(json_get(&addr, "/api/slots"), serde_json::json!([]));
+    // Every key is still there, through the proxy.
+    for i in 0..2000 {
+        c.send(&["GET".to_string(), format!("k{i}")]);
+    }
+    for i in 0..2000 {
+        assert_eq!(text(&c.read().unwrap()), i.to_string());
+    }
+    // A rebalance plan (dry run) through the API.
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/api/rebalance?dry_run=1",
+        "Authorization: Bearer tok\r\n",
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("group 2 -> group 1"), "{body}");
+    drop(dash);
 }

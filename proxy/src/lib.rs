@@ -200,10 +200,12 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
     let token = format!("{:016x}{:08x}", rcodis_now_nanos(), std::process::id());
     let admin_token = if config.admin_token.is_empty() {
         // Nobody configured one: a fresh secret, written to the log once.
-        let t = format!(
-            "{:016x}",
-            rcodis_now_nanos().wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(std::process::id())
-        );
+        let mut b = [0u8; 16];
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut b))
+            .map_err(|e| anyhow::anyhow!("cannot make an admin token: {e}"))?;
+        let t: String = b.iter().map(|x| format!("{x:02x}")).collect();
         tracing::info!(admin_token = %t, "generated the admin token (set admin_token to choose one)");
         t
     } else {

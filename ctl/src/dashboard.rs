@@ -1,0 +1,500 @@
+//! `rcodis-ctl dashboard`: a long-running process that serves the HTTP JSON API for what the
+//! command line does, drives recorded migrations in the background (`slot migrate --detach`,
+//! the API's migrate and rebalance) and checks every server's health.
+//!
+//! It holds the product's driver lock for its whole life, so no other ctl or dashboard
+//! drives at the same time; started again after a crash it resumes every recorded
+//! migration from its persisted state. Mutations need the admin token
+//! (`Authorization: Bearer TOKEN`, or `X-Admin-Token`); reads do not.
+//!
+//! ```text
+//! GET    /api/status                      groups, servers' health, slots, proxies, migrations, driver
+//! GET    /api/topology                    the topology as stored
+//! GET    /api/proxies                     registered proxies
+//! GET    /api/slots[?range=R]             migrations planned or under way
+//! POST   /api/groups/{id}                 add a group          DELETE /api/groups/{id}
+//! POST   /api/groups/{id}/servers/{addr}  add a server         DELETE (same path)
+//! DELETE /api/proxies/{token}             drop a proxy's registration
+//! POST   /api/slots/init                  spread offline slots
+//! POST   /api/slots/assign/{range}/{group}
+//! POST   /api/slots/migrate/{range}/{group}[?method=async|sync]
+//! POST   /api/rebalance[?dry_run=1]
+//! ```
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rcodis_core::coord::{layout, Coordinator};
+use rcodis_core::topology::GroupId;
+use serde_json::{json, Value};
+
+use crate::health::ServerHealth;
+use crate::slot::{self, DriveArgs, DriveOpts};
+
+#[derive(Debug, clap::Args)]
+pub struct DashboardArgs {
+    /// Where the HTTP API listens.
+    #[arg(long, default_value = "127.0.0.1:18080")]
+    listen: String,
+    /// Token for mutations (default: generated and printed at start).
+    #[arg(long, default_value = "")]
+    admin_token: String,
+    /// Seconds between health checks of the servers.
+    #[arg(long, default_value_t = 2)]
+    health_interval: u64,
+    #[command(flatten)]
+    drive: DriveArgs,
+}
+
+/// What the background driver is doing.
+#[derive(Default, Clone, serde::Serialize)]
+struct DriverState {
+    running: bool,
+    /// Slots in the run under way (or the last one).
+    slots: usize,
+    finished_runs: u64,
+    last_error: String,
+    last_error_at: u64,
+}
+
+struct Dash {
+    c: Arc<dyn Coordinator>,
+    product: String,
+    token: String,
+    opts: DriveOpts,
+    health: Mutex<Vec<(GroupId, ServerHealth)>>,
+    health_at: Mutex<Option<Instant>>,
+    driver: Mutex<DriverState>,
+    wake: tokio::sync::Notify,
+}
+
+type Reply = Result<Json<Value>, (StatusCode, Json<Value>)>;
+
+fn bad(e: anyhow::Error) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"ok": false, "error": format!("{e:#}")})),
+    )
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `key=value` from a raw query string.
+fn query(q: &Option<String>, key: &str) -> Option<String> {
+    q.as_deref()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then(|| v.replace("%2C", ",").replace("%2c", ","))
+    })
+}
+
+impl Dash {
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), (StatusCode, Json<Value>)> {
+        let given = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| headers.get("x-admin-token").and_then(|v| v.to_str().ok()));
+        match given {
+            Some(t) if t == self.token => Ok(()),
+            Some(_) => Err((
+                StatusCode::FORBIDDEN,
+                Json(json!({"ok": false, "error": "wrong admin token"})),
+            )),
+            None => Err((
+                StatusCode::UNAUTHORIZED,
+                Json(
+                    json!({"ok": false, "error": "mutations need the admin token (Authorization: Bearer TOKEN)"}),
+                ),
+            )),
+        }
+    }
+
+    fn done(&self, out: String) -> Reply {
+        self.wake.notify_one();
+        Ok(Json(json!({"ok": true, "output": out})))
+    }
+
+    fn detached(&self) -> DriveOpts {
+        DriveOpts {
+            method: self.opts.method,
+            detach: true,
+            auth: self.opts.auth.clone(),
+            ack: self.opts.ack,
+            parallel: self.opts.parallel,
+            force_unlock: false,
+            json: true,
+        }
+    }
+}
+
+pub async fn run(a: DashboardArgs, c: Arc<dyn Coordinator>, product: &str) -> anyhow::Result<()> {
+    let opts = a.drive.opts(false, false)?;
+    let lock_key = layout::lock_key(product);
+    if opts.force_unlock && c.force_unlock(&lock_key).await? {
+        eprintln!("removed the previous driver's lock");
+    }
+    let holder = format!("rcodis-ctl dashboard (pid {})", std::process::id());
+    let lock = c
+        .lock(&lock_key, &holder, Duration::from_secs(10))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("another driver runs ({e}); if it is dead, add --force-unlock")
+        })?;
+    let token = if a.admin_token.is_empty() {
+        let mut b = [0u8; 16];
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut b))
+            .map_err(|e| anyhow::anyhow!("cannot make an admin token: {e}"))?;
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    } else {
+        a.admin_token.clone()
+    };
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.listen))?;
+    let addr = listener.local_addr()?;
+    let d = Arc::new(Dash {
+        c,
+        product: product.to_string(),
+        token: token.clone(),
+        opts,
+        health: Mutex::new(Vec::new()),
+        health_at: Mutex::new(None),
+        driver: Mutex::new(DriverState::default()),
+        wake: tokio::sync::Notify::new(),
+    });
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/api/status", get(status))
+        .route("/api/topology", get(topology))
+        .route("/api/proxies", get(proxies))
+        .route("/api/slots", get(slots))
+        .route("/api/groups/{id}", post(group_add).delete(group_remove))
+        .route(
+            "/api/groups/{id}/servers/{addr}",
+            post(server_add).delete(server_remove),
+        )
+        .route("/api/proxies/{token}", axum::routing::delete(proxy_remove))
+        .route("/api/slots/init", post(slot_init))
+        .route("/api/slots/assign/{range}/{group}", post(slot_assign))
+        .route("/api/slots/migrate/{range}/{group}", post(slot_migrate))
+        .route("/api/rebalance", post(rebalance))
+        .with_state(d.clone());
+    println!("dashboard for product '{product}' listening on http://{addr} (admin token: {token})");
+    tokio::spawn(health_loop(
+        d.clone(),
+        Duration::from_secs(a.health_interval.max(1)),
+    ));
+    tokio::spawn(driver_loop(d.clone()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let served = tokio::select! {
+        r = axum::serve(listener, app) => r.map_err(anyhow::Error::from),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+    };
+    // A migration step in flight is persisted before it is acted on: the next driver
+    // resumes it.
+    lock.release().await;
+    eprintln!("dashboard stopped");
+    served
+}
+
+async fn health_loop(d: Arc<Dash>, every: Duration) {
+    loop {
+        if let Ok(t) = slot::load(&d.c, &d.product).await {
+            let h = crate::health::check_all(&t, &d.opts.auth, Duration::from_secs(1)).await;
+            for (g, s) in &h {
+                let was_up = d
+                    .health
+                    .lock()
+                    .expect("health lock")
+                    .iter()
+                    .find(|(_, o)| o.addr == s.addr)
+                    .map(|(_, o)| o.reachable);
+                if was_up != Some(s.reachable) {
+                    if s.reachable {
+                        println!("server {} (group {g}) is reachable", s.addr);
+                    } else {
+                        println!("server {} (group {g}) is DOWN: {}", s.addr, s.error);
+                    }
+                }
+            }
+            *d.health.lock().expect("health lock") = h;
+            *d.health_at.lock().expect("health lock") = Some(Instant::now());
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn driver_loop(d: Arc<Dash>) {
+    loop {
+        tokio::select! {
+            _ = d.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let Ok(t) = slot::load(&d.c, &d.product).await else {
+            continue;
+        };
+        let mut todo: Vec<(u64, u16)> = t
+            .slots
+            .iter()
+            .filter_map(|s| s.action.as_ref().map(|a| (a.index, s.id)))
+            .collect();
+        if todo.is_empty() {
+            continue;
+        }
+        todo.sort_unstable();
+        let slots: Vec<u16> = todo.into_iter().map(|(_, s)| s).collect();
+        {
+            let mut st = d.driver.lock().expect("driver lock");
+            st.running = true;
+            st.slots = slots.len();
+        }
+        println!("driving {} recorded slot migrations", slots.len());
+        let r = slot::drive_recorded(&d.c, &d.product, &slots, &d.opts).await;
+        let failed = {
+            let mut st = d.driver.lock().expect("driver lock");
+            st.running = false;
+            match r {
+                Ok(()) => {
+                    st.finished_runs += 1;
+                    println!("migrations done");
+                    false
+                }
+                Err(e) => {
+                    st.last_error = format!("{e:#}");
+                    st.last_error_at = unix_now();
+                    println!("migration stopped: {e:#} (retrying)");
+                    true
+                }
+            }
+        };
+        if failed {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+async fn index() -> Json<Value> {
+    Json(json!({
+        "service": "rcodis-ctl dashboard",
+        "read": ["/api/status", "/api/topology", "/api/proxies", "/api/slots?range=R"],
+        "mutate (admin token)": [
+            "POST|DELETE /api/groups/{id}",
+            "POST|DELETE /api/groups/{id}/servers/{addr}",
+            "DELETE /api/proxies/{token}",
+            "POST /api/slots/init",
+            "POST /api/slots/assign/{range}/{group}",
+            "POST /api/slots/migrate/{range}/{group}?method=async|sync",
+            "POST /api/rebalance?dry_run=1",
+        ],
+    }))
+}
+
+async fn status(State(d): State<Arc<Dash>>) -> Reply {
+    let t = slot::load(&d.c, &d.product).await.map_err(bad)?;
+    let proxies = slot::proxies(&d.c, &d.product).await.map_err(bad)?;
+    let health = d.health.lock().expect("health lock").clone();
+    let by_group = t.slots_by_group();
+    let groups: Vec<Value> = t
+        .groups
+        .values()
+        .map(|g| {
+            let slots = by_group.get(&g.id).cloned().unwrap_or_default();
+            json!({
+                "id": g.id,
+                "slots": slots.len(),
+                "ranges": crate::ranges(&slots),
+                "servers": g.servers.iter().enumerate().map(|(i, s)| {
+                    let h = health.iter().find(|(_, h)| &h.addr == s).map(|(_, h)| h.clone());
+                    json!({
+                        "addr": s,
+                        "master": i == 0,
+                        "health": h,
+                    })
+                }).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let migrations: Vec<Value> = t
+        .slots
+        .iter()
+        .filter_map(|s| {
+            s.action.as_ref().map(|a| {
+                json!({"slot": s.id, "from": s.group, "to": a.target,
+                       "state": format!("{:?}", a.state).to_lowercase()})
+            })
+        })
+        .collect();
+    let driver = d.driver.lock().expect("driver lock").clone();
+    let checked = d
+        .health_at
+        .lock()
+        .expect("health lock")
+        .map(|i| i.elapsed().as_millis() as u64);
+    Ok(Json(json!({
+        "product": d.product,
+        "epoch": t.epoch,
+        "groups": groups,
+        "offline_slots": by_group.get(&0).map_or(0, Vec::len),
+        "proxies": proxies,
+        "migrations": migrations,
+        "driver": driver,
+        "health_checked_ms_ago": checked,
+    })))
+}
+
+async fn topology(State(d): State<Arc<Dash>>) -> Reply {
+    let t = slot::load(&d.c, &d.product).await.map_err(bad)?;
+    Ok(Json(serde_json::to_value(&t).map_err(|e| bad(e.into()))?))
+}
+
+async fn proxies(State(d): State<Arc<Dash>>) -> Reply {
+    let p = slot::proxies(&d.c, &d.product).await.map_err(bad)?;
+    Ok(Json(serde_json::to_value(&p).map_err(|e| bad(e.into()))?))
+}
+
+async fn slots(State(d): State<Arc<Dash>>, RawQuery(q): RawQuery) -> Reply {
+    let mut out = String::new();
+    let range = query(&q, "range");
+    slot::run(
+        slot::SlotCmd::Status { range },
+        d.c.clone(),
+        &d.product,
+        true,
+        &mut out,
+    )
+    .await
+    .map_err(bad)?;
+    Ok(Json(
+        serde_json::from_str(out.trim()).unwrap_or(Value::Null),
+    ))
+}
+
+async fn group_add(State(d): State<Arc<Dash>>, h: HeaderMap, Path(id): Path<GroupId>) -> Reply {
+    d.authorize(&h)?;
+    let mut out = String::new();
+    let cmd = crate::admin::GroupCmd::Add { id };
+    crate::admin::group(cmd, d.c.clone(), &d.product, true, &mut out)
+        .await
+        .map_err(bad)?;
+    d.done(out)
+}
+
+async fn group_remove(State(d): State<Arc<Dash>>, h: HeaderMap, Path(id): Path<GroupId>) -> Reply {
+    d.authorize(&h)?;
+    let mut out = String::new();
+    let cmd = crate::admin::GroupCmd::Remove { id };
+    crate::admin::group(cmd, d.c.clone(), &d.product, true, &mut out)
+        .await
+        .map_err(bad)?;
+    d.done(out)
+}
+
+async fn server_add(
+    State(d): State<Arc<Dash>>,
+    h: HeaderMap,
+    Path((group, addr)): Path<(GroupId, String)>,
+) -> Reply {
+    d.authorize(&h)?;
+    let mut out = String::new();
+    let cmd = crate::admin::ServerCmd::Add {
+        group,
+        addr,
+        auth: d.opts.auth.clone(),
+    };
+    crate::admin::server(cmd, d.c.clone(), &d.product, &mut out)
+        .await
+        .map_err(bad)?;
+    d.done(out)
+}
+
+async fn server_remove(
+    State(d): State<Arc<Dash>>,
+    h: HeaderMap,
+    Path((group, addr)): Path<(GroupId, String)>,
+) -> Reply {
+    d.authorize(&h)?;
+    let mut out = String::new();
+    let cmd = crate::admin::ServerCmd::Remove { group, addr };
+    crate::admin::server(cmd, d.c.clone(), &d.product, &mut out)
+        .await
+        .map_err(bad)?;
+    d.done(out)
+}
+
+async fn proxy_remove(
+    State(d): State<Arc<Dash>>,
+    h: HeaderMap,
+    Path(token): Path<String>,
+) -> Reply {
+    d.authorize(&h)?;
+    let mut out = String::new();
+    let cmd = crate::admin::ProxyCmd::Remove { token };
+    crate::admin::proxy(cmd, d.c.clone(), &d.product, true, &mut out)
+        .await
+        .map_err(bad)?;
+    d.done(out)
+}
+
+async fn slot_init(State(d): State<Arc<Dash>>, h: HeaderMap) -> Reply {
+    d.authorize(&h)?;
+    let mut out = String::new();
+    slot::run(slot::SlotCmd::Init, d.c.clone(), &d.product, true, &mut out)
+        .await
+        .map_err(bad)?;
+    d.done(out)
+}
+
+async fn slot_assign(
+    State(d): State<Arc<Dash>>,
+    h: HeaderMap,
+    Path((range, group)): Path<(String, GroupId)>,
+) -> Reply {
+    d.authorize(&h)?;
+    let mut out = String::new();
+    let cmd = slot::SlotCmd::Assign { range, group };
+    slot::run(cmd, d.c.clone(), &d.product, true, &mut out)
+        .await
+        .map_err(bad)?;
+    d.done(out)
+}
+
+async fn slot_migrate(
+    State(d): State<Arc<Dash>>,
+    h: HeaderMap,
+    Path((range, group)): Path<(String, GroupId)>,
+    RawQuery(q): RawQuery,
+) -> Reply {
+    d.authorize(&h)?;
+    let slots = slot::parse_range(&range).map_err(bad)?;
+    let mut o = d.detached();
+    if let Some(m) = query(&q, "method") {
+        o.method = slot::parse_method(&m).map_err(bad)?;
+    }
+    let moves: Vec<(u16, GroupId)> = slots.iter().map(|&s| (s, group)).collect();
+    let mut out = String::new();
+    slot::migrate(&d.c, &d.product, &moves, &o, &mut out)
+        .await
+        .map_err(bad)?;
+    d.done(out)
+}
+
+async fn rebalance(State(d): State<Arc<Dash>>, h: HeaderMap, RawQuery(q): RawQuery) -> Reply {
+    d.authorize(&h)?;
+    let dry_run = query(&q, "dry_run").is_some_and(|v| v != "0" && v != "false");
+    let mut out = String::new();
+    crate::rebalance(d.c.clone(), &d.product, dry_run, &d.detached(), &mut out)
+        .await
+        .map_err(bad)?;
+    d.done(out)
+}
