@@ -375,3 +375,69 @@ pub fn normalize(cmd: &str, f: Frame) -> Frame {
         other => other,
     }
 }
+
+/// A real etcd on free loopback ports with its data in a temporary directory; stopped by
+/// PID when dropped. Set `RCODIS_ETCD` to use another binary than `etcd`.
+pub struct EtcdProc {
+    pub port: u16,
+    pub proc: Process,
+    pub dir: tempfile::TempDir,
+}
+
+impl EtcdProc {
+    /// Starts etcd and waits until it reports itself healthy.
+    pub fn start() -> EtcdProc {
+        let bin = std::env::var("RCODIS_ETCD").unwrap_or_else(|_| "etcd".into());
+        for _ in 0..5 {
+            let (port, peer) = (free_port(), free_port());
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut cmd = Command::new(&bin);
+            cmd.arg("--data-dir")
+                .arg(dir.path().join("etcd"))
+                .args(["--name", "rcodis-test"])
+                .arg(format!("--listen-client-urls=http://127.0.0.1:{port}"))
+                .arg(format!("--advertise-client-urls=http://127.0.0.1:{port}"))
+                .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+                .arg(format!(
+                    "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+                ))
+                .arg(format!(
+                    "--initial-cluster=rcodis-test=http://127.0.0.1:{peer}"
+                ));
+            let mut proc = Process::spawn("etcd", cmd);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline && !proc.exited() {
+                if etcd_healthy(port) {
+                    return EtcdProc { port, proc, dir };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // A port taken meanwhile: try others.
+        }
+        panic!("cannot start '{bin}': install Debian's etcd-server (the README's test command does) or set RCODIS_ETCD");
+    }
+
+    /// The coordinator URL (`etcd://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        format!("etcd://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Whether etcd's `/health` on `port` says `"health":"true"`.
+fn etcd_healthy(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"")
+}
