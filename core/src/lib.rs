@@ -14,6 +14,7 @@
 
 pub mod cmd;
 pub mod coord;
+pub mod net;
 pub mod num;
 pub mod resp;
 pub mod slot;

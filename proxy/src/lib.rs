@@ -259,7 +259,12 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
             .name(&format!("rcodis-proxy-{id}"))
             .spawn(move || async move {
                 let addr = std::net::SocketAddr::new(listen.ip(), port);
-                let listener = match TcpListener::bind(addr) {
+                let listener: TcpListener = match rcodis_core::net::shared_listener(addr).map(|l| {
+                    // SAFETY: a listening socket we own, handed over whole.
+                    unsafe {
+                        std::os::fd::FromRawFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(l))
+                    }
+                }) {
                     Ok(l) => l,
                     Err(e) => {
                         let _ = ready.send(Err(anyhow::anyhow!("cannot listen on {addr}: {e}")));

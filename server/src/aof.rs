@@ -84,6 +84,21 @@ pub struct Aof {
     appended: u64,
     synced_upto: u64,
     rewriting: Option<Rewriting>,
+    /// No file: the records only feed replicas (appendonly is off).
+    memory_only: bool,
+    /// Replicas fed with every batch of records (see `repl.rs`).
+    replicas: Vec<ReplSink>,
+    /// The database in effect where the next batch of records starts.
+    chunk_db: usize,
+}
+
+/// A replica's share of a shard's records: batches go down the channel; `queued` counts the
+/// bytes not yet sent, and past `limit` the replica is dropped (it resynchronises).
+#[derive(Debug)]
+pub struct ReplSink {
+    pub tx: futures::channel::mpsc::UnboundedSender<Bytes>,
+    pub queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub limit: usize,
 }
 
 /// The log file of a shard.
@@ -109,7 +124,90 @@ impl Aof {
             appended: 0,
             synced_upto: 0,
             rewriting: None,
+            memory_only: false,
+            replicas: Vec::new(),
+            chunk_db: usize::MAX,
         })
+    }
+
+    /// A log without a file, for feeding replicas when appendonly is off.
+    pub fn memory() -> std::io::Result<Aof> {
+        let path = PathBuf::from("/dev/null");
+        let file = OpenOptions::new().append(true).open(&path)?;
+        Ok(Aof {
+            path,
+            file,
+            buf: Vec::with_capacity(64 * 1024),
+            db: usize::MAX,
+            policy: Fsync::No,
+            unsynced: false,
+            last_sync: Instant::now(),
+            size: 0,
+            appended: 0,
+            synced_upto: 0,
+            rewriting: None,
+            memory_only: true,
+            replicas: Vec::new(),
+            chunk_db: usize::MAX,
+        })
+    }
+
+    /// Whether records go to a file (appendonly is on).
+    pub fn has_file(&self) -> bool {
+        !self.memory_only
+    }
+
+    /// Starts feeding a replica with every record from now on (call right after taking the
+    /// image it starts from; what was logged before is flushed out first).
+    pub fn attach_replica(&mut self, sink: ReplSink) {
+        self.write_out();
+        // The replica's stream starts with a SELECT.
+        self.db = usize::MAX;
+        self.chunk_db = usize::MAX;
+        self.replicas.push(sink);
+    }
+
+    /// Replicas still attached.
+    pub fn replica_count(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// Detaches every replica (each reconnects and resynchronises): after commands whose
+    /// effect spans every shard (FLUSHALL, FLUSHDB, SWAPDB), which a per-shard stream cannot
+    /// order against the other shards' streams.
+    pub fn drop_replicas(&mut self, why: &str) {
+        if !self.replicas.is_empty() {
+            tracing::info!(reason = why, "replicas will resynchronise");
+            self.replicas.clear();
+        }
+    }
+
+    fn feed_replicas(&mut self) {
+        let mut chunk = Vec::with_capacity(self.buf.len() + 24);
+        if self.chunk_db != usize::MAX {
+            let n = self.chunk_db.to_string();
+            encode::write_array_len(&mut chunk, 2);
+            encode::write_bulk(&mut chunk, b"SELECT");
+            encode::write_bulk(&mut chunk, n.as_bytes());
+        }
+        chunk.extend_from_slice(&self.buf);
+        let chunk = Bytes::from(chunk);
+        let len = chunk.len();
+        self.replicas.retain(|r| {
+            let q = r
+                .queued
+                .fetch_add(len, std::sync::atomic::Ordering::Relaxed)
+                + len;
+            if q > r.limit {
+                tracing::warn!(
+                    queued = q,
+                    limit = r.limit,
+                    "dropping a replica that does not keep up (repl_buffer_limit)"
+                );
+                return false;
+            }
+            r.tx.unbounded_send(chunk.clone()).is_ok()
+        });
     }
 
     fn select(&mut self, db: usize) {
@@ -165,6 +263,14 @@ impl Aof {
         if self.buf.is_empty() {
             return;
         }
+        if !self.replicas.is_empty() {
+            self.feed_replicas();
+        }
+        self.chunk_db = self.db;
+        if self.memory_only {
+            self.buf.clear();
+            return;
+        }
         if let Some(r) = self.rewriting.as_mut() {
             r.buf.extend_from_slice(&self.buf);
         }
@@ -182,6 +288,9 @@ impl Aof {
     /// Writes and fsyncs.
     pub fn sync(&mut self) {
         self.write_out();
+        if self.memory_only {
+            return;
+        }
         if self.unsynced {
             if let Err(e) = self.file.sync_data() {
                 tracing::error!(file = %self.path.display(), error = %e, "AOF fsync failed");
@@ -225,6 +334,9 @@ impl Aof {
     /// Starts a background rewrite: a child process writes `dbs` as of now while this shard
     /// keeps serving and logging (to the old log and to a buffer for the new one).
     pub fn start_rewrite(&mut self, dbs: &mut [Db], now: u64) -> std::io::Result<RewriteStart> {
+        if self.memory_only {
+            return Ok(RewriteStart::Off);
+        }
         if self.rewriting.is_some() {
             return Ok(RewriteStart::AlreadyRunning);
         }
@@ -305,6 +417,9 @@ impl Aof {
     /// Replaces the log with a compact one holding `dbs`' current data, now, on this thread
     /// (start-up relayout, DEBUG RELOAD).
     pub fn rewrite(&mut self, dbs: &mut [Db], now: u64) -> std::io::Result<()> {
+        if self.memory_only {
+            return Ok(());
+        }
         self.cancel_rewrite();
         self.sync();
         let tmp = self.path.with_extension("aof.rewrite");

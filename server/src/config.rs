@@ -38,6 +38,10 @@ pub struct Config {
     /// Microseconds to pause after each record loaded at start-up (Redis's key-load-delay;
     /// for tests that need to observe the loading state).
     pub key_load_delay: u64,
+    /// Follow this master from the start (`host port` or `host:port`; empty: be a master).
+    pub replicaof: String,
+    /// Password for the master (its requirepass).
+    pub masterauth: String,
 }
 
 impl Default for Config {
@@ -59,6 +63,8 @@ impl Default for Config {
             loglevel: "info".into(),
             aof_repair: false,
             key_load_delay: 0,
+            replicaof: String::new(),
+            masterauth: String::new(),
         }
     }
 }
@@ -99,6 +105,12 @@ impl Config {
         }
         if self.threads > 1024 {
             anyhow::bail!("threads must be at most 1024 (one shard owns at least one slot)");
+        }
+        if !self.replicaof.is_empty() && crate::repl::parse_master(&self.replicaof).is_none() {
+            anyhow::bail!(
+                "replicaof is 'host port' or host:port, not '{}'",
+                self.replicaof
+            );
         }
         if self.databases == 0 || self.databases > 4096 {
             anyhow::bail!("databases must be between 1 and 4096");

@@ -245,6 +245,12 @@ pub struct Conn {
     msg_queued: Arc<AtomicUsize>,
     msg_overflow: Arc<AtomicBool>,
     pub close: bool,
+    /// The replication link of this (replica) server: its writes are allowed while its
+    /// generation is current (a later REPLICAOF ends it).
+    master_link: bool,
+    link_generation: u64,
+    /// A replica's port (REPLCONF listening-port).
+    repl_port: u16,
     last_cmd: &'static str,
     /// Bytes already read while blocked, to process next.
     stash: BytesMut,
@@ -303,6 +309,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         msg_queued: Arc::new(AtomicUsize::new(0)),
         msg_overflow: Arc::new(AtomicBool::new(false)),
         close: false,
+        master_link: false,
+        link_generation: 0,
+        repl_port: 0,
         last_cmd: "NULL",
         stash: BytesMut::new(),
         in_exec: false,
@@ -557,6 +566,22 @@ impl Conn {
             }
             return b.err("LOADING Redis is loading the dataset in memory");
         }
+        if self.master_link
+            && self.shard.shared.repl.generation.load(Ordering::SeqCst) != self.link_generation
+        {
+            // A link of a master this server no longer follows.
+            self.close = true;
+            return b.err("ERR replication link closed");
+        }
+        if spec.has(CommandFlags::WRITE)
+            && !self.master_link
+            && self.shard.shared.repl.replica.load(Ordering::Relaxed)
+        {
+            if self.multi.is_some() {
+                self.multi_dirty = true;
+            }
+            return b.err("READONLY You can't write against a read only replica.");
+        }
         if self.multi.is_some()
             && !matches!(
                 spec.name,
@@ -774,6 +799,47 @@ impl Conn {
             }
             "blpop" | "brpop" | "blmove" | "brpoplpush" | "blmpop" | "bzpopmin" | "bzpopmax"
             | "bzmpop" => self.blocking(spec, req, out, stream).await,
+            "sync" | "psync" => {
+                // The reply is the replication stream itself, until the replica leaves.
+                let ip = self
+                    .addr
+                    .rsplit_once(':')
+                    .map(|(h, _)| h.to_string())
+                    .unwrap_or_default();
+                crate::repl::serve_replica(&self.shard, self.id, ip, self.repl_port, stream).await;
+                self.close = true;
+            }
+            "replconf" => {
+                let sub = String::from_utf8_lossy(req.arg(1)).to_ascii_lowercase();
+                match sub.as_str() {
+                    "listening-port" => match std::str::from_utf8(req.arg(2))
+                        .ok()
+                        .and_then(|p| p.parse::<u16>().ok())
+                    {
+                        Some(p) => {
+                            self.repl_port = p;
+                            out.ok()
+                        }
+                        None => out.err("ERR value is out of range"),
+                    },
+                    "masterlink" => {
+                        let generation = std::str::from_utf8(req.get(3).unwrap_or(b""))
+                            .ok()
+                            .and_then(|g| g.parse::<u64>().ok());
+                        if req.len() == 4
+                            && req.arg(2) == self.shard.shared.repl.link_token.as_bytes()
+                            && generation.is_some()
+                        {
+                            self.master_link = true;
+                            self.link_generation = generation.unwrap_or_default();
+                            out.ok()
+                        } else {
+                            out.err("ERR invalid master link token")
+                        }
+                    }
+                    _ => out.ok(),
+                }
+            }
             _ => crate::server_cmds::run(self, spec, req, out).await,
         }
     }

@@ -29,6 +29,7 @@ pub mod out;
 pub mod params;
 mod params_defaults;
 pub mod pubsub;
+pub mod repl;
 pub mod replay;
 pub mod server_cmds;
 pub mod shard;
@@ -97,6 +98,10 @@ impl ServerHandle {
         }
         memory::refresh();
         self.shared.loading.store(false, Ordering::Release);
+        if let Some((host, port)) = repl::parse_master(&config.replicaof) {
+            // A replica starts from its master's data (a full resync replaces what was loaded).
+            repl::start_link(&self.shared, host, port)?;
+        }
         Ok(())
     }
 
@@ -239,7 +244,12 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
                         return;
                     }
                 };
-                let listener = match TcpListener::bind(addr) {
+                let listener: TcpListener = match rcodis_core::net::shared_listener(addr).map(|l| {
+                    // SAFETY: a listening socket we own, handed over whole.
+                    unsafe {
+                        std::os::fd::FromRawFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(l))
+                    }
+                }) {
                     Ok(l) => l,
                     Err(e) => {
                         let _ = ready.send(Err(anyhow::anyhow!("cannot listen on {addr}: {e}")));

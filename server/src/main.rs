@@ -60,6 +60,12 @@ struct Args {
     /// Microseconds to pause after each record loaded at start-up (for tests).
     #[arg(long)]
     key_load_delay: Option<u64>,
+    /// Follow a master from the start ("host port" or host:port).
+    #[arg(long)]
+    replicaof: Option<String>,
+    /// The master's password.
+    #[arg(long)]
+    masterauth: Option<String>,
 }
 
 fn main() {
@@ -89,7 +95,9 @@ fn main() {
         databases,
         maxclients,
         loglevel,
-        key_load_delay
+        key_load_delay,
+        replicaof,
+        masterauth
     );
     if let Some(v) = &args.appendonly {
         config.appendonly = match v.as_str() {

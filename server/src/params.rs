@@ -125,7 +125,8 @@ pub fn defaults(c: &Config) -> BTreeMap<String, String> {
     put("port", &c.port.to_string());
     put("databases", &c.databases.to_string());
     put("requirepass", &c.requirepass);
-    put("masterauth", "");
+    put("masterauth", &c.masterauth);
+    put("replicaof", &c.replicaof);
     put("dir", &c.dir.display().to_string());
     put("dbfilename", "dump.rdb");
     put("appendonly", if c.appendonly { "yes" } else { "no" });

@@ -55,12 +55,8 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
             out.bulk_int((us % 1_000_000) as i64);
         }
         "lastsave" => out.int(c.shard.shared.lastsave.load(Ordering::Relaxed) as i64),
-        "role" => {
-            out.array(3);
-            out.bulk(b"master");
-            out.int(0);
-            out.array(0);
-        }
+        "role" => crate::repl::role(&c.shard.shared, out),
+        "replicaof" | "slaveof" => crate::repl::replicaof(&c.shard.shared, req, out),
         "wait" => {
             if parse_i64(req.arg(1)).is_none() || parse_i64(req.arg(2)).is_none() {
                 return out.err(NOT_INT);
@@ -799,6 +795,7 @@ async fn flush(c: &mut Conn, all: bool, req: &Request, out: &mut Out) {
                             a.log(db, &[b"FLUSHDB"]);
                         }
                         a.end_batch();
+                        a.drop_replicas("FLUSHALL/FLUSHDB");
                     }
                 });
             }
@@ -839,6 +836,7 @@ async fn swapdb(c: &mut Conn, req: &Request, out: &mut Out) {
                                 ],
                             );
                             l.end_batch();
+                            l.drop_replicas("SWAPDB");
                         }
                     }
                 });
@@ -1270,11 +1268,7 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
         );
     }
     if want("replication") {
-        let _ = write!(
-            s,
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:0\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:0\r\nrepl_backlog_size:1048576\r\nrepl_backlog_first_byte_offset:0\r\nrepl_backlog_histlen:0\r\n\r\n",
-            shared.run_id
-        );
+        s.push_str(&crate::repl::info(&shared, &shared.run_id));
     }
     if want("cpu") {
         let (sys, user) = cpu_times();

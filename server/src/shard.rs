@@ -157,6 +157,8 @@ pub struct Shared {
     pub loading_start: AtomicU64,
     pub loading_total: AtomicU64,
     pub loading_done: AtomicU64,
+    /// Replication (master and replica sides).
+    pub repl: crate::repl::Repl,
 }
 
 impl Shared {
@@ -183,6 +185,7 @@ impl Shared {
             loading_start: AtomicU64::new(start_unix),
             loading_total: AtomicU64::new(0),
             loading_done: AtomicU64::new(0),
+            repl: Default::default(),
             config: RwLock::new(config),
             multi_lock: async_lock::Mutex::new(()),
             started: Instant::now(),

@@ -1,0 +1,186 @@
+//! Replication between rcodis-servers: a replica gets the master's data (every type, TTLs,
+//! several databases, any shard counts), follows its writes, refuses its own, survives a
+//! master restart and a FLUSHALL (full resync), authenticates with masterauth, and becomes
+//! a master with REPLICAOF NO ONE.
+
+use std::time::Duration;
+
+use rcodis_core::resp::Frame;
+use rcodis_tests::{normalize, text, wait_until, Conn, ServerProc};
+
+fn bin() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_rcodis-server"))
+}
+
+fn authed(s: &ServerProc) -> Conn {
+    let mut c = s.conn();
+    assert_eq!(c.cmd(&["AUTH", "pw"]), Frame::simple("OK"));
+    c
+}
+
+/// Every key of databases 0 and 2 with its type, value and whether it has a TTL.
+fn dump_all(c: &mut Conn) -> Vec<(String, String, Frame, bool)> {
+    let mut all = Vec::new();
+    for db in ["0", "2"] {
+        c.cmd(&["SELECT", db]);
+        let Frame::Array(keys) = c.cmd(&["KEYS", "*"]) else {
+            panic!("KEYS")
+        };
+        let mut keys: Vec<String> = keys.iter().map(text).collect();
+        keys.sort();
+        for k in keys {
+            let t = text(&c.cmd(&["TYPE", &k]));
+            let v = match t.as_str() {
+                "string" => c.cmd(&["GET", &k]),
+                "list" => c.cmd(&["LRANGE", &k, "0", "-1"]),
+                "set" => normalize("smembers", c.cmd(&["SMEMBERS", &k])),
+                "hash" => normalize("hgetall", c.cmd(&["HGETALL", &k])),
+                "zset" => c.cmd(&["ZRANGE", &k, "0", "-1", "WITHSCORES"]),
+                _ => Frame::Null,
+            };
+            let ttl = c.cmd(&["PTTL", &k]).as_integer().unwrap() > 0;
+            all.push((format!("{db}:{k}"), t, v, ttl));
+        }
+    }
+    c.cmd(&["SELECT", "0"]);
+    all
+}
+
+fn converged(m: &mut Conn, r: &mut Conn) -> bool {
+    dump_all(m) == dump_all(r)
+}
+
+fn info_field(c: &mut Conn, section: &str, field: &str) -> String {
+    text(&c.cmd(&["INFO", section]))
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")).map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[test]
+fn replica_follows_refuses_writes_and_resyncs() {
+    let master = ServerProc::start(bin(), &["--threads", "2", "--requirepass", "pw"]);
+    let mut m = authed(&master);
+    // Data before the replica exists: every type, TTLs, two databases, one big hash.
+    for db in ["0", "2"] {
+        m.cmd(&["SELECT", db]);
+        for i in 0..300 {
+            m.cmd(&["SET", &format!("s{i}"), &format!("{db}-{i}")]);
+        }
+        m.cmd(&["RPUSH", "list", "a", "b", "c"]);
+        m.cmd(&["SADD", "set", "x", "y"]);
+        m.cmd(&["ZADD", "zset", "1.5", "m1", "2", "m2"]);
+        m.cmd(&["SET", "ttl", "v", "EX", "1000"]);
+        let mut h = vec!["HSET".to_string(), "bighash".to_string()];
+        for i in 0..3000 {
+            h.extend([format!("f{i}"), format!("v{i}")]);
+        }
+        m.cmd(&h);
+    }
+    m.cmd(&["SELECT", "0"]);
+    let replica = ServerProc::start(
+        bin(),
+        &[
+            "--threads",
+            "1",
+            "--masterauth",
+            "pw",
+            "--replicaof",
+            &format!("127.0.0.1 {}", master.port),
+        ],
+    );
+    let mut r = replica.conn();
+    wait_until("the replica to sync", Duration::from_secs(30), || {
+        converged(&mut m, &mut r)
+    });
+    assert_eq!(info_field(&mut r, "replication", "role"), "slave");
+    assert_eq!(
+        info_field(&mut r, "replication", "master_link_status"),
+        "up"
+    );
+    assert_eq!(info_field(&mut m, "replication", "connected_slaves"), "1");
+    let role = m.cmd(&["ROLE"]);
+    assert!(
+        matches!(&role, Frame::Array(v) if text(&v[0]) == "master"),
+        "{role:?}"
+    );
+    // Writes follow: INCRs, deletes, expiry changes, list ops, a cross-shard MSET.
+    for i in 0..200 {
+        m.cmd(&["INCR", &format!("ctr{}", i % 7)]);
+    }
+    m.cmd(&["DEL", "s1", "s2"]);
+    m.cmd(&["EXPIRE", "s3", "500"]);
+    m.cmd(&["PERSIST", "ttl"]);
+    m.cmd(&["LPOP", "list"]);
+    m.cmd(&["MSET", "a{1}", "1", "b{2}", "2", "c{3}", "3"]);
+    m.cmd(&["SELECT", "2"]);
+    m.cmd(&["HDEL", "bighash", "f0", "f1"]);
+    m.cmd(&["SELECT", "0"]);
+    wait_until(
+        "writes to reach the replica",
+        Duration::from_secs(10),
+        || converged(&mut m, &mut r),
+    );
+    assert_eq!(text(&r.cmd(&["GET", "ctr0"])), "29");
+    // The replica refuses writes from clients, reads work.
+    let e = r.cmd(&["SET", "mine", "1"]);
+    assert_eq!(
+        e,
+        Frame::Error("READONLY You can't write against a read only replica.".into())
+    );
+    assert!(matches!(r.cmd(&["INCR", "ctr0"]), Frame::Error(_)));
+    // FLUSHALL on the master: the replica resynchronises and follows again.
+    m.cmd(&["FLUSHALL"]);
+    m.cmd(&["SET", "after-flush", "yes"]);
+    wait_until(
+        "the replica to resync after FLUSHALL",
+        Duration::from_secs(20),
+        || converged(&mut m, &mut r),
+    );
+    assert_eq!(text(&r.cmd(&["GET", "after-flush"])), "yes");
+    // The master goes away and comes back on the same port: the link recovers.
+    let port = master.port;
+    let ServerProc {
+        proc, dir: keep, ..
+    } = master;
+    let dir = keep.path().to_path_buf();
+    drop(m);
+    drop(proc);
+    wait_until("the link to go down", Duration::from_secs(10), || {
+        info_field(&mut r, "replication", "master_link_status") == "down"
+    });
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--threads",
+        "2",
+        "--requirepass",
+        "pw",
+    ])
+    .arg("--dir")
+    .arg(&dir);
+    let _master2 = rcodis_tests::Process::spawn("rcodis-server", cmd);
+    rcodis_tests::wait_loaded(port);
+    let mut m2 = Conn::connect(port);
+    assert_eq!(m2.cmd(&["AUTH", "pw"]), Frame::simple("OK"));
+    m2.cmd(&["SET", "reborn", "1"]);
+    wait_until(
+        "the replica to follow the restarted master",
+        Duration::from_secs(20),
+        || converged(&mut m2, &mut r),
+    );
+    // REPLICAOF NO ONE: a master of its own, writable, keeps its data.
+    assert_eq!(r.cmd(&["REPLICAOF", "NO", "ONE"]), Frame::simple("OK"));
+    assert_eq!(r.cmd(&["SET", "mine", "1"]), Frame::simple("OK"));
+    assert_eq!(text(&r.cmd(&["GET", "reborn"])), "1");
+    assert_eq!(info_field(&mut r, "replication", "role"), "master");
+    m2.cmd(&["SET", "not-followed", "1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(r.cmd(&["GET", "not-followed"]), Frame::NullBulk);
+    // Bad input.
+    assert!(matches!(
+        r.cmd(&["REPLICAOF", "127.0.0.1", "notaport"]),
+        Frame::Error(_)
+    ));
+}
