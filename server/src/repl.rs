@@ -33,6 +33,9 @@ use rcodis_core::resp::Request;
 
 use crate::shard::{Shard, Shared};
 
+/// A replica of this master: its IP, listening port, and bytes sent to it.
+pub type ReplicaEntry = (String, u16, Arc<AtomicU64>);
+
 /// Replication state of the process.
 #[derive(Debug)]
 pub struct Repl {
@@ -51,7 +54,7 @@ pub struct Repl {
     /// The secret of the loopback master-link connection.
     pub link_token: String,
     /// Replicas of this server: connection id -> (ip, listening port, bytes sent).
-    pub replicas: Mutex<std::collections::BTreeMap<u64, (String, u16, Arc<AtomicU64>)>>,
+    pub replicas: Mutex<std::collections::BTreeMap<u64, ReplicaEntry>>,
     /// Bytes sent to replicas since start (master_repl_offset).
     pub offset: AtomicU64,
 }
