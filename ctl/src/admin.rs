@@ -19,11 +19,27 @@ pub enum GroupCmd {
     Remove { id: GroupId },
     /// Groups with their servers and slot counts.
     List,
+    /// Failover: make a replica of the group its master (REPLICAOF NO ONE), point the other
+    /// servers at it, and route the group's slots to it.
+    Promote {
+        id: GroupId,
+        addr: String,
+        /// Password of the servers (their requirepass), if any.
+        #[arg(long, default_value = "")]
+        auth: String,
+    },
+    /// Whether proxies may send read-only commands to the group's replicas.
+    ReplicaRead {
+        id: GroupId,
+        /// on or off
+        state: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ServerCmd {
-    /// Add a server to a group (the first one is the master). It must answer SLOTSINFO.
+    /// Add a server to a group: the first one is the master, the next ones are made its
+    /// replicas (REPLICAOF). It must answer SLOTSINFO.
     Add {
         group: GroupId,
         addr: String,
@@ -92,6 +108,81 @@ pub async fn group(
             .await?;
             say!(out, "group {id} removed (epoch {})", t.epoch);
         }
+        GroupCmd::Promote { id, addr, auth } => {
+            let t = load(&c, product).await?;
+            let g = t
+                .groups
+                .get(&id)
+                .ok_or_else(|| anyhow::anyhow!("no group {id}"))?;
+            let Some(pos) = g.servers.iter().position(|s| *s == addr) else {
+                anyhow::bail!("server {addr} is not in group {id}");
+            };
+            if pos == 0 {
+                anyhow::bail!("{addr} is already group {id}'s master");
+            }
+            if t.slots.iter().any(|s| {
+                s.action
+                    .as_ref()
+                    .is_some_and(|a| s.group == id || a.target == id)
+            }) {
+                anyhow::bail!("group {id} takes part in a migration: finish it first");
+            }
+            // The new master first: it stops following and takes writes.
+            command(&addr, &auth, &["REPLICAOF", "NO", "ONE"])
+                .await
+                .map_err(|e| e.context(format!("promoting {addr}")))?;
+            let t = update(&c, product, |t| {
+                let g = t
+                    .groups
+                    .get_mut(&id)
+                    .ok_or_else(|| anyhow::anyhow!("no group {id}"))?;
+                let pos = g
+                    .servers
+                    .iter()
+                    .position(|s| *s == addr)
+                    .ok_or_else(|| anyhow::anyhow!("server {addr} left group {id}"))?;
+                let s = g.servers.remove(pos);
+                g.servers.insert(0, s);
+                Ok(())
+            })
+            .await?;
+            say!(out, "{addr} is group {id}'s master (epoch {})", t.epoch);
+            // The others (the old master too, if it is still there) follow it.
+            let (host, port) = addr
+                .rsplit_once(':')
+                .ok_or_else(|| anyhow::anyhow!("bad address {addr}"))?;
+            for s in &t.groups[&id].servers[1..] {
+                match command(s, &auth, &["REPLICAOF", host, port]).await {
+                    Ok(_) => say!(out, "{s} now replicates {addr}"),
+                    Err(e) => say!(
+                        out,
+                        "{s} not reconfigured ({e:#}); it needs REPLICAOF {host} {port}"
+                    ),
+                }
+            }
+        }
+        GroupCmd::ReplicaRead { id, state } => {
+            let on = match state.as_str() {
+                "on" | "yes" | "true" => true,
+                "off" | "no" | "false" => false,
+                s => anyhow::bail!("replica-read takes on or off, not '{s}'"),
+            };
+            let t = update(&c, product, |t| {
+                let g = t
+                    .groups
+                    .get_mut(&id)
+                    .ok_or_else(|| anyhow::anyhow!("no group {id}"))?;
+                g.read_from_replica = on;
+                Ok(())
+            })
+            .await?;
+            say!(
+                out,
+                "group {id}: reads from replicas {} (epoch {})",
+                if on { "on" } else { "off" },
+                t.epoch
+            );
+        }
         GroupCmd::List => {
             let t = load(&c, product).await?;
             let by = t.slots_by_group();
@@ -117,6 +208,23 @@ pub async fn group(
         }
     }
     Ok(())
+}
+
+/// Sends one command to a server (AUTH first when `auth` is set).
+async fn command(
+    addr: &str,
+    auth: &str,
+    args: &[&str],
+) -> anyhow::Result<rcodis_core::resp::Frame> {
+    let mut c = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        crate::slot::Client::connect(addr, auth),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("server {addr} is unreachable (timeout)"))??;
+    tokio::time::timeout(std::time::Duration::from_secs(10), c.call(args))
+        .await
+        .map_err(|_| anyhow::anyhow!("server {addr} does not answer {}", args[0]))?
 }
 
 /// Checks that `addr` is a slot-aware server (answers SLOTSINFO).
@@ -176,6 +284,23 @@ pub async fn server(
                 anyhow::bail!("server address must be host:port, not '{addr}'");
             }
             probe(&addr, &auth).await?;
+            // A group that has a master: the new server becomes its replica.
+            let master = load(&c, product)
+                .await?
+                .groups
+                .get(&group)
+                .and_then(|g| g.master().map(str::to_string));
+            if let Some(m) = &master {
+                let (host, port) = m
+                    .rsplit_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("bad master address {m}"))?;
+                if !auth.is_empty() {
+                    command(&addr, &auth, &["CONFIG", "SET", "masterauth", &auth]).await?;
+                }
+                command(&addr, &auth, &["REPLICAOF", host, port])
+                    .await
+                    .map_err(|e| e.context(format!("making {addr} a replica of {m}")))?;
+            }
             let t = update(&c, product, |t| {
                 if t.groups.values().any(|g| g.servers.contains(&addr)) {
                     anyhow::bail!("server {addr} already belongs to a group");
@@ -210,6 +335,8 @@ pub async fn server(
                 Ok(())
             })
             .await?;
+            // A replica that leaves its group stops following the master (best effort).
+            let _ = command(&addr, "", &["REPLICAOF", "NO", "ONE"]).await;
             say!(
                 out,
                 "server {addr} removed from group {group} (epoch {})",

@@ -21,9 +21,12 @@ pub struct UpArgs {
     /// Number of groups (one rcodis-server each).
     #[arg(long, default_value_t = 2)]
     groups: u16,
-    /// Replicas per group (replication is not written yet: must be 0).
+    /// Replicas per group (each an rcodis-server following the group's master).
     #[arg(long, default_value_t = 0)]
     replicas: u16,
+    /// Let proxies send read-only commands to the replicas.
+    #[arg(long)]
+    read_from_replica: bool,
     /// Number of proxies.
     #[arg(long, default_value_t = 1)]
     proxies: u16,
@@ -38,6 +41,9 @@ pub struct UpArgs {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Ports {
     servers: Vec<u16>,
+    /// Replica ports, group by group (`replicas` per group).
+    #[serde(default)]
+    replicas: Vec<u16>,
 }
 
 /// Children stopped (SIGTERM, then SIGKILL) when dropped.
@@ -140,8 +146,8 @@ pub async fn run(a: UpArgs, product: &str) -> anyhow::Result<()> {
     if a.groups == 0 || a.proxies == 0 {
         anyhow::bail!("--groups and --proxies must be at least 1");
     }
-    if a.replicas != 0 {
-        anyhow::bail!("--replicas must be 0: replication is not written yet");
+    if a.replicas > 8 {
+        anyhow::bail!("--replicas must be at most 8");
     }
     std::fs::create_dir_all(&a.dir)?;
     let dir = a.dir.canonicalize()?;
@@ -154,7 +160,10 @@ pub async fn run(a: UpArgs, product: &str) -> anyhow::Result<()> {
         .and_then(|d| serde_json::from_slice(&d).ok())
         .unwrap_or_default();
     ports.servers.resize(a.groups as usize, 0);
-    for p in &mut ports.servers {
+    ports
+        .replicas
+        .resize(a.groups as usize * a.replicas as usize, 0);
+    for p in ports.servers.iter_mut().chain(ports.replicas.iter_mut()) {
         if *p == 0 || !port_free(*p) {
             *p = free_port()?;
         }
@@ -184,6 +193,30 @@ pub async fn run(a: UpArgs, product: &str) -> anyhow::Result<()> {
         let (name, child) = &mut children.0[i];
         wait_ping(*p, child, name).await?;
     }
+    // Replicas follow their group's master from the start.
+    let per = a.replicas as usize;
+    for (k, p) in ports.replicas.iter().enumerate() {
+        let (g, j) = (k / per, k % per);
+        let rdir = dir.join(format!("group-{}-replica-{}", g + 1, j + 1));
+        std::fs::create_dir_all(&rdir)?;
+        let name = format!("rcodis-server (group {} replica {})", g + 1, j + 1);
+        let mut cmd = Command::new(&server_bin);
+        cmd.args([
+            "--port",
+            &p.to_string(),
+            "--threads",
+            &a.threads.to_string(),
+        ])
+        .args(["--replicaof", &format!("127.0.0.1 {}", ports.servers[g])])
+        .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+        .arg("--dir")
+        .arg(&rdir);
+        let child = spawn(&name, &mut cmd, &rdir.join("server.log"))?;
+        children.0.push((name, child));
+        let n = children.0.len() - 1;
+        let (name, child) = &mut children.0[n];
+        wait_ping(*p, child, name).await?;
+    }
     // Topology: groups point at this run's servers; slots spread on first start, kept after.
     let c = coord::connect(&url).await?;
     let key = layout::topology_key(product);
@@ -202,8 +235,11 @@ pub async fn run(a: UpArgs, product: &str) -> anyhow::Result<()> {
             id,
             Group {
                 id,
-                servers: vec![format!("127.0.0.1:{p}")],
-                read_from_replica: false,
+                servers: std::iter::once(*p)
+                    .chain(ports.replicas[i * per..(i + 1) * per].iter().copied())
+                    .map(|p| format!("127.0.0.1:{p}"))
+                    .collect(),
+                read_from_replica: a.read_from_replica,
             },
         );
     }
@@ -241,8 +277,8 @@ pub async fn run(a: UpArgs, product: &str) -> anyhow::Result<()> {
         wait_ping(port, child, name).await?;
     }
     println!(
-        "rcodis cluster '{product}' is up: {} group(s), {} proxy(ies), epoch {}",
-        a.groups, a.proxies, t.epoch
+        "rcodis cluster '{product}' is up: {} group(s) with {} replica(s) each, {} proxy(ies), epoch {}",
+        a.groups, a.replicas, a.proxies, t.epoch
     );
     println!("  connect:      redis-cli -p {}", a.port);
     println!("  coordinator:  {url}");

@@ -160,3 +160,118 @@ fn etcd_cluster_migrates_resumes_and_rebalances() {
     let status = ok(ctl(&url, &["status"]));
     assert!(!status.contains("DOWN"), "{status}");
 }
+
+fn cmdstat_calls(c: &mut Conn, cmd: &str) -> u64 {
+    text(&c.cmd(&["INFO", "commandstats"]))
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A replica added with `server add` follows its master; with `group replica-read on` the
+/// proxies read from it; when the master dies, `group promote` makes the replica the master
+/// and the proxies write to it, with every acknowledged write there.
+#[test]
+fn etcd_replica_reads_and_failover() {
+    let etcd = EtcdProc::start();
+    let url = etcd.url();
+    let server_bin = bin_path("rcodis-server");
+    let mut servers: Vec<Option<ServerProc>> = (0..2)
+        .map(|_| Some(ServerProc::start(&server_bin, &["--threads", "1"])))
+        .collect();
+    let replica = ServerProc::start(&server_bin, &["--threads", "2"]);
+    let addr = |s: &ServerProc| format!("127.0.0.1:{}", s.port);
+    let (m1, m2) = (
+        addr(servers[0].as_ref().unwrap()),
+        addr(servers[1].as_ref().unwrap()),
+    );
+    ok(ctl(&url, &["group", "add", "1"]));
+    ok(ctl(&url, &["group", "add", "2"]));
+    ok(ctl(&url, &["server", "add", "1", &m1]));
+    ok(ctl(&url, &["server", "add", "2", &m2]));
+    ok(ctl(&url, &["server", "add", "1", &addr(&replica)]));
+    ok(ctl(&url, &["slot", "init"]));
+    let mut r = replica.conn();
+    assert_eq!(
+        text(&r.cmd(&["ROLE"]).as_array().unwrap()[0]),
+        "slave",
+        "server add did not make it a replica"
+    );
+    let mut cmd = Command::new(bin_path("rcodis-proxy"));
+    cmd.args(["--listen", "127.0.0.1:0", "--threads", "1", "--admin", ""])
+        .args(["--coordinator", &url, "--product", "etcdtest"]);
+    let (_proxy, port) = rcodis_tests::spawn_on_free_port("rcodis-proxy", cmd);
+    let mut c = Conn::connect(port);
+    for i in 0..2000 {
+        c.send(&["SET".to_string(), format!("k{i}"), i.to_string()]);
+    }
+    for _ in 0..2000 {
+        assert_eq!(c.read(), Some(Frame::simple("OK")));
+    }
+    // The replica has group 1's half.
+    let mut m = servers[0].as_ref().unwrap().conn();
+    wait_until("the replica to catch up", Duration::from_secs(20), || {
+        r.cmd(&["DBSIZE"]) == m.cmd(&["DBSIZE"])
+    });
+    assert!(r.cmd(&["DBSIZE"]).as_integer().unwrap() > 500);
+    // Reads from the replica once the group allows them.
+    let before = cmdstat_calls(&mut r, "get");
+    ok(ctl(&url, &["group", "replica-read", "1", "on"]));
+    wait_until(
+        "the proxy to read from the replica",
+        Duration::from_secs(20),
+        || {
+            for i in 0..100 {
+                assert_eq!(text(&c.cmd(&["GET", &format!("k{i}")])), i.to_string());
+            }
+            cmdstat_calls(&mut r, "get") > before
+        },
+    );
+    // Writes still go to the master.
+    assert_eq!(c.cmd(&["SET", "k0", "new"]), Frame::simple("OK"));
+    // The master dies: promote the replica.
+    drop(m);
+    servers[0] = None;
+    let promoted = ok(ctl(&url, &["group", "promote", "1", &addr(&replica)]));
+    assert!(promoted.contains("is group 1's master"), "{promoted}");
+    assert_eq!(text(&r.cmd(&["ROLE"]).as_array().unwrap()[0]), "master");
+    // Every key is served again, writes work on both groups.
+    wait_until(
+        "writes to reach the new master",
+        Duration::from_secs(20),
+        || (0..50).all(|i| c.cmd(&["SET", &format!("after{i}"), "1"]) == Frame::simple("OK")),
+    );
+    // Reads too: the dead old master (now listed as a replica) is skipped once it failed.
+    wait_until(
+        "reads to avoid the dead replica",
+        Duration::from_secs(20),
+        || {
+            for i in 1..2000 {
+                c.send(&["GET".to_string(), format!("k{i}")]);
+            }
+            (1..2000)
+                .filter(|i| c.read().map(|f| text(&f)) == Some(i.to_string()))
+                .count()
+                == 1999
+        },
+    );
+    assert_eq!(text(&c.cmd(&["GET", "k0"])), "new");
+    let status = ok(ctl(&url, &["status"]));
+    assert!(
+        status.contains("DOWN"),
+        "the dead master is not reported: {status}"
+    );
+    // Bad input: promoting the master, or a server of another group.
+    assert_eq!(
+        ctl(&url, &["group", "promote", "1", &addr(&replica)])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        ctl(&url, &["group", "promote", "1", &m2]).status.code(),
+        Some(2)
+    );
+}

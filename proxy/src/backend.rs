@@ -149,6 +149,8 @@ struct Inner {
     /// Requests written and not answered yet.
     inflight: Cell<usize>,
     gauge: Option<Arc<BackendGauge>>,
+    /// When the connection last failed (`None`: it works, or was never tried).
+    failed_at: Cell<Option<Instant>>,
 }
 
 impl Inner {
@@ -161,6 +163,8 @@ impl Inner {
     }
 
     fn set_connected(&self, up: bool) {
+        self.failed_at
+            .set(if up { None } else { Some(Instant::now()) });
         if let Some(g) = &self.gauge {
             g.connected.store(up, Ordering::Relaxed);
             if !up {
@@ -214,6 +218,7 @@ impl Backend {
             closed: Cell::new(false),
             inflight: Cell::new(0),
             gauge,
+            failed_at: Cell::new(None),
         });
         let addr: Rc<str> = Rc::from(addr);
         glommio::spawn_local(run(addr.clone(), auth, timeout, resp3, inner.clone())).detach();
@@ -222,6 +227,15 @@ impl Backend {
             _guard: Rc::new(Guard(inner.clone())),
             inner,
         }
+    }
+
+    /// Whether to send optional traffic (replica reads) here: the connection works, or its
+    /// last failure is `retry_after` old (then one attempt tells).
+    pub fn usable(&self, retry_after: Duration) -> bool {
+        self.inner
+            .failed_at
+            .get()
+            .is_none_or(|t| t.elapsed() >= retry_after)
     }
 
     /// Requests queued or written and not answered yet.

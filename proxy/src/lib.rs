@@ -106,6 +106,9 @@ pub struct Shard {
     pub backends: RefCell<Vec<Backend>>,
     /// The same backends over RESP3 connections (for RESP3 sessions; connected on first use).
     pub backends3: RefCell<Vec<Backend>>,
+    /// Connections to the table's replicas (read-from-replica), RESP2 and RESP3.
+    pub replicas: RefCell<Vec<Backend>>,
+    pub replicas3: RefCell<Vec<Backend>>,
     pool: RefCell<HashMap<(String, bool), Backend>>,
     /// Request batches still running, by the epoch of the table they started with: a new
     /// epoch is acknowledged only once every batch of an older one has finished (so after a
@@ -123,8 +126,8 @@ impl Shard {
         let t = self.shared.table.lock().expect("table lock").clone();
         let timeout = Duration::from_millis(self.shared.config.backend_timeout_ms);
         let mut pool = self.pool.borrow_mut();
-        let mut make = |resp3: bool| -> Vec<Backend> {
-            t.backends
+        let mut make = |resp3: bool, addrs: &[String]| -> Vec<Backend> {
+            addrs
                 .iter()
                 .map(|a| {
                     pool.entry((a.clone(), resp3))
@@ -147,9 +150,11 @@ impl Shard {
                 })
                 .collect()
         };
-        let backends = make(false);
-        *self.backends3.borrow_mut() = make(true);
+        let backends = make(false, &t.backends);
+        *self.backends3.borrow_mut() = make(true, &t.backends);
         *self.backends.borrow_mut() = backends;
+        *self.replicas.borrow_mut() = make(false, &t.replicas);
+        *self.replicas3.borrow_mut() = make(true, &t.replicas);
         *self.table.borrow_mut() = t;
         self.try_ack();
     }
@@ -278,6 +283,8 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
                     table: RefCell::new(t),
                     backends: RefCell::new(Vec::new()),
                     backends3: RefCell::new(Vec::new()),
+                    replicas: RefCell::new(Vec::new()),
+                    replicas3: RefCell::new(Vec::new()),
                     pool: RefCell::new(HashMap::new()),
                     inflight: RefCell::new(Default::default()),
                 });

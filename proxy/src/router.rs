@@ -28,6 +28,9 @@ pub enum Plan {
     Reject(String),
     /// Forwarded unchanged to one backend.
     Single(BackendId),
+    /// Forwarded unchanged to a replica (index into the table's replicas), or to the master
+    /// (the backend) when that replica is down.
+    Replica(u16, BackendId),
     /// Split per backend, replies merged.
     Split(SplitKind, Vec<Part>),
     /// Sent to every backend, replies merged by the session.
@@ -85,6 +88,25 @@ fn backend_for(table: &SlotTable, slot: u16) -> Result<BackendId, Plan> {
     })
 }
 
+/// One backend for a slot: a replica for a read-only command where the slot's group allows
+/// it (and the slot is not moving), else the master.
+#[inline]
+fn single(spec: &CommandSpec, table: &SlotTable, slot: u16) -> Plan {
+    match backend_for(table, slot) {
+        Ok(b) => match table.route(slot).replica {
+            Some(r)
+                if spec.has(cmd::CommandFlags::READONLY)
+                    && !spec.has(cmd::CommandFlags::WRITE)
+                    && !spec.has(cmd::CommandFlags::BLOCKING) =>
+            {
+                Plan::Replica(r, b)
+            }
+            _ => Plan::Single(b),
+        },
+        Err(p) => p,
+    }
+}
+
 /// Plans a request whose command is `spec`.
 pub fn route(
     spec: &'static CommandSpec,
@@ -135,10 +157,7 @@ pub fn route(
                 && !spec.has(cmd::CommandFlags::MOVABLEKEYS)
                 && req.len() >= 2 =>
         {
-            match backend_for(table, slot_of(req.arg(1))) {
-                Ok(b) => Plan::Single(b),
-                Err(p) => p,
-            }
+            single(spec, table, slot_of(req.arg(1)))
         }
         ProxyPolicy::Forward | ProxyPolicy::SameSlot => {
             let args: SmallVec<[&[u8]; 8]> = req.args().collect();
@@ -157,10 +176,7 @@ pub fn route(
             if keys.iter().skip(1).any(|&i| slot_of(args[i]) != slot) {
                 return Plan::Reject(CROSSSLOT.into());
             }
-            match backend_for(table, slot) {
-                Ok(b) => Plan::Single(b),
-                Err(p) => p,
-            }
+            single(spec, table, slot)
         }
     }
 }

@@ -585,6 +585,24 @@ impl Session {
                 }
                 Slot::Batch(self.backends()[b as usize].send_batch(&raw, self.db, &self.sink))
             }
+            Plan::Replica(r, master) => {
+                let raw = raw(&req);
+                let replicas = if self.resp3 {
+                    self.shard.replicas3.borrow()
+                } else {
+                    self.shard.replicas.borrow()
+                };
+                // A replica that is down: the master answers until it is back.
+                match replicas
+                    .get(r as usize)
+                    .filter(|b| b.usable(std::time::Duration::from_secs(2)))
+                {
+                    Some(b) => Slot::Batch(b.send_batch(&raw, self.db, &self.sink)),
+                    None => Slot::Batch(
+                        self.backends()[master as usize].send_batch(&raw, self.db, &self.sink),
+                    ),
+                }
+            }
             Plan::Split(kind, parts) => {
                 let nkeys = match kind {
                     SplitKind::Mset => (req.len() - 1) / 2,

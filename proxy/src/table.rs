@@ -18,6 +18,10 @@ pub struct SlotRoute {
     pub migrate_from: Option<BackendId>,
     /// How a key leaves the source (EXEC-WRAPPER or SLOTSMGRTTAGONE).
     pub method: MigrationMethod,
+    /// A replica that may serve read-only commands for the slot (index into
+    /// [`SlotTable::replicas`]): only for groups with read-from-replica on, never while the
+    /// slot has a migration planned or under way.
+    pub replica: Option<u16>,
 }
 
 /// An immutable routing snapshot.
@@ -28,6 +32,8 @@ pub struct SlotTable {
     pub backends: Vec<String>,
     /// Group of each backend (same index).
     pub groups: Vec<GroupId>,
+    /// Replica addresses of the groups that allow reads from replicas.
+    pub replicas: Vec<String>,
     pub slots: Vec<SlotRoute>,
     /// Whether any slot is migrating (requests then check their keys).
     pub any_migrating: bool,
@@ -40,6 +46,7 @@ impl SlotTable {
             epoch: 0,
             backends: Vec::new(),
             groups: Vec::new(),
+            replicas: Vec::new(),
             slots: vec![SlotRoute::default(); NUM_SLOTS],
             any_migrating: false,
         }
@@ -50,21 +57,41 @@ impl SlotTable {
         let mut backends = Vec::new();
         let mut groups = Vec::new();
         let mut id_of = std::collections::BTreeMap::new();
+        let mut replicas: Vec<String> = Vec::new();
+        // Each group's replica ids (for groups that allow reads from them).
+        let mut replicas_of: std::collections::BTreeMap<GroupId, Vec<u16>> = Default::default();
         for (gid, g) in &t.groups {
             if let Some(m) = g.master() {
                 id_of.insert(*gid, backends.len() as BackendId);
                 backends.push(m.to_string());
                 groups.push(*gid);
+                if g.read_from_replica {
+                    for r in &g.servers[1..] {
+                        replicas_of
+                            .entry(*gid)
+                            .or_default()
+                            .push(replicas.len() as u16);
+                        replicas.push(r.clone());
+                    }
+                }
             }
         }
         let slots = (0..NUM_SLOTS as u16)
             .map(|s| {
                 let r = t.route(s);
+                let settled = t.slots[s as usize].action.is_none();
+                // Slots spread over the group's replicas.
+                let replica = r
+                    .backend
+                    .filter(|_| settled)
+                    .and_then(|g| replicas_of.get(&g))
+                    .map(|ids| ids[s as usize % ids.len()]);
                 SlotRoute {
                     backend: r.backend.and_then(|g| id_of.get(&g).copied()),
                     locked: r.locked,
                     migrate_from: r.migrate_from.and_then(|g| id_of.get(&g).copied()),
                     method: r.method,
+                    replica,
                 }
             })
             .collect::<Vec<SlotRoute>>();
@@ -72,6 +99,7 @@ impl SlotTable {
             epoch: t.epoch,
             backends,
             groups,
+            replicas,
             any_migrating: slots.iter().any(|r| r.migrate_from.is_some()),
             slots,
         }
@@ -125,8 +153,24 @@ mod tests {
                 locked: false,
                 migrate_from: Some(0),
                 method: MigrationMethod::SemiAsync,
+                replica: None,
             }
         );
         assert_eq!(st.route(1023).backend, None);
+        // Reads from replicas: only for groups that allow them, never for moving slots.
+        assert!(st.replicas.is_empty() && st.route(0).replica.is_none());
+        t.groups.get_mut(&1).unwrap().read_from_replica = true;
+        t.slots[11].action = Some(SlotAction {
+            index: 2,
+            state: MigrationState::Pending,
+            target: 2,
+            method: MigrationMethod::SemiAsync,
+        });
+        let st = SlotTable::from_topology(&t);
+        assert_eq!(st.replicas, ["127.0.0.1:9999"]);
+        assert_eq!(st.route(0).replica, Some(0));
+        assert_eq!(st.route(11).replica, None);
+        assert_eq!(st.route(10).replica, None);
+        assert_eq!(st.route(600).replica, None);
     }
 }
