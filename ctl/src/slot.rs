@@ -505,6 +505,16 @@ fn set_states(t: &mut Topology, slots: &[u16], state: MigrationState) -> anyhow:
     Ok(())
 }
 
+/// For tests of resuming: with `RCODIS_CTL_CRASH_AFTER=<point>` the driver dies (exit
+/// 137, no cleanup, its lock left behind) right after persisting that step: `preparing`,
+/// `prepared`, `migrating`, `moved` (data moved, `finished` not yet recorded), `finished`.
+fn crash_point(point: &str) {
+    if std::env::var("RCODIS_CTL_CRASH_AFTER").is_ok_and(|p| p.eq_ignore_ascii_case(point)) {
+        eprintln!("rcodis-ctl: stopping after '{point}' (RCODIS_CTL_CRASH_AFTER)");
+        std::process::exit(137);
+    }
+}
+
 /// Drives a batch of slots (one source group, one target group) from whatever states they
 /// are in to the end, in lockstep: each phase is one epoch for the whole batch, and waits
 /// for every proxy's acknowledgement.
@@ -546,11 +556,13 @@ async fn drive(
                     set_states(t, &at, MigrationState::Preparing)
                 })
                 .await?;
+                crash_point("preparing");
             }
             MigrationState::Preparing => {
                 // Phase 1: every proxy locks the slots and drains them.
                 let t =
                     update(c, product, |t| set_states(t, &at, MigrationState::Prepared)).await?;
+                crash_point("prepared");
                 if let Err(e) = wait_acks(c, product, t.epoch, ack).await {
                     update(c, product, |t| {
                         set_states(t, &at, MigrationState::Preparing)
@@ -565,6 +577,7 @@ async fn drive(
                     set_states(t, &at, MigrationState::Migrating)
                 })
                 .await?;
+                crash_point("migrating");
                 wait_acks(c, product, t.epoch, ack)
                     .await
                     .map_err(|e| e.context(format!("slots {list}: phase 2 (migrating)")))?;
@@ -582,8 +595,10 @@ async fn drive(
                         })?;
                     *moved.entry(slot).or_default() += n;
                 }
+                crash_point("moved");
                 let t =
                     update(c, product, |t| set_states(t, &at, MigrationState::Finished)).await?;
+                crash_point("finished");
                 wait_acks(c, product, t.epoch, ack).await?;
             }
             MigrationState::Finished => {

@@ -714,3 +714,90 @@ fn dashboard_serves_the_api_and_drives_migrations() {
     assert!(body.contains("group 2 -> group 1"), "{body}");
     drop(dash);
 }
+
+/// The driver dies right after persisting each step of a migration (preparing, prepared,
+/// migrating, data moved, finished); the next run resumes from the persisted state, and the
+/// slot ends on its new group with every key there, once, and none left on the old one.
+#[test]
+fn a_driver_killed_after_each_step_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (mut child, _out) = up(dir.path(), port);
+    let mut c = Conn::connect(port);
+    let topo: serde_json::Value =
+        serde_json::from_slice(&ctl(dir.path(), &["status", "--json"]).stdout).unwrap();
+    let source = topo["topology"]["groups"]["1"]["servers"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let source_port: u16 = source.rsplit_once(':').unwrap().1.parse().unwrap();
+    let points = [
+        ("preparing", "preparing"),
+        ("prepared", "prepared"),
+        ("migrating", "migrating"),
+        ("moved", "migrating"),
+        ("finished", "finished"),
+    ];
+    for (slot, (point, persisted)) in points.iter().enumerate() {
+        let slot = slot as u16; // group 1 owns 0-511
+        let keys: Vec<String> = (0..)
+            .map(|n| format!("key{n}"))
+            .filter(|k| rcodis_core::slot::slot_of(k.as_bytes()) == slot)
+            .take(20)
+            .collect();
+        for k in &keys {
+            assert_eq!(c.cmd(&["SET", k, &format!("v-{k}")]), Frame::simple("OK"));
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_rcodis-ctl"))
+            .args(["slot", "migrate", &slot.to_string(), "--to", "2"])
+            .arg("--coordinator")
+            .arg(format!("file://{}/coordinator", dir.path().display()))
+            .env("RCODIS_CTL_CRASH_AFTER", point)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(137), "{point}: {out:?}");
+        let st: serde_json::Value =
+            serde_json::from_slice(&ctl(dir.path(), &["slot", "status", "--json"]).stdout).unwrap();
+        assert_eq!(st[0]["slot"], slot, "{st}");
+        assert_eq!(st[0]["action"]["state"], *persisted, "{point}: {st}");
+        // Without --force-unlock the dead driver's lock refuses a new one.
+        let blocked = ctl(
+            dir.path(),
+            &["slot", "migrate", &slot.to_string(), "--to", "2"],
+        );
+        assert_eq!(blocked.status.code(), Some(2), "{point}");
+        let resumed = ctl(
+            dir.path(),
+            &[
+                "slot",
+                "migrate",
+                &slot.to_string(),
+                "--to",
+                "2",
+                "--force-unlock",
+            ],
+        );
+        assert!(
+            resumed.status.success(),
+            "{point}: {}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        let st = String::from_utf8_lossy(&ctl(dir.path(), &["slot", "status"]).stdout).to_string();
+        assert!(st.contains("no migration"), "{point}: {st}");
+        for k in &keys {
+            assert_eq!(text(&c.cmd(&["GET", k])), format!("v-{k}"), "{point}: {k}");
+        }
+        let mut src = Conn::connect(source_port);
+        let left = src.cmd(&["SLOTSINFO", &slot.to_string(), "1"]);
+        assert_eq!(
+            left,
+            Frame::Array(vec![]),
+            "{point}: keys left on the source"
+        );
+        assert_eq!(c.cmd(&["SET", &keys[0], "after"]), Frame::simple("OK"));
+    }
+    let sizes = group_sizes(dir.path());
+    assert_eq!(sizes, vec![(1, 507), (2, 517)]);
+    unsafe_kill(child.id(), "TERM");
+    child.wait().unwrap();
+}
