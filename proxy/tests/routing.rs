@@ -759,3 +759,46 @@ fn resp3_sessions() {
     assert!(matches!(hello, Frame::Array(_)), "{hello:?}");
     assert_eq!(p.cmd(&["GET", "missing"]), Frame::NullBulk);
 }
+
+/// Limits from the TOML config: clients past max_clients get an error and are closed (the
+/// others keep working); a request with an argument past max_request_bytes gets a protocol
+/// error and only that client is closed.
+#[test]
+fn limits_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("proxy.toml");
+    std::fs::write(&conf, "max_clients = 3\nmax_request_bytes = 1024\n").unwrap();
+    let c = start_with(&["--config", conf.to_str().unwrap()]);
+    let mut keep: Vec<Conn> = (0..3).map(|_| Conn::connect(c.port)).collect();
+    for k in &mut keep {
+        assert_eq!(k.cmd(&["PING"]), Frame::Simple("PONG".into()));
+    }
+    let mut extra = Conn::connect(c.port);
+    extra.set_timeout(Duration::from_secs(5));
+    assert_eq!(
+        extra.read_opt(),
+        Some(Frame::Error("ERR max number of clients reached".into()))
+    );
+    assert!(extra.read_opt().is_none(), "the extra client stays open");
+    drop(extra);
+    // The three still work; a big argument closes only its own connection.
+    let big = "x".repeat(2000);
+    let r = keep[0].cmd(&["SET", "big", &big]);
+    assert!(
+        matches!(&r, Frame::Error(e) if e.starts_with(b"ERR Protocol error")),
+        "{r:?}"
+    );
+    assert!(keep[0].read_opt().is_none());
+    assert_eq!(
+        keep[1].cmd(&["SET", "small", "v"]),
+        Frame::Simple("OK".into())
+    );
+    assert_eq!(text(&keep[2].cmd(&["GET", "small"])), "v");
+    // A slot freed by a client that left is available again.
+    drop(keep.remove(0));
+    wait_until("a client slot to free up", Duration::from_secs(10), || {
+        let mut n = Conn::connect(c.port);
+        n.set_timeout(Duration::from_secs(5));
+        n.cmd(&["PING"]) == Frame::Simple("PONG".into())
+    });
+}
