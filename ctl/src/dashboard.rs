@@ -4,7 +4,9 @@
 //!
 //! It holds the product's driver lock for its whole life, so no other ctl or dashboard
 //! drives at the same time; started again after a crash it resumes every recorded
-//! migration from its persisted state. Mutations need the admin token
+//! migration from its persisted state. With `--auto-failover N` it promotes a group's
+//! reachable replica (the one with the most keys) once the master has been unreachable for
+//! N seconds and the group is not migrating. Mutations need the admin token
 //! (`Authorization: Bearer TOKEN`, or `X-Admin-Token`); reads do not.
 //!
 //! ```text
@@ -46,6 +48,10 @@ pub struct DashboardArgs {
     /// Seconds between health checks of the servers.
     #[arg(long, default_value_t = 2)]
     health_interval: u64,
+    /// Promote a reachable replica when a group's master has been unreachable this many
+    /// seconds (0: never; failover stays a manual `group promote`).
+    #[arg(long, default_value_t = 0)]
+    auto_failover: u64,
     #[command(flatten)]
     drive: DriveArgs,
 }
@@ -67,6 +73,10 @@ struct Dash {
     token: String,
     opts: DriveOpts,
     health: Mutex<Vec<(GroupId, ServerHealth)>>,
+    /// Since when each server has been unreachable.
+    down_since: Mutex<std::collections::HashMap<String, Instant>>,
+    auto_failover: Option<Duration>,
+    failovers: Mutex<Vec<Value>>,
     health_at: Mutex<Option<Instant>>,
     driver: Mutex<DriverState>,
     wake: tokio::sync::Notify,
@@ -168,6 +178,9 @@ pub async fn run(a: DashboardArgs, c: Arc<dyn Coordinator>, product: &str) -> an
         token: token.clone(),
         opts,
         health: Mutex::new(Vec::new()),
+        down_since: Mutex::new(Default::default()),
+        auto_failover: (a.auto_failover > 0).then(|| Duration::from_secs(a.auto_failover)),
+        failovers: Mutex::new(Vec::new()),
         health_at: Mutex::new(None),
         driver: Mutex::new(DriverState::default()),
         wake: tokio::sync::Notify::new(),
@@ -228,10 +241,87 @@ async fn health_loop(d: Arc<Dash>, every: Duration) {
                     }
                 }
             }
+            {
+                let mut down = d.down_since.lock().expect("health lock");
+                for (_, s) in &h {
+                    if s.reachable {
+                        down.remove(&s.addr);
+                    } else {
+                        down.entry(s.addr.clone()).or_insert_with(Instant::now);
+                    }
+                }
+            }
             *d.health.lock().expect("health lock") = h;
             *d.health_at.lock().expect("health lock") = Some(Instant::now());
+            if let Some(after) = d.auto_failover {
+                failover_check(&d, &t, after).await;
+            }
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+/// Promotes a replica of every group whose master has been down for `after` (and that has
+/// a reachable replica and no migration under way).
+async fn failover_check(d: &Dash, t: &rcodis_core::topology::Topology, after: Duration) {
+    for g in t.groups.values() {
+        let Some(master) = g.master() else { continue };
+        let down_for = d
+            .down_since
+            .lock()
+            .expect("health lock")
+            .get(master)
+            .map(|since| since.elapsed());
+        if down_for.is_none_or(|f| f < after) {
+            continue;
+        }
+        if t.slots.iter().any(|s| {
+            s.action
+                .as_ref()
+                .is_some_and(|a| s.group == g.id || a.target == g.id)
+        }) {
+            continue;
+        }
+        let health = d.health.lock().expect("health lock").clone();
+        // The reachable replica holding the most keys.
+        let best = g.servers[1..]
+            .iter()
+            .filter_map(|s| {
+                health
+                    .iter()
+                    .find(|(_, h)| &h.addr == s && h.reachable)
+                    .map(|(_, h)| (h.keys, s.clone()))
+            })
+            .max();
+        let Some((_, replica)) = best else {
+            continue;
+        };
+        println!(
+            "group {}: master {master} unreachable for {} s; promoting {replica}",
+            g.id,
+            after.as_secs()
+        );
+        let mut out = String::new();
+        let cmd = crate::admin::GroupCmd::Promote {
+            id: g.id,
+            addr: replica.clone(),
+            auth: d.opts.auth.clone(),
+        };
+        let r = crate::admin::group(cmd, d.c.clone(), &d.product, true, &mut out).await;
+        let entry = json!({
+            "group": g.id,
+            "old_master": master,
+            "new_master": replica,
+            "at": unix_now(),
+            "ok": r.is_ok(),
+            "output": out,
+            "error": r.as_ref().err().map(|e| format!("{e:#}")),
+        });
+        match &r {
+            Ok(()) => print!("{out}"),
+            Err(e) => println!("failover of group {} failed: {e:#}", g.id),
+        }
+        d.failovers.lock().expect("failovers lock").push(entry);
     }
 }
 
@@ -350,6 +440,8 @@ async fn status(State(d): State<Arc<Dash>>) -> Reply {
         "migrations": migrations,
         "driver": driver,
         "health_checked_ms_ago": checked,
+        "auto_failover_secs": d.auto_failover.map(|a| a.as_secs()),
+        "failovers": d.failovers.lock().expect("failovers lock").clone(),
     })))
 }
 

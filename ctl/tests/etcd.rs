@@ -275,3 +275,72 @@ fn etcd_replica_reads_and_failover() {
         Some(2)
     );
 }
+
+/// `dashboard --auto-failover N`: when a group's master stays unreachable for N seconds,
+/// the dashboard promotes the replica and the proxies follow; no acknowledged write is lost
+/// (the replica had caught up before the master died).
+#[test]
+fn etcd_dashboard_fails_over_automatically() {
+    let etcd = EtcdProc::start();
+    let url = etcd.url();
+    let server_bin = bin_path("rcodis-server");
+    let master = ServerProc::start(&server_bin, &["--threads", "1"]);
+    let other = ServerProc::start(&server_bin, &["--threads", "1"]);
+    let replica = ServerProc::start(&server_bin, &["--threads", "1"]);
+    let addr = |s: &ServerProc| format!("127.0.0.1:{}", s.port);
+    ok(ctl(&url, &["group", "add", "1"]));
+    ok(ctl(&url, &["group", "add", "2"]));
+    ok(ctl(&url, &["server", "add", "1", &addr(&master)]));
+    ok(ctl(&url, &["server", "add", "2", &addr(&other)]));
+    ok(ctl(&url, &["server", "add", "1", &addr(&replica)]));
+    ok(ctl(&url, &["slot", "init"]));
+    let mut dash = Command::new(env!("CARGO_BIN_EXE_rcodis-ctl"));
+    dash.args([
+        "dashboard",
+        "--listen",
+        "127.0.0.1:0",
+        "--health-interval",
+        "1",
+    ])
+    .args(["--auto-failover", "2"])
+    .args(["--coordinator", &url, "--product", "etcdtest"]);
+    let _dash = rcodis_tests::Process::spawn("rcodis-ctl dashboard", dash);
+    let mut cmd = Command::new(bin_path("rcodis-proxy"));
+    cmd.args(["--listen", "127.0.0.1:0", "--threads", "1", "--admin", ""])
+        .args(["--coordinator", &url, "--product", "etcdtest"]);
+    let (_proxy, port) = rcodis_tests::spawn_on_free_port("rcodis-proxy", cmd);
+    let mut c = Conn::connect(port);
+    for i in 0..1000 {
+        c.send(&["SET".to_string(), format!("k{i}"), i.to_string()]);
+    }
+    for _ in 0..1000 {
+        assert_eq!(c.read(), Some(Frame::simple("OK")));
+    }
+    let mut m = master.conn();
+    let mut r = replica.conn();
+    wait_until("the replica to catch up", Duration::from_secs(20), || {
+        r.cmd(&["DBSIZE"]) == m.cmd(&["DBSIZE"])
+    });
+    drop(m);
+    drop(master);
+    let group1_master = |url: &str| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(ctl(url, &["group", "list", "--json"]))).unwrap();
+        v[0]["servers"][0].as_str().unwrap().to_string()
+    };
+    wait_until(
+        "the dashboard to promote the replica",
+        Duration::from_secs(30),
+        || group1_master(&url) == addr(&replica),
+    );
+    assert_eq!(text(&r.cmd(&["ROLE"]).as_array().unwrap()[0]), "master");
+    wait_until("writes to work again", Duration::from_secs(20), || {
+        (0..50).all(|i| c.cmd(&["SET", &format!("after{i}"), "1"]) == Frame::simple("OK"))
+    });
+    for i in 0..1000 {
+        c.send(&["GET".to_string(), format!("k{i}")]);
+    }
+    for i in 0..1000 {
+        assert_eq!(text(&c.read().unwrap()), i.to_string(), "k{i}");
+    }
+}
