@@ -280,7 +280,7 @@ fn link_once(shared: &Arc<Shared>, generation: u64, host: &str, port: u16) -> Re
                 .get("masterauth")
                 .cloned()
                 .unwrap_or_default(),
-            cfg.requirepass.clone(),
+            shared.requirepass(),
             cfg.bind.clone(),
         )
     };
