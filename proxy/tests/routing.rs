@@ -487,7 +487,7 @@ fn pubsub_across_two_proxies() {
     sub.set_timeout(std::time::Duration::from_secs(10));
     let is_probe =
         |f: &Frame| matches!(f, Frame::Array(v) if v.last() == Some(&Frame::bulk("probe")));
-    let mut next = |sub: &mut Conn| loop {
+    let next = |sub: &mut Conn| loop {
         let f = sub.read().unwrap();
         if !is_probe(&f) {
             return f;
