@@ -54,6 +54,9 @@ struct Session {
     sink: Rc<crate::backend::BatchSink>,
     /// The command id of the request being handled (for statistics).
     cur_cmd: u16,
+    /// The last command resolved: pipelines repeat commands, and comparing the name costs
+    /// less than a table lookup.
+    last_spec: Option<&'static CommandSpec>,
 }
 
 /// A subscribed session: its channels (each on its slot's master) and patterns (on every
@@ -117,6 +120,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         resp3: false,
         sink: Rc::default(),
         cur_cmd: crate::stats::UNKNOWN,
+        last_spec: None,
     };
     let idle = std::time::Duration::from_secs(shared.config.session_idle_timeout_secs);
     let mut idle_armed = false;
@@ -513,9 +517,18 @@ fn scan_cursor(req: &Request) -> (u64, u64) {
 
 impl Session {
     async fn handle(&mut self, req: Request) -> Slot {
-        let spec = match table::resolve_request(&req) {
+        let cached = self.last_spec.filter(|s| {
+            !s.is_container()
+                && s.arity_ok(req.len())
+                && req.name().eq_ignore_ascii_case(s.name.as_bytes())
+        });
+        let spec = match cached
+            .map(Ok)
+            .unwrap_or_else(|| table::resolve_request(&req))
+        {
             Ok(s) => {
                 self.cur_cmd = s.id;
+                self.last_spec = Some(s);
                 s
             }
             Err(e) => {
