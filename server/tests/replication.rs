@@ -161,10 +161,15 @@ fn replica_follows_refuses_writes_and_resyncs() {
     .arg("--dir")
     .arg(&dir);
     let _master2 = rcodis_tests::Process::spawn("rcodis-server", cmd);
-    rcodis_tests::wait_loaded(port);
+    wait_until("the master to load", Duration::from_secs(30), || {
+        matches!(
+            rcodis_tests::try_ping_auth(port, Some("pw")),
+            Some(Frame::Simple(_))
+        )
+    });
     let mut m2 = Conn::connect(port);
     assert_eq!(m2.cmd(&["AUTH", "pw"]), Frame::simple("OK"));
-    m2.cmd(&["SET", "reborn", "1"]);
+    assert_eq!(m2.cmd(&["SET", "reborn", "1"]), Frame::simple("OK"));
     wait_until(
         "the replica to follow the restarted master",
         Duration::from_secs(20),

@@ -295,7 +295,17 @@ impl ServerProc {
             .arg(dir.path())
             .args(args);
         let (p, port) = spawn_on_free_port("rcodis-server", cmd);
-        wait_loaded(port);
+        // With a password, PING answers NOAUTH even while loading: authenticate first.
+        let pass = args
+            .iter()
+            .position(|a| *a == "--requirepass")
+            .and_then(|i| args.get(i + 1));
+        match pass {
+            Some(pw) => wait_until("server to load its data", Duration::from_secs(60), || {
+                matches!(try_ping_auth(port, Some(pw)), Some(Frame::Simple(_)))
+            }),
+            None => wait_loaded(port),
+        }
         ServerProc { port, proc: p, dir }
     }
 
@@ -321,13 +331,28 @@ pub fn wait_loaded(port: u16) {
 
 /// One PING on a fresh connection; `None` if the connection failed.
 pub fn try_ping(port: u16) -> Option<Frame> {
+    try_ping_auth(port, None)
+}
+
+/// PING after AUTH `password` (when given); the PING's reply.
+pub fn try_ping_auth(port: u16, password: Option<&str>) -> Option<Frame> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"*1\r\n$4\r\nPING\r\n").ok()?;
+    let mut req = Vec::new();
+    if let Some(pw) = password {
+        Request::from_args(["AUTH", pw]).write_resp(&mut req);
+    }
+    req.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+    s.write_all(&req).ok()?;
+    let mut skip = usize::from(password.is_some());
     let mut buf = BytesMut::new();
     let mut d = FrameDecoder::default();
     loop {
         if let Ok(Some(f)) = d.decode(&mut buf) {
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
             return Some(f);
         }
         let mut tmp = [0u8; 512];
