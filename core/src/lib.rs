@@ -7,6 +7,7 @@
 //!  num      Redis's number parsing rules (string2ll)
 //!  topology groups, slots, proxies, epoch; JSON on the wire; diff and validation
 //!  coord/   Coordinator trait: etcd (etcd://) and the embedded file store (file://)
+//!  net      listening sockets shared by a process's shards (SO_REUSEPORT + SO_REUSEADDR)
 //! ```
 //!
 //! The data-plane crates (server, proxy) use `resp`, `cmd` and `slot` on their hot paths; the

@@ -1,16 +1,22 @@
 //! rcodis-ctl: the operator's tool.
 //!
 //! ```text
-//!   up      start a local cluster (servers, proxies, the embedded file coordinator) and
-//!           stay in the foreground until Ctrl-C / SIGTERM, which stops what it started
-//!   status  groups, slot ranges per group, registered proxies and their applied epochs
+//!   up      start a local cluster (servers and replicas, proxies, the embedded file
+//!           coordinator) and stay in the foreground until Ctrl-C / SIGTERM
+//!   status  groups, servers (role, health, keys, memory), slot ranges, proxies, migrations
 //!
-//!   slot    init | assign RANGE GROUP | migrate RANGE --to GROUP | status [RANGE]
-//!   group   add ID | remove ID | list          server  add GROUP ADDR | remove GROUP ADDR
+//!   slot    init | assign RANGE GROUP | migrate RANGE --to GROUP [--detach] | status [RANGE]
+//!   group   add ID | remove ID | list | promote ID ADDR | replica-read ID on|off
+//!   server  add GROUP ADDR | remove GROUP ADDR
 //!   proxy   list | remove TOKEN                rebalance [--dry-run]
+//!   dashboard [--listen 127.0.0.1:18080]       HTTP JSON API, background driver, health
+//!                                              checks, optional automatic failover
 //! ```
 //!
-//!   dashboard [--listen 127.0.0.1:18080]   HTTP JSON API, background driver, health checks
+//! Modules: `slot` (assignment, the two-phase migration driver), `admin` (groups, servers,
+//! proxies, failover, the rebalance plan), `health` (INFO-based server checks), `up`,
+//! `dashboard`. Commands write their output into a `String` (`say!`), which the CLI prints
+//! and the dashboard returns.
 
 /// `writeln!` into a `String` (command output, printed by the CLI or returned by the API).
 macro_rules! say {

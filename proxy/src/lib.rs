@@ -4,10 +4,13 @@
 //!   clients ──► shard 0 … shard N-1 (glommio executors, SO_REUSEPORT on one port)
 //!                 session.rs: decode a batch, router::route each request (pure),
 //!                 queue on this shard's pipelined backend connections, reply in order
-//!                 backend.rs: one connection task per backend per shard
+//!                 backend.rs: one connection task per backend (and replica) per shard;
+//!                 replies land in the session's per-batch sink
+//!                 stats.rs: per-shard per-command counters and latency histograms
 //!   control thread (tokio): coordinator → Topology → SlotTable, published with an epoch;
 //!                 each shard swaps its own copy and reports the epoch it applied; the
 //!                 proxy's ephemeral registration carries the epoch all shards applied.
+//!   admin thread (tokio + axum): /health /stats /slots /metrics, token-protected POSTs.
 //! ```
 //!
 //! No locks on the request path: a shard reads its own table; the shared `Mutex` is taken

@@ -13,7 +13,9 @@
 //! runs in `exec` on the shard that owns its keys: inline when that is this shard, else in a
 //! per-shard batch job. Keys on several shards run atomically under `Shard::atomic`.
 //! Handlers (`cmd/`) are synchronous functions over one database; storage (`db/`) does no
-//! I/O. Connection-wide and server-wide commands live in `server_cmds`.
+//! I/O. Connection-wide and server-wide commands live in `server_cmds`. Every write is
+//! logged per shard (`aof`): to the append-only file, and to the record streams of attached
+//! replicas (`repl`: SYNC on a master, the REPLICAOF link on a replica).
 
 pub mod aof;
 pub mod blocking;
