@@ -151,6 +151,8 @@ struct Inner {
     gauge: Option<Arc<BackendGauge>>,
     /// When the connection last failed (`None`: it works, or was never tried).
     failed_at: Cell<Option<Instant>>,
+    /// When a not-ready reply (-LOADING, -MASTERDOWN) was last logged.
+    warned_at: Cell<Option<Instant>>,
 }
 
 impl Inner {
@@ -219,6 +221,7 @@ impl Backend {
             inflight: Cell::new(0),
             gauge,
             failed_at: Cell::new(None),
+            warned_at: Cell::new(None),
         });
         let addr: Rc<str> = Rc::from(addr);
         glommio::spawn_local(run(addr.clone(), auth, timeout, resp3, inner.clone())).detach();
@@ -432,7 +435,7 @@ async fn run(addr: Rc<str>, auth: String, timeout: Duration, resp3: bool, inner:
             }
         }
         let c = conn.as_mut().expect("connected");
-        let r = pump(c, &inner, &mut inflight, &mut out).await;
+        let r = pump(c, &addr, &inner, &mut inflight, &mut out).await;
         inner.inflight.set(0);
         inner.publish_depth();
         if let Err(e) = r {
@@ -450,6 +453,7 @@ async fn run(addr: Rc<str>, auth: String, timeout: Duration, resp3: bool, inner:
 /// Writes what is queued and reads replies until nothing is waiting.
 async fn pump(
     c: &mut Conn,
+    addr: &str,
     inner: &Inner,
     inflight: &mut VecDeque<Sink>,
     out: &mut BytesMut,
@@ -480,6 +484,21 @@ async fn pump(
         c.fill().await?;
         while let Some(n) = c.dec.check(&c.buf).map_err(|e| format!("bad reply: {e}"))? {
             let frame = &c.buf[..n];
+            if frame.starts_with(b"-LOADING") || frame.starts_with(b"-MASTERDOWN") {
+                // Passed through to the client as it is; said once a second per backend.
+                if inner
+                    .warned_at
+                    .get()
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+                {
+                    inner.warned_at.set(Some(Instant::now()));
+                    tracing::warn!(
+                        backend = %addr,
+                        reply = %String::from_utf8_lossy(frame).trim_end(),
+                        "backend is not ready"
+                    );
+                }
+            }
             match inflight.pop_front() {
                 Some(Sink::Batch(s, i)) => s.fill_ok(i, frame),
                 Some(Sink::One(tx)) => {

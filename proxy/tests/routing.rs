@@ -804,3 +804,72 @@ fn limits_from_the_config_file() {
         n.cmd(&["PING"]) == Frame::Simple("PONG".into())
     });
 }
+
+/// A backend still loading its data answers -LOADING: the proxy passes it through to the
+/// client and logs it with the backend's address (once a second at most).
+#[test]
+fn loading_backend_replies_pass_through_and_are_logged() {
+    let server_bin = bin_path("rcodis-server");
+    let data = tempfile::tempdir().unwrap();
+    let start_server = |extra: &[&str]| {
+        let mut cmd = Command::new(&server_bin);
+        cmd.args(["--port", "0", "--threads", "1", "--appendonly", "yes"])
+            .arg("--dir")
+            .arg(data.path())
+            .args(extra);
+        rcodis_tests::spawn_on_free_port("rcodis-server", cmd)
+    };
+    let (mut s, port) = start_server(&[]);
+    rcodis_tests::wait_loaded(port);
+    let mut c = Conn::connect(port);
+    for i in 0..3000 {
+        c.send(&["SET".to_string(), format!("k{i}"), i.to_string()]);
+    }
+    for _ in 0..3000 {
+        assert_eq!(c.read(), Some(Frame::simple("OK")));
+    }
+    s.signal("TERM");
+    wait_until("the server to exit", Duration::from_secs(15), || s.exited());
+    // 3000 records at 2 ms each: loading lasts at least 6 s.
+    let (_s2, port) = start_server(&["--key-load-delay", "2000"]);
+    let coord = tempfile::tempdir().unwrap();
+    let mut t = topology(&[port, port], 1024, 1);
+    t.groups.remove(&2);
+    put_topology(coord.path(), &t);
+    let log = coord.path().join("proxy.log");
+    let proxy_port = rcodis_tests::free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rcodis-proxy"));
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{proxy_port}"),
+        "--threads",
+        "1",
+    ])
+    .args(["--product", "test", "--admin", ""])
+    .arg("--coordinator")
+    .arg(format!("file://{}", coord.path().display()))
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap());
+    let _proxy = Process {
+        child: cmd.spawn().unwrap(),
+        name: "rcodis-proxy".into(),
+    };
+    wait_until("the proxy to serve", Duration::from_secs(20), || {
+        rcodis_tests::try_ping(proxy_port).is_some()
+    });
+    let mut p = Conn::connect(proxy_port);
+    let r = p.cmd(&["GET", "k1"]);
+    assert_eq!(
+        r,
+        Frame::Error("LOADING Redis is loading the dataset in memory".into())
+    );
+    let backend = format!("127.0.0.1:{port}");
+    wait_until("the log line", Duration::from_secs(10), || {
+        let l = std::fs::read_to_string(&log).unwrap_or_default();
+        l.contains("backend is not ready") && l.contains(&backend) && l.contains("LOADING")
+    });
+    // Once loaded, the same request works.
+    wait_until("the backend to load", Duration::from_secs(60), || {
+        p.cmd(&["GET", "k1"]) == Frame::Bulk("1".into())
+    });
+}
