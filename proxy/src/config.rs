@@ -33,6 +33,8 @@ pub struct ProxyConfig {
     pub admin_commands: bool,
     /// Allow FLUSHDB/FLUSHALL.
     pub allow_flush: bool,
+    /// Pipelined connections per backend per shard (a session uses one of them).
+    pub backend_connections: usize,
     /// Backend connect and read timeout (ms).
     pub backend_timeout_ms: u64,
     /// How long a request for a locked slot (migration phase 1) waits for the next table,
@@ -64,6 +66,7 @@ impl Default for ProxyConfig {
             databases: 16,
             admin_commands: false,
             allow_flush: true,
+            backend_connections: 1,
             backend_timeout_ms: 5000,
             migration_wait_ms: 10_000,
             admin: "127.0.0.1:11080".into(),
@@ -96,6 +99,9 @@ impl ProxyConfig {
         }
         if self.databases == 0 {
             anyhow::bail!("databases must be at least 1");
+        }
+        if self.backend_connections == 0 || self.backend_connections > 64 {
+            anyhow::bail!("backend_connections must be between 1 and 64");
         }
         Ok(())
     }

@@ -105,35 +105,42 @@ pub struct Shard {
     pub id: usize,
     pub shared: Arc<Shared>,
     pub table: RefCell<Arc<SlotTable>>,
-    /// Connections to the backends of the current table (same order), reused by address.
-    pub backends: RefCell<Vec<Backend>>,
-    /// The same backends over RESP3 connections (for RESP3 sessions; connected on first use).
-    pub backends3: RefCell<Vec<Backend>>,
-    /// Connections to the table's replicas (read-from-replica), RESP2 and RESP3.
-    pub replicas: RefCell<Vec<Backend>>,
-    pub replicas3: RefCell<Vec<Backend>>,
-    pool: RefCell<HashMap<(String, bool), Backend>>,
+    /// `backend_connections` sets of connections to the current table's backends; a session
+    /// uses one set (by its id), so its requests to one backend keep their order.
+    pub conns: RefCell<Vec<ConnSet>>,
+    pool: RefCell<HashMap<(String, bool, usize), Backend>>,
     /// Request batches still running, by the epoch of the table they started with: a new
     /// epoch is acknowledged only once every batch of an older one has finished (so after a
     /// slot's owner changes, nothing is still on its way to the old owner).
     pub inflight: RefCell<std::collections::BTreeMap<u64, usize>>,
 }
 
+/// One connection to each backend of the table (same order), in both protocols, and to each
+/// replica that serves reads.
+#[derive(Default)]
+pub struct ConnSet {
+    pub backends: Vec<Backend>,
+    /// Over RESP3 (for RESP3 sessions; connected on first use).
+    pub backends3: Vec<Backend>,
+    pub replicas: Vec<Backend>,
+    pub replicas3: Vec<Backend>,
+}
+
 impl Shard {
     /// Picks up a newer table if one was published.
     pub fn refresh(&self) {
         let published = self.shared.epoch.load(Ordering::Acquire);
-        if published == self.table.borrow().epoch && !self.backends.borrow().is_empty() {
+        if published == self.table.borrow().epoch && !self.conns.borrow().is_empty() {
             return;
         }
         let t = self.shared.table.lock().expect("table lock").clone();
         let timeout = Duration::from_millis(self.shared.config.backend_timeout_ms);
         let mut pool = self.pool.borrow_mut();
-        let mut make = |resp3: bool, addrs: &[String]| -> Vec<Backend> {
+        let mut make = |resp3: bool, addrs: &[String], k: usize| -> Vec<Backend> {
             addrs
                 .iter()
                 .map(|a| {
-                    pool.entry((a.clone(), resp3))
+                    pool.entry((a.clone(), resp3, k))
                         .or_insert_with(|| {
                             let gauge = Arc::new(stats::BackendGauge::new(a, self.id, resp3));
                             self.shared
@@ -153,11 +160,15 @@ impl Shard {
                 })
                 .collect()
         };
-        let backends = make(false, &t.backends);
-        *self.backends3.borrow_mut() = make(true, &t.backends);
-        *self.backends.borrow_mut() = backends;
-        *self.replicas.borrow_mut() = make(false, &t.replicas);
-        *self.replicas3.borrow_mut() = make(true, &t.replicas);
+        let sets = (0..self.shared.config.backend_connections.max(1))
+            .map(|k| ConnSet {
+                backends: make(false, &t.backends, k),
+                backends3: make(true, &t.backends, k),
+                replicas: make(false, &t.replicas, k),
+                replicas3: make(true, &t.replicas, k),
+            })
+            .collect();
+        *self.conns.borrow_mut() = sets;
         *self.table.borrow_mut() = t;
         self.try_ack();
     }
@@ -284,10 +295,7 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
                     id,
                     shared: shared.clone(),
                     table: RefCell::new(t),
-                    backends: RefCell::new(Vec::new()),
-                    backends3: RefCell::new(Vec::new()),
-                    replicas: RefCell::new(Vec::new()),
-                    replicas3: RefCell::new(Vec::new()),
+                    conns: RefCell::new(Vec::new()),
                     pool: RefCell::new(HashMap::new()),
                     inflight: RefCell::new(Default::default()),
                 });

@@ -46,6 +46,9 @@ struct Args {
     /// Disconnect clients idle this long (seconds; 0: never; default 1800).
     #[arg(long)]
     idle_timeout: Option<u64>,
+    /// Pipelined connections per backend per shard (default 1).
+    #[arg(long)]
+    backend_connections: Option<usize>,
     /// Log filter (tracing syntax).
     #[arg(long, default_value = "info")]
     loglevel: String,
@@ -99,6 +102,9 @@ fn main() {
     }
     if let Some(v) = args.idle_timeout {
         config.session_idle_timeout_secs = v;
+    }
+    if let Some(v) = args.backend_connections {
+        config.backend_connections = v;
     }
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // Block SIGTERM/SIGINT in every thread; this one waits for them.

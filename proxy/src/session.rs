@@ -57,6 +57,8 @@ struct Session {
     /// The last command resolved: pipelines repeat commands, and comparing the name costs
     /// less than a table lookup.
     last_spec: Option<&'static CommandSpec>,
+    /// Which of the shard's connection sets this session uses.
+    conn_set: usize,
 }
 
 /// A subscribed session: its channels (each on its slot's master) and patterns (on every
@@ -121,7 +123,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         sink: Rc::default(),
         cur_cmd: crate::stats::UNKNOWN,
         last_spec: None,
+        conn_set: 0,
     };
+    s.conn_set = (s.id % shared.config.backend_connections.max(1) as u64) as usize;
     let idle = std::time::Duration::from_secs(shared.config.session_idle_timeout_secs);
     let mut idle_armed = false;
     let stats = &shared.stats[shard.id];
@@ -432,7 +436,7 @@ async fn fanout_merge(
             .unwrap_or_else(|| frame(&Frame::NullBulk)),
         "scan" => {
             // One backend per call; the merge maps its cursor back (see `scan_plan`).
-            let nb = shard.backends.borrow().len() as u64;
+            let nb = shard.conns.borrow().first().map_or(0, |c| c.backends.len()) as u64;
             let idx = scan_cursor(req).0;
             match frames.into_iter().next() {
                 Some(Frame::Array(v)) if v.len() == 2 => {
@@ -583,7 +587,7 @@ impl Session {
                 let raw = raw(&req);
                 if spec.has(rcodis_core::cmd::CommandFlags::BLOCKING) {
                     // Its own connection: a blocked pop must not stall the shared pipeline.
-                    let addr = self.shard.backends.borrow()[b as usize].addr.clone();
+                    let addr = self.backends()[b as usize].addr.clone();
                     let timeout =
                         std::time::Duration::from_millis(shared.config.backend_timeout_ms);
                     let (conn, rx) = crate::backend::dedicated(
@@ -600,10 +604,11 @@ impl Session {
             }
             Plan::Replica(r, master) => {
                 let raw = raw(&req);
+                let k = self.conn_set;
                 let replicas = if self.resp3 {
-                    self.shard.replicas3.borrow()
+                    std::cell::Ref::map(self.shard.conns.borrow(), |c| &c[k].replicas3)
                 } else {
-                    self.shard.replicas.borrow()
+                    std::cell::Ref::map(self.shard.conns.borrow(), |c| &c[k].replicas)
                 };
                 // A replica that is down: the master answers until it is back.
                 match replicas
@@ -651,9 +656,9 @@ impl Session {
     /// This shard's backend connections in the session's protocol.
     fn backends(&self) -> std::cell::Ref<'_, Vec<crate::backend::Backend>> {
         if self.resp3 {
-            self.shard.backends3.borrow()
+            std::cell::Ref::map(self.shard.conns.borrow(), |c| &c[self.conn_set].backends3)
         } else {
-            self.shard.backends.borrow()
+            std::cell::Ref::map(self.shard.conns.borrow(), |c| &c[self.conn_set].backends)
         }
     }
 
