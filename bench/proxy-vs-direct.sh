@@ -38,3 +38,12 @@ for r in $(seq "$rounds"); do
     done
   done
 done
+# Added latency: one client, pipeline 1, GET p50 direct versus through the proxy.
+printf "\n| round | one client, pipeline 1 | direct GET p50 ms | proxy GET p50 ms | added µs |\n|---|---|---|---|---|\n"
+redis-cli -p "$pp" set key:__rand_int__ x >/dev/null
+for r in $(seq "$rounds"); do
+  d=$(redis-benchmark -p "$s1" -c 1 -P 1 -t get -n 50000 -q 2>/dev/null | tr '\r' '\n' | grep -oE 'p50=[0-9.]+' | tail -1 | cut -d= -f2)
+  p=$(redis-benchmark -p "$pp" -c 1 -P 1 -t get -n 50000 -q 2>/dev/null | tr '\r' '\n' | grep -oE 'p50=[0-9.]+' | tail -1 | cut -d= -f2)
+  added=$(python3 -c "print(f'{($p-$d)*1000:.0f}')")
+  printf "| %s | GET | %s | %s | %s |\n" "$r" "$d" "$p" "$added"
+done
