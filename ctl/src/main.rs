@@ -268,7 +268,7 @@ async fn status(url: Option<&str>, product: &str, json: bool, auth: &str) -> any
     }
     println!(
         "\n{:<8} {:<22} {:<8} {:<10} {:>10} {:>12}",
-        "group", "server", "", "state", "keys", "memory"
+        "group", "server", "in group", "state", "keys", "memory"
     );
     for (g, h) in &health {
         let master = t.groups.get(g).and_then(|g| g.master()) == Some(h.addr.as_str());
