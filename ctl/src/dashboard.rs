@@ -30,7 +30,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rcodis_core::coord::{layout, Coordinator};
+use rcodis_core::coord::Coordinator;
 use rcodis_core::topology::GroupId;
 use serde_json::{json, Value};
 
@@ -147,17 +147,7 @@ impl Dash {
 
 pub async fn run(a: DashboardArgs, c: Arc<dyn Coordinator>, product: &str) -> anyhow::Result<()> {
     let opts = a.drive.opts(false, false)?;
-    let lock_key = layout::lock_key(product);
-    if opts.force_unlock && c.force_unlock(&lock_key).await? {
-        eprintln!("removed the previous driver's lock");
-    }
-    let holder = format!("rcodis-ctl dashboard (pid {})", std::process::id());
-    let lock = c
-        .lock(&lock_key, &holder, Duration::from_secs(10))
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("another driver runs ({e}); if it is dead, add --force-unlock")
-        })?;
+    let lock = slot::driver_lock(&c, product, "dashboard", opts.force_unlock).await?;
     let token = if a.admin_token.is_empty() {
         let mut b = [0u8; 16];
         use std::io::Read;

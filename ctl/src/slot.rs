@@ -162,22 +162,31 @@ pub async fn migrate(
         );
         return Ok(());
     }
-    // One driver at a time per product.
-    let lock_key = layout::lock_key(product);
-    if o.force_unlock && c.force_unlock(&lock_key).await? {
-        eprintln!("removed the previous driver's lock");
-    }
-    let holder = format!("rcodis-ctl slot migrate (pid {})", std::process::id());
-    let lock = c
-        .lock(&lock_key, &holder, Duration::from_secs(10))
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("another driver runs ({e}); if it is dead, add --force-unlock")
-        })?;
+    let lock = driver_lock(c, product, "slot migrate", o.force_unlock).await?;
     let slots: Vec<u16> = todo.into_iter().map(|(_, s)| s).collect();
     let result = drive_recorded(c, product, &slots, o).await;
     lock.release().await;
     result
+}
+
+/// Takes the product's driver lock (one driver at a time: a ctl or a dashboard), after
+/// removing a dead holder's with `force_unlock`.
+pub async fn driver_lock(
+    c: &Arc<dyn Coordinator>,
+    product: &str,
+    what: &str,
+    force_unlock: bool,
+) -> anyhow::Result<rcodis_core::coord::LockGuard> {
+    let lock_key = layout::lock_key(product);
+    if force_unlock && c.force_unlock(&lock_key).await? {
+        eprintln!("removed the previous driver's lock");
+    }
+    let holder = format!("rcodis-ctl {what} (pid {})", std::process::id());
+    c.lock(&lock_key, &holder, Duration::from_secs(10))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("another driver runs ({e}); if it is dead, add --force-unlock")
+        })
 }
 
 /// Drives the recorded migrations of `slots` (in this order) to the end; the caller holds

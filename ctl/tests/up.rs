@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rcodis_core::resp::Frame;
-use rcodis_tests::{free_port, text, Conn};
+use rcodis_tests::{free_port, http, text, Conn};
 
 /// `rcodis-ctl up` under test: stopped (SIGTERM, then waited for) when dropped, so a failing
 /// test leaves no cluster behind.
@@ -502,25 +502,6 @@ fn a_silent_proxy_blocks_the_two_phase_commit() {
     assert_eq!(text(&c.cmd(&["GET", "k"])), "v");
     unsafe_kill(child.id(), "TERM");
     child.wait().unwrap();
-}
-
-/// A minimal HTTP/1.1 call: (status, body).
-fn http(addr: &str, method: &str, path: &str, headers: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    let code = body.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = body
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
 }
 
 fn json_get(addr: &str, path: &str) -> serde_json::Value {

@@ -9,7 +9,7 @@ use rcodis_core::coord::{layout, Coordinator, FileCoordinator};
 use rcodis_core::resp::Frame;
 use rcodis_core::slot::slot_of;
 use rcodis_core::topology::{Group, Topology};
-use rcodis_tests::{bin_path, text, wait_until, Conn, Process, ServerProc};
+use rcodis_tests::{bin_path, http, text, wait_until, Conn, Process, ServerProc};
 
 struct Cluster {
     servers: Vec<ServerProc>,
@@ -552,24 +552,6 @@ fn pubsub_across_two_proxies() {
 
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     http(addr, "GET", path, "")
-}
-
-fn http(addr: &str, method: &str, path: &str, headers: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    let code = body[9..12].parse().unwrap();
-    let body = body
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
 }
 
 #[test]

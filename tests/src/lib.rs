@@ -466,3 +466,22 @@ fn etcd_healthy(port: u16) -> bool {
     let _ = s.read_to_string(&mut body);
     body.contains("\"health\":\"true\"")
 }
+
+/// A minimal HTTP/1.1 request (empty body, `headers` as `Name: value\r\n` lines): the
+/// status code and the body.
+pub fn http(addr: &str, method: &str, path: &str, headers: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    let code = body.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = body
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
