@@ -147,6 +147,13 @@ pub async fn group(
             })
             .await?;
             say!(out, "{addr} is group {id}'s master (epoch {})", t.epoch);
+            // Proxies write to the new master before the old one turns read-only.
+            if let Err(e) =
+                crate::slot::wait_acks(&c, product, t.epoch, std::time::Duration::from_secs(10))
+                    .await
+            {
+                say!(out, "not every proxy acknowledged the change yet: {e:#}");
+            }
             // The others (the old master too, if it is still there) follow it.
             let (host, port) = addr
                 .rsplit_once(':')
@@ -190,7 +197,7 @@ pub async fn group(
                 let v: Vec<_> = t
                     .groups
                     .values()
-                    .map(|g| serde_json::json!({"id": g.id, "servers": g.servers, "slots": by.get(&g.id).map_or(0, Vec::len)}))
+                    .map(|g| serde_json::json!({"id": g.id, "servers": g.servers, "slots": by.get(&g.id).map_or(0, Vec::len), "read_from_replica": g.read_from_replica}))
                     .collect();
                 say!(out, "{}", serde_json::to_string(&v)?);
             } else {

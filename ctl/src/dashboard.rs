@@ -16,6 +16,8 @@
 //! GET    /api/slots[?range=R]             migrations planned or under way
 //! POST   /api/groups/{id}                 add a group          DELETE /api/groups/{id}
 //! POST   /api/groups/{id}/servers/{addr}  add a server         DELETE (same path)
+//! POST   /api/groups/{id}/promote/{addr}  failover to that replica
+//! POST   /api/groups/{id}/replica-read/{on|off}
 //! DELETE /api/proxies/{token}             drop a proxy's registration
 //! POST   /api/slots/init                  spread offline slots
 //! POST   /api/slots/assign/{range}/{group}
@@ -185,6 +187,11 @@ pub async fn run(a: DashboardArgs, c: Arc<dyn Coordinator>, product: &str) -> an
         .route(
             "/api/groups/{id}/servers/{addr}",
             post(server_add).delete(server_remove),
+        )
+        .route("/api/groups/{id}/promote/{addr}", post(group_promote))
+        .route(
+            "/api/groups/{id}/replica-read/{state}",
+            post(group_replica_read),
         )
         .route("/api/proxies/{token}", axum::routing::delete(proxy_remove))
         .route("/api/slots/init", post(slot_init))
@@ -371,6 +378,8 @@ async fn index() -> Json<Value> {
         "mutate (admin token)": [
             "POST|DELETE /api/groups/{id}",
             "POST|DELETE /api/groups/{id}/servers/{addr}",
+            "POST /api/groups/{id}/promote/{addr}",
+            "POST /api/groups/{id}/replica-read/{on|off}",
             "DELETE /api/proxies/{token}",
             "POST /api/slots/init",
             "POST /api/slots/assign/{range}/{group}",
@@ -476,6 +485,38 @@ async fn group_remove(State(d): State<Arc<Dash>>, h: HeaderMap, Path(id): Path<G
     d.authorize(&h)?;
     let mut out = String::new();
     let cmd = crate::admin::GroupCmd::Remove { id };
+    crate::admin::group(cmd, d.c.clone(), &d.product, true, &mut out)
+        .await
+        .map_err(bad)?;
+    d.done(out)
+}
+
+async fn group_promote(
+    State(d): State<Arc<Dash>>,
+    h: HeaderMap,
+    Path((id, addr)): Path<(GroupId, String)>,
+) -> Reply {
+    d.authorize(&h)?;
+    let mut out = String::new();
+    let cmd = crate::admin::GroupCmd::Promote {
+        id,
+        addr,
+        auth: d.opts.auth.clone(),
+    };
+    crate::admin::group(cmd, d.c.clone(), &d.product, true, &mut out)
+        .await
+        .map_err(bad)?;
+    d.done(out)
+}
+
+async fn group_replica_read(
+    State(d): State<Arc<Dash>>,
+    h: HeaderMap,
+    Path((id, state)): Path<(GroupId, String)>,
+) -> Reply {
+    d.authorize(&h)?;
+    let mut out = String::new();
+    let cmd = crate::admin::GroupCmd::ReplicaRead { id, state };
     crate::admin::group(cmd, d.c.clone(), &d.product, true, &mut out)
         .await
         .map_err(bad)?;

@@ -324,7 +324,7 @@ pub async fn proxies(c: &Arc<dyn Coordinator>, product: &str) -> anyhow::Result<
 }
 
 /// Waits until every registered proxy has applied `epoch`.
-async fn wait_acks(
+pub(crate) async fn wait_acks(
     c: &Arc<dyn Coordinator>,
     product: &str,
     epoch: u64,

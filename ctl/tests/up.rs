@@ -693,6 +693,64 @@ fn dashboard_serves_the_api_and_drives_migrations() {
     );
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("group 2 -> group 1"), "{body}");
+    // Failover through the API: group 1's replica becomes its master, the old master
+    // follows it, every key is still served; reads from replicas can be turned off.
+    let topo = json_get(&addr, "/api/topology");
+    let replica = topo["groups"]["1"]["servers"][1]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old_master = topo["groups"]["1"]["servers"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, body) = http(
+        &addr,
+        "POST",
+        &format!("/api/groups/1/promote/{replica}"),
+        "Authorization: Bearer tok\r\n",
+    );
+    assert_eq!(code, 200, "{body}");
+    let topo = json_get(&addr, "/api/topology");
+    assert_eq!(
+        topo["groups"]["1"]["servers"][0],
+        replica.as_str(),
+        "{topo}"
+    );
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/api/groups/1/replica-read/off",
+        "Authorization: Bearer tok\r\n",
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = http(
+        &addr,
+        "POST",
+        "/api/groups/1/replica-read/maybe",
+        "Authorization: Bearer tok\r\n",
+    );
+    assert_eq!(code, 400);
+    let old_port: u16 = old_master.rsplit_once(':').unwrap().1.parse().unwrap();
+    rcodis_tests::wait_until("the old master to follow", Duration::from_secs(20), || {
+        let r = Conn::connect(old_port).cmd(&["ROLE"]);
+        matches!(&r, Frame::Array(v) if v[0] == Frame::bulk("slave") && v[3] == Frame::bulk("connected"))
+    });
+    rcodis_tests::wait_until(
+        "every key after the failover",
+        Duration::from_secs(20),
+        || {
+            for i in 0..2000 {
+                c.send(&["GET".to_string(), format!("k{i}")]);
+            }
+            (0..2000)
+                .map(|i| c.read().map(|f| f == Frame::Bulk(i.to_string().into())))
+                .filter(|ok| *ok == Some(true))
+                .count()
+                == 2000
+        },
+    );
+    assert_eq!(c.cmd(&["SET", "after-failover", "1"]), Frame::simple("OK"));
     drop(dash);
 }
 
