@@ -471,24 +471,42 @@ async fn slots(State(d): State<Arc<Dash>>, RawQuery(q): RawQuery) -> Reply {
     ))
 }
 
-async fn group_add(State(d): State<Arc<Dash>>, h: HeaderMap, Path(id): Path<GroupId>) -> Reply {
-    d.authorize(&h)?;
+/// Runs a group command for an authorized caller; its output is the reply.
+async fn group_cmd(d: &Dash, h: &HeaderMap, cmd: crate::admin::GroupCmd) -> Reply {
+    d.authorize(h)?;
     let mut out = String::new();
-    let cmd = crate::admin::GroupCmd::Add { id };
     crate::admin::group(cmd, d.c.clone(), &d.product, true, &mut out)
         .await
         .map_err(bad)?;
     d.done(out)
 }
 
-async fn group_remove(State(d): State<Arc<Dash>>, h: HeaderMap, Path(id): Path<GroupId>) -> Reply {
-    d.authorize(&h)?;
+/// Runs a server command for an authorized caller; its output is the reply.
+async fn server_cmd(d: &Dash, h: &HeaderMap, cmd: crate::admin::ServerCmd) -> Reply {
+    d.authorize(h)?;
     let mut out = String::new();
-    let cmd = crate::admin::GroupCmd::Remove { id };
-    crate::admin::group(cmd, d.c.clone(), &d.product, true, &mut out)
+    crate::admin::server(cmd, d.c.clone(), &d.product, &mut out)
         .await
         .map_err(bad)?;
     d.done(out)
+}
+
+/// Runs a slot command for an authorized caller; its output is the reply.
+async fn slot_cmd(d: &Dash, h: &HeaderMap, cmd: slot::SlotCmd) -> Reply {
+    d.authorize(h)?;
+    let mut out = String::new();
+    slot::run(cmd, d.c.clone(), &d.product, true, &mut out)
+        .await
+        .map_err(bad)?;
+    d.done(out)
+}
+
+async fn group_add(State(d): State<Arc<Dash>>, h: HeaderMap, Path(id): Path<GroupId>) -> Reply {
+    group_cmd(&d, &h, crate::admin::GroupCmd::Add { id }).await
+}
+
+async fn group_remove(State(d): State<Arc<Dash>>, h: HeaderMap, Path(id): Path<GroupId>) -> Reply {
+    group_cmd(&d, &h, crate::admin::GroupCmd::Remove { id }).await
 }
 
 async fn group_promote(
@@ -496,17 +514,8 @@ async fn group_promote(
     h: HeaderMap,
     Path((id, addr)): Path<(GroupId, String)>,
 ) -> Reply {
-    d.authorize(&h)?;
-    let mut out = String::new();
-    let cmd = crate::admin::GroupCmd::Promote {
-        id,
-        addr,
-        auth: d.opts.auth.clone(),
-    };
-    crate::admin::group(cmd, d.c.clone(), &d.product, true, &mut out)
-        .await
-        .map_err(bad)?;
-    d.done(out)
+    let auth = d.opts.auth.clone();
+    group_cmd(&d, &h, crate::admin::GroupCmd::Promote { id, addr, auth }).await
 }
 
 async fn group_replica_read(
@@ -514,13 +523,7 @@ async fn group_replica_read(
     h: HeaderMap,
     Path((id, state)): Path<(GroupId, String)>,
 ) -> Reply {
-    d.authorize(&h)?;
-    let mut out = String::new();
-    let cmd = crate::admin::GroupCmd::ReplicaRead { id, state };
-    crate::admin::group(cmd, d.c.clone(), &d.product, true, &mut out)
-        .await
-        .map_err(bad)?;
-    d.done(out)
+    group_cmd(&d, &h, crate::admin::GroupCmd::ReplicaRead { id, state }).await
 }
 
 async fn server_add(
@@ -528,17 +531,8 @@ async fn server_add(
     h: HeaderMap,
     Path((group, addr)): Path<(GroupId, String)>,
 ) -> Reply {
-    d.authorize(&h)?;
-    let mut out = String::new();
-    let cmd = crate::admin::ServerCmd::Add {
-        group,
-        addr,
-        auth: d.opts.auth.clone(),
-    };
-    crate::admin::server(cmd, d.c.clone(), &d.product, &mut out)
-        .await
-        .map_err(bad)?;
-    d.done(out)
+    let auth = d.opts.auth.clone();
+    server_cmd(&d, &h, crate::admin::ServerCmd::Add { group, addr, auth }).await
 }
 
 async fn server_remove(
@@ -546,13 +540,7 @@ async fn server_remove(
     h: HeaderMap,
     Path((group, addr)): Path<(GroupId, String)>,
 ) -> Reply {
-    d.authorize(&h)?;
-    let mut out = String::new();
-    let cmd = crate::admin::ServerCmd::Remove { group, addr };
-    crate::admin::server(cmd, d.c.clone(), &d.product, &mut out)
-        .await
-        .map_err(bad)?;
-    d.done(out)
+    server_cmd(&d, &h, crate::admin::ServerCmd::Remove { group, addr }).await
 }
 
 async fn proxy_remove(
@@ -570,12 +558,7 @@ async fn proxy_remove(
 }
 
 async fn slot_init(State(d): State<Arc<Dash>>, h: HeaderMap) -> Reply {
-    d.authorize(&h)?;
-    let mut out = String::new();
-    slot::run(slot::SlotCmd::Init, d.c.clone(), &d.product, true, &mut out)
-        .await
-        .map_err(bad)?;
-    d.done(out)
+    slot_cmd(&d, &h, slot::SlotCmd::Init).await
 }
 
 async fn slot_assign(
@@ -583,13 +566,7 @@ async fn slot_assign(
     h: HeaderMap,
     Path((range, group)): Path<(String, GroupId)>,
 ) -> Reply {
-    d.authorize(&h)?;
-    let mut out = String::new();
-    let cmd = slot::SlotCmd::Assign { range, group };
-    slot::run(cmd, d.c.clone(), &d.product, true, &mut out)
-        .await
-        .map_err(bad)?;
-    d.done(out)
+    slot_cmd(&d, &h, slot::SlotCmd::Assign { range, group }).await
 }
 
 async fn slot_migrate(

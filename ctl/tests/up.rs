@@ -675,14 +675,7 @@ fn dashboard_serves_the_api_and_drives_migrations() {
     // Every key is still there, through the proxy (reads may come from replicas, which
     // catch up with the moved slots' new masters).
     rcodis_tests::wait_until("reads to see every key", Duration::from_secs(20), || {
-        for i in 0..2000 {
-            c.send(&["GET".to_string(), format!("k{i}")]);
-        }
-        (0..2000)
-            .map(|i| c.read().map(|f| f == Frame::Bulk(i.to_string().into())))
-            .filter(|ok| *ok == Some(true))
-            .count()
-            == 2000
+        reads_every_key(&mut c, 2000)
     });
     // A rebalance plan (dry run) through the API.
     let (code, body) = http(
@@ -739,16 +732,7 @@ fn dashboard_serves_the_api_and_drives_migrations() {
     rcodis_tests::wait_until(
         "every key after the failover",
         Duration::from_secs(20),
-        || {
-            for i in 0..2000 {
-                c.send(&["GET".to_string(), format!("k{i}")]);
-            }
-            (0..2000)
-                .map(|i| c.read().map(|f| f == Frame::Bulk(i.to_string().into())))
-                .filter(|ok| *ok == Some(true))
-                .count()
-                == 2000
-        },
+        || reads_every_key(&mut c, 2000),
     );
     assert_eq!(c.cmd(&["SET", "after-failover", "1"]), Frame::simple("OK"));
     drop(dash);
@@ -839,4 +823,16 @@ fn a_driver_killed_after_each_step_resumes() {
     assert_eq!(sizes, vec![(1, 507), (2, 517)]);
     unsafe_kill(child.id(), "TERM");
     child.wait().unwrap();
+}
+
+/// Whether GET `k{i}` through `c` answers `i` for every i below `n` (one pipeline).
+fn reads_every_key(c: &mut Conn, n: usize) -> bool {
+    for i in 0..n {
+        c.send(&["GET".to_string(), format!("k{i}")]);
+    }
+    (0..n)
+        .map(|i| c.read().map(|f| f == Frame::Bulk(i.to_string().into())))
+        .filter(|ok| *ok == Some(true))
+        .count()
+        == n
 }
