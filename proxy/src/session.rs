@@ -521,15 +521,7 @@ fn scan_cursor(req: &Request) -> (u64, u64) {
 
 impl Session {
     async fn handle(&mut self, req: Request) -> Slot {
-        let cached = self.last_spec.filter(|s| {
-            !s.is_container()
-                && s.arity_ok(req.len())
-                && req.name().eq_ignore_ascii_case(s.name.as_bytes())
-        });
-        let spec = match cached
-            .map(Ok)
-            .unwrap_or_else(|| table::resolve_request(&req))
-        {
+        let spec = match table::resolve_request_after(self.last_spec, &req) {
             Ok(s) => {
                 self.cur_cmd = s.id;
                 self.last_spec = Some(s);

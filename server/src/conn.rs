@@ -528,15 +528,7 @@ impl Conn {
 
     /// Handles one request, appending its reply to the batch.
     async fn handle(&mut self, req: Request, b: &mut Batch, stream: &mut TcpStream) {
-        let cached = self.last_spec.filter(|s| {
-            !s.is_container()
-                && s.arity_ok(req.len())
-                && req.name().eq_ignore_ascii_case(s.name.as_bytes())
-        });
-        let spec = match cached
-            .map(Ok)
-            .unwrap_or_else(|| table::resolve_request(&req))
-        {
+        let spec = match table::resolve_request_after(self.last_spec, &req) {
             Ok(s) => {
                 self.last_spec = Some(s);
                 s

@@ -165,6 +165,25 @@ where
     Ok(cmd)
 }
 
+/// Resolves a request, first trying `last` (the previous request's command): pipelines
+/// repeat commands, and comparing one name costs less than a table lookup.
+#[inline]
+pub fn resolve_request_after(
+    last: Option<&'static CommandSpec>,
+    req: &crate::resp::Request,
+) -> Result<&'static CommandSpec, CommandError> {
+    match last {
+        Some(s)
+            if !s.is_container()
+                && s.arity_ok(req.len())
+                && req.name().eq_ignore_ascii_case(s.name.as_bytes()) =>
+        {
+            Ok(s)
+        }
+        _ => resolve_request(req),
+    }
+}
+
 /// Resolves a decoded request (see [`resolve`]).
 pub fn resolve_request(req: &crate::resp::Request) -> Result<&'static CommandSpec, CommandError> {
     if let Some(cmd) = lookup(req.name()) {
