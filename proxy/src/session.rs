@@ -296,8 +296,13 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             if let Some(e) = batch_epoch.take() {
                 shard.end_batch(e);
             }
-            if !out.is_empty() && stream.write_all(&out).await.is_err() {
-                break 'conn;
+            if !out.is_empty() {
+                // Let the other sessions woken by the same backend replies build theirs, so
+                // the replies leave in one burst (one wake-up of a client for many).
+                glommio::executor().yield_now().await;
+                if stream.write_all(&out).await.is_err() {
+                    break 'conn;
+                }
             }
             if out.capacity() > 1 << 20 {
                 // Do not keep a huge reply's buffer for the session's lifetime.

@@ -165,6 +165,11 @@ fn parse_set_opts(ctx: &mut Ctx<'_>, req: &Request) -> Option<SetOpts> {
 }
 
 fn set(ctx: &mut Ctx<'_>, req: &Request) {
+    if req.len() == 3 {
+        ctx.db
+            .set_plain(req.arg(1), Value::Str(owned(req.arg(2))), ctx.now);
+        return ctx.out.ok();
+    }
     let Some(o) = parse_set_opts(ctx, req) else {
         return;
     };

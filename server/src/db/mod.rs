@@ -302,6 +302,31 @@ impl Db {
         self.set_entry(key, Entry::new(value, now));
     }
 
+    /// Plain `SET key value` (no options): replaces whatever the key held, dropping its TTL,
+    /// with a single lookup when the key exists. An expired key it replaces counts as expired.
+    pub fn set_plain(&mut self, key: &[u8], value: Value, now: u64) {
+        let entry = Entry::new(value, now);
+        let t = self.table(key);
+        match t.get_mut(key) {
+            Some(e) => {
+                let had_ttl = e.expire_at != 0;
+                let expired = had_ttl && e.expire_at <= now;
+                *e = entry;
+                if expired {
+                    self.expired_keys += 1;
+                }
+                if had_ttl {
+                    self.expires.swap_remove(key);
+                }
+            }
+            None => {
+                t.insert(Bytes::copy_from_slice(key), entry);
+                self.len += 1;
+            }
+        }
+        self.touch_watched(key);
+    }
+
     /// Inserts or replaces a key with the given entry (and its TTL).
     pub fn set_entry(&mut self, key: &[u8], entry: Entry) {
         let has_ttl = entry.expire_at != 0;
