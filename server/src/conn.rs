@@ -260,6 +260,8 @@ pub struct Conn {
     clock: crate::exec::Clock,
     /// The last command resolved, reused while a pipeline repeats it.
     last_spec: Option<&'static CommandSpec>,
+    /// The slot of the current request's first argument, when a prefetch already took it.
+    slot_memo: Option<u16>,
     /// Whether CLIENT LIST's view of this connection needs a full refresh.
     info_dirty: bool,
 }
@@ -317,6 +319,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         in_exec: false,
         clock: crate::exec::Clock::start(),
         last_spec: None,
+        slot_memo: None,
         info_dirty: false,
     };
     shard.state.borrow_mut().clients.insert(id, conn.info());
@@ -338,6 +341,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let mut tmp = vec![0u8; 16 * 1024];
     let mut msg_rx = conn.msg_rx.take().expect("message receiver");
     let mut batch = Batch::new(shard.nr_shards, conn.resp3);
+    let mut decoded: std::collections::VecDeque<Request> = std::collections::VecDeque::new();
+    let mut slots: Vec<Option<u16>> = Vec::new();
+    let mut pending_error = None;
     'outer: loop {
         // Wait for input, or for pub/sub messages while subscribed.
         let n = if conn.stash.is_empty() {
@@ -388,14 +394,46 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         }
         batch.resp3 = conn.resp3;
         conn.clock = crate::exec::Clock::start();
+        // A pipelined batch: decode it whole, then look every first key up once before
+        // running anything, so the cache misses of many lookups overlap instead of stalling
+        // one command after another. Only once authenticated (the limits change with AUTH).
+        let mut ahead = 0;
+        if conn.authed && decoder.limits().max_array_len == full_limits.max_array_len {
+            let mut failed = None;
+            while decoded.len() < 256 {
+                match decoder.decode(&mut rbuf) {
+                    Ok(Some(req)) => decoded.push_back(req),
+                    Ok(None) => break,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            ahead = decoded.len();
+            if ahead > 1 {
+                conn.prefetch(&decoded, &mut slots);
+            }
+            pending_error = failed;
+        }
         loop {
-            match decoder.decode(&mut rbuf) {
+            let next = if let Some(req) = decoded.pop_front() {
+                conn.slot_memo = slots.get(ahead - decoded.len() - 1).copied().flatten();
+                Ok(Some(req))
+            } else if let Some(e) = pending_error.take() {
+                Err(e)
+            } else {
+                decoder.decode(&mut rbuf)
+            };
+            match next {
                 Ok(Some(req)) => {
                     conn.handle(req, &mut batch, &mut stream).await;
+                    conn.slot_memo = None;
                     if conn.authed && decoder.limits().max_array_len != full_limits.max_array_len {
                         decoder.set_limits(full_limits);
                     }
                     if conn.close {
+                        decoded.clear();
                         break;
                     }
                 }
@@ -409,6 +447,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 }
             }
         }
+        slots.clear();
         batch.flush(&shard).await;
         // appendfsync always: this batch's writes are durable before any reply goes out. One
         // fsync serves every connection that appended meanwhile (group commit): yield once
@@ -621,6 +660,26 @@ impl Conn {
         self.clock = crate::exec::Clock::start();
     }
 
+    /// Looks up the first argument of every request of a batch as a key (read-only, without
+    /// touching access times or expiring anything), noting each one's slot in `slots`.
+    fn prefetch(&self, reqs: &std::collections::VecDeque<Request>, slots: &mut Vec<Option<u16>>) {
+        slots.clear();
+        let st = self.shard.state.borrow();
+        let Some(db) = st.dbs.get(self.db) else {
+            return;
+        };
+        for req in reqs {
+            if req.len() < 2 {
+                slots.push(None);
+                continue;
+            }
+            let key = req.arg(1);
+            let slot = rcodis_core::slot::slot_of(key);
+            slots.push(Some(slot));
+            db.prefetch(key, slot);
+        }
+    }
+
     /// Data commands that still need the connection (COPY to another database).
     fn needs_conn_level(&self, spec: &CommandSpec, req: &Request) -> bool {
         spec.name == "copy" && req.args().skip(3).any(|a| a.eq_ignore_ascii_case(b"db"))
@@ -667,7 +726,9 @@ impl Conn {
         }] = spec.key_specs
         {
             if !spec.has(rcodis_core::cmd::CommandFlags::MOVABLEKEYS) && req.len() > 1 {
-                let slot = rcodis_core::slot::slot_of(req.arg(1));
+                let slot = self
+                    .slot_memo
+                    .unwrap_or_else(|| rcodis_core::slot::slot_of(req.arg(1)));
                 let target = slot as usize % self.shard.nr_shards;
                 return self.run_single(target, db, spec, req, b, Some(slot));
             }

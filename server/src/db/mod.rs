@@ -257,6 +257,29 @@ impl Db {
         tag.len() != pattern.len() && !tag.contains(&b'*') && self.owns(pattern)
     }
 
+    /// Brings a key's table slot, entry and string value into the cache ahead of use: a
+    /// read-only lookup that changes nothing.
+    #[inline]
+    pub fn prefetch(&self, key: &[u8], slot: u16) {
+        if slot as usize % self.nr_shards != self.shard_id {
+            return;
+        }
+        if let Some(e) = self.slots[self.local(slot)].get(key) {
+            if let Value::Str(v) = &e.value {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+                unsafe {
+                    core::arch::x86_64::_mm_prefetch(
+                        v.as_ptr() as *const i8,
+                        core::arch::x86_64::_MM_HINT_T0,
+                    );
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                std::hint::black_box(v.first());
+            }
+        }
+    }
+
     /// The live entry of a key (an expired one is removed and reported absent).
     #[inline]
     pub fn get(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
