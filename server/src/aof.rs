@@ -445,7 +445,7 @@ pub fn write_image(w: &mut impl Write, dbs: &mut [Db], now: u64) -> std::io::Res
     let mut out = Vec::new();
     for (i, d) in dbs.iter_mut().enumerate() {
         let mut keys: Vec<Bytes> = Vec::new();
-        d.for_each_key(now, |k, _| keys.push(k.clone()));
+        d.for_each_key(now, |k, _| keys.push(k.to_bytes()));
         if keys.is_empty() {
             continue;
         }

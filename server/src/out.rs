@@ -37,7 +37,7 @@ impl Out {
     }
 
     pub fn bulk(&mut self, b: &[u8]) {
-        enc::write_bulk(&mut self.buf, b);
+        enc::write_bulk_fast(&mut self.buf, b);
     }
 
     /// A bulk string of a number.

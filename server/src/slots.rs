@@ -16,7 +16,7 @@ use rcodis_core::num::parse_i64;
 use rcodis_core::resp::{Frame, FrameDecoder, Request};
 use rcodis_core::slot::{has_tag, slot_of, tag_crc, NUM_SLOTS};
 
-use crate::db::{dump, now_ms};
+use crate::db::{dump, now_ms, Key};
 use crate::out::Out;
 use crate::shard::{Shard, ShardState};
 
@@ -189,7 +189,7 @@ fn tag_siblings(st: &ShardState, db: usize, key: &[u8]) -> Vec<Bytes> {
     let mut v: Vec<Bytes> = st.dbs[db]
         .slot_keys(slot_of(key))
         .filter(|k| has_tag(k) && tag_crc(k) == crc)
-        .cloned()
+        .map(Key::to_bytes)
         .collect();
     if !v.iter().any(|k| &k[..] == key) {
         v.push(Bytes::copy_from_slice(key));
@@ -434,7 +434,7 @@ pub async fn mgrt_slot(
     let r = shard
         .run_on(owner, move |st| {
             let now = now_ms();
-            let pick = st.dbs[db].slot_keys(slot).next().cloned();
+            let pick = st.dbs[db].slot_keys(slot).next().map(Key::to_bytes);
             let moved = match pick {
                 None => 0,
                 Some(k) => {

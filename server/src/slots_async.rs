@@ -32,7 +32,7 @@ use rcodis_core::num::parse_i64;
 use rcodis_core::resp::{encode, Frame, FrameDecoder, Request};
 use rcodis_core::slot::{has_tag, slot_of, tag_crc, NUM_SLOTS};
 
-use crate::db::{dump, now_ms, Db, Entry, Value};
+use crate::db::{dump, now_ms, Db, Entry, Key, Value};
 use crate::out::Out;
 use crate::shard::{Shard, ShardState};
 
@@ -389,7 +389,7 @@ fn pick(
                 chosen.extend(
                     d.slot_keys(slot_of(k))
                         .filter(|x| has_tag(x) && tag_crc(x) == crc)
-                        .cloned(),
+                        .map(Key::to_bytes),
                 );
             }
         } else if seen.insert(k.clone()) {
@@ -398,7 +398,7 @@ fn pick(
     };
     match slot {
         Some(s) => {
-            let candidates: Vec<Bytes> = d.slot_keys(s).take(numkeys).cloned().collect();
+            let candidates: Vec<Bytes> = d.slot_keys(s).take(numkeys).map(Key::to_bytes).collect();
             for k in &candidates {
                 if chosen.len() >= numkeys {
                     break;

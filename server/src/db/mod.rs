@@ -5,6 +5,7 @@
 //! are also in an index set that active expiry samples at random.
 
 pub mod dump;
+pub mod key;
 pub mod zset;
 
 use std::collections::VecDeque;
@@ -15,6 +16,7 @@ use indexmap::IndexSet;
 use rand::Rng;
 use rcodis_core::slot::{slot_of, NUM_SLOTS};
 
+pub use key::Key;
 pub use zset::ZSet;
 
 /// A stored value.
@@ -132,7 +134,7 @@ impl Entry {
 pub struct Db {
     nr_shards: usize,
     shard_id: usize,
-    slots: Vec<HashMap<Bytes, Entry>>,
+    slots: Vec<HashMap<Key, Entry>>,
     expires: IndexSet<Bytes>,
     len: usize,
     /// Keys someone WATCHes: key → (version bumped on every write, number of watchers).
@@ -174,7 +176,7 @@ impl Db {
     }
 
     #[inline]
-    fn table(&mut self, key: &[u8]) -> &mut HashMap<Bytes, Entry> {
+    fn table(&mut self, key: &[u8]) -> &mut HashMap<Key, Entry> {
         let slot = match self.slot_hint {
             Some((p, l, s)) if key.as_ptr() as usize == p && key.len() == l => s,
             _ => slot_of(key),
@@ -216,12 +218,12 @@ impl Db {
     }
 
     /// The keys of one slot.
-    pub fn slot_keys(&self, slot: u16) -> impl Iterator<Item = &Bytes> {
+    pub fn slot_keys(&self, slot: u16) -> impl Iterator<Item = &Key> {
         self.slots[self.local(slot)].keys()
     }
 
     /// Every (key, entry) of one slot.
-    pub fn slot_entries(&self, slot: u16) -> impl Iterator<Item = (&Bytes, &Entry)> {
+    pub fn slot_entries(&self, slot: u16) -> impl Iterator<Item = (&Key, &Entry)> {
         self.slots[self.local(slot)].iter()
     }
 
@@ -235,7 +237,7 @@ impl Db {
     fn expire_now(&mut self, key: &[u8]) {
         if let Some((k, _)) = self.table(key).remove_entry(key) {
             self.len -= 1;
-            self.expires.swap_remove(&k);
+            self.expires.swap_remove(&*k);
             self.expired_keys += 1;
             self.touch_watched(&k);
         }
@@ -286,15 +288,16 @@ impl Db {
         if self.nr_shards > 1 && self.slot_hint.is_none() && !self.owns(key) {
             return None;
         }
-        let expired = match self.table(key).get(key) {
-            None => return None,
-            Some(e) => e.expire_at != 0 && e.expire_at <= now,
-        };
-        if expired {
+        let e: *mut Entry = self.table(key).get_mut(key)?;
+        // SAFETY: `e` points into the table and stays valid until the table is next
+        // modified; the live path returns it with `self`'s borrow, and the expired path
+        // stops using it before `expire_now` removes the entry. (A raw pointer only because
+        // the borrow checker cannot yet see that the two paths are disjoint.)
+        let e = unsafe { &mut *e };
+        if e.expire_at != 0 && e.expire_at <= now {
             self.expire_now(key);
             return None;
         }
-        let e = self.table(key).get_mut(key)?;
         if crate::memory::policy().is_lfu() {
             crate::memory::lfu_touch(e, now);
         }
@@ -343,7 +346,7 @@ impl Db {
                 }
             }
             None => {
-                t.insert(Bytes::copy_from_slice(key), entry);
+                t.insert(Key::from(key), entry);
                 self.len += 1;
             }
         }
@@ -364,13 +367,8 @@ impl Db {
             }
             None => {
                 had_ttl = false;
-                let k = Bytes::copy_from_slice(key);
-                if has_ttl {
-                    key_bytes = Some(k.clone());
-                } else {
-                    key_bytes = None;
-                }
-                t.insert(k, entry);
+                key_bytes = has_ttl.then(|| Bytes::copy_from_slice(key));
+                t.insert(Key::from(key), entry);
                 self.len += 1;
             }
         }
@@ -389,7 +387,7 @@ impl Db {
         let (k, e) = self.table(key).remove_entry(key)?;
         self.len -= 1;
         if e.expire_at != 0 {
-            self.expires.swap_remove(&k);
+            self.expires.swap_remove(&*k);
         }
         self.touch_watched(&k);
         Some(e)
@@ -477,9 +475,9 @@ impl Db {
         let n = t.len();
         for (k, e) in t {
             if e.expire_at != 0 {
-                self.expires.swap_remove(&k);
+                self.expires.swap_remove(&*k);
             }
-            if let Some(v) = self.watched.get_mut(&k) {
+            if let Some(v) = self.watched.get_mut(&*k) {
                 v.0 += 1;
             }
         }
@@ -508,7 +506,7 @@ impl Db {
             let mut found = None;
             for t in &self.slots {
                 if target < t.len() {
-                    found = t.keys().nth(target).cloned();
+                    found = t.keys().nth(target).map(Key::to_bytes);
                     break;
                 }
                 target -= t.len();
@@ -543,7 +541,7 @@ impl Db {
                 let k = self.expires[rng.gen_range(0..n)].clone();
                 let dead = self
                     .table(&k)
-                    .get(&k)
+                    .get(&k[..])
                     .is_some_and(|e| e.expire_at != 0 && e.expire_at <= now);
                 if dead {
                     self.expire_now(&k);
@@ -559,7 +557,7 @@ impl Db {
     }
 
     /// Every live key (for KEYS and SCAN); the callback gets each key once.
-    pub fn for_each_key(&self, now: u64, mut f: impl FnMut(&Bytes, &Entry)) {
+    pub fn for_each_key(&self, now: u64, mut f: impl FnMut(&Key, &Entry)) {
         for t in &self.slots {
             for (k, e) in t {
                 if e.expire_at == 0 || e.expire_at > now {
@@ -580,7 +578,7 @@ impl Db {
         now: u64,
     ) -> (Vec<Bytes>, Option<u64>) {
         let t = &self.slots[self.local(slot)];
-        let mut cands: Vec<(u64, &Bytes)> = t
+        let mut cands: Vec<(u64, &Key)> = t
             .iter()
             .filter(|(_, e)| e.expire_at == 0 || e.expire_at > now)
             .map(|(k, _)| (scan_hash(k), k))
@@ -589,12 +587,12 @@ impl Db {
         if cands.len() > count {
             cands.select_nth_unstable_by_key(count - 1, |c| c.0);
             let limit = cands[count - 1].0;
-            let mut page: Vec<(u64, &Bytes)> = cands.into_iter().filter(|c| c.0 <= limit).collect();
+            let mut page: Vec<(u64, &Key)> = cands.into_iter().filter(|c| c.0 <= limit).collect();
             page.sort_unstable_by_key(|c| c.0);
             let next = limit.checked_add(1);
-            (page.into_iter().map(|(_, k)| k.clone()).collect(), next)
+            (page.into_iter().map(|(_, k)| k.to_bytes()).collect(), next)
         } else {
-            (cands.into_iter().map(|(_, k)| k.clone()).collect(), None)
+            (cands.into_iter().map(|(_, k)| k.to_bytes()).collect(), None)
         }
     }
 }
