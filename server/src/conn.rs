@@ -668,15 +668,16 @@ impl Conn {
         let Some(db) = st.dbs.get(self.db) else {
             return;
         };
-        for req in reqs {
-            if req.len() < 2 {
-                slots.push(None);
-                continue;
+        // Two passes: with the slots (CRCs) out of the way, consecutive lookups are short
+        // enough for the processor to have several of their cache misses in flight at once.
+        slots.extend(
+            reqs.iter()
+                .map(|req| (req.len() >= 2).then(|| rcodis_core::slot::slot_of(req.arg(1)))),
+        );
+        for (req, slot) in reqs.iter().zip(slots.iter()) {
+            if let Some(slot) = *slot {
+                db.prefetch(req.arg(1), slot);
             }
-            let key = req.arg(1);
-            let slot = rcodis_core::slot::slot_of(key);
-            slots.push(Some(slot));
-            db.prefetch(key, slot);
         }
     }
 

@@ -155,6 +155,7 @@ pub fn check_environment() -> anyhow::Result<()> {
 /// Starts the server: one executor per shard, all listening on the configured port.
 /// Returns once every shard listens (with the actual port when 0 was asked for).
 pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
+    exec::init_clock();
     config.validate()?;
     check_environment()?;
     let nr = config.threads;
