@@ -575,14 +575,14 @@ impl Session {
                 }
             }
         }
-        let shared = self.shard.shared.clone();
         match plan {
             Plan::Locked(_) => unreachable!("waited for above"),
             Plan::Reject(e) => Slot::Ready(err(&e)),
             Plan::Local => Slot::Ready(self.local(spec, &req)),
             Plan::Single(b) => {
-                let raw = raw(&req);
                 if spec.has(rcodis_core::cmd::CommandFlags::BLOCKING) {
+                    let raw = raw(&req);
+                    let shared = &self.shard.shared;
                     // Its own connection: a blocked pop must not stall the shared pipeline.
                     let addr = self.backends()[b as usize].addr.clone();
                     let timeout =
@@ -597,7 +597,16 @@ impl Session {
                     );
                     return Slot::Dedicated(conn, rx);
                 }
-                Slot::Batch(self.backends()[b as usize].send_batch(&raw, self.db, &self.sink))
+                // The request's own bytes, without a reference-count round trip.
+                let built;
+                let raw = match req.raw() {
+                    Some(r) => &r[..],
+                    None => {
+                        built = raw(&req);
+                        &built[..]
+                    }
+                };
+                Slot::Batch(self.backends()[b as usize].send_batch(raw, self.db, &self.sink))
             }
             Plan::Replica(r, master) => {
                 let raw = raw(&req);
