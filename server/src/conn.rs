@@ -668,12 +668,18 @@ impl Conn {
         let Some(db) = st.dbs.get(self.db) else {
             return;
         };
-        // Two passes: with the slots (CRCs) out of the way, consecutive lookups are short
-        // enough for the processor to have several of their cache misses in flight at once.
+        // Three passes of short loops, so the processor keeps many cache misses in flight:
+        // the slots (CRCs), then the tables' control bytes (prefetching candidate buckets),
+        // then the buckets themselves (prefetching string values).
         slots.extend(
             reqs.iter()
                 .map(|req| (req.len() >= 2).then(|| rcodis_core::slot::slot_of(req.arg(1)))),
         );
+        for (req, slot) in reqs.iter().zip(slots.iter()) {
+            if let Some(slot) = *slot {
+                db.prefetch_probe(req.arg(1), slot);
+            }
+        }
         for (req, slot) in reqs.iter().zip(slots.iter()) {
             if let Some(slot) = *slot {
                 db.prefetch(req.arg(1), slot);

@@ -108,6 +108,36 @@ impl Value {
     }
 }
 
+/// A probe that never matches (see [`Db::prefetch_probe`]): it hashes as the key's bytes, and
+/// every bucket the table asks it to compare is prefetched rather than read.
+struct Touch<'a>(&'a [u8]);
+
+impl std::hash::Hash for Touch<'_> {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `Key` hashes: exactly as its bytes.
+        self.0.hash(state)
+    }
+}
+
+impl hashbrown::Equivalent<Key> for Touch<'_> {
+    #[inline]
+    fn equivalent(&self, key: &Key) -> bool {
+        let p = key as *const Key as *const i8;
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint; it never faults, whatever the address. The bucket
+        // (key, then entry) may straddle two cache lines: fetch both.
+        unsafe {
+            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch(p, _MM_HINT_T0);
+            _mm_prefetch(p.wrapping_add(64), _MM_HINT_T0);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = p;
+        false
+    }
+}
+
 /// A key's value with its expiry time (unix ms, 0 = none) and last access (for IDLETIME).
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -257,6 +287,17 @@ impl Db {
         }
         let tag = rcodis_core::slot::hash_tag(pattern);
         tag.len() != pattern.len() && !tag.contains(&b'*') && self.owns(pattern)
+    }
+
+    /// First step of a batch prefetch: probes for the key reading only the table's control
+    /// bytes (a lookup that never matches), and prefetches each candidate bucket instead of
+    /// reading it, so a loop of these keeps many cache misses in flight.
+    #[inline]
+    pub fn prefetch_probe(&self, key: &[u8], slot: u16) {
+        if slot as usize % self.nr_shards != self.shard_id {
+            return;
+        }
+        let _ = self.slots[self.local(slot)].get(&Touch(key));
     }
 
     /// Brings a key's table slot, entry and string value into the cache ahead of use: a
