@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # rcodis-proxy in front of two rcodis-servers versus one rcodis-server directly, side by
 # side, alternating; redis-benchmark throughput and the proxy's CPU per request (/proc).
+# With Debian's nutcracker installed, twemproxy in front of the same servers too (a reference).
 #   bash bench/proxy-vs-direct.sh [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,19 +22,28 @@ t = {"epoch": 1, "groups": {"1": {"id": 1, "servers": [f"127.0.0.1:{a}"]}, "2": 
 json.dump(t, open(path, "w"))
 PY
 pp=$(free_port); target/release/rcodis-proxy --listen "127.0.0.1:$pp" --threads 1 --slots-file "$tmp/topo.json" >/dev/null 2>&1 & ppid=$!; pids+=($ppid); wait_ping "$pp"
+# twemproxy (Debian's nutcracker, single-threaded C, epoll) in front of the same two servers
+# as a reference, when installed (`apt-get install nutcracker`).
+tw=""
+if command -v nutcracker >/dev/null 2>&1; then
+  tw=$(free_port)
+  printf 'rcodis:\n  listen: 127.0.0.1:%s\n  hash: crc32a\n  distribution: modula\n  redis: true\n  server_connections: 1\n  auto_eject_hosts: false\n  servers:\n   - 127.0.0.1:%s:1\n   - 127.0.0.1:%s:1\n' "$tw" "$s1" "$s2" >"$tmp/nutcracker.yml"
+  nutcracker -c "$tmp/nutcracker.yml" -o "$tmp/nutcracker.log" -s "$(free_port)" >/dev/null 2>&1 & twpid=$!; pids+=($twpid); wait_ping "$tw"
+fi
 hz=$(getconf CLK_TCK)
 echo "machine: $(nproc) cores; redis-benchmark -c 50 -t set,get -d 32 -r 100000"
 printf "| round | target | pipeline | SET req/s | GET req/s | proxy CPU µs/request |\n|---|---|---|---|---|---|\n"
+targets="direct proxy"; [ -n "$tw" ] && targets="direct proxy twemproxy"
 for r in $(seq "$rounds"); do
   for P in 16 1; do
     n=$([ "$P" = 16 ] && echo 1000000 || echo 200000)
-    for target in direct proxy; do
-      port=$([ "$target" = direct ] && echo "$s1" || echo "$pp")
-      before=$(awk '{print $14+$15}' /proc/$ppid/stat)
+    for target in $targets; do
+      case $target in direct) port=$s1; cpid=$ppid;; proxy) port=$pp; cpid=$ppid;; twemproxy) port=$tw; cpid=$twpid;; esac
+      before=$(awk '{print $14+$15}' /proc/$cpid/stat)
       out=$(redis-benchmark -p "$port" -c 50 -P "$P" -t set,get -d 32 -r 100000 -n "$n" -q 2>/dev/null | tr '\r' '\n' | grep -E 'requests per second')
-      after=$(awk '{print $14+$15}' /proc/$ppid/stat)
+      after=$(awk '{print $14+$15}' /proc/$cpid/stat)
       set_rps=$(echo "$out" | awk '/^SET/{print $2}'); get_rps=$(echo "$out" | awk '/^GET/{print $2}')
-      cpu=$([ "$target" = proxy ] && python3 -c "print(f'{($after-$before)/$hz/(2*$n)*1e6:.2f}')" || echo "")
+      cpu=$([ "$target" != direct ] && python3 -c "print(f'{($after-$before)/$hz/(2*$n)*1e6:.2f}')" || echo "")
       printf "| %s | %s | %s | %s | %s | %s |\n" "$r" "$target" "$P" "$set_rps" "$get_rps" "$cpu"
     done
   done
