@@ -505,3 +505,88 @@ fn sort_patterns_must_stay_on_the_key_shard() {
         Frame::Array(vec![Frame::bulk("2"), Frame::bulk("1")])
     );
 }
+
+/// One write holding a whole batch: the server decodes it at once and looks its keys up
+/// ahead; replies must be exactly those of running the commands one by one (SELECT in the
+/// middle, expired keys, long and short keys, keys of both shards, AUTH in the middle, a
+/// protocol error at the end).
+#[test]
+fn pipelined_batches_run_in_order() {
+    fn batch(cmds: &[&[&str]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in cmds {
+            rcodis_core::resp::Request::from_args(c.iter().copied()).write_resp(&mut out);
+        }
+        out
+    }
+    let s = server(&["--threads", "2", "--requirepass", "pw"]);
+    let mut c = s.conn();
+    let long = "k".repeat(40);
+    let (a, b) = keys_on_two_shards();
+    // Unauthenticated, then AUTH mid-batch: the rest runs authenticated.
+    c.send_raw(&batch(&[
+        &["SET", "x", "1"],
+        &["AUTH", "pw"],
+        &["SET", "x", "1"],
+        &["SET", &long, "long"],
+        &["SET", &a, "on-a"],
+        &["SET", &b, "on-b"],
+        &["SET", "gone", "v", "PX", "1"],
+    ]));
+    assert_eq!(text(&c.read().unwrap()), "NOAUTH Authentication required.");
+    for _ in 0..6 {
+        assert_eq!(c.read().unwrap(), Frame::simple("OK"));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    c.send_raw(&batch(&[
+        &["GET", "x"],
+        &["GET", &long],
+        &["GET", &a],
+        &["GET", &b],
+        &["GET", "gone"],
+        &["SELECT", "1"],
+        &["GET", "x"],
+        &["SET", "x", "db1"],
+        &["SELECT", "0"],
+        &["GET", "x"],
+        &["INCR", "x"],
+        &["GET", "x"],
+        &["SET", "x", "2"],
+        &["GET", "x"],
+        &["LPUSH", &long, "v"],
+        &["PING"],
+    ]));
+    let want = [
+        Frame::bulk("1"),
+        Frame::bulk("long"),
+        Frame::bulk("on-a"),
+        Frame::bulk("on-b"),
+        Frame::NullBulk,
+        Frame::simple("OK"),
+        Frame::NullBulk,
+        Frame::simple("OK"),
+        Frame::simple("OK"),
+        Frame::bulk("1"),
+        Frame::Integer(2),
+        Frame::bulk("2"),
+        Frame::simple("OK"),
+        Frame::bulk("2"),
+    ];
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(&c.read().unwrap(), w, "reply {i}");
+    }
+    assert!(text(&c.read().unwrap()).starts_with("WRONGTYPE"));
+    assert_eq!(c.read().unwrap(), Frame::simple("PONG"));
+    assert!(text(&c.cmd(&["INFO", "stats"])).contains("expired_keys:1"));
+    // Valid commands before a protocol error in the same write still run and answer.
+    let mut raw = batch(&[&["SET", "y", "1"], &["GET", "y"]]);
+    raw.extend_from_slice(b"*1\r\nx\r\n");
+    c.send_raw(&raw);
+    assert_eq!(c.read().unwrap(), Frame::simple("OK"));
+    assert_eq!(c.read().unwrap(), Frame::bulk("1"));
+    assert_eq!(
+        text(&c.read().unwrap()),
+        "ERR Protocol error: expected '$', got 'x'"
+    );
+    assert!(c.read().is_none());
+}
