@@ -129,7 +129,7 @@ pub fn refresh() {
 pub const LFU_INIT: u8 = 5;
 
 pub fn lfu_touch(e: &mut Entry, now: u64) {
-    let minutes = now.saturating_sub(e.access_ms) / 60_000;
+    let minutes = now.saturating_sub(e.access_ms()) / 60_000;
     if let Some(steps) = minutes.checked_div(LFU_DECAY_MIN.load(Ordering::Relaxed)) {
         e.freq = e.freq.saturating_sub(steps.min(255) as u8);
     }
@@ -214,7 +214,7 @@ fn pick_victim(dbs: &mut [Db], p: Policy, samples: usize, now: u64) -> Option<(u
         };
         // Higher score = better victim.
         let score = match p {
-            Policy::AllkeysLru | Policy::VolatileLru => now.saturating_sub(e.access_ms),
+            Policy::AllkeysLru | Policy::VolatileLru => now.saturating_sub(e.access_ms()),
             Policy::AllkeysLfu | Policy::VolatileLfu => 255 - e.freq as u64,
             Policy::VolatileTtl => u64::MAX - e.expire_at,
             _ => rng.gen(),

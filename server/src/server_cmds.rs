@@ -921,7 +921,7 @@ async fn copy_db(c: &mut Conn, req: &Request, out: &mut Out) {
             let Some(mut e) = m.call(so, move |st| st.dbs[src_db].get(&s2, now).cloned()) else {
                 return 0;
             };
-            e.access_ms = now;
+            e.set_access_ms(now);
             let d2 = dst.clone();
             m.call(dso, move |st| {
                 if !replace && st.dbs[dst_db].exists(&d2, now) {
@@ -1850,7 +1850,7 @@ async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
                         "Value at:0x0 refcount:1 encoding:{} serializedlength:{} lru:0 lru_seconds_idle:{}",
                         e.value.encoding(),
                         e.value.mem_size(),
-                        now_ms().saturating_sub(e.access_ms) / 1000
+                        now_ms().saturating_sub(e.access_ms()) / 1000
                     )
                 })
             })

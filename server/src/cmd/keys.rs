@@ -108,7 +108,7 @@ fn restore(ctx: &mut Ctx<'_>, req: &Request) {
     let mut e = crate::db::Entry::new(value, ctx.now);
     e.expire_at = at;
     if let Some(idle) = idle {
-        e.access_ms = ctx.now.saturating_sub(idle as u64 * 1000);
+        e.set_access_ms(ctx.now.saturating_sub(idle as u64 * 1000));
     }
     ctx.db.set_entry(key, e);
     ctx.pushed.push(owned(key));
@@ -351,7 +351,7 @@ fn copy(ctx: &mut Ctx<'_>, req: &Request) {
     if ctx.db.exists(dst, ctx.now) && !replace {
         return ctx.out.int(0);
     }
-    entry.access_ms = ctx.now;
+    entry.set_access_ms(ctx.now);
     ctx.db.set_entry(dst, entry);
     ctx.out.int(1);
 }
@@ -371,7 +371,7 @@ fn object_idletime(ctx: &mut Ctx<'_>, req: &Request) {
     let now = ctx.now;
     match ctx.db.get_quiet(req.arg(2), now) {
         Some(e) => {
-            let idle = now.saturating_sub(e.access_ms) / 1000;
+            let idle = now.saturating_sub(e.access_ms()) / 1000;
             ctx.out.int(idle as i64)
         }
         None => ctx.out.null(),

@@ -277,7 +277,7 @@ fn setop(ctx: &mut Ctx<'_>, req: &Request, from: usize, op: Op, store: Option<&[
             if n == 0 {
                 ctx.db.remove(dst, ctx.now);
             } else {
-                ctx.db.set(dst, Value::Set(res), ctx.now);
+                ctx.db.set(dst, Value::Set(Box::new(res)), ctx.now);
             }
             ctx.out.int(n as i64)
         }

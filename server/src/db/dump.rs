@@ -91,14 +91,14 @@ pub fn dump(v: &Value) -> Vec<u8> {
         Value::Set(s) => {
             out.push(T_SET);
             put_len(&mut out, s.len() as u64);
-            for m in s {
+            for m in s.iter() {
                 put_str(&mut out, m);
             }
         }
         Value::Hash(h) => {
             out.push(T_HASH);
             put_len(&mut out, h.len() as u64);
-            for (k, v) in h {
+            for (k, v) in h.iter() {
                 put_str(&mut out, k);
                 put_str(&mut out, v);
             }
@@ -249,7 +249,7 @@ impl Reader<'_> {
                 for _ in 0..n {
                     s.insert(self.string()?);
                 }
-                Value::Set(s)
+                Value::Set(Box::new(s))
             }
             T_HASH => {
                 let n = self.len()?;
@@ -259,7 +259,7 @@ impl Reader<'_> {
                     let v = self.string()?;
                     h.insert(k, v);
                 }
-                Value::Hash(h)
+                Value::Hash(Box::new(h))
             }
             T_ZSET | T_ZSET_2 => {
                 let n = self.len()?;
@@ -280,12 +280,12 @@ impl Reader<'_> {
             }
             T_SET_INTSET => {
                 let blob = self.string()?;
-                Value::Set(
+                Value::Set(Box::new(
                     intset(&blob)?
                         .into_iter()
                         .map(|v| Bytes::from(v.to_string()))
                         .collect(),
-                )
+                ))
             }
             T_HASH_LISTPACK => {
                 let items = listpack(&self.string()?)?;
@@ -297,7 +297,7 @@ impl Reader<'_> {
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
                     h.insert(k, v);
                 }
-                Value::Hash(h)
+                Value::Hash(Box::new(h))
             }
             T_ZSET_LISTPACK => {
                 let items = listpack(&self.string()?)?;
@@ -477,12 +477,14 @@ mod tests {
             Value::Str(Bytes::from_static(b"hello")),
             Value::Str(Bytes::from(vec![7u8; 20000])),
             Value::List((0..100).map(|i| Bytes::from(i.to_string())).collect()),
-            Value::Set((0..10).map(|i| Bytes::from(format!("m{i}"))).collect()),
-            Value::Hash(
+            Value::Set(Box::new(
+                (0..10).map(|i| Bytes::from(format!("m{i}"))).collect(),
+            )),
+            Value::Hash(Box::new(
                 [(Bytes::from_static(b"f"), Bytes::from_static(b"v"))]
                     .into_iter()
                     .collect(),
-            ),
+            )),
             Value::ZSet(Box::new(z)),
         ];
         for v in values {

@@ -123,6 +123,9 @@ mod tests {
     #[test]
     fn inline_and_heap_keys_behave_as_their_bytes() {
         assert_eq!(std::mem::size_of::<Key>(), 24);
+        // A table bucket: 24-byte key, 40-byte value, expiry, access second, LFU counter.
+        assert_eq!(std::mem::size_of::<super::super::Value>(), 40);
+        assert_eq!(std::mem::size_of::<(Key, super::super::Entry)>(), 80);
         for s in [
             &b""[..],
             b"a",

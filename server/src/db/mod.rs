@@ -24,8 +24,10 @@ pub use zset::ZSet;
 pub enum Value {
     Str(Bytes),
     List(VecDeque<Bytes>),
-    Hash(HashMap<Bytes, Bytes>),
-    Set(HashSet<Bytes>),
+    // Boxed, so that a string (the common value) does not pay for the widest variant in
+    // every table bucket.
+    Hash(Box<HashMap<Bytes, Bytes>>),
+    Set(Box<HashSet<Bytes>>),
     ZSet(Box<ZSet>),
 }
 
@@ -143,7 +145,9 @@ impl hashbrown::Equivalent<Key> for Touch<'_> {
 pub struct Entry {
     pub value: Value,
     pub expire_at: u64,
-    pub access_ms: u64,
+    /// Last access in unix seconds: Redis's LRU clock has the same one-second resolution,
+    /// and four bytes instead of eight keep a table bucket small.
+    access_s: u32,
     /// LFU counter (Redis's logarithmic access frequency).
     pub freq: u8,
 }
@@ -153,9 +157,21 @@ impl Entry {
         Entry {
             value,
             expire_at: 0,
-            access_ms: now,
+            access_s: (now / 1000) as u32,
             freq: crate::memory::LFU_INIT,
         }
+    }
+
+    /// Last access (unix ms, at one-second resolution).
+    #[inline]
+    pub fn access_ms(&self) -> u64 {
+        self.access_s as u64 * 1000
+    }
+
+    /// Records an access at `ms` (unix ms).
+    #[inline]
+    pub fn set_access_ms(&mut self, ms: u64) {
+        self.access_s = (ms / 1000) as u32;
     }
 }
 
@@ -342,7 +358,7 @@ impl Db {
         if crate::memory::policy().is_lfu() {
             crate::memory::lfu_touch(e, now);
         }
-        e.access_ms = now;
+        e.set_access_ms(now);
         Some(e)
     }
 
