@@ -113,6 +113,52 @@ pub struct Shard {
     /// epoch is acknowledged only once every batch of an older one has finished (so after a
     /// slot's owner changes, nothing is still on its way to the old owner).
     pub inflight: RefCell<std::collections::BTreeMap<u64, usize>>,
+    /// Seconds since the shard started, advanced by its idle sweeper.
+    pub clock_s: std::cell::Cell<u64>,
+    /// The sessions the idle sweeper watches (`session_idle_timeout_secs`).
+    pub idle: RefCell<Vec<std::rc::Weak<IdleMark>>>,
+}
+
+/// What a shard's idle sweeper knows of one session. A sweep once a second replaces a read
+/// timeout on every client socket, which cost a timer insertion and removal on every read
+/// that had to wait.
+pub struct IdleMark {
+    pub id: u64,
+    pub fd: std::os::fd::RawFd,
+    /// [`Shard::clock_s`] when the session last had input.
+    pub last: std::cell::Cell<u64>,
+    /// Subscribed, or waiting in a blocking command: never idle.
+    pub exempt: std::cell::Cell<bool>,
+}
+
+/// Closes the sessions idle for more than `idle_s` seconds (from their shard's task), once a
+/// second: shutting the socket down ends the session's pending read.
+async fn sweep_idle(shard: Rc<Shard>, idle_s: u64) {
+    let start = Instant::now();
+    loop {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        let now = start.elapsed().as_secs();
+        shard.clock_s.set(now);
+        shard.idle.borrow_mut().retain(|w| {
+            let Some(m) = w.upgrade() else {
+                return false;
+            };
+            if m.exempt.get() || now.saturating_sub(m.last.get()) <= idle_s {
+                return true;
+            }
+            tracing::info!(
+                client = m.id,
+                "closing a client idle for {idle_s}s (session_idle_timeout_secs)"
+            );
+            // SAFETY: the session owns the descriptor and is alive (we hold its mark's
+            // strong count through `upgrade`, and the session drops its stream only after
+            // its mark); shutdown only ends its reads and writes.
+            unsafe {
+                libc::shutdown(m.fd, libc::SHUT_RDWR);
+            }
+            false
+        });
+    }
 }
 
 /// One connection to each backend of the table (same order), in both protocols, and to each
@@ -298,8 +344,17 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
                     conns: RefCell::new(Vec::new()),
                     pool: RefCell::new(HashMap::new()),
                     inflight: RefCell::new(Default::default()),
+                    clock_s: std::cell::Cell::new(0),
+                    idle: RefCell::new(Vec::new()),
                 });
                 shard.refresh();
+                if shared.config.session_idle_timeout_secs > 0 {
+                    glommio::spawn_local(sweep_idle(
+                        shard.clone(),
+                        shared.config.session_idle_timeout_secs,
+                    ))
+                    .detach();
+                }
                 // Pick up new tables even while no client sends anything.
                 let s2 = shard.clone();
                 glommio::spawn_local(async move {

@@ -126,8 +126,19 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         conn_set: 0,
     };
     s.conn_set = (s.id % shared.config.backend_connections.max(1) as u64) as usize;
-    let idle = std::time::Duration::from_secs(shared.config.session_idle_timeout_secs);
-    let mut idle_armed = false;
+    // Idle clients are closed by the shard's sweeper (lib.rs), which this mark tells of the
+    // session's activity. Dropped before the stream (a parameter), so the sweeper never
+    // shuts down a descriptor this session no longer owns.
+    let idle_mark = (shared.config.session_idle_timeout_secs > 0).then(|| {
+        let m = Rc::new(crate::IdleMark {
+            id: s.id,
+            fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
+            last: std::cell::Cell::new(shard.clock_s.get()),
+            exempt: std::cell::Cell::new(false),
+        });
+        shard.idle.borrow_mut().push(Rc::downgrade(&m));
+        m
+    });
     let stats = &shared.stats[shard.id];
     let limits = Limits {
         max_bulk_len: shared.config.max_request_bytes,
@@ -144,12 +155,11 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let mut marks: Vec<(u16, usize)> = Vec::new();
     let mut out = BytesMut::with_capacity(16 * 1024);
     'conn: loop {
+        if let Some(m) = &idle_mark {
+            // Subscribers may stay quiet for as long as they like.
+            m.exempt.set(s.pubsub.is_some());
+        }
         let n = if s.pubsub.is_some() {
-            if idle_armed {
-                // Subscribers may stay quiet for as long as they like.
-                let _ = stream.set_read_timeout(None);
-                idle_armed = false;
-            }
             // Subscribed: published messages come in between the client's commands.
             match s.next_input(&mut stream, &mut tmp).await {
                 Input::Read(n) => n,
@@ -164,25 +174,14 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 Input::Closed => break,
             }
         } else {
-            if !idle.is_zero() && !idle_armed {
-                let _ = stream.set_read_timeout(Some(idle));
-                idle_armed = true;
-            }
             match stream.read(&mut tmp).await {
-                Ok(0) => break,
-                Err(e) => {
-                    if e.kind() == std::io::ErrorKind::TimedOut {
-                        tracing::info!(
-                            client = s.id,
-                            "closing a client idle for {}s (session_idle_timeout_secs)",
-                            idle.as_secs()
-                        );
-                    }
-                    break;
-                }
+                Ok(0) | Err(_) => break,
                 Ok(n) => n,
             }
         };
+        if let Some(m) = &idle_mark {
+            m.last.set(shard.clock_s.get());
+        }
         rbuf.extend_from_slice(&tmp[..n]);
         loop {
             // At most session_max_pipeline requests in flight: the rest wait in the buffer.
@@ -250,6 +249,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                     // the dedicated connection makes the server drop the waiter (nothing is
                     // popped for a client that is gone).
                     let mut rx = rx;
+                    // The idle timeout does not apply to a blocked client.
+                    if let Some(m) = &idle_mark {
+                        m.exempt.set(true);
+                    }
                     let reply = loop {
                         let read = stream.read(&mut tmp);
                         futures::pin_mut!(read);
@@ -264,9 +267,6 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                             futures::future::Either::Right((Ok(n), _)) if n > 0 => {
                                 rbuf.extend_from_slice(&tmp[..n]);
                             }
-                            // The idle timeout does not apply to a blocked client.
-                            futures::future::Either::Right((Err(e), _))
-                                if e.kind() == std::io::ErrorKind::TimedOut => {}
                             futures::future::Either::Right(_) => {
                                 drop(conn);
                                 break 'conn;
@@ -274,6 +274,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                         }
                     };
                     drop(conn);
+                    if let Some(m) = &idle_mark {
+                        m.exempt.set(false);
+                        m.last.set(shard.clock_s.get());
+                    }
                     out.extend_from_slice(&reply);
                     continue;
                 }

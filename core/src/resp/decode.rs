@@ -53,6 +53,45 @@ fn guard_count_line(buf: &[u8], start: usize, limits: &Limits) -> Result<(), Pro
     }
 }
 
+/// The length of a whole `+text\r\n` (short) or `$len\r\ndata\r\n` frame at the start of
+/// `buf`, or `None` for anything else (the caller then runs the full check).
+#[inline]
+fn fast_simple_or_bulk(buf: &[u8], max_bulk: usize) -> Option<usize> {
+    match *buf.first()? {
+        b'+' => {
+            let cr = buf
+                .iter()
+                .take(64)
+                .position(|&c| c == b'\r' || c == b'\n')?;
+            (buf.get(cr) == Some(&b'\r') && buf.get(cr + 1) == Some(&b'\n')).then_some(cr + 2)
+        }
+        b'$' => {
+            let mut len: usize = 0;
+            let mut i = 1;
+            while let Some(&c) = buf.get(i) {
+                if !c.is_ascii_digit() || i > 10 {
+                    break;
+                }
+                len = len * 10 + (c - b'0') as usize;
+                i += 1;
+            }
+            // No leading zeros, as the full parser: the fast path must accept nothing it
+            // would refuse.
+            if i == 1
+                || (buf[1] == b'0' && i > 2)
+                || len > max_bulk
+                || buf.get(i) != Some(&b'\r')
+                || buf.get(i + 1) != Some(&b'\n')
+            {
+                return None;
+            }
+            let end = i + 2 + len + 2;
+            (end <= buf.len() && &buf[end - 2..end] == b"\r\n").then_some(end)
+        }
+        _ => None,
+    }
+}
+
 impl FrameDecoder {
     /// A decoder with the given limits.
     pub fn new(limits: Limits) -> Self {
@@ -78,6 +117,13 @@ impl FrameDecoder {
     /// bytes are needed. The caller must not change the bytes already scanned between calls
     /// that return `None` (appending is fine).
     pub fn check(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        // The replies a proxy forwards most: a whole `+simple` or `$bulk` at rest. Anything
+        // else, partial or malformed takes the full path (which also reports the errors).
+        if self.pos == 0 && self.stack.is_empty() {
+            if let Some(n) = fast_simple_or_bulk(buf, self.limits.max_bulk_len) {
+                return Ok(Some(n));
+            }
+        }
         let r = self.check_inner(buf);
         if !matches!(r, Ok(None)) {
             self.reset();
@@ -283,6 +329,44 @@ mod tests {
     fn dec(input: &[u8]) -> Result<Option<Frame>, ProtocolError> {
         let mut buf = BytesMut::from(input);
         FrameDecoder::default().decode(&mut buf)
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_full_check() {
+        let inputs: &[&[u8]] = &[
+            b"+OK\r\n",
+            b"+OK\r",
+            b"+O\rK\r\n",
+            b"+\r\n",
+            b"$3\r\nabc\r\n",
+            b"$3\r\nabc\r\n+OK\r\n",
+            b"$3\r\nabc\r",
+            b"$3\r\nabcd\r\n",
+            b"$0\r\n\r\n",
+            b"$03\r\nabc\r\n",
+            b"$-1\r\n",
+            b"$\r\n",
+            b"$12345678901\r\n",
+            b"$3\rxabc\r\n",
+            b"$4294967296\r\n",
+            b":12\r\n",
+            b"*1\r\n$1\r\na\r\n",
+        ];
+        for input in inputs {
+            for cut in 0..=input.len() {
+                let buf = &input[..cut];
+                let mut fast = FrameDecoder::default();
+                let mut slow = FrameDecoder::default();
+                let want = slow.check_inner(buf);
+                let got = fast.check(buf);
+                assert_eq!(
+                    format!("{got:?}"),
+                    format!("{want:?}"),
+                    "{:?}",
+                    String::from_utf8_lossy(buf)
+                );
+            }
+        }
     }
 
     #[test]
