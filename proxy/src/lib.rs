@@ -315,8 +315,11 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
     for id in 0..nr {
         let shared = shared.clone();
         let ready = ready_tx.clone();
-        let placement = if nr <= cpus {
-            Placement::Fixed(id % cpus)
+        // Pin shards to cores only when the process has one per core (the default): with
+        // fewer, it shares the machine (a server and a proxy on one host, `rcodis-ctl up`), and
+        // pinning every process's shard 0 to CPU 0 would stack them on one core.
+        let placement = if nr == cpus {
+            Placement::Fixed(id)
         } else {
             Placement::Unbound
         };

@@ -216,8 +216,11 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
         let bind = bind.clone();
         let port_cell = port_cell.clone();
         let port_cv = port_cv.clone();
-        let placement = if nr <= cpus {
-            Placement::Fixed(id % cpus)
+        // Pin shards to cores only when the process has one per core (the default): with
+        // fewer, it shares the machine (a server and a proxy on one host, `rcodis-ctl up`), and
+        // pinning every process's shard 0 to CPU 0 would stack them on one core.
+        let placement = if nr == cpus {
+            Placement::Fixed(id)
         } else {
             Placement::Unbound
         };
