@@ -681,6 +681,20 @@ fn metrics_admin_token_and_idle_timeout() {
     blocked.set_timeout(Duration::from_secs(10));
     let r = blocked.cmd(&["BLPOP", "nothing-here", "2"]);
     assert_eq!(r, Frame::NullArray, "{r:?}");
+    // Neither is a subscriber: quiet for longer than the timeout, it still gets messages.
+    let mut sub = Conn::connect(c.port);
+    sub.set_timeout(Duration::from_secs(10));
+    assert!(matches!(sub.cmd(&["SUBSCRIBE", "news"]), Frame::Array(_)));
+    std::thread::sleep(Duration::from_millis(3500));
+    let mut publisher = Conn::connect(c.port);
+    assert_eq!(
+        publisher.cmd(&["PUBLISH", "news", "hello"]),
+        Frame::Integer(1)
+    );
+    match sub.read() {
+        Some(Frame::Array(m)) => assert_eq!(text(&m[2]), "hello"),
+        other => panic!("a quiet subscriber lost its message: {other:?}"),
+    }
     // Shutdown through the API (with the token) stops the proxy.
     assert_eq!(http(&addr, "POST", "/shutdown", "").0, 401);
     assert_eq!(
