@@ -34,6 +34,11 @@ impl Drop for UpChild {
     }
 }
 
+/// A dashboard POST with the test's admin token.
+fn post_tok(addr: &str, path: &str) -> (u16, String) {
+    http(addr, "POST", path, "Authorization: Bearer tok\r\n")
+}
+
 fn up(dir: &std::path::Path, port: u16) -> (UpChild, BufReader<std::process::ChildStdout>) {
     up_with(dir, port, &[])
 }
@@ -614,19 +619,9 @@ fn dashboard_serves_the_api_and_drives_migrations() {
         .0,
         403
     );
-    let (code, body) = http(
-        &addr,
-        "POST",
-        "/api/groups/3",
-        "Authorization: Bearer tok\r\n",
-    );
+    let (code, body) = post_tok(&addr, "/api/groups/3");
     assert_eq!(code, 200, "{body}");
-    let (code, body) = http(
-        &addr,
-        "POST",
-        "/api/groups/3",
-        "Authorization: Bearer tok\r\n",
-    );
+    let (code, body) = post_tok(&addr, "/api/groups/3");
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("exists"), "{body}");
     let (code, _) = http(&addr, "DELETE", "/api/groups/3", "X-Admin-Token: tok\r\n");
@@ -649,12 +644,7 @@ fn dashboard_serves_the_api_and_drives_migrations() {
         "{}",
         String::from_utf8_lossy(&det.stderr)
     );
-    let (code, body) = http(
-        &addr,
-        "POST",
-        "/api/slots/migrate/8-15/2?method=sync",
-        "Authorization: Bearer tok\r\n",
-    );
+    let (code, body) = post_tok(&addr, "/api/slots/migrate/8-15/2?method=sync");
     assert_eq!(code, 200, "{body}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -678,12 +668,7 @@ fn dashboard_serves_the_api_and_drives_migrations() {
         reads_every_key(&mut c, 2000)
     });
     // A rebalance plan (dry run) through the API.
-    let (code, body) = http(
-        &addr,
-        "POST",
-        "/api/rebalance?dry_run=1",
-        "Authorization: Bearer tok\r\n",
-    );
+    let (code, body) = post_tok(&addr, "/api/rebalance?dry_run=1");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("group 2 -> group 1"), "{body}");
     // Failover through the API: group 1's replica becomes its master, the old master
@@ -697,12 +682,7 @@ fn dashboard_serves_the_api_and_drives_migrations() {
         .as_str()
         .unwrap()
         .to_string();
-    let (code, body) = http(
-        &addr,
-        "POST",
-        &format!("/api/groups/1/promote/{replica}"),
-        "Authorization: Bearer tok\r\n",
-    );
+    let (code, body) = post_tok(&addr, &format!("/api/groups/1/promote/{replica}"));
     assert_eq!(code, 200, "{body}");
     let topo = json_get(&addr, "/api/topology");
     assert_eq!(
@@ -710,19 +690,9 @@ fn dashboard_serves_the_api_and_drives_migrations() {
         replica.as_str(),
         "{topo}"
     );
-    let (code, body) = http(
-        &addr,
-        "POST",
-        "/api/groups/1/replica-read/off",
-        "Authorization: Bearer tok\r\n",
-    );
+    let (code, body) = post_tok(&addr, "/api/groups/1/replica-read/off");
     assert_eq!(code, 200, "{body}");
-    let (code, _) = http(
-        &addr,
-        "POST",
-        "/api/groups/1/replica-read/maybe",
-        "Authorization: Bearer tok\r\n",
-    );
+    let (code, _) = post_tok(&addr, "/api/groups/1/replica-read/maybe");
     assert_eq!(code, 400);
     let old_port: u16 = old_master.rsplit_once(':').unwrap().1.parse().unwrap();
     rcodis_tests::wait_until("the old master to follow", Duration::from_secs(20), || {
