@@ -398,7 +398,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         // running anything, so the cache misses of many lookups overlap instead of stalling
         // one command after another. Only once authenticated (the limits change with AUTH).
         let mut ahead = 0;
-        if conn.authed && decoder.limits().max_array_len == full_limits.max_array_len {
+        if conn.authed {
             let mut failed = None;
             while decoded.len() < 256 {
                 match decoder.decode(&mut rbuf) {

@@ -125,19 +125,25 @@ impl std::hash::Hash for Touch<'_> {
 impl hashbrown::Equivalent<Key> for Touch<'_> {
     #[inline]
     fn equivalent(&self, key: &Key) -> bool {
-        let p = key as *const Key as *const i8;
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is a hint; it never faults, whatever the address. The bucket
-        // (key, then entry) may straddle two cache lines: fetch both.
-        unsafe {
-            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch(p, _MM_HINT_T0);
-            _mm_prefetch(p.wrapping_add(64), _MM_HINT_T0);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = p;
+        // The bucket (key, then entry) may straddle two cache lines: fetch both.
+        let p = key as *const Key as *const u8;
+        prefetch_line(p);
+        prefetch_line(p.wrapping_add(64));
         false
     }
+}
+
+/// Asks the processor to bring the cache line at `p` in (a hint: nothing where the target
+/// has no such instruction).
+#[inline(always)]
+fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(p as *const i8, core::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// A key's value with its expiry time (unix ms, 0 = none) and last access (for IDLETIME).
@@ -325,16 +331,7 @@ impl Db {
         }
         if let Some(e) = self.slots[self.local(slot)].get(key) {
             if let Value::Str(v) = &e.value {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: a prefetch is a hint; it never faults, whatever the address.
-                unsafe {
-                    core::arch::x86_64::_mm_prefetch(
-                        v.as_ptr() as *const i8,
-                        core::arch::x86_64::_MM_HINT_T0,
-                    );
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                std::hint::black_box(v.first());
+                prefetch_line(v.as_ptr());
             }
         }
     }
