@@ -23,7 +23,8 @@ pub struct ProxyConfig {
     /// Password for the backends (rcodis-servers' requirepass).
     pub product_auth: String,
     pub max_clients: usize,
-    /// Requests a session may have in flight.
+    /// Requests a client may send without waiting for replies (those found at once in its
+    /// input): past it, the client gets `-ERR too many pipelined requests` and is closed.
     pub session_max_pipeline: usize,
     /// Largest request (bytes).
     pub max_request_bytes: usize,

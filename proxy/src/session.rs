@@ -236,7 +236,25 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                     break;
                 }
             }
-            let full = slots.len() >= max_batch || stopped_early;
+            let mut full = slots.len() >= max_batch || stopped_early;
+            // More than session_max_pipeline requests sent without waiting for a reply: the
+            // ones within the limit are answered, then the client gets an error and is closed
+            // (as Codis does; its memory stays bounded either way).
+            let mut overflow = false;
+            if slots.len() >= max_batch && pending.is_none() && protocol_error.is_none() && !s.close
+            {
+                match dec.decode(&mut rbuf) {
+                    Ok(Some(_)) => {
+                        overflow = true;
+                        full = false;
+                    }
+                    Ok(None) => full = false,
+                    Err(e) => {
+                        protocol_error = Some(e);
+                        full = false;
+                    }
+                }
+            }
             shared.commands[shard.id].fetch_add(slots.len() as u64, Ordering::Relaxed);
             for (slot, id) in slots.drain(..).zip(ids.drain(..)) {
                 marks.push((id, out.len()));
@@ -295,6 +313,23 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             }
             if let Some(e) = &protocol_error {
                 enc::write_error(&mut out, format!("ERR {e}").as_bytes());
+                s.close = true;
+            } else if overflow {
+                tracing::warn!(
+                    "closing client {} ({}): more than session_max_pipeline ({max_batch}) pipelined requests",
+                    s.id,
+                    stream
+                        .peer_addr()
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|_| "?".into())
+                );
+                enc::write_error(
+                    &mut out,
+                    format!(
+                        "ERR too many pipelined requests (session_max_pipeline is {max_batch})"
+                    )
+                    .as_bytes(),
+                );
                 s.close = true;
             }
             if let Some(e) = batch_epoch.take() {

@@ -765,12 +765,17 @@ fn resp3_sessions() {
 
 /// Limits from the TOML config: clients past max_clients get an error and are closed (the
 /// others keep working); a request with an argument past max_request_bytes gets a protocol
-/// error and only that client is closed.
+/// error and only that client is closed; a client with more than session_max_pipeline
+/// requests sent at once gets the replies within the limit, an error, and is closed.
 #[test]
 fn limits_from_the_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("proxy.toml");
-    std::fs::write(&conf, "max_clients = 3\nmax_request_bytes = 1024\n").unwrap();
+    std::fs::write(
+        &conf,
+        "max_clients = 3\nmax_request_bytes = 1024\nsession_max_pipeline = 8\n",
+    )
+    .unwrap();
     let c = start_with(&["--config", conf.to_str().unwrap()]);
     let mut keep: Vec<Conn> = (0..3).map(|_| Conn::connect(c.port)).collect();
     for k in &mut keep {
@@ -796,6 +801,24 @@ fn limits_from_the_config_file() {
         keep[1].cmd(&["SET", "small", "v"]),
         Frame::Simple("OK".into())
     );
+    assert_eq!(text(&keep[2].cmd(&["GET", "small"])), "v");
+    // Eight requests in one write are within session_max_pipeline; twelve are not.
+    let pings = |n: usize| b"*1\r\n$4\r\nPING\r\n".repeat(n);
+    keep[1].send_raw(&pings(8));
+    for _ in 0..8 {
+        assert_eq!(keep[1].read(), Some(Frame::Simple("PONG".into())));
+    }
+    assert_eq!(text(&keep[1].cmd(&["GET", "small"])), "v");
+    keep[1].send_raw(&pings(12));
+    for _ in 0..8 {
+        assert_eq!(keep[1].read(), Some(Frame::Simple("PONG".into())));
+    }
+    let r = keep[1].read_opt();
+    assert!(
+        matches!(&r, Some(Frame::Error(e)) if e.starts_with(b"ERR too many pipelined requests")),
+        "{r:?}"
+    );
+    assert!(keep[1].read_opt().is_none(), "closed after the error");
     assert_eq!(text(&keep[2].cmd(&["GET", "small"])), "v");
     // A slot freed by a client that left is available again.
     drop(keep.remove(0));
