@@ -294,6 +294,12 @@ impl Source {
         }
     }
 
+    /// rcodis patch: whether the source is queued or in the kernel (not completed, and not
+    /// cancelled).
+    pub(super) fn in_ring(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(super) fn raw(&self) -> RawFd {
         self.inner.borrow().raw
     }

@@ -1058,12 +1058,25 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
+    /// rcodis patch: `arm` says whether `link` needs a new poll (the previous one fired);
+    /// an armed one stays in the ring across sleeps. Submitting and waiting take one
+    /// `io_uring_enter`.
+    fn sleep(&mut self, link: &Source, arm: bool) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
             "sleeping with pending SQEs"
         );
+        if !arm {
+            return self
+                .ring
+                .cq()
+                .wait(1)
+                .map(|_| 1)
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok);
+        }
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
             let op = UringDescriptor {
@@ -1085,29 +1098,19 @@ impl SleepableRing {
 
             // We have now prepared the SQE that links the two rings. We now need to submit
             // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
-                // We failed to submit the `SQE` that links the rings. Just can't sleep.
-                // Waiting here is unsafe because we could end up waiting much longer than
-                // needed.
-                // We make the SQE a no-op and return
-                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                Err(io::Error::from_raw_os_error(libc::EBUSY))
-            } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+            match self.ring.submit_sqes_and_wait(1) {
+                Ok(1) => {
+                    // The rings were linked, and we slept.
+                    self.in_kernel += 1;
+                    Ok(1)
+                }
+                Ok(_) | Err(_) => {
+                    // We failed to submit the `SQE` that links the rings. Just can't sleep.
+                    // Waiting here is unsafe because we could end up waiting much longer
+                    // than needed. We make the SQE a no-op and return.
+                    unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
+                    Err(io::Error::from_raw_os_error(libc::EBUSY))
+                }
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1236,7 +1239,11 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// rcodis patch: when the armed latency timer fires.
+    latency_preemption_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
+    /// rcodis patch: the poll linking the rings, kept armed across sleeps until it fires.
+    link_rings_src: RefCell<Option<Source>>,
 
     link_fd: RawFd,
 
@@ -1367,7 +1374,9 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
+            link_rings_src: RefCell::new(None),
             blocking_thread,
             link_fd,
             notifier,
@@ -1740,14 +1749,62 @@ impl Reactor {
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        // rcodis patch: the link poll stays armed until it fires (it used to be armed and
+        // cancelled again around every sleep).
+        let mut link = self.link_rings_src.borrow_mut();
+        let arm = link.as_ref().is_none_or(|s| !s.in_ring());
+        if arm {
+            *link = Some(Source::new(
+                IoRequirements::default(),
+                self.link_fd,
+                SourceType::LinkRings,
+                None,
+                None,
+            ));
+        }
+        let r = ring.sleep(link.as_ref().expect("link source"), arm);
+        if r.is_err() && arm {
+            // Not submitted (its SQE became a no-op): armed again next time.
+            drop(link.take());
+        }
+        r.or_else(Self::busy_ok).map(|_| {})
+    }
+
+    /// rcodis patch: keeps the armed latency timer when it is still pending and fires
+    /// within `limit` from now (`None`: any time); otherwise drops it (a cancellation).
+    /// Returns whether one is armed.
+    fn keep_latency_timer(&self, limit: Option<Duration>) -> bool {
+        let Some(src) = self.latency_preemption_timeout_src.take() else {
+            return false;
+        };
+        let soon_enough = match (limit, self.latency_preemption_deadline.get()) {
+            (None, _) => true,
+            (Some(l), Some(d)) => d <= Instant::now() + l,
+            (Some(_), None) => false,
+        };
+        if src.in_ring() && soon_enough {
+            self.latency_preemption_timeout_src.set(Some(src));
+            true
+        } else {
+            drop(src);
+            self.latency_preemption_deadline.set(None);
+            false
+        }
+    }
+
+    /// rcodis patch: whether the armed latency timer has completed.
+    fn latency_timer_fired(&self) -> bool {
+        let src = self.latency_preemption_timeout_src.take();
+        let fired = src.as_ref().is_none_or(|s| !s.in_ring());
+        self.latency_preemption_timeout_src.set(src);
+        fired
+    }
+
+    fn arm_latency_timer(&self, ring: &mut SleepableRing, d: Duration) {
+        self.latency_preemption_deadline
+            .set(Some(Instant::now() + d));
+        self.latency_preemption_timeout_src
+            .set(Some(ring.prepare_latency_preemption_timer(d)));
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1828,22 +1885,32 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
+        // rcodis patch: the timers stay armed across calls while they fire soon enough.
+        // Upstream cancels and arms both on every call, three to four `io_uring_enter` per
+        // turn of the executor loop. A kept timer may fire earlier than a fresh one would
+        // (an early preemption, or waking up to find nothing to do): harmless.
         //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // The latency timer must fire within the preemption period when running, and by
+        // the next user timer when about to sleep; anything later is cancelled here.
+        let preempt = preempt_timer();
+        let latency_armed = self.keep_latency_timer(preempt.or(user_timer));
 
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // The throughput-based timeout: armed again once it has fired.
+        let throughput_armed = match self.throughput_preemption_timeout_src.take() {
+            Some(src) if src.in_ring() => {
+                self.throughput_preemption_timeout_src.set(Some(src));
+                true
+            }
+            _ => false,
+        };
+        if !throughput_armed {
+            self.throughput_preemption_timeout_src.set(Some(
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ),
+            ));
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1855,7 +1922,7 @@ impl Reactor {
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
-        let should_sleep = preempt_timer().is_none()
+        let should_sleep = preempt.is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
             && main_ring.can_sleep()
@@ -1865,9 +1932,12 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                // (A kept timer may have fired since: its completion was just consumed.)
+                if !latency_armed || self.latency_timer_fired() {
+                    self.keep_latency_timer(Some(dur));
+                    self.arm_latency_timer(&mut lat_ring, dur);
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1893,9 +1963,11 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+        if let Some(preempt) = preempt {
+            if !latency_armed || self.latency_timer_fired() {
+                self.keep_latency_timer(Some(preempt));
+                self.arm_latency_timer(&mut lat_ring, preempt);
+            }
             flush_rings!(lat_ring, main_ring)?;
         }
 
