@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use rcodis_core::cmd::{self as table, CommandSpec, SplitKind};
+use rcodis_core::cmd::{self as table, CommandSpec, ProxyPolicy, SplitKind};
 use rcodis_core::num::parse_i64;
 use rcodis_core::resp::encode as enc;
 use rcodis_core::resp::{Frame, Limits, Request, RequestDecoder};
@@ -31,10 +31,10 @@ enum Slot {
         Vec<(oneshot::Receiver<Reply>, Vec<usize>)>,
         usize,
     ),
-    Fanout(&'static str, Vec<oneshot::Receiver<Reply>>, Request),
+    Fanout(&'static str, Vec<oneshot::Receiver<Reply>>, Box<Request>),
     /// The request's slot is locked (migration phase 1): it waits for the next table, in a
     /// batch of its own, outside the epoch drain.
-    Locked(Request, u16),
+    Locked(Box<Request>, u16),
     /// MULTI, the queued commands, EXEC: the reply is EXEC's.
     Multi(Vec<oneshot::Receiver<Reply>>),
 }
@@ -206,11 +206,16 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                         }
                     },
                 };
+                if let Some(slot) = s.fast(&req) {
+                    slots.push(slot);
+                    ids.push(s.cur_cmd);
+                    continue;
+                }
                 match s.handle(req).await {
                     Slot::Locked(req, slot) => {
                         if !slots.is_empty() {
                             // Finish what is before it first.
-                            pending = Some(req);
+                            pending = Some(*req);
                             stopped_early = true;
                             break;
                         }
@@ -220,7 +225,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                         let waited = s.wait_unlocked(slot).await;
                         batch_epoch = Some(shard.begin_batch());
                         match waited {
-                            Ok(()) => pending = Some(req),
+                            Ok(()) => pending = Some(*req),
                             Err(reply) => {
                                 slots.push(Slot::Ready(reply));
                                 ids.push(s.cur_cmd);
@@ -564,6 +569,39 @@ fn scan_cursor(req: &Request) -> (u64, u64) {
 }
 
 impl Session {
+    /// The common case, without the async machinery of [`Session::handle`]: an
+    /// authenticated session outside MULTI and pub/sub sends a keyed command to its slot's
+    /// master, no slot migrating. `None`: anything else, which `handle` then does in full
+    /// (`fast` changes nothing then).
+    #[inline]
+    fn fast(&mut self, req: &Request) -> Option<Slot> {
+        if !self.authed || self.pubsub.is_some() || self.txn.multi.is_some() {
+            return None;
+        }
+        let spec = table::resolve_request_after(self.last_spec, req).ok()?;
+        if !matches!(spec.proxy, ProxyPolicy::Forward)
+            || spec.has(rcodis_core::cmd::CommandFlags::BLOCKING)
+        {
+            return None;
+        }
+        let raw = req.raw()?;
+        let b = {
+            let table = self.shard.table.borrow();
+            if table.any_migrating {
+                return None;
+            }
+            match route(spec, req, &table, false, false) {
+                Plan::Single(b) => b,
+                _ => return None,
+            }
+        };
+        self.cur_cmd = spec.id;
+        self.last_spec = Some(spec);
+        Some(Slot::Batch(
+            self.backends()[b as usize].send_batch(raw, self.db, &self.sink),
+        ))
+    }
+
     async fn handle(&mut self, req: Request) -> Slot {
         let spec = match table::resolve_request_after(self.last_spec, &req) {
             Ok(s) => {
@@ -601,7 +639,7 @@ impl Session {
             (plan, table.any_migrating)
         };
         if let Plan::Locked(slot) = plan {
-            return Slot::Locked(req, slot);
+            return Slot::Locked(Box::new(req), slot);
         }
         if migrating {
             let wait = std::time::Duration::from_millis(shared.config.migration_wait_ms);
@@ -1229,14 +1267,14 @@ impl Session {
             let mut args: Vec<Vec<u8>> = req.args().map(|a| a.to_vec()).collect();
             args[1] = cursor.to_string().into_bytes();
             let rx = b.send_args(&args, self.db);
-            return Slot::Fanout(spec.name, vec![rx], req);
+            return Slot::Fanout(spec.name, vec![rx], Box::new(req));
         }
         let raw = raw(&req);
         let rxs = backends
             .iter()
             .map(|b| b.send(raw.clone(), self.db))
             .collect();
-        Slot::Fanout(spec.name, rxs, req)
+        Slot::Fanout(spec.name, rxs, Box::new(req))
     }
 
     /// Commands the proxy answers itself.

@@ -258,7 +258,11 @@ impl RequestDecoder {
                 if buf.is_empty() {
                     return Ok(None);
                 }
-                if buf[0] != b'*' {
+                if buf[0] == b'*' {
+                    if let Some(req) = self.decode_whole(buf) {
+                        return Ok(Some(req));
+                    }
+                } else {
                     match self.decode_inline(buf)? {
                         Some(Some(req)) => return Ok(Some(req)),
                         Some(None) => continue,
@@ -304,6 +308,41 @@ impl RequestDecoder {
             }
             return self.decode_bulks(buf);
         }
+    }
+
+    /// The common case in one pass: a whole multibulk request (`buf` starts with `*`) with
+    /// plain lengths within the limits, all of it buffered. `None` for anything else
+    /// (incomplete, unusual, or wrong), which the general path then decodes from the start.
+    #[inline]
+    fn decode_whole(&self, buf: &mut BytesMut) -> Option<Request> {
+        let b: &[u8] = buf;
+        let (count, cr) = scan_count(b, 1)?;
+        if count <= 0 || count > self.limits.max_array_len as i64 {
+            return None;
+        }
+        let mut spans = Spans::new();
+        let mut pos = cr + 2;
+        for _ in 0..count {
+            if b.get(pos) != Some(&b'$') {
+                return None;
+            }
+            let (len, cr) = scan_count(b, pos + 1)?;
+            if len < 0 || len as u64 > self.limits.max_bulk_len as u64 {
+                return None;
+            }
+            let start = cr + 2;
+            let end = start + len as usize;
+            if end + 2 > b.len() || end + 2 > u32::MAX as usize {
+                return None;
+            }
+            spans.push((start as u32, end as u32));
+            pos = end + 2;
+        }
+        Some(Request {
+            buf: buf.split_to(pos).freeze(),
+            spans,
+            raw_resp: true,
+        })
     }
 
     /// `None`: need more bytes; `Some(None)`: an empty line was skipped.
@@ -514,6 +553,68 @@ mod tests {
             e.to_reply(),
             b"-ERR Protocol error: expected '$', got 'x'\r\n"
         );
+    }
+
+    /// What a decoder makes of `input` given whole, and given one byte at a time (which
+    /// never takes the one-pass path): requests (raw bytes and arguments), then the error.
+    type Decoded = (Vec<u8>, Vec<Vec<u8>>);
+
+    fn outcomes(input: &[u8], whole: bool) -> (Vec<Decoded>, Option<String>) {
+        let mut d = RequestDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        let chunks: Vec<&[u8]> = if whole {
+            vec![input]
+        } else {
+            input.chunks(1).collect()
+        };
+        for c in chunks {
+            buf.extend_from_slice(c);
+            loop {
+                match d.decode(&mut buf) {
+                    Ok(Some(r)) => got.push((
+                        r.raw().map(|b| b.to_vec()).unwrap_or_default(),
+                        r.args().map(|a| a.to_vec()).collect(),
+                    )),
+                    Ok(None) => break,
+                    Err(e) => return (got, Some(e.to_string())),
+                }
+            }
+        }
+        (got, None)
+    }
+
+    #[test]
+    fn one_pass_agrees_with_incremental() {
+        let inputs: &[&[u8]] = &[
+            b"*2\r\n$3\r\nGET\r\n$16\r\nkey:000000012345\r\n",
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n*1\r\n$4\r\nPING\r\n",
+            b"*7\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n$1\r\ne\r\n$1\r\nf\r\n$1\r\ng\r\n",
+            b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n",
+            b"*1\r\n$04\r\nPING\r\n",
+            b"*01\r\n$4\r\nPING\r\n",
+            b"*2\r\n$3\r\nGET\r\nx\r\n",
+            b"*1\r\n$-1\r\n",
+            b"*1\r\n$x\r\n",
+            b"*1048577\r\n",
+            b"*1\r\n$536870913\r\n",
+            b"*2\r\n$3\r\nGET\r\n$5\r\nab",
+            b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n",
+            b"PING\r\n*1\r\n$4\r\nPING\r\n",
+        ];
+        for input in inputs {
+            assert_eq!(
+                outcomes(input, true),
+                outcomes(input, false),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // The first request went through the one-pass path whole.
+        let (got, e) = outcomes(inputs[0], true);
+        assert_eq!(e, None);
+        assert_eq!(got[0].0, inputs[0]);
+        assert_eq!(got[0].1, v(&["GET", "key:000000012345"]));
     }
 
     #[test]
