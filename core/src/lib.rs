@@ -13,6 +13,7 @@
 //! The data-plane crates (server, proxy) use `resp`, `cmd` and `slot` on their hot paths; the
 //! control plane (proxy control thread, ctl, dashboard) uses `topology` and `coord` on tokio.
 
+pub mod clock;
 pub mod cmd;
 pub mod coord;
 pub mod net;

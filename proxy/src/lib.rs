@@ -308,6 +308,8 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
     admin::start(shared.clone());
     // The control thread loads the first table before the shards accept anything.
     control::start(shared.clone())?;
+    // Request latencies are timed with the processor's counter: calibrate it once, here.
+    rcodis_core::clock::init_clock();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);

@@ -187,7 +187,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             // At most session_max_pipeline requests in flight: the rest wait in the buffer.
             shard.refresh();
             let mut batch_epoch = Some(shard.begin_batch());
-            let t0 = std::time::Instant::now();
+            let t0 = rcodis_core::clock::ticks();
             slots.clear();
             ids.clear();
             marks.clear();
@@ -312,7 +312,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 out.extend_from_slice(&resolve(slot, &shard).await);
             }
             s.sink.clear();
-            let usec = t0.elapsed().as_micros() as u64;
+            let usec = rcodis_core::clock::ticks_to_us(t0, rcodis_core::clock::ticks());
             for &(id, at) in &marks {
                 stats.record(id, out.get(at) == Some(&b'-'), usec);
             }
