@@ -3,17 +3,20 @@
 # side, alternating; redis-benchmark throughput and the proxy's CPU per request (/proc).
 # With Debian's nutcracker installed, twemproxy in front of the same servers too (a reference).
 #   bash bench/proxy-vs-direct.sh [rounds]
+# SCHED_BATCH=1 runs every rcodis process (the direct server too) with --sched-batch, as
+# `rcodis-ctl up` does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-2}"
 cargo build --release --quiet --bins
 tmp=$(mktemp -d); pids=()
+sb=(); [ "${SCHED_BATCH:-0}" = 1 ] && sb=(--sched-batch)
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_ping() { for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "nothing on $1" >&2; exit 1; }
-s1=$(free_port); target/release/rcodis-server --port "$s1" --threads 1 --dir "$tmp" >/dev/null 2>&1 & pids+=($!); wait_ping "$s1"
-s2=$(free_port); target/release/rcodis-server --port "$s2" --threads 1 --dir "$tmp" >/dev/null 2>&1 & pids+=($!); wait_ping "$s2"
+s1=$(free_port); target/release/rcodis-server --port "$s1" --threads 1 "${sb[@]}" --dir "$tmp" >/dev/null 2>&1 & pids+=($!); wait_ping "$s1"
+s2=$(free_port); target/release/rcodis-server --port "$s2" --threads 1 "${sb[@]}" --dir "$tmp" >/dev/null 2>&1 & pids+=($!); wait_ping "$s2"
 python3 - "$tmp/topo.json" "$s1" "$s2" <<'PY'
 import json, sys
 path, a, b = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -21,7 +24,7 @@ t = {"epoch": 1, "groups": {"1": {"id": 1, "servers": [f"127.0.0.1:{a}"]}, "2": 
      "slots": [{"id": i, "group": 1 if i < 512 else 2} for i in range(1024)], "proxies": {}}
 json.dump(t, open(path, "w"))
 PY
-pp=$(free_port); target/release/rcodis-proxy --listen "127.0.0.1:$pp" --threads 1 --slots-file "$tmp/topo.json" >/dev/null 2>&1 & ppid=$!; pids+=($ppid); wait_ping "$pp"
+pp=$(free_port); target/release/rcodis-proxy --listen "127.0.0.1:$pp" --threads 1 "${sb[@]}" --slots-file "$tmp/topo.json" >/dev/null 2>&1 & ppid=$!; pids+=($ppid); wait_ping "$pp"
 # twemproxy (Debian's nutcracker, single-threaded C, epoll) in front of the same two servers
 # as a reference, when installed (`apt-get install nutcracker`).
 tw=""
@@ -31,7 +34,7 @@ if command -v nutcracker >/dev/null 2>&1; then
   nutcracker -c "$tmp/nutcracker.yml" -o "$tmp/nutcracker.log" -s "$(free_port)" >/dev/null 2>&1 & twpid=$!; pids+=($twpid); wait_ping "$tw"
 fi
 hz=$(getconf CLK_TCK)
-echo "machine: $(nproc) cores; redis-benchmark -c 50 -t set,get -d 32 -r 100000"
+echo "machine: $(nproc) cores; redis-benchmark -c 50 -t set,get -d 32 -r 100000; rcodis flags: ${sb[*]:-none}"
 printf "| round | target | pipeline | SET req/s | GET req/s | proxy CPU µs/request |\n|---|---|---|---|---|---|\n"
 targets="direct proxy"; [ -n "$tw" ] && targets="direct proxy twemproxy"
 for r in $(seq "$rounds"); do

@@ -184,6 +184,8 @@ pub async fn run(a: UpArgs, product: &str) -> anyhow::Result<()> {
             &a.threads.to_string(),
         ])
         .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+        // Every process of the cluster shares this host's cores (see BENCHMARKS.md, issue 6).
+        .arg("--sched-batch")
         .arg("--dir")
         .arg(&gdir);
         let child = spawn(&name, &mut cmd, &gdir.join("server.log"))?;
@@ -209,6 +211,7 @@ pub async fn run(a: UpArgs, product: &str) -> anyhow::Result<()> {
         ])
         .args(["--replicaof", &format!("127.0.0.1 {}", ports.servers[g])])
         .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+        .arg("--sched-batch")
         .arg("--dir")
         .arg(&rdir);
         let child = spawn(&name, &mut cmd, &rdir.join("server.log"))?;
@@ -269,7 +272,8 @@ pub async fn run(a: UpArgs, product: &str) -> anyhow::Result<()> {
             "--product",
             product,
         ])
-        .args(["--threads", &a.threads.to_string()]);
+        .args(["--threads", &a.threads.to_string()])
+        .arg("--sched-batch");
         let child = spawn(&name, &mut cmd, &dir.join(format!("proxy-{}.log", i + 1)))?;
         children.0.push((name, child));
         let n = children.0.len() - 1;

@@ -106,6 +106,11 @@ fn up_serves_stops_cleanly_and_comes_back_with_its_data() {
         "{s}"
     );
     assert!(s.contains(&format!("127.0.0.1:{port}")), "{s}");
+    // Every server and proxy it started runs its shard (executor) threads under SCHED_BATCH
+    // (they share this host's cores); their helper threads keep the default policy.
+    let procs = batch_threads(child.id());
+    assert_eq!(procs.len(), 3, "two servers and a proxy: {procs:?}");
+    assert!(procs.iter().all(|&(_, n)| n == 1), "{procs:?}");
     // SIGTERM: everything it started stops, and it exits 0.
     let pids_before = text(&c.cmd(&["INFO"]));
     assert!(pids_before.contains("rcodis-proxy"));
@@ -120,6 +125,38 @@ fn up_serves_stops_cleanly_and_comes_back_with_its_data() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The fields of a /proc stat line after the command name (the first is the state).
+fn stat_fields(path: &std::path::Path) -> Option<(String, Vec<String>)> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let (head, tail) = s.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_string();
+    Some((comm, tail.split_whitespace().map(String::from).collect()))
+}
+
+/// For each child process of `parent`: its name and how many of its threads run under
+/// SCHED_BATCH.
+fn batch_threads(parent: u32) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some((name, f)) = stat_fields(&e.path().join("stat")) else {
+            continue;
+        };
+        // Field 4 (ppid) is the second after the name.
+        if f.get(1).map(String::as_str) != Some(parent.to_string().as_str()) {
+            continue;
+        }
+        let batch = std::fs::read_dir(e.path().join("task"))
+            .unwrap()
+            .flatten()
+            .filter_map(|t| stat_fields(&t.path().join("stat")))
+            // Field 41 (policy) is index 38 counting from field 3; SCHED_BATCH is 3.
+            .filter(|(_, tf)| tf.get(38).map(String::as_str) == Some("3"))
+            .count();
+        out.push((name, batch));
+    }
+    out
 }
 
 fn unsafe_kill(pid: u32, sig: &str) {

@@ -12,6 +12,9 @@ pub struct ProxyConfig {
     pub listen: String,
     /// Executor threads (0: one per online core).
     pub threads: usize,
+    /// Run the executor threads under SCHED_BATCH (for a proxy sharing cores with its
+    /// servers on one host; see `rcodis_core::net::sched_batch_this_thread`).
+    pub sched_batch: bool,
     /// Cluster name in the coordinator.
     pub product: String,
     /// `etcd://...` or `file:///...`; empty: use `slots_file`.
@@ -56,6 +59,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             listen: "127.0.0.1:19000".into(),
             threads: 0,
+            sched_batch: false,
             product: "default".into(),
             coordinator: String::new(),
             slots_file: None,

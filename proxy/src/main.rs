@@ -52,6 +52,10 @@ struct Args {
     /// Log filter (tracing syntax).
     #[arg(long, default_value = "info")]
     loglevel: String,
+    /// Run the executor threads under SCHED_BATCH (for a proxy sharing cores with its
+    /// servers on one host).
+    #[arg(long)]
+    sched_batch: bool,
 }
 
 fn main() {
@@ -84,6 +88,9 @@ fn main() {
     }
     if let Some(v) = args.slots_file {
         config.slots_file = Some(v);
+    }
+    if args.sched_batch {
+        config.sched_batch = true;
     }
     if let Some(v) = args.threads {
         config.threads = v;

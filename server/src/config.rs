@@ -42,6 +42,9 @@ pub struct Config {
     pub replicaof: String,
     /// Password for the master (its requirepass).
     pub masterauth: String,
+    /// Run the shard threads under SCHED_BATCH (see `rcodis_core::net::sched_batch_this_thread`):
+    /// for servers sharing cores with a proxy and other servers on one host.
+    pub sched_batch: bool,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             key_load_delay: 0,
             replicaof: String::new(),
             masterauth: String::new(),
+            sched_batch: false,
         }
     }
 }

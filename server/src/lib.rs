@@ -203,6 +203,7 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let sched_batch = config.sched_batch;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<u16>>();
     let mut threads = Vec::new();
     let port_cell = Arc::new(std::sync::Mutex::new(None::<u16>));
@@ -232,6 +233,11 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
             .io_memory(1 << 20);
         let t = builder
             .spawn(move || async move {
+                if sched_batch {
+                    if let Err(e) = rcodis_core::net::sched_batch_this_thread() {
+                        tracing::warn!(shard = id, error = %e, "SCHED_BATCH refused; the shard runs under the default policy");
+                    }
+                }
                 // Shard 0 binds first (it learns the port when 0 was asked for).
                 let port = if id == 0 {
                     want_port

@@ -66,6 +66,10 @@ struct Args {
     /// The master's password.
     #[arg(long)]
     masterauth: Option<String>,
+    /// Run the shard threads under SCHED_BATCH (for a server sharing cores with a proxy and
+    /// other servers on one host).
+    #[arg(long)]
+    sched_batch: bool,
 }
 
 fn main() {
@@ -111,6 +115,9 @@ fn main() {
     }
     if args.aof_repair {
         config.aof_repair = true;
+    }
+    if args.sched_batch {
+        config.sched_batch = true;
     }
     tracing_subscriber::fmt()
         .with_env_filter(
