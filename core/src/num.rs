@@ -106,6 +106,18 @@ mod tests {
 /// digits): callers then take the exact slow path, which finds the right error.
 #[inline]
 pub fn scan_count(buf: &[u8], pos: usize) -> Option<(i64, usize)> {
+    // One or two digits then `\r`: nearly every count and length in practice.
+    if let Some(w) = buf.get(pos..pos + 3) {
+        let (d0, d1) = (w[0].wrapping_sub(b'0'), w[1].wrapping_sub(b'0'));
+        if d0 <= 9 {
+            if w[1] == b'\r' {
+                return Some((d0 as i64, pos + 1));
+            }
+            if d1 <= 9 && d0 != 0 && w[2] == b'\r' {
+                return Some(((d0 * 10 + d1) as i64, pos + 2));
+            }
+        }
+    }
     let mut i = pos;
     let neg = buf.get(i) == Some(&b'-');
     if neg {
@@ -145,7 +157,18 @@ mod scan_tests {
 
     #[test]
     fn scan_count_agrees_with_parse() {
-        for s in ["0", "1", "-1", "42", "123456789012345678", "-7"] {
+        for s in [
+            "0",
+            "1",
+            "9",
+            "10",
+            "42",
+            "99",
+            "100",
+            "-1",
+            "123456789012345678",
+            "-7",
+        ] {
             let line = format!("{s}\r\n");
             assert_eq!(
                 scan_count(line.as_bytes(), 0),
@@ -157,7 +180,11 @@ mod scan_tests {
             "-",
             "-0",
             "01",
+            "00",
+            "05",
             "1x",
+            "1\n",
+            "12x",
             "1234567890123456789",
             "9999999999999999999",
             "99999999999999999999999",
@@ -167,6 +194,8 @@ mod scan_tests {
             assert_eq!(scan_count(line.as_bytes(), 0), None, "{s}");
         }
         assert_eq!(scan_count(b"12", 0), None);
+        assert_eq!(scan_count(b"1\r", 0), Some((1, 1)));
+        assert_eq!(scan_count(b"12\r", 0), Some((12, 2)));
         assert_eq!(scan_count(b"*12\r\n", 1), Some((12, 3)));
     }
 }

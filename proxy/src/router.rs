@@ -108,9 +108,9 @@ fn single(spec: &CommandSpec, table: &SlotTable, slot: u16) -> Plan {
 }
 
 /// Plans a request whose command is `spec`.
-pub fn route(
+pub fn route<B: AsRef<[u8]>>(
     spec: &'static CommandSpec,
-    req: &Request,
+    req: &Request<B>,
     table: &SlotTable,
     admin_commands: bool,
     allow_flush: bool,
@@ -186,7 +186,12 @@ fn display_name(spec: &CommandSpec) -> String {
     spec.name.replace('|', " ")
 }
 
-fn split(kind: SplitKind, spec: &CommandSpec, req: &Request, table: &SlotTable) -> Plan {
+fn split<B: AsRef<[u8]>>(
+    kind: SplitKind,
+    spec: &CommandSpec,
+    req: &Request<B>,
+    table: &SlotTable,
+) -> Plan {
     let step = if kind == SplitKind::Mset { 2 } else { 1 };
     if kind == SplitKind::Mset && req.len().is_multiple_of(2) {
         return Plan::Reject(format!(

@@ -5,14 +5,14 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::channel::oneshot;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use rcodis_core::cmd::{self as table, CommandSpec, ProxyPolicy, SplitKind};
 use rcodis_core::num::parse_i64;
 use rcodis_core::resp::encode as enc;
-use rcodis_core::resp::{Frame, Limits, Request, RequestDecoder};
+use rcodis_core::resp::{Frame, Limits, Request, RequestDecoder, RequestView};
 
 use crate::backend::{parse, Reply};
 use crate::router::{route, Plan};
@@ -194,23 +194,34 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             out.clear();
             let mut protocol_error = None;
             let mut stopped_early = false;
+            // Bytes of requests taken straight from `rbuf`, dropped from it at once.
+            let mut consumed = 0;
             while slots.len() < max_batch {
                 let req = match pending.take() {
                     Some(r) => r,
-                    None => match dec.decode(&mut rbuf) {
-                        Ok(Some(req)) => req,
-                        Ok(None) => break,
-                        Err(e) => {
-                            protocol_error = Some(e);
-                            break;
+                    None => {
+                        // The common case straight from the read buffer: no owned copy of
+                        // the request (its reference count) at all.
+                        let fast = dec
+                            .peek(&rbuf[consumed..])
+                            .and_then(|(req, n)| s.fast(&req).map(|slot| (slot, n)));
+                        if let Some((slot, n)) = fast {
+                            consumed += n;
+                            slots.push(slot);
+                            ids.push(s.cur_cmd);
+                            continue;
                         }
-                    },
+                        rbuf.advance(std::mem::take(&mut consumed));
+                        match dec.decode(&mut rbuf) {
+                            Ok(Some(req)) => req,
+                            Ok(None) => break,
+                            Err(e) => {
+                                protocol_error = Some(e);
+                                break;
+                            }
+                        }
+                    }
                 };
-                if let Some(slot) = s.fast(&req) {
-                    slots.push(slot);
-                    ids.push(s.cur_cmd);
-                    continue;
-                }
                 match s.handle(req).await {
                     Slot::Locked(req, slot) => {
                         if !slots.is_empty() {
@@ -241,6 +252,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                     break;
                 }
             }
+            rbuf.advance(consumed);
             let mut full = slots.len() >= max_batch || stopped_early;
             // More than session_max_pipeline requests sent without waiting for a reply: the
             // ones within the limit are answered, then the client gets an error and is closed
@@ -574,7 +586,7 @@ impl Session {
     /// master, no slot migrating. `None`: anything else, which `handle` then does in full
     /// (`fast` changes nothing then).
     #[inline]
-    fn fast(&mut self, req: &Request) -> Option<Slot> {
+    fn fast(&mut self, req: &RequestView<'_>) -> Option<Slot> {
         if !self.authed || self.pubsub.is_some() || self.txn.multi.is_some() {
             return None;
         }
@@ -584,7 +596,7 @@ impl Session {
         {
             return None;
         }
-        let raw = req.raw()?;
+        let raw = req.raw_slice()?;
         let b = {
             let table = self.shard.table.borrow();
             if table.any_migrating {

@@ -168,9 +168,9 @@ where
 /// Resolves a request, first trying `last` (the previous request's command): pipelines
 /// repeat commands, and comparing one name costs less than a table lookup.
 #[inline]
-pub fn resolve_request_after(
+pub fn resolve_request_after<B: AsRef<[u8]>>(
     last: Option<&'static CommandSpec>,
-    req: &crate::resp::Request,
+    req: &crate::resp::Request<B>,
 ) -> Result<&'static CommandSpec, CommandError> {
     match last {
         Some(s)
@@ -185,7 +185,9 @@ pub fn resolve_request_after(
 }
 
 /// Resolves a decoded request (see [`resolve`]).
-pub fn resolve_request(req: &crate::resp::Request) -> Result<&'static CommandSpec, CommandError> {
+pub fn resolve_request<B: AsRef<[u8]>>(
+    req: &crate::resp::Request<B>,
+) -> Result<&'static CommandSpec, CommandError> {
     if let Some(cmd) = lookup(req.name()) {
         if !cmd.is_container() && cmd.arity_ok(req.len()) {
             return Ok(cmd);

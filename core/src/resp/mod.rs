@@ -12,4 +12,4 @@ pub use encode::{encode, to_vec};
 pub use error::ProtocolError;
 pub use frame::Frame;
 pub use limits::Limits;
-pub use request::{Request, RequestDecoder};
+pub use request::{Request, RequestDecoder, RequestView};

@@ -14,16 +14,20 @@ use crate::num::{parse_i64, scan_count};
 
 type Spans = SmallVec<[(u32, u32); 6]>;
 
-/// One client request: the command name and its arguments.
+/// One client request: the command name and its arguments. `Request` owns its bytes;
+/// [`RequestView`] borrows them from the read buffer ([`RequestDecoder::peek`]).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Request {
+pub struct Request<B = Bytes> {
     /// Multibulk: the whole raw frame. Inline or built: the arguments back to back.
-    buf: Bytes,
+    buf: B,
     spans: Spans,
     raw_resp: bool,
 }
 
-impl std::fmt::Debug for Request {
+/// A whole request still in the read buffer.
+pub type RequestView<'a> = Request<&'a [u8]>;
+
+impl<B: AsRef<[u8]>> std::fmt::Debug for Request<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
             .entries(self.args().map(|a| String::from_utf8_lossy(a).into_owned()))
@@ -33,10 +37,10 @@ impl std::fmt::Debug for Request {
 
 impl Request {
     /// Builds a request from arguments (the first is the command name).
-    pub fn from_args<I, B>(args: I) -> Request
+    pub fn from_args<I, A>(args: I) -> Request
     where
-        I: IntoIterator<Item = B>,
-        B: AsRef<[u8]>,
+        I: IntoIterator<Item = A>,
+        A: AsRef<[u8]>,
     {
         let mut buf = BytesMut::new();
         let mut spans = Spans::new();
@@ -53,6 +57,21 @@ impl Request {
         }
     }
 
+    /// Argument `i` as a shared, zero-copy `Bytes`.
+    #[inline]
+    pub fn arg_bytes(&self, i: usize) -> Bytes {
+        let (a, b) = self.spans[i];
+        self.buf.slice(a as usize..b as usize)
+    }
+
+    /// The request's bytes as RESP, if it arrived as a multibulk frame.
+    #[inline]
+    pub fn raw(&self) -> Option<&Bytes> {
+        self.raw_resp.then_some(&self.buf)
+    }
+}
+
+impl<B: AsRef<[u8]>> Request<B> {
     /// Number of arguments, the command name included.
     #[inline]
     pub fn len(&self) -> usize {
@@ -69,7 +88,7 @@ impl Request {
     #[inline]
     pub fn arg(&self, i: usize) -> &[u8] {
         let (a, b) = self.spans[i];
-        &self.buf[a as usize..b as usize]
+        &self.buf.as_ref()[a as usize..b as usize]
     }
 
     /// Argument `i` if it exists.
@@ -77,14 +96,7 @@ impl Request {
     pub fn get(&self, i: usize) -> Option<&[u8]> {
         self.spans
             .get(i)
-            .map(|&(a, b)| &self.buf[a as usize..b as usize])
-    }
-
-    /// Argument `i` as a shared, zero-copy `Bytes`.
-    #[inline]
-    pub fn arg_bytes(&self, i: usize) -> Bytes {
-        let (a, b) = self.spans[i];
-        self.buf.slice(a as usize..b as usize)
+            .map(|&(a, b)| &self.buf.as_ref()[a as usize..b as usize])
     }
 
     /// The command name as sent (not case-folded).
@@ -97,18 +109,18 @@ impl Request {
     pub fn args(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         self.spans
             .iter()
-            .map(move |&(a, b)| &self.buf[a as usize..b as usize])
+            .map(move |&(a, b)| &self.buf.as_ref()[a as usize..b as usize])
     }
 
     /// The request's bytes as RESP, if it arrived as a multibulk frame.
     #[inline]
-    pub fn raw(&self) -> Option<&Bytes> {
-        self.raw_resp.then_some(&self.buf)
+    pub fn raw_slice(&self) -> Option<&[u8]> {
+        self.raw_resp.then(|| self.buf.as_ref())
     }
 
     /// Writes the request as a RESP multibulk frame (the raw bytes when it has them).
     pub fn write_resp(&self, out: &mut impl BufMut) {
-        if let Some(raw) = self.raw() {
+        if let Some(raw) = self.raw_slice() {
             out.put_slice(raw);
             return;
         }
@@ -311,11 +323,14 @@ impl RequestDecoder {
     }
 
     /// The common case in one pass: a whole multibulk request (`buf` starts with `*`) with
-    /// plain lengths within the limits, all of it buffered. `None` for anything else
-    /// (incomplete, unusual, or wrong), which the general path then decodes from the start.
+    /// plain lengths within the limits, all of it buffered: its argument spans and length.
+    /// `None` for anything else (incomplete, unusual, or wrong), which the general path then
+    /// decodes from the start.
     #[inline]
-    fn decode_whole(&self, buf: &mut BytesMut) -> Option<Request> {
-        let b: &[u8] = buf;
+    fn scan_whole(&self, b: &[u8]) -> Option<(Spans, usize)> {
+        if b.first() != Some(&b'*') {
+            return None;
+        }
         let (count, cr) = scan_count(b, 1)?;
         if count <= 0 || count > self.limits.max_array_len as i64 {
             return None;
@@ -338,11 +353,38 @@ impl RequestDecoder {
             spans.push((start as u32, end as u32));
             pos = end + 2;
         }
+        Some((spans, pos))
+    }
+
+    #[inline]
+    fn decode_whole(&self, buf: &mut BytesMut) -> Option<Request> {
+        let (spans, len) = self.scan_whole(buf)?;
         Some(Request {
-            buf: buf.split_to(pos).freeze(),
+            buf: buf.split_to(len).freeze(),
             spans,
             raw_resp: true,
         })
+    }
+
+    /// The next request when it is a whole multibulk frame at the start of `buf`, borrowed
+    /// in place, with its length: a caller that handles it advances `buf` by that much
+    /// (no reference-counted copy of the bytes); otherwise [`RequestDecoder::decode`]
+    /// decodes it as usual. `None` while a request is partly decoded, or for anything
+    /// `decode` must look at.
+    #[inline]
+    pub fn peek<'a>(&self, buf: &'a [u8]) -> Option<(RequestView<'a>, usize)> {
+        if self.partial.is_some() {
+            return None;
+        }
+        let (spans, len) = self.scan_whole(buf)?;
+        Some((
+            Request {
+                buf: &buf[..len],
+                spans,
+                raw_resp: true,
+            },
+            len,
+        ))
     }
 
     /// `None`: need more bytes; `Some(None)`: an empty line was skipped.
@@ -615,6 +657,27 @@ mod tests {
         assert_eq!(e, None);
         assert_eq!(got[0].0, inputs[0]);
         assert_eq!(got[0].1, v(&["GET", "key:000000012345"]));
+    }
+
+    #[test]
+    fn peek_borrows_what_decode_would_return() {
+        let input = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n*1\r\n$4\r\nPING\r\n";
+        let mut d = RequestDecoder::default();
+        let (view, n) = d.peek(input).unwrap();
+        let mut buf = BytesMut::from(&input[..]);
+        let owned = d.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(n, input.len() - buf.len());
+        assert_eq!(view.raw_slice(), owned.raw_slice());
+        assert!(view.args().eq(owned.args()));
+        assert_eq!(view.name(), b"GET");
+        // Not a whole multibulk frame: left to decode.
+        assert!(d.peek(&input[..10]).is_none());
+        assert!(d.peek(b"PING\r\n").is_none());
+        assert!(d.peek(b"*1\r\n$04\r\nPING\r\n").is_none());
+        // Nor while a request is half decoded.
+        let mut half = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n"[..]);
+        assert_eq!(d.decode(&mut half), Ok(None));
+        assert!(d.peek(b"*1\r\n$4\r\nPING\r\n").is_none());
     }
 
     #[test]
