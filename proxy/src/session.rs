@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::channel::oneshot;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use rcodis_core::cmd::{self as table, CommandSpec, ProxyPolicy, SplitKind};
+use rcodis_core::cmd::{self as table, CommandSpec, SplitKind};
 use rcodis_core::num::parse_i64;
 use rcodis_core::resp::encode as enc;
 use rcodis_core::resp::{Frame, Limits, Request, RequestDecoder, RequestView};
@@ -591,9 +591,7 @@ impl Session {
             return None;
         }
         let spec = table::resolve_request_after(self.last_spec, req).ok()?;
-        if !matches!(spec.proxy, ProxyPolicy::Forward)
-            || spec.has(rcodis_core::cmd::CommandFlags::BLOCKING)
-        {
+        if spec.has(rcodis_core::cmd::CommandFlags::BLOCKING) {
             return None;
         }
         let raw = req.raw_slice()?;
@@ -602,10 +600,7 @@ impl Session {
             if table.any_migrating {
                 return None;
             }
-            match route(spec, req, &table, false, false) {
-                Plan::Single(b) => b,
-                _ => return None,
-            }
+            crate::router::forward_master(spec, req, &table)?
         };
         self.cur_cmd = spec.id;
         self.last_spec = Some(spec);
