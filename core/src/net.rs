@@ -35,6 +35,14 @@ pub fn sched_batch_this_thread() -> std::io::Result<()> {
     }
 }
 
+/// [`sched_batch_this_thread`] for shard `shard`, saying in the log when the system refuses
+/// (the shard then runs under the default policy).
+pub fn sched_batch_or_warn(shard: usize) {
+    if let Err(e) = sched_batch_this_thread() {
+        tracing::warn!(shard, error = %e, "SCHED_BATCH refused; the shard runs under the default policy");
+    }
+}
+
 #[cfg(test)]
 mod sched_tests {
     #[test]

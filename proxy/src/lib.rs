@@ -330,9 +330,7 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
             .name(&format!("rcodis-proxy-{id}"))
             .spawn(move || async move {
                 if sched_batch {
-                    if let Err(e) = rcodis_core::net::sched_batch_this_thread() {
-                        tracing::warn!(shard = id, error = %e, "SCHED_BATCH refused; the shard runs under the default policy");
-                    }
+                    rcodis_core::net::sched_batch_or_warn(id);
                 }
                 let addr = std::net::SocketAddr::new(listen.ip(), port);
                 let listener: TcpListener = match rcodis_core::net::shared_listener(addr).map(|l| {

@@ -88,19 +88,31 @@ fn backend_for(table: &SlotTable, slot: u16) -> Result<BackendId, Plan> {
     })
 }
 
+/// Whether a replica may serve the command (where its slot's group allows it).
+#[inline]
+fn replica_may_serve(spec: &CommandSpec) -> bool {
+    spec.has(cmd::CommandFlags::READONLY)
+        && !spec.has(cmd::CommandFlags::WRITE)
+        && !spec.has(cmd::CommandFlags::BLOCKING)
+}
+
+/// Whether the command's one key is its first argument (the common form, routed by it).
+#[inline]
+fn key_first<B: AsRef<[u8]>>(spec: &CommandSpec, req: &Request<B>) -> bool {
+    spec.first_key == 1
+        && spec.last_key == 1
+        && spec.key_specs.len() == 1
+        && !spec.has(cmd::CommandFlags::MOVABLEKEYS)
+        && req.len() >= 2
+}
+
 /// One backend for a slot: a replica for a read-only command where the slot's group allows
 /// it (and the slot is not moving), else the master.
 #[inline]
 fn single(spec: &CommandSpec, table: &SlotTable, slot: u16) -> Plan {
     match backend_for(table, slot) {
         Ok(b) => match table.route(slot).replica {
-            Some(r)
-                if spec.has(cmd::CommandFlags::READONLY)
-                    && !spec.has(cmd::CommandFlags::WRITE)
-                    && !spec.has(cmd::CommandFlags::BLOCKING) =>
-            {
-                Plan::Replica(r, b)
-            }
+            Some(r) if replica_may_serve(spec) => Plan::Replica(r, b),
             _ => Plan::Single(b),
         },
         Err(p) => p,
@@ -117,22 +129,11 @@ pub fn forward_master<B: AsRef<[u8]>>(
     req: &Request<B>,
     table: &SlotTable,
 ) -> Option<BackendId> {
-    if !matches!(spec.proxy, ProxyPolicy::Forward)
-        || spec.first_key != 1
-        || spec.last_key != 1
-        || spec.key_specs.len() != 1
-        || spec.has(cmd::CommandFlags::MOVABLEKEYS)
-        || req.len() < 2
-    {
+    if !matches!(spec.proxy, ProxyPolicy::Forward) || !key_first(spec, req) {
         return None;
     }
     let r = table.route(slot_of(req.arg(1)));
-    if r.locked
-        || (r.replica.is_some()
-            && spec.has(cmd::CommandFlags::READONLY)
-            && !spec.has(cmd::CommandFlags::WRITE)
-            && !spec.has(cmd::CommandFlags::BLOCKING))
-    {
+    if r.locked || (r.replica.is_some() && replica_may_serve(spec)) {
         return None;
     }
     r.backend
@@ -181,15 +182,7 @@ pub fn route<B: AsRef<[u8]>>(
         }
         ProxyPolicy::Split(kind) => split(kind, spec, req, table),
         // The common case: one key, the first argument.
-        ProxyPolicy::Forward
-            if spec.first_key == 1
-                && spec.last_key == 1
-                && spec.key_specs.len() == 1
-                && !spec.has(cmd::CommandFlags::MOVABLEKEYS)
-                && req.len() >= 2 =>
-        {
-            single(spec, table, slot_of(req.arg(1)))
-        }
+        ProxyPolicy::Forward if key_first(spec, req) => single(spec, table, slot_of(req.arg(1))),
         ProxyPolicy::Forward | ProxyPolicy::SameSlot => {
             let args: SmallVec<[&[u8]; 8]> = req.args().collect();
             let keys = match cmd::key_indexes(spec, &args, false) {

@@ -683,8 +683,8 @@ impl Session {
                 }
                 // The request's own bytes, without a reference-count round trip.
                 let built;
-                let raw = match req.raw() {
-                    Some(r) => &r[..],
+                let raw = match req.raw_slice() {
+                    Some(r) => r,
                     None => {
                         built = raw(&req);
                         &built[..]

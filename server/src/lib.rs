@@ -234,9 +234,7 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
         let t = builder
             .spawn(move || async move {
                 if sched_batch {
-                    if let Err(e) = rcodis_core::net::sched_batch_this_thread() {
-                        tracing::warn!(shard = id, error = %e, "SCHED_BATCH refused; the shard runs under the default policy");
-                    }
+                    rcodis_core::net::sched_batch_or_warn(id);
                 }
                 // Shard 0 binds first (it learns the port when 0 was asked for).
                 let port = if id == 0 {

@@ -9,7 +9,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::{Frame, Limits, ProtocolError};
-use crate::num::{parse_f64, parse_i64};
+use crate::num::{parse_f64, parse_i64, scan_count};
 
 /// Incremental decoder for reply frames (RESP2 and RESP3).
 #[derive(Debug, Default)]
@@ -66,26 +66,13 @@ fn fast_simple_or_bulk(buf: &[u8], max_bulk: usize) -> Option<usize> {
             (buf.get(cr) == Some(&b'\r') && buf.get(cr + 1) == Some(&b'\n')).then_some(cr + 2)
         }
         b'$' => {
-            let mut len: usize = 0;
-            let mut i = 1;
-            while let Some(&c) = buf.get(i) {
-                if !c.is_ascii_digit() || i > 10 {
-                    break;
-                }
-                len = len * 10 + (c - b'0') as usize;
-                i += 1;
-            }
-            // No leading zeros, as the full parser: the fast path must accept nothing it
-            // would refuse.
-            if i == 1
-                || (buf[1] == b'0' && i > 2)
-                || len > max_bulk
-                || buf.get(i) != Some(&b'\r')
-                || buf.get(i + 1) != Some(&b'\n')
-            {
+            // The number as the full parser reads it (no leading zeros): the fast path must
+            // accept nothing it would refuse. A null bulk (`$-1`) takes the full path.
+            let (len, cr) = scan_count(buf, 1)?;
+            if len < 0 || len as u64 > max_bulk as u64 || buf.get(cr + 1) != Some(&b'\n') {
                 return None;
             }
-            let end = i + 2 + len + 2;
+            let end = cr + 2 + len as usize + 2;
             (end <= buf.len() && &buf[end - 2..end] == b"\r\n").then_some(end)
         }
         _ => None,
