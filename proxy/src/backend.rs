@@ -481,43 +481,74 @@ async fn pump(
         if inflight.is_empty() {
             return Ok(());
         }
-        c.fill().await?;
-        while let Some(n) = c.dec.check(&c.buf).map_err(|e| format!("bad reply: {e}"))? {
-            let frame = &c.buf[..n];
-            if frame.starts_with(b"-LOADING") || frame.starts_with(b"-MASTERDOWN") {
-                // Passed through to the client as it is; said once a second per backend.
-                if inner
-                    .warned_at
-                    .get()
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-                {
-                    inner.warned_at.set(Some(Instant::now()));
-                    tracing::warn!(
-                        backend = %addr,
-                        reply = %String::from_utf8_lossy(frame).trim_end(),
-                        "backend is not ready"
-                    );
-                }
-            }
-            match inflight.pop_front() {
-                Some(Sink::Batch(s, i)) => s.fill_ok(i, frame),
-                Some(Sink::One(tx)) => {
-                    let _ = tx.send(Ok(Bytes::copy_from_slice(frame)));
-                }
-                Some(Sink::Select) => {
-                    if frame.first() == Some(&b'-') {
-                        return Err(format!(
-                            "SELECT failed: {}",
-                            String::from_utf8_lossy(frame).trim_end()
-                        ));
-                    }
-                }
-                None => return Err("a reply nobody asked for".into()),
-            }
-            c.buf.advance(n);
+        let n = c.stream.read(&mut c.tmp).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+        // Replies are handed out straight from the read buffer when nothing is left over from
+        // the last read (the usual case); only an incomplete tail is kept in `buf`.
+        let Conn { buf, tmp, dec, .. } = c;
+        let from_tmp = buf.is_empty();
+        if !from_tmp {
+            buf.extend_from_slice(&tmp[..n]);
+        }
+        let data: &[u8] = if from_tmp { &tmp[..n] } else { &buf[..] };
+        let mut pos = 0;
+        while let Some(len) = dec
+            .check(&data[pos..])
+            .map_err(|e| format!("bad reply: {e}"))?
+        {
+            let frame = &data[pos..pos + len];
+            pos += len;
+            deliver(frame, addr, inner, inflight)?;
+        }
+        if from_tmp {
+            buf.extend_from_slice(&tmp[pos..n]);
+        } else {
+            buf.advance(pos);
         }
         inner.inflight.set(inflight.len());
     }
+}
+
+/// Hands one reply to the next waiter in order.
+fn deliver(
+    frame: &[u8],
+    addr: &str,
+    inner: &Inner,
+    inflight: &mut VecDeque<Sink>,
+) -> Result<(), String> {
+    if frame.starts_with(b"-LOADING") || frame.starts_with(b"-MASTERDOWN") {
+        // Passed through to the client as it is; said once a second per backend.
+        if inner
+            .warned_at
+            .get()
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            inner.warned_at.set(Some(Instant::now()));
+            tracing::warn!(
+                backend = %addr,
+                reply = %String::from_utf8_lossy(frame).trim_end(),
+                "backend is not ready"
+            );
+        }
+    }
+    match inflight.pop_front() {
+        Some(Sink::Batch(s, i)) => s.fill_ok(i, frame),
+        Some(Sink::One(tx)) => {
+            let _ = tx.send(Ok(Bytes::copy_from_slice(frame)));
+        }
+        Some(Sink::Select) => {
+            if frame.first() == Some(&b'-') {
+                return Err(format!(
+                    "SELECT failed: {}",
+                    String::from_utf8_lossy(frame).trim_end()
+                ));
+            }
+        }
+        None => return Err("a reply nobody asked for".into()),
+    }
+    Ok(())
 }
 
 /// A request that may block (BLPOP, ...) on a connection of its own: it must not hold up the

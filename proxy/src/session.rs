@@ -19,6 +19,9 @@ use crate::router::{route, Plan};
 use crate::Shard;
 
 /// A reply slot of the current batch, filled in order.
+/// Marks a request of a batch whose reply is not a plain batch-sink copy.
+const SLOW: u32 = 1 << 31;
+
 enum Slot {
     Ready(Bytes),
     /// A reply slot of the session's batch sink.
@@ -150,6 +153,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let max_batch = shared.config.session_max_pipeline.max(1);
     let mut pending: Option<Request> = None;
     // Reused by every batch.
+    // Per request of a batch, in order: its batch-sink index, or SLOW | its index in `slots`
+    // (replies that need more than a copy from the sink).
+    let mut order: Vec<u32> = Vec::new();
     let mut slots: Vec<Slot> = Vec::new();
     let mut ids: Vec<u16> = Vec::new();
     let mut marks: Vec<(u16, usize)> = Vec::new();
@@ -188,6 +194,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             shard.refresh();
             let mut batch_epoch = Some(shard.begin_batch());
             let t0 = rcodis_core::clock::ticks();
+            order.clear();
             slots.clear();
             ids.clear();
             marks.clear();
@@ -196,7 +203,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             let mut stopped_early = false;
             // Bytes of requests taken straight from `rbuf`, dropped from it at once.
             let mut consumed = 0;
-            while slots.len() < max_batch {
+            while order.len() < max_batch {
                 let req = match pending.take() {
                     Some(r) => r,
                     None => {
@@ -205,9 +212,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                         let fast = dec
                             .peek(&rbuf[consumed..])
                             .and_then(|(req, n)| s.fast(&req).map(|slot| (slot, n)));
-                        if let Some((slot, n)) = fast {
+                        if let Some((i, n)) = fast {
                             consumed += n;
-                            slots.push(slot);
+                            order.push(i);
                             ids.push(s.cur_cmd);
                             continue;
                         }
@@ -224,7 +231,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 };
                 match s.handle(req).await {
                     Slot::Locked(req, slot) => {
-                        if !slots.is_empty() {
+                        if !order.is_empty() {
                             // Finish what is before it first.
                             pending = Some(*req);
                             stopped_early = true;
@@ -238,12 +245,18 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                         match waited {
                             Ok(()) => pending = Some(*req),
                             Err(reply) => {
+                                order.push(SLOW | slots.len() as u32);
                                 slots.push(Slot::Ready(reply));
                                 ids.push(s.cur_cmd);
                             }
                         }
                     }
+                    Slot::Batch(i) => {
+                        order.push(i);
+                        ids.push(s.cur_cmd);
+                    }
                     slot => {
+                        order.push(SLOW | slots.len() as u32);
                         slots.push(slot);
                         ids.push(s.cur_cmd);
                     }
@@ -253,12 +266,12 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 }
             }
             rbuf.advance(consumed);
-            let mut full = slots.len() >= max_batch || stopped_early;
+            let mut full = order.len() >= max_batch || stopped_early;
             // More than session_max_pipeline requests sent without waiting for a reply: the
             // ones within the limit are answered, then the client gets an error and is closed
             // (as Codis does; its memory stays bounded either way).
             let mut overflow = false;
-            if slots.len() >= max_batch && pending.is_none() && protocol_error.is_none() && !s.close
+            if order.len() >= max_batch && pending.is_none() && protocol_error.is_none() && !s.close
             {
                 match dec.decode(&mut rbuf) {
                     Ok(Some(_)) => {
@@ -272,9 +285,21 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                     }
                 }
             }
-            shared.commands[shard.id].fetch_add(slots.len() as u64, Ordering::Relaxed);
-            for (slot, id) in slots.drain(..).zip(ids.drain(..)) {
+            shared.commands[shard.id].fetch_add(order.len() as u64, Ordering::Relaxed);
+            let mut slow = slots.drain(..);
+            let mut sink_ready = false;
+            for (&o, &id) in order.iter().zip(ids.iter()) {
                 marks.push((id, out.len()));
+                if o & SLOW == 0 {
+                    if !sink_ready {
+                        // One wait covers the batch: the sink wakes once all its replies are in.
+                        s.sink.wait().await;
+                        sink_ready = true;
+                    }
+                    s.sink.write_to(o, &mut out);
+                    continue;
+                }
+                let slot = slow.next().expect("a slot per slow request");
                 if let Slot::Dedicated(conn, rx) = slot {
                     // A blocking wait may last forever: it does not hold back new epochs.
                     if let Some(e) = batch_epoch.take() {
@@ -316,13 +341,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                     out.extend_from_slice(&reply);
                     continue;
                 }
-                if let Slot::Batch(i) = slot {
-                    s.sink.wait().await;
-                    s.sink.write_to(i, &mut out);
-                    continue;
-                }
                 out.extend_from_slice(&resolve(slot, &shard).await);
             }
+            drop(slow);
             s.sink.clear();
             let usec = rcodis_core::clock::ticks_to_us(t0, rcodis_core::clock::ticks());
             for &(id, at) in &marks {
@@ -586,7 +607,7 @@ impl Session {
     /// master, no slot migrating. `None`: anything else, which `handle` then does in full
     /// (`fast` changes nothing then).
     #[inline]
-    fn fast(&mut self, req: &RequestView<'_>) -> Option<Slot> {
+    fn fast(&mut self, req: &RequestView<'_>) -> Option<u32> {
         if !self.authed || self.pubsub.is_some() || self.txn.multi.is_some() {
             return None;
         }
@@ -604,9 +625,7 @@ impl Session {
         };
         self.cur_cmd = spec.id;
         self.last_spec = Some(spec);
-        Some(Slot::Batch(
-            self.backends()[b as usize].send_batch(raw, self.db, &self.sink),
-        ))
+        Some(self.backends()[b as usize].send_batch(raw, self.db, &self.sink))
     }
 
     async fn handle(&mut self, req: Request) -> Slot {

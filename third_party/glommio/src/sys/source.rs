@@ -138,6 +138,17 @@ impl InnerSource {
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {
         std::mem::replace(&mut self.source_type, source_type)
     }
+
+    /// rcodis patch: whether anything reads this source's I/O timestamps.
+    pub(crate) fn wants_latency(&self) -> bool {
+        matches!(
+            self.stats_collection,
+            Some(StatsCollection {
+                latency: Some(_),
+                ..
+            })
+        )
+    }
 }
 
 impl fmt::Debug for InnerSource {
