@@ -427,9 +427,19 @@ impl Reactor {
         source
     }
 
+    #[allow(dead_code)] // rcodis patch: streams use poll_read_ready_multi
     pub(crate) fn poll_read_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys.poll_ready(&source, common_flags() | read_flags());
+        source
+    }
+
+    /// rcodis patch: a multishot poll for readability: armed once, it reports every
+    /// readiness event until dropped (see `Source::take_ready`).
+    pub(crate) fn poll_read_ready_multi(&self, fd: RawFd) -> Source {
+        let source = self.new_source(fd, SourceType::PollAdd, None);
+        self.sys
+            .poll_ready_multi(&source, common_flags() | read_flags());
         source
     }
 

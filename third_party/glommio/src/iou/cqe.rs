@@ -209,5 +209,8 @@ bitflags::bitflags! {
     #[derive(Debug, Clone, Copy)]
     pub struct CompletionFlags: u32 {
         const BUFFER_SHIFT    = 1 << 0;
+        /// rcodis patch: `IORING_CQE_F_MORE`, the request (a multishot poll) stays armed and
+        /// more completions follow.
+        const MORE            = 1 << 1;
     }
 }

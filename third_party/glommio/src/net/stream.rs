@@ -221,6 +221,8 @@ pub(crate) struct NonBufferedStream<S> {
     stream: S,
     source_tx: Option<Source>,
     source_rx: Option<Source>,
+    /// rcodis patch: the next read tries the socket before waiting for the poll.
+    rx_again: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -229,7 +231,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
         let reactor = self.reactor.upgrade().unwrap();
         let stream_fd = self.stream.as_raw_fd();
-        self.source_rx = Some(reactor.poll_read_ready(stream_fd));
+        self.source_rx = Some(reactor.poll_read_ready_multi(stream_fd));
     }
 
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
@@ -253,6 +255,12 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         Ok(sz)
     }
 
+    // rcodis patch: readiness comes from one multishot poll per stream, armed when the
+    // stream is made (and again only if the kernel ends it), instead of a new one-shot poll
+    // after every read: no source, no submission and no poll arming in the kernel per read.
+    // The poll reports events, not levels, so a read that may have left data behind (it
+    // filled the buffer), or that saw the end of the stream or an error, is followed by a
+    // read attempt without waiting.
     pub(crate) fn poll_read(
         &mut self,
         cx: &Context<'_>,
@@ -261,35 +269,29 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
-        let no_pending_poll = self
-            .source_rx
-            .as_ref()
-            .map(|src| src.result().is_some())
-            .unwrap_or(true);
+        let (fired, armed) = match &self.source_rx {
+            Some(src) => src.take_ready(),
+            None => (false, false),
+        };
+        if !armed {
+            // Ended (or never armed): nothing in the kernel to cancel.
+            self.source_rx.take();
+        }
 
-        if no_pending_poll {
+        if fired || !armed || self.rx_again {
             if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
-                self.source_rx.take();
                 self.read_timeout.cancel_timer(reactor);
+                self.rx_again = !matches!(result, Ok(n) if n > 0 && n < buf.len());
                 let result = poll_err!(result);
-                // Start an early poll if the buffer is not fully filled. So when
-                // the next time `poll_read` is called, it will be known immediately
-                // whether the underlying stream is ready for reading.
-                if result > 0 && result < buf.len() {
-                    self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-                    // The `rush_dispatch`s here and after could be removed to
-                    // improve performance if #458 is handled appropriately.
-                    // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
-                }
                 return Poll::Ready(Ok(result));
             }
+            self.rx_again = false;
         }
 
         poll_err!(self.read_timeout.check(reactor));
 
-        if no_pending_poll {
-            self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-            // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
+        if self.source_rx.is_none() {
+            self.source_rx = Some(reactor.poll_read_ready_multi(self.stream.as_raw_fd()));
         }
 
         let source = self.source_rx.as_ref().unwrap();
@@ -366,6 +368,7 @@ where
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
+            rx_again: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

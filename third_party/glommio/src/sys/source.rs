@@ -305,6 +305,14 @@ impl Source {
         }
     }
 
+    /// rcodis patch: for a multishot poll, whether it reported readiness since the last call
+    /// (clearing it), and whether it is still armed (queued or in the kernel).
+    pub(crate) fn take_ready(&self) -> (bool, bool) {
+        let mut inner = self.inner.borrow_mut();
+        let fired = inner.wakers.result.take().is_some();
+        (fired, inner.enqueued.is_some())
+    }
+
     /// rcodis patch: whether the source is queued or in the kernel (not completed, and not
     /// cancelled).
     pub(super) fn in_ring(&self) -> bool {
