@@ -16,8 +16,8 @@ if [ -r /proc/sys/kernel/io_uring_disabled ] && [ "$(cat /proc/sys/kernel/io_uri
   ok=0
 fi
 major=$(uname -r | cut -d. -f1); minor=$(uname -r | cut -d. -f2)
-if [ "$major" -lt 5 ] || { [ "$major" -eq 5 ] && [ "$minor" -lt 8 ]; }; then
-  echo "rcodis: kernel $(uname -r) is older than 5.8; glommio's io_uring needs 5.8 or newer." >&2
+if [ "$major" -lt 5 ] || { [ "$major" -eq 5 ] && [ "$minor" -lt 13 ]; }; then
+  echo "rcodis: kernel $(uname -r) is older than 5.13; the data plane (glommio's io_uring, multishot polls) needs 5.13 or newer." >&2
   ok=0
 fi
 [ "$ok" = 1 ] && echo "rcodis: environment ok (kernel $(uname -r), memlock ${lim} KiB, io_uring enabled)"

@@ -57,3 +57,101 @@ mod sched_tests {
         assert_eq!(policy(), libc::SCHED_OTHER);
     }
 }
+
+/// The oldest kernel rcodis's data plane runs on: glommio needs io_uring (5.8), and its
+/// streams wait with multishot polls (5.13).
+pub const MIN_KERNEL: (u32, u32) = (5, 13);
+
+/// Reads "major.minor" from a kernel release string such as `6.1.0-18-amd64`.
+pub fn parse_kernel_release(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(['.', '-']);
+    let major = it.next()?.parse().ok()?;
+    let minor = it
+        .next()?
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .ok()?;
+    Some((major, minor))
+}
+
+/// Checks what the glommio data plane needs (a recent enough kernel, io_uring enabled, a
+/// memlock limit of at least 512 KiB, raised when allowed) and says clearly what is missing;
+/// `program` names the binary in the message.
+pub fn check_data_plane_environment(program: &str) -> Result<(), String> {
+    // uname only writes into `u`.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } == 0 {
+        let release: String = u
+            .release
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8 as char)
+            .collect();
+        if let Some(v) = parse_kernel_release(&release) {
+            if v < MIN_KERNEL {
+                return Err(format!(
+                    "kernel {release} is too old: {program} (glommio/io_uring, multishot polls) \
+                     needs Linux {}.{} or newer",
+                    MIN_KERNEL.0, MIN_KERNEL.1
+                ));
+            }
+        }
+    }
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // getrlimit only writes into `rl`.
+    let r = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) };
+    if r == 0 && rl.rlim_cur != libc::RLIM_INFINITY && rl.rlim_cur < 512 * 1024 {
+        // Try to raise it (works as root or within the hard limit).
+        let want = libc::rlimit {
+            rlim_cur: 512 * 1024,
+            rlim_max: rl.rlim_max.max(512 * 1024),
+        };
+        let raised = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &want) } == 0;
+        if !raised {
+            return Err(format!(
+                "memlock limit is {} KiB; {program} (glommio/io_uring) needs at least 512 KiB. \
+                 Raise it with `ulimit -l 512` (as root), LimitMEMLOCK= in a systemd unit, or \
+                 /etc/security/limits.conf",
+                rl.rlim_cur / 1024
+            ));
+        }
+    }
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        if v.trim() != "0" {
+            return Err(format!(
+                "io_uring is disabled on this kernel (kernel.io_uring_disabled={}); {program} \
+                 needs it: `sysctl -w kernel.io_uring_disabled=0`",
+                v.trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    #[test]
+    fn kernel_releases_parse() {
+        assert_eq!(parse_kernel_release("6.1.0-18-amd64"), Some((6, 1)));
+        assert_eq!(parse_kernel_release("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(parse_kernel_release("5.13"), Some((5, 13)));
+        assert_eq!(parse_kernel_release("5.4.0-rc1"), Some((5, 4)));
+        assert_eq!(parse_kernel_release("4.19+"), Some((4, 19)));
+        assert_eq!(parse_kernel_release("garbage"), None);
+        assert!(parse_kernel_release("5.12.9").unwrap() < MIN_KERNEL);
+        assert!(parse_kernel_release("5.13.0").unwrap() >= MIN_KERNEL);
+    }
+
+    #[test]
+    fn this_machine_passes() {
+        // Every test machine runs the data plane.
+        check_data_plane_environment("test").unwrap();
+    }
+}

@@ -261,6 +261,7 @@ pub struct ProxyHandle {
 /// Starts the shards and the control thread; returns once every shard listens.
 pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
     config.validate()?;
+    rcodis_core::net::check_data_plane_environment("rcodis-proxy").map_err(anyhow::Error::msg)?;
     let nr = config.threads;
     let token = format!("{:016x}{:08x}", rcodis_now_nanos(), std::process::id());
     let admin_token = if config.admin_token.is_empty() {

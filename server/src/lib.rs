@@ -115,41 +115,10 @@ impl ServerHandle {
     }
 }
 
-/// Checks what glommio needs (io_uring and a memlock limit of at least 512 KiB) and says
-/// clearly what is missing.
+/// Checks what glommio needs (a recent enough kernel, io_uring and a memlock limit of at
+/// least 512 KiB) and says clearly what is missing.
 pub fn check_environment() -> anyhow::Result<()> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // getrlimit only writes into `rl`.
-    let r = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) };
-    if r == 0 && rl.rlim_cur != libc::RLIM_INFINITY && rl.rlim_cur < 512 * 1024 {
-        // Try to raise it (works as root or within the hard limit).
-        let want = libc::rlimit {
-            rlim_cur: 512 * 1024,
-            rlim_max: rl.rlim_max.max(512 * 1024),
-        };
-        let raised = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &want) } == 0;
-        if !raised {
-            anyhow::bail!(
-                "memlock limit is {} KiB; rcodis-server (glommio/io_uring) needs at least 512 KiB. \
-                 Raise it with `ulimit -l 512` (as root), LimitMEMLOCK= in a systemd unit, or \
-                 /etc/security/limits.conf",
-                rl.rlim_cur / 1024
-            );
-        }
-    }
-    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
-        if v.trim() != "0" {
-            anyhow::bail!(
-                "io_uring is disabled on this kernel (kernel.io_uring_disabled={}); rcodis-server \
-                 needs it: `sysctl -w kernel.io_uring_disabled=0`",
-                v.trim()
-            );
-        }
-    }
-    Ok(())
+    rcodis_core::net::check_data_plane_environment("rcodis-server").map_err(anyhow::Error::msg)
 }
 
 /// Starts the server: one executor per shard, all listening on the configured port.
