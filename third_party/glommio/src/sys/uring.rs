@@ -53,6 +53,9 @@ use smallvec::SmallVec;
 
 const MSG_ZEROCOPY: i32 = 0x4000000;
 
+/// rcodis patch: see `Reactor::wait` (the throughput-based preemption timer).
+const THROUGHPUT_PREEMPTION_DISABLED: bool = true;
+
 #[allow(dead_code)]
 #[derive(Debug)]
 enum UringOpDescriptor {
@@ -1819,9 +1822,14 @@ impl Reactor {
         let Some(src) = self.latency_preemption_timeout_src.take() else {
             return false;
         };
+        // Deadlines are recomputed from durations measured at slightly different instants,
+        // so an exact comparison would drop a timer armed for the very same deadline about
+        // half the time (a cancellation and a new timer at every sleep); a timer that fires
+        // a little late (an eighth of the limit, at most 1 ms) is kept.
+        let slack = |l: Duration| (l / 8).clamp(Duration::from_micros(20), Duration::from_millis(1));
         let soon_enough = match (limit, self.latency_preemption_deadline.get()) {
             (None, _) => true,
-            (Some(l), Some(d)) => d <= Instant::now() + l,
+            (Some(l), Some(d)) => d <= Instant::now() + l + slack(l),
             (Some(_), None) => false,
         };
         if src.in_ring() && soon_enough {
@@ -1938,6 +1946,11 @@ impl Reactor {
         let latency_armed = self.keep_latency_timer(preempt.or(user_timer));
 
         // The throughput-based timeout: armed again once it has fired.
+        // rcodis patch: not armed at all. It fires after `ring_depth` completions, and its
+        // linked eventfd write is always punted to an io-wq worker thread (eventfd writes
+        // cannot be done without blocking): a thread wake-up every 128 completions, for a
+        // preemption that rcodis's short tasks never need (the latency timer still bounds
+        // how long a task queue runs).
         let throughput_armed = match self.throughput_preemption_timeout_src.take() {
             Some(src) if src.in_ring() => {
                 self.throughput_preemption_timeout_src.set(Some(src));
@@ -1945,7 +1958,7 @@ impl Reactor {
             }
             _ => false,
         };
-        if !throughput_armed {
+        if !throughput_armed && !THROUGHPUT_PREEMPTION_DISABLED {
             self.throughput_preemption_timeout_src.set(Some(
                 main_ring.prepare_throughput_preemption_timer(
                     self.ring_depth() as u32,
@@ -2007,8 +2020,11 @@ impl Reactor {
 
         if let Some(preempt) = preempt {
             if !latency_armed || self.latency_timer_fired() {
-                self.keep_latency_timer(Some(preempt));
-                self.arm_latency_timer(&mut lat_ring, preempt);
+                // rcodis patch: by the next user timer if that is sooner, so that the timer
+                // armed while running is the one a sleep needs too (kept, not replaced).
+                let due = user_timer.map_or(preempt, |u| u.min(preempt));
+                self.keep_latency_timer(Some(due));
+                self.arm_latency_timer(&mut lat_ring, due);
             }
             flush_rings!(lat_ring, main_ring)?;
         }
