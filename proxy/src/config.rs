@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+/// The most requests one session may have in flight (a batch's replies are indexed by `u32`).
+pub const MAX_SESSION_PIPELINE: usize = 1 << 24;
+
 /// Everything rcodis-proxy can be told at start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -28,6 +31,7 @@ pub struct ProxyConfig {
     pub max_clients: usize,
     /// Requests a client may send without waiting for replies (those found at once in its
     /// input): past it, the client gets `-ERR too many pipelined requests` and is closed.
+    /// 1 to [`MAX_SESSION_PIPELINE`].
     pub session_max_pipeline: usize,
     /// Largest request (bytes).
     pub max_request_bytes: usize,
@@ -108,6 +112,36 @@ impl ProxyConfig {
         if self.backend_connections == 0 || self.backend_connections > 64 {
             anyhow::bail!("backend_connections must be between 1 and 64");
         }
+        if self.session_max_pipeline == 0 || self.session_max_pipeline > MAX_SESSION_PIPELINE {
+            anyhow::bail!("session_max_pipeline must be between 1 and {MAX_SESSION_PIPELINE}");
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_max_pipeline_is_bounded() {
+        let base = ProxyConfig {
+            slots_file: Some(PathBuf::from("topology.json")),
+            ..ProxyConfig::default()
+        };
+        let with = |n: usize| {
+            let mut c = base.clone();
+            c.session_max_pipeline = n;
+            c.validate().map_err(|e| e.to_string())
+        };
+        assert!(with(1).is_ok());
+        assert!(with(MAX_SESSION_PIPELINE).is_ok());
+        for bad in [0, MAX_SESSION_PIPELINE + 1, usize::MAX] {
+            let e = with(bad).unwrap_err();
+            assert!(
+                e.contains("session_max_pipeline must be between 1 and"),
+                "{e}"
+            );
+        }
     }
 }

@@ -18,10 +18,11 @@ use crate::backend::{parse, Reply};
 use crate::router::{route, Plan};
 use crate::Shard;
 
-/// A reply slot of the current batch, filled in order.
-/// Marks a request of a batch whose reply is not a plain batch-sink copy.
+/// Marks a request of a batch whose reply is not a plain batch-sink copy (sink indices stay
+/// far below it: a batch holds at most `session_max_pipeline` requests).
 const SLOW: u32 = 1 << 31;
 
+/// A reply slot of the current batch, filled in order.
 enum Slot {
     Ready(Bytes),
     /// A reply slot of the session's batch sink.
