@@ -68,6 +68,9 @@ pub struct Shared {
     pub coordinator_ok: AtomicBool,
     /// Where the admin HTTP server listens (empty: nowhere).
     pub admin_addr: Mutex<String>,
+    /// One socket per shard (non-blocking), written to when a new table is published: the
+    /// shard wakes at once to swap it in, instead of polling for it.
+    pub table_wakers: Vec<std::os::unix::net::UnixStream>,
 }
 
 impl Shared {
@@ -76,6 +79,10 @@ impl Shared {
         let epoch = t.epoch;
         *self.table.lock().expect("table lock") = Arc::new(t);
         self.epoch.store(epoch, Ordering::Release);
+        for w in &self.table_wakers {
+            // A full socket already holds a wake-up the shard has not read: nothing lost.
+            let _ = std::io::Write::write(&mut &*w, &[1]);
+        }
     }
 
     /// Per-command totals since the last reset.
@@ -287,6 +294,17 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         probe.local_addr()?.port()
     };
+    // Each shard's end of its table wake-up socket (the control thread writes to the other).
+    let mut wake_ends = Vec::with_capacity(nr);
+    let mut table_wakers = Vec::with_capacity(nr);
+    for _ in 0..nr {
+        let (tx, rx) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| anyhow::anyhow!("cannot make a wake-up socket pair: {e}"))?;
+        tx.set_nonblocking(true)?;
+        rx.set_nonblocking(true)?;
+        table_wakers.push(tx);
+        wake_ends.push(Some(std::os::fd::OwnedFd::from(rx)));
+    }
     let shared = Arc::new(Shared {
         config: config.clone(),
         token,
@@ -305,6 +323,7 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         next_client_id: AtomicU64::new(1),
         coordinator_ok: AtomicBool::new(false),
         admin_addr: Mutex::new(String::new()),
+        table_wakers,
     });
     admin::start(shared.clone());
     // The control thread loads the first table before the shards accept anything.
@@ -318,6 +337,7 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
     for id in 0..nr {
         let shared = shared.clone();
         let ready = ready_tx.clone();
+        let wake_end = wake_ends[id].take().expect("one wake-up socket per shard");
         // Pin shards to cores only when the process has one per core (the default): with
         // fewer, it shares the machine (a server and a proxy on one host, `rcodis-ctl up`), and
         // pinning every process's shard 0 to CPU 0 would stack them on one core.
@@ -365,11 +385,33 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
                     ))
                     .detach();
                 }
-                // Pick up new tables even while no client sends anything.
+                // Pick up new tables even while no client sends anything: the control thread
+                // wakes the shard when it publishes one (batches pick it up too, and end_batch
+                // acknowledges it once drained); a slow tick backs that up.
                 let s2 = shard.clone();
                 glommio::spawn_local(async move {
+                    use futures_lite::AsyncReadExt;
+                    // SAFETY: the shard's own end of its socket pair, handed over whole.
+                    let mut wake: glommio::net::UnixStream = unsafe {
+                        std::os::fd::FromRawFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(
+                            wake_end,
+                        ))
+                    };
+                    let mut buf = [0u8; 64];
+                    let mut open = true;
                     loop {
-                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                        let tick = glommio::timer::sleep(Duration::from_millis(100));
+                        if open {
+                            let read = wake.read(&mut buf);
+                            futures::pin_mut!(tick, read);
+                            if let futures::future::Either::Right((Ok(0) | Err(_), _)) =
+                                futures::future::select(tick, read).await
+                            {
+                                open = false; // the proxy is going away
+                            }
+                        } else {
+                            tick.await;
+                        }
                         s2.refresh();
                         s2.try_ack();
                     }
