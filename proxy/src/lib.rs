@@ -303,7 +303,7 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         tx.set_nonblocking(true)?;
         rx.set_nonblocking(true)?;
         table_wakers.push(tx);
-        wake_ends.push(Some(std::os::fd::OwnedFd::from(rx)));
+        wake_ends.push(std::os::fd::OwnedFd::from(rx));
     }
     let shared = Arc::new(Shared {
         config: config.clone(),
@@ -334,10 +334,9 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         .map(|n| n.get())
         .unwrap_or(1);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
-    for id in 0..nr {
+    for (id, wake_end) in wake_ends.into_iter().enumerate() {
         let shared = shared.clone();
         let ready = ready_tx.clone();
-        let wake_end = wake_ends[id].take().expect("one wake-up socket per shard");
         // Pin shards to cores only when the process has one per core (the default): with
         // fewer, it shares the machine (a server and a proxy on one host, `rcodis-ctl up`), and
         // pinning every process's shard 0 to CPU 0 would stack them on one core.
