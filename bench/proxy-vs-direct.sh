@@ -4,7 +4,8 @@
 # With Debian's nutcracker installed, twemproxy in front of the same servers too (a reference).
 #   bash bench/proxy-vs-direct.sh [rounds]
 # SCHED_BATCH=1 runs every rcodis process (the direct server too) with --sched-batch, as
-# `rcodis-ctl up` does.
+# `rcodis-ctl up` does. BACKEND=redis puts Debian's redis-server in place of both
+# rcodis-servers (the direct target too), as proxies are usually measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-2}"
@@ -15,8 +16,17 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_ping() { for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "nothing on $1" >&2; exit 1; }
-s1=$(free_port); target/release/rcodis-server --port "$s1" --threads 1 "${sb[@]}" --dir "$tmp" >/dev/null 2>&1 & pids+=($!); wait_ping "$s1"
-s2=$(free_port); target/release/rcodis-server --port "$s2" --threads 1 "${sb[@]}" --dir "$tmp" >/dev/null 2>&1 & pids+=($!); wait_ping "$s2"
+backend() {
+  if [ "${BACKEND:-rcodis}" = redis ]; then
+    redis-server --port "$1" --save "" --appendonly no --dir "$tmp" >/dev/null 2>&1 &
+  else
+    target/release/rcodis-server --port "$1" --threads 1 "${sb[@]}" --dir "$tmp" >/dev/null 2>&1 &
+  fi
+  pids+=($!)
+  wait_ping "$1"
+}
+s1=$(free_port); backend "$s1"
+s2=$(free_port); backend "$s2"
 python3 - "$tmp/topo.json" "$s1" "$s2" <<'PY'
 import json, sys
 path, a, b = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -34,7 +44,7 @@ if command -v nutcracker >/dev/null 2>&1; then
   nutcracker -c "$tmp/nutcracker.yml" -o "$tmp/nutcracker.log" -s "$(free_port)" >/dev/null 2>&1 & twpid=$!; pids+=($twpid); wait_ping "$tw"
 fi
 hz=$(getconf CLK_TCK)
-echo "machine: $(nproc) cores; redis-benchmark -c 50 -t set,get -d 32 -r 100000; rcodis flags: ${sb[*]:-none}"
+echo "machine: $(nproc) cores; redis-benchmark -c 50 -t set,get -d 32 -r 100000; backends: ${BACKEND:-rcodis}; rcodis flags: ${sb[*]:-none}"
 printf "| round | target | pipeline | SET req/s | GET req/s | proxy CPU µs/request |\n|---|---|---|---|---|---|\n"
 targets="direct proxy"; [ -n "$tw" ] && targets="direct proxy twemproxy"
 for r in $(seq "$rounds"); do
