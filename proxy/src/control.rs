@@ -114,35 +114,56 @@ async fn run(shared: Arc<Shared>, ready: std::sync::mpsc::Sender<anyhow::Result<
         .ok();
     let _ = ready.send(Ok(()));
     let mut reported = u64::MAX;
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    // Acknowledged epochs are reported as soon as a shard signals one; the tick only backs
+    // that up and notices a lost registration.
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            ev = watch.recv() => match ev {
-                Some(WatchEvent::Put { key: k, value }) if k == key => apply(&value),
-                Some(WatchEvent::Reset(kvs)) => {
-                    if let Some((_, v)) = kvs.iter().find(|(k, _)| *k == key) {
-                        apply(v);
-                    }
-                }
-                Some(_) => {}
-                None => return,
-            },
-            _ = tick.tick() => {
-                let applied = shared.applied_epoch();
-                let lost = reg.as_ref().is_none_or(|r| !r.is_held());
-                if lost {
-                    // Register again (after an expiry or a removal while we were away).
-                    reg = c.put_ephemeral(&pkey, &serde_json::to_vec(&info(&shared)).unwrap_or_default(), Duration::from_secs(5)).await.ok();
-                    shared.coordinator_ok.store(reg.is_some(), Ordering::Relaxed);
-                    reported = applied;
-                } else if applied != reported {
-                    if let Some(r) = &reg {
-                        let ok = r.update(&serde_json::to_vec(&info(&shared)).unwrap_or_default()).await.is_ok();
-                        shared.coordinator_ok.store(ok, Ordering::Relaxed);
-                        if ok {
-                            reported = applied;
+        let report = tokio::select! {
+            ev = watch.recv() => {
+                match ev {
+                    Some(WatchEvent::Put { key: k, value }) if k == key => apply(&value),
+                    Some(WatchEvent::Reset(kvs)) => {
+                        if let Some((_, v)) = kvs.iter().find(|(k, _)| *k == key) {
+                            apply(v);
                         }
                     }
+                    Some(_) => {}
+                    None => return,
+                }
+                false
+            }
+            _ = shared.acked.notified() => true,
+            _ = tick.tick() => true,
+        };
+        if !report {
+            continue;
+        }
+        let applied = shared.applied_epoch();
+        let lost = reg.as_ref().is_none_or(|r| !r.is_held());
+        if lost {
+            // Register again (after an expiry or a removal while we were away).
+            reg = c
+                .put_ephemeral(
+                    &pkey,
+                    &serde_json::to_vec(&info(&shared)).unwrap_or_default(),
+                    Duration::from_secs(5),
+                )
+                .await
+                .ok();
+            shared
+                .coordinator_ok
+                .store(reg.is_some(), Ordering::Relaxed);
+            reported = applied;
+        } else if applied != reported {
+            if let Some(r) = &reg {
+                let ok = r
+                    .update(&serde_json::to_vec(&info(&shared)).unwrap_or_default())
+                    .await
+                    .is_ok();
+                shared.coordinator_ok.store(ok, Ordering::Relaxed);
+                if ok {
+                    reported = applied;
                 }
             }
         }

@@ -71,6 +71,8 @@ pub struct Shared {
     /// One socket per shard (non-blocking), written to when a new table is published: the
     /// shard wakes at once to swap it in, instead of polling for it.
     pub table_wakers: Vec<std::os::unix::net::UnixStream>,
+    /// Signalled when a shard acknowledges an epoch, so the control thread reports it at once.
+    pub acked: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -235,6 +237,7 @@ impl Shard {
         let drained = self.inflight.borrow().range(..epoch).all(|(_, n)| *n == 0);
         if drained {
             self.shared.applied[self.id].store(epoch, Ordering::Release);
+            self.shared.acked.notify_one();
         }
     }
 
@@ -324,6 +327,7 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         coordinator_ok: AtomicBool::new(false),
         admin_addr: Mutex::new(String::new()),
         table_wakers,
+        acked: tokio::sync::Notify::new(),
     });
     admin::start(shared.clone());
     // The control thread loads the first table before the shards accept anything.
