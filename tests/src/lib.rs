@@ -81,7 +81,36 @@ impl Drop for Process {
 
 /// Spawns a server started with `--port 0` and reads the port it reports on stdout
 /// ("... listening on port N"): no race with other tests for a free port.
-pub fn spawn_on_free_port(name: &str, mut cmd: Command) -> (Process, u16) {
+///
+/// A process that exits before reporting a port is started again (twice at most): between
+/// learning its port from the kernel and binding its shards' listeners, a process can lose
+/// the port to another test's outgoing connection, which draws from the same range.
+pub fn spawn_on_free_port(name: &str, cmd: Command) -> (Process, u16) {
+    let mut last = String::new();
+    for attempt in 0..3 {
+        let mut c = Command::new(cmd.get_program());
+        c.args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        if let Some(d) = cmd.get_current_dir() {
+            c.current_dir(d);
+        }
+        match try_spawn_on_free_port(name, c) {
+            Ok(r) => return r,
+            Err(e) => {
+                eprintln!("{name}: attempt {} failed: {e}", attempt + 1);
+                last = e;
+            }
+        }
+    }
+    panic!("{last}");
+}
+
+fn try_spawn_on_free_port(name: &str, mut cmd: Command) -> Result<(Process, u16), String> {
     cmd.stdout(Stdio::piped());
     if std::env::var_os("RCODIS_TEST_LOG").is_none() {
         cmd.stderr(Stdio::null());
@@ -108,14 +137,18 @@ pub fn spawn_on_free_port(name: &str, mut cmd: Command) -> (Process, u16) {
         child,
         name: name.to_string(),
     };
-    let port = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(p) => p,
-        Err(_) => {
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(p) => Ok((proc, p)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            // Its stdout closed: it exited (or is exiting) without a port.
+            let _ = proc.child.wait();
+            Err(format!("{name} exited before reporting its port"))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
             let exited = proc.exited();
             panic!("{name} did not report its port within 30 s (exited: {exited})");
         }
-    };
-    (proc, port)
+    }
 }
 
 /// Path of a workspace binary under target/ (built by `cargo build --workspace --bins`,
