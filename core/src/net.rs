@@ -20,6 +20,32 @@ pub fn shared_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListene
     Ok(s.into())
 }
 
+/// Claims `addr`'s port for a process whose shards each open an SO_REUSEPORT listener on it
+/// ([`shared_listener`]), and returns the port (the kernel's choice when `addr` asks for 0)
+/// with a socket that holds it. A plain socket is bound first, which fails if anyone holds
+/// the port (SO_REUSEPORT alone would let a second process share it; Redis refuses to start
+/// instead). Then, until the returned socket is dropped (once the shards listen), a bound,
+/// not listening SO_REUSEPORT socket keeps the port, so that an outgoing connection of
+/// another process, which draws its local port from the same range, cannot take it in the
+/// meantime.
+pub fn claim_port(addr: SocketAddr) -> std::io::Result<(u16, socket2::Socket)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let port = {
+        let probe = std::net::TcpListener::bind(addr)?;
+        probe.local_addr()?.port()
+    };
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let hold = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    hold.set_reuse_address(true)?;
+    hold.set_reuse_port(true)?;
+    hold.bind(&SocketAddr::new(addr.ip(), port).into())?;
+    Ok((port, hold))
+}
+
 /// Puts the calling thread under `SCHED_BATCH` (Linux): it no longer preempts the running
 /// thread of its CPU when it wakes up, and runs when that thread blocks or its time slice
 /// ends. For shards that share cores with each other (a proxy and its servers on one host):
@@ -153,5 +179,33 @@ mod env_tests {
     fn this_machine_passes() {
         // Every test machine runs the data plane.
         check_data_plane_environment("test").unwrap();
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn a_claimed_port_admits_the_shards_then_stays_theirs() {
+        let (port, hold) = claim_port("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_ne!(port, 0);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // The shards' listeners can open it while it is held.
+        let a = shared_listener(addr).unwrap();
+        let b = shared_listener(addr).unwrap();
+        drop(hold);
+        // Then it is theirs: nobody else can listen on it, and they take connections.
+        assert!(std::net::TcpListener::bind(addr).is_err());
+        assert!(claim_port(addr).is_err());
+        let _c = std::net::TcpStream::connect(addr).unwrap();
+        drop((a, b));
+    }
+
+    #[test]
+    fn a_port_someone_listens_on_cannot_be_claimed() {
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = other.local_addr().unwrap();
+        assert!(claim_port(addr).is_err());
     }
 }

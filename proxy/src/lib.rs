@@ -292,11 +292,8 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         .parse()
         .map_err(|e| anyhow::anyhow!("bad --listen {}: {e}", config.listen))?;
     // Claim the port exclusively first (see rcodis-server: SO_REUSEPORT would share it).
-    let port = {
-        let probe = std::net::TcpListener::bind(listen)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-        probe.local_addr()?.port()
-    };
+    let (port, port_claim) = rcodis_core::net::claim_port(listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     // Each shard's end of its table wake-up socket (the control thread writes to the other).
     let mut wake_ends = Vec::with_capacity(nr);
     let mut table_wakers = Vec::with_capacity(nr);
@@ -444,6 +441,8 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
             Err(_) => anyhow::bail!("proxy shards did not start within 30 s"),
         }
     }
+    // Every shard listens: the port is held by their listeners now.
+    drop(port_claim);
     Ok(ProxyHandle { shared, port })
 }
 

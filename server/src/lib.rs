@@ -147,10 +147,15 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
     // SO_REUSEPORT would let the shards share the port with another process that also uses
     // it (a second rcodis-server would silently split the traffic). Claim the port with a
     // plain socket first: that fails if anyone holds it, as Redis fails to start.
-    let want_port = {
-        let probe = std::net::TcpListener::bind((bind.as_str(), config.port))
-            .map_err(|e| anyhow::anyhow!("cannot listen on {bind}:{}: {e}", config.port))?;
-        probe.local_addr()?.port()
+    let (want_port, port_claim) = {
+        use std::net::ToSocketAddrs;
+        let addr = (bind.as_str(), config.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| anyhow::anyhow!("bad bind address {bind}:{}", config.port))?;
+        rcodis_core::net::claim_port(addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {bind}:{}: {e}", config.port))?
     };
     memory::set_max(config::parse_memory(&config.maxmemory).unwrap_or(0));
     memory::set_policy(
@@ -289,6 +294,8 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
             Err(_) => anyhow::bail!("shards did not start within 30 s"),
         }
     }
+    // Every shard listens: the port is held by their listeners now.
+    drop(port_claim);
     shared.port.store(port as usize, Ordering::Relaxed);
     Ok(ServerHandle {
         shared,
