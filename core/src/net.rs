@@ -6,6 +6,13 @@ use std::net::SocketAddr;
 /// binds even while connections of a previous process linger in TIME_WAIT (SO_REUSEADDR),
 /// as Redis's listener does: a restarted server gets its port back at once.
 pub fn shared_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let s = reuse_port_socket(addr)?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// A TCP socket bound to `addr` with SO_REUSEADDR and SO_REUSEPORT (not listening).
+fn reuse_port_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if addr.is_ipv6() {
         Domain::IPV6
@@ -16,8 +23,7 @@ pub fn shared_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListene
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     s.bind(&addr.into())?;
-    s.listen(1024)?;
-    Ok(s.into())
+    Ok(s)
 }
 
 /// Claims `addr`'s port for a process whose shards each open an SO_REUSEPORT listener on it
@@ -29,20 +35,11 @@ pub fn shared_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListene
 /// another process, which draws its local port from the same range, cannot take it in the
 /// meantime.
 pub fn claim_port(addr: SocketAddr) -> std::io::Result<(u16, socket2::Socket)> {
-    use socket2::{Domain, Protocol, Socket, Type};
     let port = {
         let probe = std::net::TcpListener::bind(addr)?;
         probe.local_addr()?.port()
     };
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let hold = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
-    hold.set_reuse_address(true)?;
-    hold.set_reuse_port(true)?;
-    hold.bind(&SocketAddr::new(addr.ip(), port).into())?;
+    let hold = reuse_port_socket(SocketAddr::new(addr.ip(), port))?;
     Ok((port, hold))
 }
 

@@ -104,14 +104,17 @@ async fn run(shared: Arc<Shared>, ready: std::sync::mpsc::Sender<anyhow::Result<
     }
     shared.coordinator_ok.store(true, Ordering::Relaxed);
     let pkey = layout::proxy_key(&product, &shared.token);
-    let mut reg = c
-        .put_ephemeral(
+    // Registers the proxy (an entry that lives as long as this process keeps it alive).
+    let register = async || {
+        c.put_ephemeral(
             &pkey,
             &serde_json::to_vec(&info(&shared)).unwrap_or_default(),
             Duration::from_secs(5),
         )
         .await
-        .ok();
+        .ok()
+    };
+    let mut reg = register().await;
     let _ = ready.send(Ok(()));
     let mut reported = u64::MAX;
     // Acknowledged epochs are reported as soon as a shard signals one; the tick only backs
@@ -143,14 +146,7 @@ async fn run(shared: Arc<Shared>, ready: std::sync::mpsc::Sender<anyhow::Result<
         let lost = reg.as_ref().is_none_or(|r| !r.is_held());
         if lost {
             // Register again (after an expiry or a removal while we were away).
-            reg = c
-                .put_ephemeral(
-                    &pkey,
-                    &serde_json::to_vec(&info(&shared)).unwrap_or_default(),
-                    Duration::from_secs(5),
-                )
-                .await
-                .ok();
+            reg = register().await;
             shared
                 .coordinator_ok
                 .store(reg.is_some(), Ordering::Relaxed);
