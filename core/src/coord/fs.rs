@@ -8,7 +8,13 @@
 //! ```
 //!
 //! An ephemeral key whose heartbeat is older than its TTL is treated as absent and removed
-//! by the next operation that sees it. Watches poll (default every 100 ms).
+//! by the next operation that sees it.
+//!
+//! A watch learns of changes from inotify on `kv/` and `ephemeral/` and then lists its
+//! prefix again; it also lists when the next ephemeral key it reported is due to expire (an
+//! owner that died leaves no event behind) and, as a safety net, every few seconds. Where
+//! inotify cannot be had (`fs.inotify.max_user_instances` reached, say) it says so and polls
+//! instead. An idle watch costs nothing but the safety net.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -35,7 +41,27 @@ struct Inner {
     eph: PathBuf,
     lock: PathBuf,
     poll: Duration,
+    /// Whether watches use inotify (else they poll every `poll`).
+    inotify: bool,
     tmp_seq: AtomicU64,
+    /// Listings done (for tests: an idle watch must not poll).
+    lists: AtomicU64,
+}
+
+/// Whether a key is ephemeral, and if so, until when it lives without a heartbeat.
+enum Liveness {
+    Persistent,
+    Until(SystemTime),
+    Expired,
+}
+
+/// How often a watch lists its prefix when nothing told it to (inotify being the trigger).
+const WATCH_SAFETY_NET: Duration = Duration::from_secs(5);
+
+/// The inotify events that can change what a listing returns.
+fn change_mask() -> inotify::WatchMask {
+    use inotify::WatchMask as M;
+    M::CLOSE_WRITE | M::MOVED_TO | M::MOVED_FROM | M::CREATE | M::DELETE | M::DELETE_SELF
 }
 
 fn escape(key: &str) -> String {
@@ -111,25 +137,28 @@ impl Inner {
 
     /// Whether an ephemeral key is expired (and removes it if so). Persistent keys never are.
     fn reap_if_stale(&self, key: &str) -> bool {
+        matches!(self.liveness(key), Liveness::Expired)
+    }
+
+    /// Whether a key is ephemeral and until when it lives; an expired key is removed.
+    fn liveness(&self, key: &str) -> Liveness {
         let ep = self.eph_path(key);
         let Ok(meta) = fs::metadata(&ep) else {
-            return false;
+            return Liveness::Persistent;
         };
         let ttl_ms: u64 = fs::read_to_string(&ep)
             .ok()
             .and_then(|s| s.split_whitespace().next()?.parse().ok())
             .unwrap_or(0);
-        let age = meta
-            .modified()
-            .ok()
-            .and_then(|m| SystemTime::now().duration_since(m).ok())
-            .unwrap_or_default();
+        let beat = meta.modified().unwrap_or_else(|_| SystemTime::now());
+        let until = beat + Duration::from_millis(ttl_ms);
+        let age = SystemTime::now().duration_since(beat).unwrap_or_default();
         if age > Duration::from_millis(ttl_ms) {
             let _ = fs::remove_file(self.kv_path(key));
             let _ = fs::remove_file(&ep);
-            true
+            Liveness::Expired
         } else {
-            false
+            Liveness::Until(until)
         }
     }
 
@@ -180,8 +209,16 @@ impl Inner {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(self.list_until(prefix)?.0)
+    }
+
+    /// The live keys under `prefix`, and when the first of the ephemeral ones among them
+    /// expires unless its owner heartbeats.
+    fn list_until(&self, prefix: &str) -> Result<(Vec<(String, Vec<u8>)>, Option<SystemTime>)> {
         let _l = self.locked()?;
+        self.lists.fetch_add(1, Ordering::Relaxed);
         let mut out = BTreeMap::new();
+        let mut first_expiry: Option<SystemTime> = None;
         for entry in fs::read_dir(&self.kv)? {
             let entry = entry?;
             let name = entry.file_name();
@@ -193,11 +230,34 @@ impl Inner {
             if !key.starts_with(prefix) {
                 continue;
             }
-            if let Some(v) = self.read_live(&key)? {
-                out.insert(key, v);
+            let until = match self.liveness(&key) {
+                Liveness::Expired => continue,
+                Liveness::Persistent => None,
+                Liveness::Until(t) => Some(t),
+            };
+            match fs::read(self.kv_path(&key)) {
+                Ok(v) => {
+                    out.insert(key, v);
+                    if let Some(t) = until {
+                        first_expiry = Some(first_expiry.map_or(t, |f| f.min(t)));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        Ok(out.into_iter().collect())
+        Ok((out.into_iter().collect(), first_expiry))
+    }
+
+    /// An inotify stream of the changes under `kv/` and `ephemeral/`.
+    fn changes(&self) -> std::io::Result<inotify::EventStream<Vec<u8>>> {
+        if !self.inotify {
+            return Err(std::io::Error::other("inotify not wanted for this store"));
+        }
+        let ino = inotify::Inotify::init()?;
+        ino.watches().add(&self.kv, change_mask())?;
+        ino.watches().add(&self.eph, change_mask())?;
+        ino.into_event_stream(vec![0u8; 4096])
     }
 
     fn write_ephemeral(&self, key: &str, value: &[u8], ttl: Duration, owner: &str) -> Result<()> {
@@ -268,6 +328,34 @@ impl Inner {
     }
 }
 
+/// The file name of the next change (empty for an overflow), or None when the stream failed.
+/// Pending for ever without a stream.
+async fn next_change(
+    changes: &mut Option<inotify::EventStream<Vec<u8>>>,
+) -> Option<std::ffi::OsString> {
+    use futures::StreamExt;
+    match changes {
+        Some(s) => match s.next().await {
+            Some(Ok(ev)) => Some(ev.name.unwrap_or_default()),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "file coordinator: inotify read failed");
+                None
+            }
+            None => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Takes the changes already queued without waiting.
+fn drain_changes(changes: &mut Option<inotify::EventStream<Vec<u8>>>) {
+    use futures::FutureExt;
+    use futures::StreamExt;
+    if let Some(s) = changes {
+        while let Some(Some(Ok(_))) = s.next().now_or_never() {}
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     inner: &Arc<Inner>,
     f: impl FnOnce(&Inner) -> T + Send + 'static,
@@ -284,8 +372,19 @@ impl FileCoordinator {
         Self::open_with_poll(path, Duration::from_millis(20))
     }
 
-    /// Like [`FileCoordinator::open`], with the watch polling interval.
+    /// Like [`FileCoordinator::open`], with the polling interval of watches that cannot
+    /// have inotify.
     pub fn open_with_poll(path: impl AsRef<Path>, poll: Duration) -> Result<Self> {
+        Self::open_inner(path, poll, true)
+    }
+
+    /// A store whose watches poll every `poll` rather than use inotify: for a directory on a
+    /// file system where inotify does not see every change (a network mount shared by hosts).
+    pub fn open_polling(path: impl AsRef<Path>, poll: Duration) -> Result<Self> {
+        Self::open_inner(path, poll, false)
+    }
+
+    fn open_inner(path: impl AsRef<Path>, poll: Duration, inotify: bool) -> Result<Self> {
         let root = path.as_ref();
         let kv = root.join("kv");
         let eph = root.join("ephemeral");
@@ -297,7 +396,9 @@ impl FileCoordinator {
                 eph,
                 lock: root.join(".lock"),
                 poll,
+                inotify,
                 tmp_seq: AtomicU64::new(0),
+                lists: AtomicU64::new(0),
             }),
         })
     }
@@ -390,24 +491,63 @@ impl Coordinator for FileCoordinator {
         let (tx, rx) = mpsc::channel(1024);
         let inner = self.inner.clone();
         let prefix = prefix.to_string();
-        let first = self.list(&prefix).await?;
+        // Listening for changes starts before the first listing, so none falls in between.
+        let mut changes = match self.inner.changes() {
+            Ok(s) => Some(s),
+            Err(_) if !inner.inotify => None,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    poll_ms = inner.poll.as_millis() as u64,
+                    "file coordinator: no inotify for a watch; polling instead"
+                );
+                None
+            }
+        };
+        let p = prefix.clone();
+        let (first, mut expiry) = blocking(&self.inner, move |i| i.list_until(&p)).await?;
         let mut seen: BTreeMap<String, Vec<u8>> = first.iter().cloned().collect();
         tx.send(WatchEvent::Reset(first))
             .await
             .map_err(|_| CoordError::Closed)?;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(inner.poll);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = tx.closed() => return,
+                let mut wait = if changes.is_some() {
+                    WATCH_SAFETY_NET
+                } else {
+                    inner.poll
+                };
+                if let Some(t) = expiry {
+                    // A little after the deadline: expiry is "older than the TTL".
+                    let due = t.duration_since(SystemTime::now()).unwrap_or_default();
+                    wait = wait.min(due + Duration::from_millis(5));
                 }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = tx.closed() => return,
+                    ev = next_change(&mut changes) => match ev {
+                        Some(name) => {
+                            if name.to_str().is_some_and(|n| n.starts_with(".tmp.")) {
+                                continue; // a value being written; its rename follows
+                            }
+                        }
+                        None => {
+                            tracing::warn!("file coordinator: inotify stream ended; polling instead");
+                            changes = None;
+                        }
+                    },
+                }
+                // A burst of changes (a migration step writes several keys) is one listing.
+                drain_changes(&mut changes);
                 let p = prefix.clone();
-                let now = match blocking(&inner, move |i| i.list(&p)).await {
-                    Ok(v) => v.into_iter().collect::<BTreeMap<_, _>>(),
+                let now = match blocking(&inner, move |i| i.list_until(&p)).await {
+                    Ok((v, e)) => {
+                        expiry = e;
+                        v.into_iter().collect::<BTreeMap<_, _>>()
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "file coordinator watch poll failed");
+                        tracing::warn!(error = %e, "file coordinator watch listing failed");
+                        expiry = None;
                         continue;
                     }
                 };
@@ -466,5 +606,90 @@ mod tests {
             assert_eq!(unescape(&escape(k)).as_deref(), Some(k));
         }
         assert!(!escape("/a/b").contains('/'));
+    }
+
+    async fn next(w: &mut WatchStream) -> WatchEvent {
+        tokio::time::timeout(Duration::from_secs(10), w.recv())
+            .await
+            .expect("a watch event in time")
+            .expect("the watch open")
+    }
+
+    /// A watch reports puts, deletes and the expiry of an ephemeral key whose owner died
+    /// (no heartbeat, and nobody else touching the store), and lists nothing while idle.
+    async fn watch_reports_changes_and_expiry(c: FileCoordinator) {
+        let mut w = c.watch("/w/").await.unwrap();
+        assert!(matches!(next(&mut w).await, WatchEvent::Reset(v) if v.is_empty()));
+        c.put("/w/a", b"1").await.unwrap();
+        c.put("/x/other", b"1").await.unwrap();
+        assert_eq!(
+            next(&mut w).await,
+            WatchEvent::Put {
+                key: "/w/a".into(),
+                value: b"1".to_vec()
+            }
+        );
+        // An owner that dies right after creating its key: no keeper, no heartbeat.
+        let ttl = Duration::from_millis(700);
+        let started = std::time::Instant::now();
+        c.inner.put_ephemeral("/w/dead", b"x", ttl, "gone").unwrap();
+        assert_eq!(
+            next(&mut w).await,
+            WatchEvent::Put {
+                key: "/w/dead".into(),
+                value: b"x".to_vec()
+            }
+        );
+        assert_eq!(
+            next(&mut w).await,
+            WatchEvent::Delete {
+                key: "/w/dead".into()
+            }
+        );
+        assert!(started.elapsed() >= ttl);
+        c.delete("/w/a").await.unwrap();
+        assert_eq!(
+            next(&mut w).await,
+            WatchEvent::Delete { key: "/w/a".into() }
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inotify_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = FileCoordinator::open(dir.path()).unwrap();
+        watch_reports_changes_and_expiry(c.clone()).await;
+        // Idle: nothing changes, so nothing is listed (the safety net is seconds away).
+        let mut w = c.watch("/w/").await.unwrap();
+        next(&mut w).await;
+        let before = c.inner.lists.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(c.inner.lists.load(Ordering::Relaxed), before);
+        // A change is seen at once, not at the safety net's next round.
+        let t = std::time::Instant::now();
+        c.put("/w/b", b"2").await.unwrap();
+        assert_eq!(
+            next(&mut w).await,
+            WatchEvent::Put {
+                key: "/w/b".into(),
+                value: b"2".to_vec()
+            }
+        );
+        assert!(t.elapsed() < WATCH_SAFETY_NET, "{:?}", t.elapsed());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn polling_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = FileCoordinator::open_polling(dir.path(), Duration::from_millis(20)).unwrap();
+        watch_reports_changes_and_expiry(c.clone()).await;
+        let before = c.inner.lists.load(Ordering::Relaxed);
+        let mut w = c.watch("/w/").await.unwrap();
+        next(&mut w).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            c.inner.lists.load(Ordering::Relaxed) > before + 5,
+            "a polling watch polls"
+        );
     }
 }
