@@ -48,6 +48,9 @@ struct Inner {
     lists: AtomicU64,
 }
 
+/// Keys and values, in key order.
+type Listing = Vec<(String, Vec<u8>)>;
+
 /// Whether a key is ephemeral, and if so, until when it lives without a heartbeat.
 enum Liveness {
     Persistent,
@@ -214,7 +217,7 @@ impl Inner {
 
     /// The live keys under `prefix`, and when the first of the ephemeral ones among them
     /// expires unless its owner heartbeats.
-    fn list_until(&self, prefix: &str) -> Result<(Vec<(String, Vec<u8>)>, Option<SystemTime>)> {
+    fn list_until(&self, prefix: &str) -> Result<(Listing, Option<SystemTime>)> {
         let _l = self.locked()?;
         self.lists.fetch_add(1, Ordering::Relaxed);
         let mut out = BTreeMap::new();
