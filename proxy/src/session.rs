@@ -49,6 +49,14 @@ struct Session {
     db: u16,
     authed: bool,
     name: Bytes,
+    /// CLIENT SETINFO's library name and version (shown by CLIENT INFO).
+    lib_name: Bytes,
+    lib_ver: Bytes,
+    /// The client's address and ours, the socket, and when it connected (CLIENT INFO).
+    addr: Box<str>,
+    laddr: Box<str>,
+    fd: i32,
+    since: std::time::Instant,
     close: bool,
     txn: crate::txn::Txn,
     pubsub: Option<PubSub>,
@@ -120,6 +128,16 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         db: 0,
         authed: shared.config.session_auth.is_empty(),
         name: Bytes::new(),
+        lib_name: Bytes::new(),
+        lib_ver: Bytes::new(),
+        addr: stream
+            .peer_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string().into()),
+        laddr: stream
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string().into()),
+        fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
+        since: std::time::Instant::now(),
         close: false,
         txn: Default::default(),
         pubsub: None,
@@ -486,6 +504,9 @@ async fn fanout_merge(
     req: &Request,
     shard: &Shard,
 ) -> Bytes {
+    if name == "info" {
+        return info_merge(rxs, req, shard).await;
+    }
     let mut frames = Vec::with_capacity(rxs.len());
     for rx in rxs {
         match rx.await {
@@ -682,6 +703,7 @@ impl Session {
         match plan {
             Plan::Locked(_) => unreachable!("waited for above"),
             Plan::Reject(e) => Slot::Ready(err(&e)),
+            Plan::Local if spec.name == "info" => self.info(req),
             Plan::Local => Slot::Ready(self.local(spec, &req)),
             Plan::Single(b) => {
                 if spec.has(rcodis_core::cmd::CommandFlags::BLOCKING) {
@@ -1387,16 +1409,53 @@ impl Session {
                 self.name = Bytes::copy_from_slice(req.arg(2));
                 simple("OK")
             }
-            "client|setinfo" | "client|no-evict" => simple("OK"),
-            "client|info" => frame(&Frame::bulk(format!(
-                "id={} addr=? laddr=? fd=0 name={} db={} cmd=client|info user=default resp=2\n",
-                self.id,
-                String::from_utf8_lossy(&self.name),
-                self.db
-            ))),
+            "client|setinfo" => {
+                let (attr, v) = (req.arg(2), req.arg(3));
+                let field = if attr.eq_ignore_ascii_case(b"lib-name") {
+                    &mut self.lib_name
+                } else if attr.eq_ignore_ascii_case(b"lib-ver") {
+                    &mut self.lib_ver
+                } else {
+                    return err(&format!(
+                        "ERR Unrecognized option '{}'",
+                        String::from_utf8_lossy(attr)
+                    ));
+                };
+                if v.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+                    return err(&format!(
+                        "ERR {} cannot contain spaces, newlines or special characters.",
+                        String::from_utf8_lossy(attr).to_ascii_lowercase()
+                    ));
+                }
+                *field = Bytes::copy_from_slice(v);
+                simple("OK")
+            }
+            "client|no-evict" => match req.arg(2).to_ascii_lowercase().as_slice() {
+                b"on" | b"off" => simple("OK"),
+                _ => err("ERR syntax error"),
+            },
+            "client|info" => {
+                let (sub, ssub, psub) = self.pubsub.as_ref().map_or((0, 0, 0), |p| {
+                    let sharded = p.channels.values().filter(|(sh, _)| *sh).count();
+                    (p.channels.len() - sharded, sharded, p.patterns.len())
+                });
+                frame(&Frame::bulk(format!(
+                    "id={} addr={} laddr={} fd={} name={} age={} idle=0 flags=N db={} sub={sub} psub={psub} ssub={ssub} multi={} cmd=client|info user=default resp={} lib-name={} lib-ver={}\n",
+                    self.id,
+                    self.addr,
+                    self.laddr,
+                    self.fd,
+                    String::from_utf8_lossy(&self.name),
+                    self.since.elapsed().as_secs(),
+                    self.db,
+                    self.txn.multi.as_ref().map_or(-1, |m| m.queued.len() as i64),
+                    if self.resp3 { 3 } else { 2 },
+                    String::from_utf8_lossy(&self.lib_name),
+                    String::from_utf8_lossy(&self.lib_ver),
+                )))
+            }
             "command" | "command|count" | "command|info" | "command|list" | "command|docs"
             | "command|getkeys" => command(spec, req),
-            "info" => self.info(req),
             _ => err(&format!(
                 "ERR command '{}' is not supported by rcodis-proxy",
                 spec.name.replace('|', " ")
@@ -1459,54 +1518,194 @@ impl Session {
         }
     }
 
-    fn info(&self, req: &Request) -> Bytes {
-        let sh = &self.shard.shared;
-        let t = self.shard.table.borrow();
-        let commands: u64 = sh.commands.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-        let mut s = format!(
-            "# Server\r\nredis_version:7.0.15\r\nrcodis_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nexecutable:rcodis-proxy\r\n\r\n# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\r\n# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n# Cluster\r\ncluster_enabled:0\r\n\r\n# Proxy\r\nproduct:{}\r\ntoken:{}\r\nslot_table_epoch:{}\r\napplied_epoch:{}\r\ncoordinator:{}\r\ncoordinator_reachable:{}\r\nbackends:{}\r\n",
+    /// INFO: the proxy's own sections; the keyspace section asks every group's master.
+    fn info(&mut self, req: Request) -> Slot {
+        let want = InfoSections::of(&req);
+        if !want.wants("keyspace") {
+            return Slot::Ready(frame(&Frame::Bulk(Bytes::from(info_text(
+                &self.shard,
+                &want,
+            )))));
+        }
+        let rxs = self
+            .backends()
+            .iter()
+            .map(|b| b.send_args(&["INFO", "keyspace"], self.db))
+            .collect();
+        Slot::Fanout("info", rxs, Box::new(req))
+    }
+}
+
+/// The INFO sections a request asks for (`INFO [section ...]`, case-insensitive): none or
+/// `default` gives the default ones, `all` and `everything` add the per-command statistics.
+struct InfoSections(Vec<String>);
+
+impl InfoSections {
+    fn of(req: &Request) -> InfoSections {
+        InfoSections(
+            req.args()
+                .skip(1)
+                .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+                .collect(),
+        )
+    }
+
+    fn wants(&self, section: &str) -> bool {
+        let default = !matches!(section, "commandstats");
+        if self.0.is_empty() {
+            return default;
+        }
+        self.0
+            .iter()
+            .any(|w| w == section || w == "all" || w == "everything" || (w == "default" && default))
+    }
+}
+
+/// The proxy's own INFO text (every asked-for section but the keyspace, which the groups
+/// report: see [`info_merge`]).
+fn info_text(shard: &Shard, want: &InfoSections) -> String {
+    let sh = &shard.shared;
+    let t = shard.table.borrow();
+    let mut s = String::new();
+    let mut section = |name: &str, body: String| {
+        if want.wants(&name.to_ascii_lowercase()) {
+            s.push_str("# ");
+            s.push_str(name);
+            s.push_str("\r\n");
+            s.push_str(&body);
+            s.push_str("\r\n");
+        }
+    };
+    section(
+        "Server",
+        format!(
+            "redis_version:7.0.15\r\nrcodis_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nexecutable:rcodis-proxy\r\n",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             std::process::id(),
             sh.port.load(Ordering::Relaxed),
             sh.started.elapsed().as_secs(),
+        ),
+    );
+    section(
+        "Clients",
+        format!(
+            "connected_clients:{}\r\nmaxclients:{}\r\n",
             sh.clients.load(Ordering::Relaxed),
             sh.config.max_clients,
+        ),
+    );
+    let commands: u64 = sh.commands.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    section(
+        "Stats",
+        format!(
+            "total_connections_received:{}\r\ntotal_commands_processed:{}\r\n",
             sh.total_connections.load(Ordering::Relaxed),
             commands,
+        ),
+    );
+    section(
+        "Replication",
+        "role:master\r\nconnected_slaves:0\r\n".to_string(),
+    );
+    section("Cluster", "cluster_enabled:0\r\n".to_string());
+    section(
+        "Proxy",
+        format!(
+            "product:{}\r\ntoken:{}\r\nslot_table_epoch:{}\r\napplied_epoch:{}\r\ncoordinator:{}\r\ncoordinator_reachable:{}\r\nbackends:{}\r\nadmin_addr:{}\r\n",
             sh.config.product,
             sh.token,
             t.epoch,
             sh.applied_epoch(),
-            if sh.config.coordinator.is_empty() { "none (static table)" } else { sh.config.coordinator.as_str() },
-            if sh.config.coordinator.is_empty() { 1 } else { sh.coordinator_ok.load(Ordering::Relaxed) as u8 },
+            if sh.config.coordinator.is_empty() {
+                "none (static table)"
+            } else {
+                sh.config.coordinator.as_str()
+            },
+            if sh.config.coordinator.is_empty() {
+                1
+            } else {
+                sh.coordinator_ok.load(Ordering::Relaxed) as u8
+            },
             t.backends.join(","),
-        );
-        s.push_str(&format!(
-            "admin_addr:{}\r\n\r\n",
-            sh.admin_addr.lock().expect("admin lock")
-        ));
-        let wants = |w: &str| {
-            req.args()
-                .skip(1)
-                .any(|a| a.eq_ignore_ascii_case(w.as_bytes()))
-        };
-        if wants("commandstats") || wants("all") || wants("everything") {
-            s.push_str("# Commandstats\r\n");
-            for (name, c) in sh.command_stats() {
-                s.push_str(&format!(
-                    "cmdstat_{}:calls={},usec={},usec_per_call={:.2},rejected_calls=0,failed_calls={}\r\n",
-                    name,
-                    c.calls,
-                    c.usec,
-                    c.usec as f64 / c.calls as f64,
-                    c.errors
-                ));
-            }
-            s.push_str("\r\n");
+            sh.admin_addr.lock().expect("admin lock"),
+        ),
+    );
+    if want.wants("commandstats") {
+        let mut body = String::new();
+        for (name, c) in sh.command_stats() {
+            body.push_str(&format!(
+                "cmdstat_{}:calls={},usec={},usec_per_call={:.2},rejected_calls=0,failed_calls={}\r\n",
+                name,
+                c.calls,
+                c.usec,
+                c.usec as f64 / c.calls as f64,
+                c.errors
+            ));
         }
-        frame(&Frame::Bulk(Bytes::from(s)))
+        section("Commandstats", body);
     }
+    s
+}
+
+/// INFO: the proxy's sections, then the keyspace summed over the groups' masters
+/// (`dbN:keys=..,expires=..,avg_ttl=..`, avg_ttl weighted by each group's expiring keys).
+/// A group that does not answer is left out and counted in `keyspace_missing_groups`: INFO
+/// keeps answering while a backend is down.
+async fn info_merge(rxs: Vec<oneshot::Receiver<Reply>>, req: &Request, shard: &Shard) -> Bytes {
+    let want = InfoSections::of(req);
+    let mut dbs: std::collections::BTreeMap<u64, (u64, u64, u128)> = Default::default();
+    let mut missing = 0;
+    for rx in rxs {
+        let text = match rx.await {
+            Ok(Ok(b)) if b.first() != Some(&b'-') => parse(&b).and_then(|f| f.as_bytes().cloned()),
+            _ => None,
+        };
+        let Some(text) = text else {
+            missing += 1;
+            continue;
+        };
+        for line in String::from_utf8_lossy(&text).lines() {
+            let Some((db, fields)) = line.split_once(':') else {
+                continue;
+            };
+            let Some(n) = db.strip_prefix("db").and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            let field = |name: &str| -> u64 {
+                fields
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .find(|(k, _)| *k == name)
+                    .and_then(|(_, v)| v.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            let e = dbs.entry(n).or_default();
+            let expires = field("expires");
+            e.0 += field("keys");
+            e.1 += expires;
+            e.2 += field("avg_ttl") as u128 * expires as u128;
+        }
+    }
+    let mut s = info_text(shard, &want);
+    if want.wants("keyspace") {
+        s.push_str("# Keyspace\r\n");
+        for (db, (keys, expires, ttl_sum)) in dbs {
+            let avg = if expires > 0 {
+                ttl_sum / expires as u128
+            } else {
+                0
+            };
+            s.push_str(&format!(
+                "db{db}:keys={keys},expires={expires},avg_ttl={avg}\r\n"
+            ));
+        }
+        if missing > 0 {
+            s.push_str(&format!("keyspace_missing_groups:{missing}\r\n"));
+        }
+        s.push_str("\r\n");
+    }
+    frame(&Frame::Bulk(Bytes::from(s)))
 }
 
 /// COMMAND and its subcommands, from rcodis-core's table.

@@ -230,6 +230,65 @@ fn routes_splits_and_refuses() {
     std::thread::sleep(Duration::from_millis(300));
     p.cmd(&["RPUSH", "{q}list", "kept"]);
     assert_eq!(text(&p.cmd(&["LPOP", "{q}list"])), "kept");
+    // INFO: the proxy's own sections as asked, and the keyspace summed over both groups.
+    let mut k = Conn::connect(c.port);
+    assert_eq!(k.cmd(&["SELECT", "7"]), Frame::simple("OK"));
+    for i in 0..20 {
+        k.cmd(&["SET", &format!("ks{i}"), "v"]);
+    }
+    for i in 0..6 {
+        k.cmd(&["SET", &format!("kt{i}"), "v", "EX", "1000"]);
+    }
+    for s in &c.servers {
+        let mut d = s.conn();
+        d.cmd(&["SELECT", "7"]);
+        assert!(
+            d.cmd(&["DBSIZE"]).as_integer().unwrap() > 0,
+            "both groups hold keys"
+        );
+    }
+    let ks = text(&k.cmd(&["INFO", "keyspace"]));
+    assert!(ks.starts_with("# Keyspace\r\n"), "{ks}");
+    assert!(ks.contains("\r\ndb7:keys=26,expires=6,avg_ttl="), "{ks}");
+    let _avg_ttl: u64 = ks
+        .split("db7:keys=26,expires=6,avg_ttl=")
+        .nth(1)
+        .unwrap()
+        .split("\r\n")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        !ks.contains("# Server") && !ks.contains("keyspace_missing"),
+        "{ks}"
+    );
+    let default = text(&k.cmd(&["INFO"]));
+    for want in [
+        "# Server\r\n",
+        "# Clients\r\n",
+        "# Proxy\r\n",
+        "db7:keys=26,",
+    ] {
+        assert!(default.contains(want), "{want:?} not in {default}");
+    }
+    assert!(!default.contains("# Commandstats"), "{default}");
+    let some = text(&k.cmd(&["info", "SERVER", "clients"]));
+    assert!(
+        some.contains("# Server\r\n") && some.contains("# Clients\r\n"),
+        "{some}"
+    );
+    assert!(
+        !some.contains("# Keyspace") && !some.contains("# Proxy"),
+        "{some}"
+    );
+    let every = text(&k.cmd(&["INFO", "everything"]));
+    assert!(every.contains("# Commandstats\r\ncmdstat_") && every.contains("db7:keys=26,"));
+    // The handshake of current client libraries.
+    rcodis_tests::check_client_setinfo(&mut Conn::connect(c.port), c.port);
+    let mut h = Conn::connect(c.port);
+    h.cmd(&["HELLO", "3"]);
+    assert!(text(&h.cmd(&["CLIENT", "INFO"])).contains(" resp=3 "));
     // The redis crate works through the proxy.
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/", c.port)).unwrap();
     let mut con = client.get_connection().unwrap();
@@ -296,6 +355,14 @@ fn follows_topology_changes_and_survives_a_dead_backend() {
         .unwrap();
     assert_eq!(p.cmd(&["SET", &low, "ok"]), Frame::simple("OK"));
     assert_eq!(p.cmd(&["PING"]), Frame::simple("PONG"));
+    // INFO keeps answering, with the keyspace of the group it reached and a count of the
+    // ones it did not.
+    let info = text(&p.cmd(&["INFO"]));
+    assert!(
+        info.contains("# Server\r\n") && info.contains("keyspace_missing_groups:1\r\n"),
+        "{info}"
+    );
+    assert!(info.contains("db0:keys="), "{info}");
 }
 
 /// redis-cli reading commands from stdin asks COMMAND DOCS first (for its hints): the

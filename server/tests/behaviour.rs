@@ -418,6 +418,12 @@ fn expiry_is_exact_and_active() {
 }
 
 #[test]
+fn client_setinfo_is_kept_and_shown() {
+    let s = server(&["--threads", "2"]);
+    rcodis_tests::check_client_setinfo(&mut s.conn(), s.port);
+}
+
+#[test]
 fn redis_crate_client_connects_and_works() {
     let s = server(&["--threads", "2"]);
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/", s.port)).unwrap();

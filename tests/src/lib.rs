@@ -311,6 +311,44 @@ pub fn text(f: &Frame) -> String {
     }
 }
 
+/// The connection handshake of current client libraries (redis-py, go-redis, Jedis send
+/// `CLIENT SETINFO` at connect): the attributes are kept and shown by `CLIENT INFO` with the
+/// connection's addresses; bad ones get Redis's errors and the connection stays usable.
+pub fn check_client_setinfo(c: &mut Conn, port: u16) {
+    let ok = Frame::simple("OK");
+    assert_eq!(c.cmd(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]), ok);
+    assert_eq!(c.cmd(&["client", "setinfo", "lib-ver", "8.0.1"]), ok);
+    let bad = |f: Frame, want: &str| match f {
+        Frame::Error(e) => {
+            let e = String::from_utf8_lossy(&e).into_owned();
+            assert!(e.starts_with(want), "{e:?} should start with {want:?}");
+        }
+        other => panic!("error {want:?} expected, got {other:?}"),
+    };
+    bad(
+        c.cmd(&["CLIENT", "SETINFO", "lib-name", "has space"]),
+        "ERR lib-name cannot contain spaces, newlines or special characters.",
+    );
+    bad(
+        c.cmd(&["CLIENT", "SETINFO", "color", "red"]),
+        "ERR Unrecognized option 'color'",
+    );
+    bad(
+        c.cmd(&["CLIENT", "SETINFO", "lib-name"]),
+        "ERR wrong number of arguments",
+    );
+    let info = text(&c.cmd(&["CLIENT", "INFO"]));
+    for want in [
+        "lib-name=redis-py ".to_string(),
+        "lib-ver=8.0.1".to_string(),
+        format!(" laddr=127.0.0.1:{port} "),
+        " addr=127.0.0.1:".to_string(),
+    ] {
+        assert!(info.contains(&want), "{want:?} not in {info:?}");
+    }
+    assert_eq!(c.cmd(&["PING"]), Frame::simple("PONG"));
+}
+
 /// An rcodis-server (or any Redis-like server binary) on a free loopback port.
 pub struct ServerProc {
     pub port: u16,
