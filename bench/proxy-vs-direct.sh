@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # rcodis-proxy in front of two rcodis-servers versus one rcodis-server directly, side by
-# side, alternating; redis-benchmark throughput and the proxy's CPU per request (/proc).
+# side, alternating; redis-benchmark and rcodis-bench throughput, and the proxy's CPU per
+# request (/proc).
 # With Debian's nutcracker installed, twemproxy in front of the same servers too (a reference).
 #   bash bench/proxy-vs-direct.sh [rounds]
 # SCHED_BATCH=1 runs every rcodis process (the direct server too) with --sched-batch, as
@@ -58,6 +59,35 @@ for r in $(seq "$rounds"); do
       set_rps=$(echo "$out" | awk '/^SET/{print $2}'); get_rps=$(echo "$out" | awk '/^GET/{print $2}')
       cpu=$([ "$target" != direct ] && python3 -c "print(f'{($after-$before)/$hz/(2*$n)*1e6:.2f}')" || echo "")
       printf "| %s | %s | %s | %s | %s | %s |\n" "$r" "$target" "$P" "$set_rps" "$get_rps" "$cpu"
+    done
+  done
+done
+# rcodis-bench (memtier-style, one thread of 50 connections, keys 0..100000, prefilled so
+# GETs hit) with the issue's mixes, SET:GET 1:10 and 1:1, 5 s each. Its client costs less per
+# request than redis-benchmark, so more of the two cores is left to what it measures.
+for port in "$s1" "$pp"; do
+  target/release/rcodis-bench -p "$port" -t 1 -c 50 --pipeline 16 -d 32 --key-maximum 100000 --prefill -n 1 --hide-histogram >/dev/null 2>&1
+done
+printf "\n| round | rcodis-bench | pipeline | SET:GET | ops/s | client CPU µs/op | proxy CPU µs/op |\n|---|---|---|---|---|---|---|\n"
+for r in $(seq "$rounds"); do
+  for P in 16 1; do
+    for ratio in 1:10 1:1; do
+      for target in $targets; do
+        case $target in direct) port=$s1; cpid=$ppid;; proxy) port=$pp; cpid=$ppid;; twemproxy) port=$tw; cpid=$twpid;; esac
+        before=$(awk '{print $14+$15}' /proc/$cpid/stat)
+        out=$( { /usr/bin/time -f "TIME %U %S" target/release/rcodis-bench -p "$port" -t 1 -c 50 --pipeline "$P" --ratio "$ratio" -d 32 --key-maximum 100000 --test-time 5 --hide-histogram; } 2>&1 )
+        after=$(awk '{print $14+$15}' /proc/$cpid/stat)
+        ops=$(echo "$out" | awk '/^Totals/{print $2}')
+        ccpu=$(echo "$out" | awk '/^TIME/{print $2+$3}')
+        python3 -c '
+import sys
+t, r, p, ratio, ops, ccpu, b, a, hz = sys.argv[1:]
+n = float(ops) * 5
+client = f"{float(ccpu) / n * 1e6:.2f}"
+proxy = f"{(int(a) - int(b)) / int(hz) / n * 1e6:.2f}" if t != "direct" else ""
+print(f"| {r} | {t} | {p} | {ratio} | {float(ops):,.0f} | {client} | {proxy} |")
+' "$target" "$r" "$P" "$ratio" "$ops" "$ccpu" "$before" "$after" "$hz"
+      done
     done
   done
 done
