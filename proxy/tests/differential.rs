@@ -1,0 +1,268 @@
+//! Differential test of the proxy: the same seeded random command sequences through
+//! rcodis-proxy in front of two Debian redis-servers (two groups, slots split in half) and
+//! against one redis-server directly, replies compared. Single-key commands and the split
+//! ones (MSET, MGET, DEL, EXISTS, UNLINK, TOUCH) use keys of both groups; the other
+//! multi-key commands use keys of one hash tag, as a cluster needs. CI runs a fixed seed;
+//! RCODIS_PROXY_DIFF_SEED and RCODIS_PROXY_DIFF_COUNT run longer or elsewhere.
+
+use std::process::Command;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rcodis_core::resp::Frame;
+use rcodis_core::slot::slot_of;
+use rcodis_core::topology::{Group, Topology};
+use rcodis_tests::{normalize, Conn, RedisRef};
+
+/// Keys for single-key and split commands: on both groups (checked below).
+const KEYS: &[&str] = &["k0", "k1", "k2", "k3", "s0", "s1", "z0", "z1", "h0", "l0"];
+/// Keys for the other multi-key commands: one slot.
+const TAGGED: &[&str] = &["{t}a", "{t}b", "{t}c", "{t}d"];
+const VALS: &[&str] = &[
+    "0",
+    "1",
+    "-7",
+    "42",
+    "abc",
+    "",
+    "3.5",
+    "9223372036854775807",
+    "x y",
+    "a",
+];
+const SCORES: &[&str] = &["0", "1", "-2", "1.5", "inf", "-inf", "(1", "3", "x"];
+const IDX: &[&str] = &["0", "1", "-1", "2", "-3", "10", "x"];
+
+fn pick<'a>(r: &mut SmallRng, v: &[&'a str]) -> &'a str {
+    v[r.gen_range(0..v.len())]
+}
+
+fn gen(r: &mut SmallRng) -> Vec<String> {
+    // Single-key commands use either kind of key.
+    let k = |r: &mut SmallRng| {
+        if r.gen_range(0..4) == 0 {
+            pick(r, TAGGED).to_string()
+        } else {
+            pick(r, KEYS).to_string()
+        }
+    };
+    let t = |r: &mut SmallRng| pick(r, TAGGED).to_string();
+    let v = |r: &mut SmallRng| pick(r, VALS).to_string();
+    let i = |r: &mut SmallRng| pick(r, IDX).to_string();
+    let s = |r: &mut SmallRng| pick(r, SCORES).to_string();
+    let mut c: Vec<String> = match r.gen_range(0..64) {
+        0 => vec!["SET".into(), k(r), v(r)],
+        1 => vec!["GET".into(), k(r)],
+        2 => vec!["APPEND".into(), k(r), v(r)],
+        3 => vec!["INCR".into(), k(r)],
+        4 => vec!["INCRBY".into(), k(r), v(r)],
+        5 => vec!["GETRANGE".into(), k(r), i(r), i(r)],
+        6 => vec![
+            "SETRANGE".into(),
+            k(r),
+            pick(r, &["0", "3", "-1"]).into(),
+            v(r),
+        ],
+        7 => vec!["STRLEN".into(), k(r)],
+        8 => vec!["MSET".into(), k(r), v(r), k(r), v(r), k(r), v(r)],
+        9 => vec!["MGET".into(), k(r), k(r), k(r), k(r)],
+        10 => vec!["GETDEL".into(), k(r)],
+        11 => vec!["SETNX".into(), k(r), v(r)],
+        12 => vec!["LPUSH".into(), k(r), v(r), v(r)],
+        13 => vec!["RPUSH".into(), k(r), v(r)],
+        14 => vec!["LPOP".into(), k(r)],
+        15 => vec!["RPOP".into(), k(r), pick(r, &["1", "2", "0", "-1"]).into()],
+        16 => vec!["LRANGE".into(), k(r), i(r), i(r)],
+        17 => vec!["LINDEX".into(), k(r), i(r)],
+        18 => vec!["LREM".into(), k(r), i(r), v(r)],
+        19 => vec![
+            "LINSERT".into(),
+            k(r),
+            pick(r, &["BEFORE", "AFTER"]).into(),
+            v(r),
+            v(r),
+        ],
+        20 => vec!["LSET".into(), k(r), i(r), v(r)],
+        21 => vec!["LTRIM".into(), k(r), i(r), i(r)],
+        22 => vec!["LLEN".into(), k(r)],
+        23 => vec!["LPOS".into(), k(r), v(r)],
+        24 => vec!["HSET".into(), k(r), v(r), v(r)],
+        25 => vec!["HGET".into(), k(r), v(r)],
+        26 => vec!["HDEL".into(), k(r), v(r), v(r)],
+        27 => vec!["HINCRBY".into(), k(r), v(r), v(r)],
+        28 => vec!["HLEN".into(), k(r)],
+        29 => vec!["HGETALL".into(), k(r)],
+        30 => vec!["HMGET".into(), k(r), v(r), v(r)],
+        31 => vec!["HEXISTS".into(), k(r), v(r)],
+        32 => vec!["SADD".into(), k(r), v(r), v(r)],
+        33 => vec!["SREM".into(), k(r), v(r)],
+        34 => vec!["SISMEMBER".into(), k(r), v(r)],
+        35 => vec!["SCARD".into(), k(r)],
+        36 => vec!["SMEMBERS".into(), k(r)],
+        37 => vec!["SINTER".into(), t(r), t(r)],
+        38 => vec!["SUNION".into(), t(r), t(r)],
+        39 => vec!["SDIFF".into(), t(r), t(r)],
+        40 => vec!["SINTERSTORE".into(), t(r), t(r), t(r)],
+        41 => vec!["SMOVE".into(), t(r), t(r), v(r)],
+        42 => vec![
+            "ZADD".into(),
+            k(r),
+            pick(r, &["1", "2", "-1.5", "x"]).into(),
+            v(r),
+        ],
+        43 => vec![
+            "ZADD".into(),
+            k(r),
+            pick(r, &["NX", "XX", "GT", "LT", "CH"]).into(),
+            pick(r, &["1", "5"]).into(),
+            v(r),
+        ],
+        44 => vec![
+            "ZINCRBY".into(),
+            k(r),
+            pick(r, &["1", "-0.5", "x"]).into(),
+            v(r),
+        ],
+        45 => vec!["ZREM".into(), k(r), v(r)],
+        46 => vec!["ZRANGE".into(), k(r), i(r), i(r), "WITHSCORES".into()],
+        47 => vec!["ZRANGEBYSCORE".into(), k(r), s(r), s(r)],
+        48 => vec!["ZRANK".into(), k(r), v(r)],
+        49 => vec!["ZCOUNT".into(), k(r), s(r), s(r)],
+        50 => vec!["ZPOPMIN".into(), k(r)],
+        51 => vec!["ZUNIONSTORE".into(), t(r), "2".into(), t(r), t(r)],
+        52 => vec!["DEL".into(), k(r), k(r), k(r)],
+        53 => vec!["EXISTS".into(), k(r), k(r), k(r)],
+        54 => vec!["TYPE".into(), k(r)],
+        55 => vec!["RENAME".into(), t(r), t(r)],
+        56 => vec![
+            "EXPIRE".into(),
+            k(r),
+            pick(r, &["1000", "-1", "x", "500"]).into(),
+        ],
+        57 => vec!["TTL".into(), k(r)],
+        58 => vec!["PERSIST".into(), k(r)],
+        59 => vec!["UNLINK".into(), k(r), k(r)],
+        60 => vec!["TOUCH".into(), k(r), k(r), k(r)],
+        61 => vec!["MSETNX".into(), t(r), v(r), t(r), v(r)],
+        62 => vec!["SELECT".into(), pick(r, &["0", "1", "0", "16", "x"]).into()],
+        _ => vec!["COPY".into(), t(r), t(r), pick(r, &["REPLACE", "x"]).into()],
+    };
+    // Now and then a wrong number of arguments, which both must refuse alike.
+    if r.gen_range(0..40) == 0 {
+        c.truncate(1);
+    }
+    c
+}
+
+/// TTLs differ by the time between the two calls; compare them loosely.
+fn same(cmd: &str, a: &Frame, b: &Frame) -> bool {
+    if cmd == "TTL" {
+        if let (Frame::Integer(x), Frame::Integer(y)) = (a, b) {
+            return x == y || (*x > 0 && *y > 0 && (x - y).abs() <= 2);
+        }
+    }
+    a == b
+}
+
+#[test]
+fn random_sequences_match_one_redis() {
+    run(false);
+}
+
+/// The same over RESP3 (HELLO 3): the proxy's RESP3 backend connections, and replies
+/// (maps, doubles, sets) passed through as the server gives them.
+#[test]
+fn random_sequences_match_one_redis_over_resp3() {
+    run(true);
+}
+
+fn run(resp3: bool) {
+    let seed: u64 = std::env::var("RCODIS_PROXY_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261122);
+    let count: usize = std::env::var("RCODIS_PROXY_DIFF_COUNT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4000);
+    // The keys must really be spread: some on each group.
+    let groups: std::collections::BTreeSet<bool> =
+        KEYS.iter().map(|k| slot_of(k.as_bytes()) < 512).collect();
+    assert_eq!(groups.len(), 2, "the keys cover both groups");
+
+    let reference = RedisRef::start();
+    let backends = [RedisRef::start(), RedisRef::start()];
+    let mut topo = Topology::new();
+    for (i, b) in backends.iter().enumerate() {
+        let id = i as u16 + 1;
+        topo.groups.insert(
+            id,
+            Group {
+                id,
+                servers: vec![format!("127.0.0.1:{}", b.port)],
+                read_from_replica: false,
+            },
+        );
+    }
+    for s in &mut topo.slots {
+        s.group = if s.id < 512 { 1 } else { 2 };
+    }
+    topo.epoch = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let slots = dir.path().join("slots.json");
+    std::fs::write(&slots, topo.to_json()).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rcodis-proxy"));
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--admin",
+        "127.0.0.1:0",
+    ])
+    .arg("--slots-file")
+    .arg(&slots);
+    let (_proxy, port) = rcodis_tests::spawn_on_free_port("rcodis-proxy", cmd);
+
+    let mut a = Conn::connect(reference.port);
+    let mut b = Conn::connect(port);
+    if resp3 {
+        for c in [&mut a, &mut b] {
+            assert!(matches!(c.cmd(&["HELLO", "3"]), Frame::Map(_)));
+        }
+    }
+    let mut r = SmallRng::seed_from_u64(seed);
+    let mut n = 0;
+    let mut next_check = 500;
+    while n < count {
+        // Pipelined batches of 1 to 16 (the proxy's batch path, with its mix of forwarded,
+        // split and local replies), answered in order.
+        let batch: Vec<Vec<String>> = (0..r.gen_range(1..=16)).map(|_| gen(&mut r)).collect();
+        for cmd in &batch {
+            a.send(cmd);
+            b.send(cmd);
+        }
+        for cmd in &batch {
+            let want = normalize(&cmd[0], a.read().expect("redis reply"));
+            let got = normalize(&cmd[0], b.read().expect("proxy reply"));
+            assert!(
+                same(&cmd[0], &want, &got),
+                "seed {seed}, command #{n} {cmd:?}\n   redis:        {want:?}\n   rcodis-proxy: {got:?}"
+            );
+            n += 1;
+        }
+        if n >= next_check {
+            next_check += 500;
+            // Whole-keyspace check: every key's type agrees, and the cluster holds as many
+            // keys as the one server.
+            for k in KEYS.iter().chain(TAGGED) {
+                assert_eq!(
+                    a.cmd(&["TYPE", k]),
+                    b.cmd(&["TYPE", k]),
+                    "TYPE {k} after #{n}"
+                );
+            }
+            assert_eq!(a.cmd(&["DBSIZE"]), b.cmd(&["DBSIZE"]), "DBSIZE after #{n}");
+        }
+    }
+}
