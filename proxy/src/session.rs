@@ -106,6 +106,11 @@ fn frame(f: &Frame) -> Bytes {
     Bytes::from(rcodis_core::resp::to_vec(f))
 }
 
+/// Whether a request is a blocking command (BLPOP, BZPOPMIN, ...).
+fn is_blocking(req: &Request) -> bool {
+    table::lookup(req.arg(0)).is_some_and(|spec| spec.has(rcodis_core::cmd::CommandFlags::BLOCKING))
+}
+
 /// Serves one client connection until it closes.
 pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let shared = shard.shared.clone();
@@ -248,6 +253,15 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                         }
                     }
                 };
+                // A blocking command runs after everything before it and before anything after
+                // it, as on one Redis connection: it waits for a batch of its own (its own
+                // connection could otherwise overtake the shared pipeline, or be overtaken).
+                let blocking = s.txn.multi.is_none() && s.pubsub.is_none() && is_blocking(&req);
+                if blocking && !order.is_empty() {
+                    pending = Some(req);
+                    stopped_early = true;
+                    break;
+                }
                 match s.handle(req).await {
                     Slot::Locked(req, slot) => {
                         if !order.is_empty() {
@@ -281,6 +295,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                     }
                 }
                 if s.close {
+                    break;
+                }
+                if blocking && !order.is_empty() {
+                    stopped_early = true; // what follows waits for its reply
                     break;
                 }
             }
@@ -344,7 +362,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                                 };
                             }
                             futures::future::Either::Right((Ok(n), _)) if n > 0 => {
+                                // Requests pipelined behind the blocking one: handled after
+                                // it, without waiting for the client to send more.
                                 rbuf.extend_from_slice(&tmp[..n]);
+                                full = true;
                             }
                             futures::future::Either::Right(_) => {
                                 drop(conn);

@@ -50,7 +50,7 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
     let v = |r: &mut SmallRng| pick(r, VALS).to_string();
     let i = |r: &mut SmallRng| pick(r, IDX).to_string();
     let s = |r: &mut SmallRng| pick(r, SCORES).to_string();
-    let mut c: Vec<String> = match r.gen_range(0..64) {
+    let mut c: Vec<String> = match r.gen_range(0..68) {
         0 => vec!["SET".into(), k(r), v(r)],
         1 => vec!["GET".into(), k(r)],
         2 => vec!["APPEND".into(), k(r), v(r)],
@@ -145,6 +145,15 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
         60 => vec!["TOUCH".into(), k(r), k(r), k(r)],
         61 => vec!["MSETNX".into(), t(r), v(r), t(r), v(r)],
         62 => vec!["SELECT".into(), pick(r, &["0", "1", "0", "16", "x"]).into()],
+        // Blocking pops inside pipelines: answered at once when there is something to pop,
+        // after the (short) timeout otherwise, and in order either way.
+        63 => vec!["BLPOP".into(), k(r), "0.01".into()],
+        64 => vec!["BRPOP".into(), t(r), t(r), "0.01".into()],
+        65 => vec![
+            "KEYS".into(),
+            pick(r, &["*", "k*", "{t}*", "nomatch*"]).into(),
+        ],
+        66 => vec!["DBSIZE".into()],
         _ => vec!["COPY".into(), t(r), t(r), pick(r, &["REPLACE", "x"]).into()],
     };
     // Now and then a wrong number of arguments, which both must refuse alike.

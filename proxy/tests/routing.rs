@@ -284,6 +284,28 @@ fn routes_splits_and_refuses() {
     );
     let every = text(&k.cmd(&["INFO", "everything"]));
     assert!(every.contains("# Commandstats\r\ncmdstat_") && every.contains("db7:keys=26,"));
+    // A blocking command in a pipeline runs in order, as on one Redis connection: after the
+    // push before it and before the commands after it.
+    let mut o = Conn::connect(c.port);
+    o.send_raw(
+        b"*3\r\n$5\r\nRPUSH\r\n$4\r\n{o}l\r\n$1\r\na\r\n\
+          *3\r\n$5\r\nBLPOP\r\n$4\r\n{o}l\r\n$1\r\n1\r\n\
+          *2\r\n$4\r\nLLEN\r\n$4\r\n{o}l\r\n\
+          *3\r\n$5\r\nRPUSH\r\n$4\r\n{o}l\r\n$1\r\nb\r\n",
+    );
+    assert_eq!(o.read(), Some(Frame::Integer(1)));
+    assert_eq!(
+        o.read(),
+        Some(Frame::Array(vec![Frame::bulk("{o}l"), Frame::bulk("a")]))
+    );
+    assert_eq!(o.read(), Some(Frame::Integer(0)));
+    assert_eq!(o.read(), Some(Frame::Integer(1)));
+    // Requests that arrive while it blocks are answered after it, without more input.
+    o.send(&["BLPOP", "{o}empty", "0.3"]);
+    std::thread::sleep(Duration::from_millis(100));
+    o.send(&["LLEN", "{o}l"]);
+    assert_eq!(o.read(), Some(Frame::NullArray));
+    assert_eq!(o.read(), Some(Frame::Integer(1)));
     // The handshake of current client libraries.
     rcodis_tests::check_client_setinfo(&mut Conn::connect(c.port), c.port);
     let mut h = Conn::connect(c.port);
