@@ -50,7 +50,7 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
     let v = |r: &mut SmallRng| pick(r, VALS).to_string();
     let i = |r: &mut SmallRng| pick(r, IDX).to_string();
     let s = |r: &mut SmallRng| pick(r, SCORES).to_string();
-    let mut c: Vec<String> = match r.gen_range(0..68) {
+    let mut c: Vec<String> = match r.gen_range(0..84) {
         0 => vec!["SET".into(), k(r), v(r)],
         1 => vec!["GET".into(), k(r)],
         2 => vec!["APPEND".into(), k(r), v(r)],
@@ -154,6 +154,56 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
             pick(r, &["*", "k*", "{t}*", "nomatch*"]).into(),
         ],
         66 => vec!["DBSIZE".into()],
+        67 => vec!["MSET".into(), k(r), v(r), k(r)],
+        68 => vec![
+            "INCRBYFLOAT".into(),
+            k(r),
+            pick(r, &["1.5", "-2", "x", "1e3"]).into(),
+        ],
+        69 => vec![
+            "HINCRBYFLOAT".into(),
+            k(r),
+            v(r),
+            pick(r, &["1.5", "x"]).into(),
+        ],
+        70 => vec!["GETSET".into(), k(r), v(r)],
+        71 => vec![
+            "GETEX".into(),
+            k(r),
+            pick(r, &["PERSIST", "EX", "PX"]).into(),
+            "1000".into(),
+        ],
+        72 => vec![
+            "SETEX".into(),
+            k(r),
+            pick(r, &["100", "0", "x"]).into(),
+            v(r),
+        ],
+        73 => vec![
+            "LMOVE".into(),
+            t(r),
+            t(r),
+            pick(r, &["LEFT", "RIGHT"]).into(),
+            pick(r, &["LEFT", "RIGHT", "UP"]).into(),
+        ],
+        74 => vec!["RPOPLPUSH".into(), t(r), t(r)],
+        75 => vec![
+            "ZINTERSTORE".into(),
+            t(r),
+            "2".into(),
+            t(r),
+            t(r),
+            "WEIGHTS".into(),
+            "2".into(),
+            "3".into(),
+        ],
+        76 => vec!["SUNIONSTORE".into(), t(r), t(r), t(r)],
+        77 => vec!["SDIFFSTORE".into(), t(r), t(r), t(r)],
+        78 => vec!["ZRANGESTORE".into(), t(r), t(r), i(r), i(r)],
+        79 => vec!["OBJECT".into(), "ENCODING".into(), k(r)],
+        80 => vec!["RENAMENX".into(), t(r), t(r)],
+        81 => vec!["SINTERCARD".into(), "2".into(), t(r), t(r)],
+        82 => vec!["MGET".into(), t(r), k(r), t(r)],
         _ => vec!["COPY".into(), t(r), t(r), pick(r, &["REPLACE", "x"]).into()],
     };
     // Now and then a wrong number of arguments, which both must refuse alike.
@@ -246,7 +296,27 @@ fn run(resp3: bool) {
     while n < count {
         // Pipelined batches of 1 to 16 (the proxy's batch path, with its mix of forwarded,
         // split and local replies), answered in order.
-        let batch: Vec<Vec<String>> = (0..r.gen_range(1..=16)).map(|_| gen(&mut r)).collect();
+        let mut batch: Vec<Vec<String>> = (0..r.gen_range(1..=16)).map(|_| gen(&mut r)).collect();
+        if r.gen_range(0..8) == 0 {
+            // A transaction on one hash tag (the proxy pins its slot): queued commands,
+            // then EXEC or DISCARD; a wrong command inside aborts it in both.
+            batch.push(vec!["MULTI".into()]);
+            for _ in 0..r.gen_range(1..=4) {
+                let mut c = gen(&mut r);
+                if !matches!(
+                    c[0].as_str(),
+                    "SELECT" | "BLPOP" | "BRPOP" | "KEYS" | "DBSIZE"
+                ) {
+                    for a in c.iter_mut().skip(1) {
+                        if KEYS.contains(&a.as_str()) {
+                            *a = format!("{{t}}{a}");
+                        }
+                    }
+                    batch.push(c);
+                }
+            }
+            batch.push(vec![pick(&mut r, &["EXEC", "EXEC", "DISCARD"]).into()]);
+        }
         for cmd in &batch {
             a.send(cmd);
             b.send(cmd);
@@ -262,6 +332,26 @@ fn run(resp3: bool) {
         }
         if n >= next_check {
             next_check += 500;
+            // SCAN over the whole cluster returns what one server's SCAN does (as sets).
+            let scan = |c: &mut Conn| {
+                let mut keys = Vec::new();
+                let mut cursor = "0".to_string();
+                loop {
+                    let Frame::Array(v) = c.cmd(&["SCAN", &cursor, "COUNT", "3"]) else {
+                        panic!("SCAN reply")
+                    };
+                    cursor = String::from_utf8_lossy(v[0].as_bytes().unwrap()).into_owned();
+                    if let Frame::Array(ks) = &v[1] {
+                        keys.extend(ks.iter().map(|k| k.as_bytes().unwrap().clone()));
+                    }
+                    if cursor == "0" {
+                        break;
+                    }
+                }
+                keys.sort();
+                keys
+            };
+            assert_eq!(scan(&mut a), scan(&mut b), "SCAN after #{n}");
             // Whole-keyspace check: every key's type agrees, and the cluster holds as many
             // keys as the one server.
             for k in KEYS.iter().chain(TAGGED) {
