@@ -562,7 +562,7 @@ async fn fanout_merge(
         "scan" => {
             // One backend per call; the merge maps its cursor back (see `scan_plan`).
             let nb = shard.conns.borrow().first().map_or(0, |c| c.backends.len()) as u64;
-            let idx = scan_cursor(req).0;
+            let idx = scan_cursor(req).map_or(0, |c| c.0);
             match frames.into_iter().next() {
                 Some(Frame::Array(v)) if v.len() == 2 => {
                     let next = v[0]
@@ -636,12 +636,26 @@ async fn fanout_merge(
 }
 
 /// The backend index and backend cursor a proxy SCAN cursor encodes.
-fn scan_cursor(req: &Request) -> (u64, u64) {
-    let c = std::str::from_utf8(req.arg(1))
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0);
-    (c & 0x3ff, c >> 10)
+fn scan_cursor(req: &Request) -> Option<(u64, u64)> {
+    // Read as Redis reads a cursor (strtoul): an optional sign, digits, nothing else; a
+    // negative one wraps around.
+    let a = req.arg(1);
+    let (neg, digits) = match a.first() {
+        Some(b'-') => (true, &a[1..]),
+        Some(b'+') => (false, &a[1..]),
+        _ => (false, a),
+    };
+    let mut c: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        c = c.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    if neg {
+        c = c.wrapping_neg();
+    }
+    Some((c & 0x3ff, c >> 10))
 }
 
 impl Session {
@@ -1330,9 +1344,15 @@ impl Session {
             return Slot::Ready(err("ERR no backend group is configured"));
         }
         if spec.name == "scan" {
-            let (idx, cursor) = scan_cursor(&req);
-            let Some(b) = backends.get(idx as usize) else {
+            let Some((idx, cursor)) = scan_cursor(&req) else {
                 return Slot::Ready(err("ERR invalid cursor"));
+            };
+            let Some(b) = backends.get(idx as usize) else {
+                // Past the last group: an iteration that has ended.
+                return Slot::Ready(frame(&Frame::Array(vec![
+                    Frame::bulk("0"),
+                    Frame::Array(vec![]),
+                ])));
             };
             let mut args: Vec<Vec<u8>> = req.args().map(|a| a.to_vec()).collect();
             args[1] = cursor.to_string().into_bytes();
@@ -1379,6 +1399,12 @@ impl Session {
                     _ => return err("ERR syntax error"),
                 };
                 if shared.config.session_auth.is_empty() {
+                    // Without a password the default user takes any (Redis's `nopass`); only
+                    // the one-argument form is refused, as Redis refuses it.
+                    if req.len() == 3 {
+                        self.authed = true;
+                        return simple("OK");
+                    }
                     return err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
                 }
                 if pass == shared.config.session_auth.as_bytes() {
@@ -1495,8 +1521,10 @@ impl Session {
         let mut i = 2;
         while i < req.len() {
             if req.arg(i).eq_ignore_ascii_case(b"auth") && i + 2 < req.len() {
-                if req.arg(i + 2) != self.shard.shared.config.session_auth.as_bytes()
-                    || req.arg(i + 1) != b"default"
+                let pass = &self.shard.shared.config.session_auth;
+                // Without a password the default user takes any, as in Redis.
+                if req.arg(i + 1) != b"default"
+                    || (!pass.is_empty() && req.arg(i + 2) != pass.as_bytes())
                 {
                     return err("WRONGPASS invalid username-password pair or user is disabled.");
                 }

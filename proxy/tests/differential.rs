@@ -50,7 +50,7 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
     let v = |r: &mut SmallRng| pick(r, VALS).to_string();
     let i = |r: &mut SmallRng| pick(r, IDX).to_string();
     let s = |r: &mut SmallRng| pick(r, SCORES).to_string();
-    let mut c: Vec<String> = match r.gen_range(0..84) {
+    let mut c: Vec<String> = match r.gen_range(0..86) {
         0 => vec!["SET".into(), k(r), v(r)],
         1 => vec!["GET".into(), k(r)],
         2 => vec!["APPEND".into(), k(r), v(r)],
@@ -204,6 +204,16 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
         80 => vec!["RENAMENX".into(), t(r), t(r)],
         81 => vec!["SINTERCARD".into(), "2".into(), t(r), t(r)],
         82 => vec!["MGET".into(), t(r), k(r), t(r)],
+        // Without a password: AUTH default takes any, one-argument AUTH is refused.
+        83 => match r.gen_range(0..3) {
+            0 => vec!["AUTH".into(), "x".into()],
+            1 => vec!["AUTH".into(), "default".into(), "x".into()],
+            _ => vec!["AUTH".into(), "someone".into(), "x".into()],
+        },
+        84 => vec![
+            "SCAN".into(),
+            pick(r, &["x", "1x", " 1", "18446744073709551616"]).into(),
+        ],
         _ => vec!["COPY".into(), t(r), t(r), pick(r, &["REPLACE", "x"]).into()],
     };
     // Now and then a wrong number of arguments, which both must refuse alike.
@@ -303,9 +313,11 @@ fn run(resp3: bool) {
             batch.push(vec!["MULTI".into()]);
             for _ in 0..r.gen_range(1..=4) {
                 let mut c = gen(&mut r);
+                // Not the commands the proxy refuses inside a transaction (fan-out ones,
+                // AUTH, SELECT) nor blocking ones.
                 if !matches!(
                     c[0].as_str(),
-                    "SELECT" | "BLPOP" | "BRPOP" | "KEYS" | "DBSIZE"
+                    "SELECT" | "BLPOP" | "BRPOP" | "KEYS" | "DBSIZE" | "AUTH" | "SCAN"
                 ) {
                     for a in c.iter_mut().skip(1) {
                         if KEYS.contains(&a.as_str()) {

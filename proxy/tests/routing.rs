@@ -188,6 +188,30 @@ fn routes_splits_and_refuses() {
         }
     }
     assert_eq!(seen.len(), 200);
+    // Cursors are read as Redis reads them: not a number is an error; a number past the last
+    // group is an iteration that has ended (-1 wraps around, as in Redis).
+    for bad in ["x", "1x", " 1", "18446744073709551616"] {
+        assert_eq!(
+            p.cmd(&["SCAN", bad]),
+            Frame::Error("ERR invalid cursor".into()),
+            "{bad:?}"
+        );
+    }
+    for ended in ["-1", "18446744073709551615", "1023"] {
+        assert_eq!(
+            p.cmd(&["SCAN", ended]),
+            Frame::Array(vec![Frame::bulk("0"), Frame::Array(vec![])]),
+            "{ended:?}"
+        );
+    }
+    // Without a session password, AUTH default (and HELLO AUTH default) take any password,
+    // as Redis's default user without one does; one-argument AUTH is refused as in Redis.
+    assert_eq!(p.cmd(&["AUTH", "default", "anything"]), Frame::simple("OK"));
+    assert!(p
+        .cmd(&["HELLO", "2", "AUTH", "default", "x"])
+        .as_array()
+        .is_some());
+    assert!(text(&p.cmd(&["AUTH", "x"])).starts_with("ERR AUTH <password> called without"));
     // A pipeline of mixed commands comes back in order.
     let mut pipe = Vec::new();
     for i in 0..100 {
