@@ -694,6 +694,14 @@ impl Session {
             }
             Err(e) => {
                 self.cur_cmd = crate::stats::UNKNOWN;
+                if self.authed && req.arg(0).eq_ignore_ascii_case(b"exec") {
+                    // As Redis: a refused EXEC discards the transaction (and the watches).
+                    self.txn.clear();
+                    let why = e.message().strip_prefix("ERR ").unwrap_or(e.message());
+                    return Slot::Ready(err(&format!(
+                        "EXECABORT Transaction discarded because of: {why}"
+                    )));
+                }
                 if let Some(m) = self.txn.multi.as_mut() {
                     m.dirty = true;
                 }

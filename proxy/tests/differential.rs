@@ -327,7 +327,11 @@ fn run(resp3: bool) {
                     batch.push(c);
                 }
             }
-            batch.push(vec![pick(&mut r, &["EXEC", "EXEC", "DISCARD"]).into()]);
+            batch.push(match r.gen_range(0..6) {
+                0 => vec!["DISCARD".into()],
+                1 => vec!["EXEC".into(), "x".into()], // refused: discards it
+                _ => vec!["EXEC".into()],
+            });
         }
         for cmd in &batch {
             a.send(cmd);

@@ -330,6 +330,12 @@ fn routes_splits_and_refuses() {
     o.send(&["LLEN", "{o}l"]);
     assert_eq!(o.read(), Some(Frame::NullArray));
     assert_eq!(o.read(), Some(Frame::Integer(1)));
+    // A refused EXEC discards the transaction and its watches, as in Redis.
+    rcodis_tests::check_exec_arity_aborts(
+        &mut Conn::connect(c.port),
+        &mut Conn::connect(c.port),
+        "{x}w",
+    );
     // The handshake of current client libraries.
     rcodis_tests::check_client_setinfo(&mut Conn::connect(c.port), c.port);
     let mut h = Conn::connect(c.port);

@@ -578,11 +578,19 @@ impl Conn {
                 s
             }
             Err(e) => {
+                // Unknown commands and wrong arity are told before NOAUTH, as Redis does.
+                if req.arg(0).eq_ignore_ascii_case(b"exec") {
+                    // As Redis: a refused EXEC discards the transaction (and the watches).
+                    self.multi = None;
+                    self.multi_dirty = false;
+                    self.unwatch_all().await;
+                    let why = e.message().strip_prefix("ERR ").unwrap_or(e.message());
+                    return b.err(&format!(
+                        "EXECABORT Transaction discarded because of: {why}"
+                    ));
+                }
                 if self.multi.is_some() {
                     self.multi_dirty = true;
-                }
-                if !self.authed {
-                    return b.err("NOAUTH Authentication required.");
                 }
                 return b.err(e.message());
             }

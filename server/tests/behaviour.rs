@@ -374,6 +374,12 @@ fn auth_and_limits() {
         text(&c.cmd(&["GET", "x"])),
         "NOAUTH Authentication required."
     );
+    // Unknown commands and wrong arity are told first, as Redis does.
+    assert_eq!(
+        text(&c.cmd(&["GET"])),
+        "ERR wrong number of arguments for 'get' command"
+    );
+    assert!(text(&c.cmd(&["NOSUCH"])).starts_with("ERR unknown command 'NOSUCH'"));
     assert_eq!(
         text(&c.cmd(&["AUTH", "wrong"])),
         "WRONGPASS invalid username-password pair or user is disabled."
@@ -415,6 +421,12 @@ fn expiry_is_exact_and_active() {
         c.cmd(&["DBSIZE"]) == Frame::Integer(1)
     });
     assert!(text(&c.cmd(&["INFO", "stats"])).contains("expired_keys:200"));
+}
+
+#[test]
+fn exec_with_wrong_arity_aborts() {
+    let s = server(&["--threads", "2"]);
+    rcodis_tests::check_exec_arity_aborts(&mut s.conn(), &mut s.conn(), "w");
 }
 
 #[test]

@@ -349,6 +349,25 @@ pub fn check_client_setinfo(c: &mut Conn, port: u16) {
     assert_eq!(c.cmd(&["PING"]), Frame::simple("PONG"));
 }
 
+/// A refused EXEC (wrong number of arguments) discards the transaction and the watches, with
+/// Redis's EXECABORT wording, in MULTI or not.
+pub fn check_exec_arity_aborts(c: &mut Conn, other: &mut Conn, key: &str) {
+    assert_eq!(c.cmd(&["WATCH", key]), Frame::simple("OK"));
+    assert_eq!(c.cmd(&["MULTI"]), Frame::simple("OK"));
+    assert_eq!(c.cmd(&["SET", key, "1"]), Frame::simple("QUEUED"));
+    assert_eq!(
+        text(&c.cmd(&["EXEC", "x"])),
+        "EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command"
+    );
+    assert_eq!(text(&c.cmd(&["EXEC"])), "ERR EXEC without MULTI");
+    // The watch went with it: a change by another client does not fail the next EXEC.
+    other.cmd(&["SET", key, "2"]);
+    c.cmd(&["MULTI"]);
+    c.cmd(&["SET", key, "3"]);
+    assert_eq!(c.cmd(&["EXEC"]), Frame::Array(vec![Frame::simple("OK")]));
+    assert!(text(&c.cmd(&["EXEC", "x"])).starts_with("EXECABORT"));
+}
+
 /// An rcodis-server (or any Redis-like server binary) on a free loopback port.
 pub struct ServerProc {
     pub port: u16,
