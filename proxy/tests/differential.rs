@@ -171,7 +171,8 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
             "GETEX".into(),
             k(r),
             pick(r, &["PERSIST", "EX", "PX"]).into(),
-            "1000".into(),
+            // Long enough that no key expires while the test runs (that would race).
+            "1000000".into(),
         ],
         72 => vec![
             "SETEX".into(),
@@ -235,17 +236,39 @@ fn same(cmd: &str, a: &Frame, b: &Frame) -> bool {
 
 #[test]
 fn random_sequences_match_one_redis() {
-    run(false);
+    run(false, false);
+}
+
+/// The same with rcodis-servers as the groups (two shards each): proxy and server together
+/// against one Redis.
+#[test]
+fn random_sequences_through_rcodis_servers_match_one_redis() {
+    run(false, true);
 }
 
 /// The same over RESP3 (HELLO 3): the proxy's RESP3 backend connections, and replies
 /// (maps, doubles, sets) passed through as the server gives them.
 #[test]
 fn random_sequences_match_one_redis_over_resp3() {
-    run(true);
+    run(true, false);
 }
 
-fn run(resp3: bool) {
+/// A group's server: Debian's redis-server, or rcodis-server.
+enum Backend {
+    Redis(RedisRef),
+    Rcodis(rcodis_tests::ServerProc),
+}
+
+impl Backend {
+    fn port(&self) -> u16 {
+        match self {
+            Backend::Redis(r) => r.port,
+            Backend::Rcodis(s) => s.port,
+        }
+    }
+}
+
+fn run(resp3: bool, rcodis_backends: bool) {
     let seed: u64 = std::env::var("RCODIS_PROXY_DIFF_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -260,7 +283,17 @@ fn run(resp3: bool) {
     assert_eq!(groups.len(), 2, "the keys cover both groups");
 
     let reference = RedisRef::start();
-    let backends = [RedisRef::start(), RedisRef::start()];
+    let backend = || {
+        if rcodis_backends {
+            Backend::Rcodis(rcodis_tests::ServerProc::start(
+                &rcodis_tests::bin_path("rcodis-server"),
+                &["--threads", "2"],
+            ))
+        } else {
+            Backend::Redis(RedisRef::start())
+        }
+    };
+    let backends = [backend(), backend()];
     let mut topo = Topology::new();
     for (i, b) in backends.iter().enumerate() {
         let id = i as u16 + 1;
@@ -268,7 +301,7 @@ fn run(resp3: bool) {
             id,
             Group {
                 id,
-                servers: vec![format!("127.0.0.1:{}", b.port)],
+                servers: vec![format!("127.0.0.1:{}", b.port())],
                 read_from_replica: false,
             },
         );
@@ -332,6 +365,13 @@ fn run(resp3: bool) {
                 1 => vec!["EXEC".into(), "x".into()], // refused: discards it
                 _ => vec!["EXEC".into()],
             });
+        }
+        if rcodis_backends {
+            // rcodis-server reports a string's encoding from its value, where Redis's also
+            // depends on how it was written (APPEND makes "raw", INCRBYFLOAT "embstr").
+            batch.retain(|c| c[0] != "OBJECT");
+            // Not yet: Redis adds floats in long double, rcodis-server in double.
+            batch.retain(|c| !c[0].ends_with("INCRBYFLOAT"));
         }
         for cmd in &batch {
             a.send(cmd);

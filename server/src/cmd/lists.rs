@@ -426,7 +426,12 @@ pub fn move_one(
     from_left: bool,
     to_left: bool,
 ) -> Result<Option<Bytes>, Replied> {
-    // Type-check the destination before popping anything (as Redis does).
+    // As Redis: a missing source is a nil reply whatever the destination holds; with a
+    // source, the destination is type-checked before anything is popped.
+    match get_list(ctx, src)? {
+        Some(l) if !l.is_empty() => {}
+        _ => return Ok(None),
+    }
     if get_list(ctx, dst).is_err() {
         return Err(Replied);
     }

@@ -406,9 +406,7 @@ fn decrby(ctx: &mut Ctx<'_>, req: &Request) {
 
 fn incrbyfloat(ctx: &mut Ctx<'_>, req: &Request) {
     let key = req.arg(1);
-    let Some(by) = float_arg(ctx.out, req.arg(2), super::NOT_FLOAT) else {
-        return;
-    };
+    // As Redis: the key's type, then its value, then the increment.
     let (cur, ttl) = match ctx.db.get(key, ctx.now) {
         None => (0.0, 0),
         Some(e) => match &e.value {
@@ -418,6 +416,9 @@ fn incrbyfloat(ctx: &mut Ctx<'_>, req: &Request) {
             },
             _ => return ctx.out.err(WRONGTYPE),
         },
+    };
+    let Some(by) = float_arg(ctx.out, req.arg(2), super::NOT_FLOAT) else {
+        return;
     };
     let n = cur + by;
     if n.is_nan() || n.is_infinite() {

@@ -543,6 +543,10 @@ fn zrangestore(ctx: &mut Ctx<'_>, req: &Request) {
     let Some(r) = parse_range(ctx, req, 3, 5, true) else {
         return;
     };
+    // Redis parses the bounds before looking the source up.
+    if select(ctx.out, &ZSet::default(), &r).is_none() {
+        return;
+    }
     let src = match get_zset(ctx, req.arg(2)) {
         Ok(z) => z.cloned().map(|b| *b).unwrap_or_default(),
         Err(Replied) => return,

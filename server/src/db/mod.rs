@@ -55,13 +55,8 @@ impl Value {
                     "raw"
                 }
             }
-            Value::List(l) => {
-                if l.len() <= 128 && l.iter().all(|e| e.len() <= 64) {
-                    "listpack"
-                } else {
-                    "quicklist"
-                }
-            }
+            // Redis 7.0 keeps every list in a quicklist (listpack lists came with 7.2).
+            Value::List(_) => "quicklist",
             Value::Hash(h) => {
                 if h.len() <= 512 && h.iter().all(|(k, v)| k.len() <= 64 && v.len() <= 64) {
                     "listpack"
