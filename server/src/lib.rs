@@ -26,6 +26,7 @@ pub mod db;
 pub mod exec;
 pub mod fork;
 pub mod glob;
+pub mod ld;
 pub mod memory;
 pub mod out;
 pub mod params;

@@ -181,20 +181,6 @@ pub fn fmt_g17(d: f64) -> String {
     out
 }
 
-/// Formats a double the way INCRBYFLOAT/HINCRBYFLOAT store it: shortest text that reads back
-/// to the same value, never in exponent form (Redis prints long doubles in fixed notation).
-pub fn fmt_human(d: f64) -> String {
-    let s = format!("{d}");
-    if s.contains('e') {
-        format!("{d:.17}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-    } else {
-        s
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,12 +197,5 @@ mod tests {
         assert_eq!(fmt_g17(0.00001), "1.0000000000000001e-05");
         assert_eq!(fmt_g17(f64::INFINITY), "inf");
         assert_eq!(fmt_g17(1e300), "1.0000000000000001e+300");
-    }
-
-    #[test]
-    fn human() {
-        assert_eq!(fmt_human(10.5 + 0.1), "10.6");
-        assert_eq!(fmt_human(3.0), "3");
-        assert_eq!(fmt_human(5.0e3), "5000");
     }
 }

@@ -9,10 +9,8 @@ use rcodis_core::num::parse_i64;
 use rcodis_core::resp::Request;
 
 use super::{
-    drop_if_empty, get_hash, hash_or_new, int_arg, is, owned, parse_float, Ctx, Handler, OVERFLOW,
-    SYNTAX,
+    drop_if_empty, get_hash, hash_or_new, int_arg, is, owned, Ctx, Handler, OVERFLOW, SYNTAX,
 };
-use crate::out::fmt_human;
 
 pub fn register(m: &mut HashMap<&'static str, Handler>) {
     m.insert("hset", hset);
@@ -203,27 +201,30 @@ fn hincrby(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 fn hincrbyfloat(ctx: &mut Ctx<'_>, req: &Request) {
-    let Some(by) = parse_float(req.arg(3)) else {
+    // In long double, as Redis (crate::ld).
+    let Some(by) = crate::ld::parse(req.arg(3)) else {
         return ctx.out.err(super::NOT_FLOAT);
     };
+    if !by.is_finite() {
+        return ctx.out.err("ERR value is NaN or Infinity");
+    }
     let key = req.arg(1);
     let field = req.arg(2);
     let cur = match get_hash(ctx, key) {
         Ok(Some(h)) => match h.get(field) {
-            Some(v) => match parse_float(v) {
+            Some(v) => match crate::ld::parse(v) {
                 Some(n) => n,
                 None => return ctx.out.err("ERR hash value is not a float"),
             },
-            None => 0.0,
+            None => crate::ld::Ld::ZERO,
         },
-        Ok(None) => 0.0,
+        Ok(None) => crate::ld::Ld::ZERO,
         Err(Replied) => return,
     };
-    let n = cur + by;
-    if n.is_nan() || n.is_infinite() {
+    let Some(n) = crate::ld::add(cur, by).filter(crate::ld::Ld::is_finite) else {
         return ctx.out.err("ERR increment would produce NaN or Infinity");
-    }
-    let text = fmt_human(n);
+    };
+    let text = crate::ld::to_human(n);
     let Ok(h) = hash_or_new(ctx, key) else { return };
     h.insert(owned(field), Bytes::from(text.clone()));
     ctx.db.touch_watched(key);

@@ -6,9 +6,8 @@ use hashbrown::HashMap;
 use rcodis_core::num::parse_i64;
 use rcodis_core::resp::Request;
 
-use super::{float_arg, int_arg, is, owned, Ctx, Handler, NOT_INT, OVERFLOW, SYNTAX, WRONGTYPE};
+use super::{int_arg, is, owned, Ctx, Handler, NOT_INT, OVERFLOW, SYNTAX, WRONGTYPE};
 use crate::db::{Entry, Value};
-use crate::out::fmt_human;
 
 /// Redis's default proto-max-bulk-len: strings may not grow past it.
 const MAX_STRING: usize = 512 * 1024 * 1024;
@@ -406,25 +405,24 @@ fn decrby(ctx: &mut Ctx<'_>, req: &Request) {
 
 fn incrbyfloat(ctx: &mut Ctx<'_>, req: &Request) {
     let key = req.arg(1);
-    // As Redis: the key's type, then its value, then the increment.
+    // As Redis: the key's type, then its value, then the increment; in long double.
     let (cur, ttl) = match ctx.db.get(key, ctx.now) {
-        None => (0.0, 0),
+        None => (crate::ld::Ld::ZERO, 0),
         Some(e) => match &e.value {
-            Value::Str(s) => match super::parse_float(s) {
+            Value::Str(s) => match crate::ld::parse(s) {
                 Some(v) => (v, e.expire_at),
                 None => return ctx.out.err(super::NOT_FLOAT),
             },
             _ => return ctx.out.err(WRONGTYPE),
         },
     };
-    let Some(by) = float_arg(ctx.out, req.arg(2), super::NOT_FLOAT) else {
-        return;
+    let Some(by) = crate::ld::parse(req.arg(2)) else {
+        return ctx.out.err(super::NOT_FLOAT);
     };
-    let n = cur + by;
-    if n.is_nan() || n.is_infinite() {
+    let Some(n) = crate::ld::add(cur, by).filter(crate::ld::Ld::is_finite) else {
         return ctx.out.err("ERR increment would produce NaN or Infinity");
-    }
-    let text = fmt_human(n);
+    };
+    let text = crate::ld::to_human(n);
     let mut e = Entry::new(Value::Str(Bytes::from(text.clone())), ctx.now);
     e.expire_at = ttl;
     ctx.db.set_entry(key, e);
