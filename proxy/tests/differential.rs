@@ -47,7 +47,15 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
         }
     };
     let t = |r: &mut SmallRng| pick(r, TAGGED).to_string();
-    let v = |r: &mut SmallRng| pick(r, VALS).to_string();
+    // Now and then a value of tens of kilobytes: replies and requests that span reads.
+    let v = |r: &mut SmallRng| {
+        if r.gen_range(0..50) == 0 {
+            let n = r.gen_range(10_000..80_000);
+            format!("{}{}", pick(r, VALS), "v".repeat(n))
+        } else {
+            pick(r, VALS).to_string()
+        }
+    };
     let i = |r: &mut SmallRng| pick(r, IDX).to_string();
     let s = |r: &mut SmallRng| pick(r, SCORES).to_string();
     let mut c: Vec<String> = match r.gen_range(0..86) {
