@@ -486,6 +486,10 @@ pub fn normalize(cmd: &str, f: Frame) -> Frame {
                 Frame::Array(v)
             }
         }
+        Frame::Map(mut ps) if unordered => {
+            ps.sort_by(|a, b| format!("{:?}", a).cmp(&format!("{:?}", b)));
+            Frame::Map(ps)
+        }
         Frame::Set(v) => Frame::Array(v),
         other => other,
     }

@@ -438,6 +438,23 @@ pub fn move_one(
     let Some(l) = get_list(ctx, src)? else {
         return Ok(None);
     };
+    if src == dst {
+        // A rotation: the list never empties, so the key (and its TTL) stays.
+        let v = if from_left {
+            l.pop_front()
+        } else {
+            l.pop_back()
+        }
+        .expect("not empty");
+        if to_left {
+            l.push_front(v.clone())
+        } else {
+            l.push_back(v.clone())
+        }
+        ctx.db.touch_watched(dst);
+        ctx.pushed.push(owned(dst));
+        return Ok(Some(v));
+    }
     let Some(v) = (if from_left {
         l.pop_front()
     } else {
