@@ -1048,7 +1048,8 @@ async fn unsubscribe(c: &mut Conn, kind: &str, req: &Request, out: &mut Out) {
 /// Aggregated per-shard figures for INFO.
 #[derive(Default)]
 struct Totals {
-    keys: Vec<(usize, usize, usize)>,
+    /// Per database: index, keys, keys with a TTL, avg_ttl (ms).
+    keys: Vec<(usize, usize, usize, u64)>,
     cmdstats: Vec<(&'static str, crate::shard::CmdStat)>,
     hits: u64,
     misses: u64,
@@ -1064,8 +1065,11 @@ async fn totals(c: &Conn) -> Totals {
     let per = c
         .shard
         .run_on_all(|st| {
-            let keys: Vec<(usize, usize)> =
-                st.dbs.iter().map(|d| (d.len(), d.expires_len())).collect();
+            let keys: Vec<(usize, usize, u64)> = st
+                .dbs
+                .iter()
+                .map(|d| (d.len(), d.expires_len(), d.avg_ttl))
+                .collect();
             let stats: Vec<(&'static str, crate::shard::CmdStat)> = st
                 .cmdstats
                 .iter()
@@ -1097,17 +1101,19 @@ async fn totals(c: &Conn) -> Totals {
         })
         .await;
     let mut t = Totals::default();
-    let mut dbs: Vec<(usize, usize)> = Vec::new();
+    // Keys, keys with a TTL, and the shards' avg_ttl weighted by their keys with a TTL.
+    let mut dbs: Vec<(usize, usize, u128)> = Vec::new();
     let mut stats: std::collections::BTreeMap<&'static str, crate::shard::CmdStat> =
         Default::default();
     for (keys, cs, h, m, e, cl, bl, pc, pp, tc) in per {
         t.commands += tc;
         if dbs.is_empty() {
-            dbs = vec![(0, 0); keys.len()];
+            dbs = vec![(0, 0, 0); keys.len()];
         }
-        for (i, (k, x)) in keys.into_iter().enumerate() {
+        for (i, (k, x, ttl)) in keys.into_iter().enumerate() {
             dbs[i].0 += k;
             dbs[i].1 += x;
+            dbs[i].2 += u128::from(ttl) * x as u128;
         }
         for (name, s) in cs {
             let e = stats.entry(name).or_default();
@@ -1127,8 +1133,8 @@ async fn totals(c: &Conn) -> Totals {
     t.keys = dbs
         .into_iter()
         .enumerate()
-        .filter(|(_, (k, _))| *k > 0)
-        .map(|(i, (k, x))| (i, k, x))
+        .filter(|(_, (k, _, _))| *k > 0)
+        .map(|(i, (k, x, w))| (i, k, x, if x > 0 { (w / x as u128) as u64 } else { 0 }))
         .collect();
     t.cmdstats = stats.into_iter().collect();
     t
@@ -1305,8 +1311,8 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
     }
     if want("keyspace") {
         s.push_str("# Keyspace\r\n");
-        for (db, keys, expires) in &t.keys {
-            let _ = write!(s, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
+        for (db, keys, expires, avg_ttl) in &t.keys {
+            let _ = write!(s, "db{db}:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n");
         }
         s.push_str("\r\n");
     }

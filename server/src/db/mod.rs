@@ -187,6 +187,9 @@ pub struct Db {
     /// Keys someone WATCHes: key → (version bumped on every write, number of watchers).
     watched: HashMap<Bytes, (u64, u32)>,
     pub expired_keys: u64,
+    /// Redis's running estimate of the keys' remaining TTL in ms (INFO keyspace avg_ttl),
+    /// from active expiry's samples.
+    pub avg_ttl: u64,
     /// The slot of the running command's first key, computed once while routing it:
     /// (address, length, slot) of that argument inside the request, which is immutable and
     /// alive for the whole command. Cleared when the command ends.
@@ -213,6 +216,7 @@ impl Db {
             watched: HashMap::new(),
             expired_keys: 0,
             slot_hint: None,
+            avg_ttl: 0,
         }
     }
 
@@ -578,24 +582,33 @@ impl Db {
         for _ in 0..max_rounds {
             let n = self.expires.len();
             if n == 0 {
+                self.avg_ttl = 0;
                 break;
             }
             let sample = n.min(20);
             let mut expired = 0;
+            let (mut ttl_sum, mut ttl_samples) = (0u64, 0u64);
             for _ in 0..sample {
                 let n = self.expires.len();
                 if n == 0 {
                     break;
                 }
                 let k = self.expires[rng.gen_range(0..n)].clone();
-                let dead = self
-                    .table(&k)
-                    .get(&k[..])
-                    .is_some_and(|e| e.expire_at != 0 && e.expire_at <= now);
-                if dead {
+                let at = self.table(&k).get(&k[..]).map_or(0, |e| e.expire_at);
+                if at != 0 && at <= now {
                     self.expire_now(&k);
                     expired += 1;
+                } else if at > now {
+                    ttl_sum += at - now;
+                    ttl_samples += 1;
                 }
+            }
+            if let Some(avg) = ttl_sum.checked_div(ttl_samples) {
+                // As Redis: the new sample's mean weighs 2%, the estimate 98%.
+                if self.avg_ttl == 0 {
+                    self.avg_ttl = avg;
+                }
+                self.avg_ttl = (self.avg_ttl / 50) * 49 + avg / 50;
             }
             removed += expired;
             if expired * 4 <= sample {
