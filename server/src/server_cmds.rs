@@ -1312,7 +1312,10 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
     if want("keyspace") {
         s.push_str("# Keyspace\r\n");
         for (db, keys, expires, avg_ttl) in &t.keys {
-            let _ = write!(s, "db{db}:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n");
+            let _ = write!(
+                s,
+                "db{db}:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n"
+            );
         }
         s.push_str("\r\n");
     }

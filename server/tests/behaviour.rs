@@ -440,11 +440,19 @@ fn info_keyspace_estimates_avg_ttl() {
     // Active expiry samples the keys with a TTL and keeps a running mean, as Redis does.
     let avg = |c: &mut Conn| -> i64 {
         let info = text(&c.cmd(&["INFO", "keyspace"]));
-        let line = info.lines().find(|l| l.starts_with("db0:")).expect("db0 line");
-        assert!(line.starts_with("db0:keys=51,expires=50,avg_ttl="), "{line}");
+        let line = info
+            .lines()
+            .find(|l| l.starts_with("db0:"))
+            .expect("db0 line");
+        assert!(
+            line.starts_with("db0:keys=51,expires=50,avg_ttl="),
+            "{line}"
+        );
         line.rsplit('=').next().unwrap().trim().parse().unwrap()
     };
-    wait_until("an avg_ttl estimate", Duration::from_secs(10), || avg(&mut c) > 0);
+    wait_until("an avg_ttl estimate", Duration::from_secs(10), || {
+        avg(&mut c) > 0
+    });
     let a = avg(&mut c);
     assert!((900_000..=1_000_000).contains(&a), "avg_ttl {a}");
 }
