@@ -58,7 +58,7 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
     };
     let i = |r: &mut SmallRng| pick(r, IDX).to_string();
     let s = |r: &mut SmallRng| pick(r, SCORES).to_string();
-    let mut c: Vec<String> = match r.gen_range(0..86) {
+    let mut c: Vec<String> = match r.gen_range(0..116) {
         0 => vec!["SET".into(), k(r), v(r)],
         1 => vec!["GET".into(), k(r)],
         2 => vec!["APPEND".into(), k(r), v(r)],
@@ -179,8 +179,9 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
             "GETEX".into(),
             k(r),
             pick(r, &["PERSIST", "EX", "PX"]).into(),
-            // Long enough that no key expires while the test runs (that would race).
-            "1000000".into(),
+            // Long enough that no key expires while the test runs (that would race), and
+            // unlike the other TTLs (EXPIRE GT/LT against an equal one races on the clock).
+            "2000000".into(),
         ],
         72 => vec![
             "SETEX".into(),
@@ -223,7 +224,118 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
             "SCAN".into(),
             pick(r, &["x", "1x", " 1", "18446744073709551616"]).into(),
         ],
-        _ => vec!["COPY".into(), t(r), t(r), pick(r, &["REPLACE", "x"]).into()],
+        85 => vec!["COPY".into(), t(r), t(r), pick(r, &["REPLACE", "x"]).into()],
+        86 => vec![
+            "LPOS".into(),
+            k(r),
+            v(r),
+            pick(r, &["RANK", "COUNT", "MAXLEN"]).into(),
+            pick(r, &["1", "-1", "0", "2", "x"]).into(),
+        ],
+        87 => vec![
+            "ZADD".into(),
+            k(r),
+            "INCR".into(),
+            pick(r, &["1", "-2.5", "x"]).into(),
+            v(r),
+        ],
+        88 => vec![
+            "ZRANGE".into(),
+            k(r),
+            s(r),
+            s(r),
+            "BYSCORE".into(),
+            "LIMIT".into(),
+            pick(r, &["0", "1"]).into(),
+            pick(r, &["1", "-1", "2"]).into(),
+        ],
+        89 => vec![
+            "ZRANGE".into(),
+            k(r),
+            s(r),
+            s(r),
+            "BYSCORE".into(),
+            "REV".into(),
+        ],
+        90 => vec![
+            "ZRANGEBYLEX".into(),
+            k(r),
+            pick(r, &["-", "[a", "(0", "x"]).into(),
+            pick(r, &["+", "[z", "(9"]).into(),
+        ],
+        91 => vec!["ZREMRANGEBYSCORE".into(), k(r), s(r), s(r)],
+        92 => vec!["ZREMRANGEBYRANK".into(), k(r), i(r), i(r)],
+        93 => vec!["ZMSCORE".into(), k(r), v(r), v(r)],
+        94 => vec!["SMISMEMBER".into(), k(r), v(r), v(r)],
+        95 => vec!["HSETNX".into(), k(r), v(r), v(r)],
+        96 => vec!["HSTRLEN".into(), k(r), v(r)],
+        97 => vec![
+            "SETBIT".into(),
+            k(r),
+            pick(r, &["0", "7", "100", "-1", "x"]).into(),
+            pick(r, &["0", "1", "2"]).into(),
+        ],
+        98 => vec![
+            "GETBIT".into(),
+            k(r),
+            pick(r, &["0", "7", "100", "x"]).into(),
+        ],
+        99 => vec!["BITCOUNT".into(), k(r), i(r), i(r)],
+        100 => vec!["BITPOS".into(), k(r), pick(r, &["0", "1", "2"]).into()],
+        101 => vec![
+            "BITOP".into(),
+            pick(r, &["AND", "OR", "XOR", "NOT"]).into(),
+            t(r),
+            t(r),
+        ],
+        102 => vec![
+            "LCS".into(),
+            t(r),
+            t(r),
+            pick(r, &["LEN", "IDX", "MINMATCHLEN"]).into(),
+        ],
+        103 => vec![
+            "EXPIRE".into(),
+            k(r),
+            "1500".into(),
+            pick(r, &["NX", "XX", "GT", "LT", "BOGUS"]).into(),
+        ],
+        104 => vec!["EXPIRETIME".into(), k(r)],
+        105 => vec!["SUBSTR".into(), k(r), i(r), i(r)],
+        106 => vec![
+            "LMPOP".into(),
+            "2".into(),
+            t(r),
+            t(r),
+            pick(r, &["LEFT", "RIGHT"]).into(),
+        ],
+        107 => vec![
+            "ZMPOP".into(),
+            "1".into(),
+            t(r),
+            pick(r, &["MIN", "MAX"]).into(),
+            "COUNT".into(),
+            "2".into(),
+        ],
+        108 => vec!["ZINTERCARD".into(), "2".into(), t(r), t(r)],
+        109 => vec!["ZDIFF".into(), "2".into(), t(r), t(r), "WITHSCORES".into()],
+        110 => vec![
+            "ZUNION".into(),
+            "2".into(),
+            t(r),
+            t(r),
+            "AGGREGATE".into(),
+            pick(r, &["MIN", "MAX", "SUM"]).into(),
+        ],
+        111 => vec!["HKEYS".into(), k(r)],
+        112 => vec!["ZLEXCOUNT".into(), k(r), "-".into(), "+".into()],
+        113 => vec![
+            "SORT".into(),
+            k(r),
+            pick(r, &["ALPHA", "DESC", "LIMIT"]).into(),
+        ],
+        114 => vec!["GETRANGE".into(), k(r), "0".into(), "-1".into()],
+        _ => vec!["LINSERT".into(), k(r), "BEFORE".into(), v(r), v(r)],
     };
     // Now and then a wrong number of arguments, which both must refuse alike.
     if r.gen_range(0..40) == 0 {
@@ -234,7 +346,7 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
 
 /// TTLs differ by the time between the two calls; compare them loosely.
 fn same(cmd: &str, a: &Frame, b: &Frame) -> bool {
-    if cmd == "TTL" {
+    if cmd == "TTL" || cmd == "EXPIRETIME" {
         if let (Frame::Integer(x), Frame::Integer(y)) = (a, b) {
             return x == y || (*x > 0 && *y > 0 && (x - y).abs() <= 2);
         }

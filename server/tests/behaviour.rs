@@ -430,6 +430,25 @@ fn exec_with_wrong_arity_aborts() {
 }
 
 #[test]
+fn lcs_of_long_strings_is_refused_not_computed() {
+    let s = server(&["--threads", "1"]);
+    let mut c = s.conn();
+    c.cmd(&["SET", "{l}a", &"a".repeat(30_000)]);
+    c.cmd(&["SET", "{l}b", &"b".repeat(30_000)]);
+    // A 30,001 x 30,001 table of u32 is 3.6 GB: refused as Redis refuses it.
+    assert_eq!(
+        text(&c.cmd(&["LCS", "{l}a", "{l}b", "LEN"])),
+        "ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len"
+    );
+    assert_eq!(c.cmd(&["PING"]), Frame::simple("PONG"));
+    c.cmd(&["SET", "{l}c", &"ab".repeat(100)]);
+    assert_eq!(
+        c.cmd(&["LCS", "{l}a", "{l}c", "LEN"]),
+        Frame::Integer(100)
+    );
+}
+
+#[test]
 fn info_keyspace_estimates_avg_ttl() {
     let s = server(&["--threads", "2"]);
     let mut c = s.conn();

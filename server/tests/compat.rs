@@ -169,6 +169,25 @@ const STRINGS: &[&[&str]] = &[
     &["BITFIELD", "bf"],
     &["GET"],
     &["SET", "x"],
+    // Key type before the other arguments, as Redis checks them.
+    &["BITCOUNT", "nokey", "1"],
+    &["BITCOUNT", "nokey", "x", "y"],
+    &["LPUSH", "alist2", "a"],
+    &["BITCOUNT", "alist2", "x", "y"],
+    &["SET", "bs", "foobar"],
+    &["BITCOUNT", "bs", "1"],
+    &["BITCOUNT", "bs", "x", "1"],
+    &["BITCOUNT", "bs", "0", "1", "bogus"],
+    &["BITPOS", "nokey", "x"],
+    &["BITPOS", "nokey", "1", "x"],
+    &["BITPOS", "alist2", "1", "x"],
+    &["BITPOS", "bs", "2"],
+    &["LCS", "nokey", "alist2", "MINMATCHLEN"],
+    &["LCS", "bs", "nokey", "MINMATCHLEN"],
+    &["LCS", "bs", "nokey", "bogus"],
+    &["SET", "one", "x"],
+    &["BITCOUNT", "one", "-1", "-3"],
+    &["BITCOUNT", "one", "-3", "-1"],
 ];
 
 const KEYS: &[&[&str]] = &[
@@ -372,6 +391,15 @@ const LISTS: &[&[&str]] = &[
     &["BRPOP", "nol", "0.01"],
     &["BLMPOP", "0.01", "1", "nol", "LEFT"],
     &["BZPOPMIN", "noz", "0.01"],
+    // LPOS options: not a number is told as Redis tells it.
+    &["LPOS", "l", "a", "COUNT", "x"],
+    &["LPOS", "l", "a", "MAXLEN", "x"],
+    &["LPOS", "l", "a", "RANK", "x"],
+    // SORT reads numbers as strtod: an empty string is 0, leading spaces are skipped.
+    &["RPUSH", "sortme", "3", "", " 2", "1"],
+    &["SORT", "sortme"],
+    &["RPUSH", "sortbad", "1 ", "2"],
+    &["SORT", "sortbad"],
 ];
 
 const HASHES: &[&[&str]] = &[

@@ -340,17 +340,16 @@ fn lpos(ctx: &mut Ctx<'_>, req: &Request) {
             }
             rank = r;
         } else if is(a, "count") {
-            let Some(c) = int_arg(ctx.out, v) else { return };
-            if c < 0 {
-                return ctx.out.err("ERR COUNT can't be negative");
+            // As Redis: not a number is told as "can't be negative" too.
+            match rcodis_core::num::parse_i64(v) {
+                Some(c) if c >= 0 => count = Some(c),
+                _ => return ctx.out.err("ERR COUNT can't be negative"),
             }
-            count = Some(c);
         } else if is(a, "maxlen") {
-            let Some(m) = int_arg(ctx.out, v) else { return };
-            if m < 0 {
-                return ctx.out.err("ERR MAXLEN can't be negative");
+            match rcodis_core::num::parse_i64(v) {
+                Some(m) if m >= 0 => maxlen = m,
+                _ => return ctx.out.err("ERR MAXLEN can't be negative"),
             }
-            maxlen = m;
         } else {
             return ctx.out.err(SYNTAX);
         }

@@ -131,7 +131,10 @@ fn run(ctx: &mut Ctx<'_>, req: &Request, read_only: bool) {
             } else {
                 match &w {
                     None => Some(0.0),
-                    Some(v) => match parse_float(v) {
+                    // As Redis's strtod: leading spaces are skipped, an empty string is 0.
+                    Some(v) => match parse_float(v.trim_ascii_start())
+                        .or_else(|| v.is_empty().then_some(0.0))
+                    {
                         Some(f) => Some(f),
                         None => {
                             return ctx

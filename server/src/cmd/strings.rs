@@ -628,6 +628,12 @@ fn count_bits(s: &[u8], from_bit: usize, to_bit: usize) -> u64 {
 }
 
 fn bitcount(ctx: &mut Ctx<'_>, req: &Request) {
+    // As Redis: the key first (a missing one counts 0 whatever follows), then the range.
+    let s = match get_str(ctx, req.arg(1)) {
+        Ok(Some(s)) => s,
+        Ok(None) => return ctx.out.int(0),
+        Err(Replied) => return,
+    };
     let n = req.len();
     if n == 3 || n > 5 {
         return ctx.out.err(SYNTAX);
@@ -648,13 +654,13 @@ fn bitcount(ctx: &mut Ctx<'_>, req: &Request) {
                 return ctx.out.err(SYNTAX);
             }
         }
+        // As Redis: two negative indexes in the wrong order count nothing (before they are
+        // clamped into the string, which could make them meet).
+        if s < 0 && e < 0 && s > e {
+            return ctx.out.int(0);
+        }
         range = Some((s, e));
     }
-    let s = match get_str(ctx, req.arg(1)) {
-        Ok(Some(s)) => s,
-        Ok(None) => return ctx.out.int(0),
-        Err(Replied) => return,
-    };
     let total = match range {
         None => s.iter().map(|b| b.count_ones() as u64).sum(),
         Some((a, b)) => {
@@ -677,10 +683,17 @@ fn bitcount(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 fn bitpos(ctx: &mut Ctx<'_>, req: &Request) {
-    let want = match req.arg(2) {
-        b"1" => 1u8,
-        b"0" => 0u8,
-        _ => return ctx.out.err("ERR The bit argument must be 1 or 0."),
+    // As Redis: the bit, then the key, then the range.
+    let want = match int_arg(ctx.out, req.arg(2)) {
+        None => return,
+        Some(1) => 1u8,
+        Some(0) => 0u8,
+        Some(_) => return ctx.out.err("ERR The bit argument must be 1 or 0."),
+    };
+    let s = match get_str(ctx, req.arg(1)) {
+        Ok(Some(s)) => s,
+        Ok(None) => return ctx.out.int(if want == 1 { -1 } else { 0 }),
+        Err(Replied) => return,
     };
     let n = req.len();
     if n > 6 {
@@ -709,11 +722,6 @@ fn bitpos(ctx: &mut Ctx<'_>, req: &Request) {
             return ctx.out.err(SYNTAX);
         }
     }
-    let s = match get_str(ctx, req.arg(1)) {
-        Ok(Some(s)) => s,
-        Ok(None) => return ctx.out.int(if want == 1 { -1 } else { 0 }),
-        Err(Replied) => return,
-    };
     let units = if bit_unit {
         s.len() as i64 * 8
     } else {
@@ -792,6 +800,19 @@ fn bitop(ctx: &mut Ctx<'_>, req: &Request) {
 type LcsMatch = ((usize, usize), (usize, usize), usize);
 
 fn lcs(ctx: &mut Ctx<'_>, req: &Request) {
+    // As Redis: the keys' types first, then the options.
+    let mut get = |k: &[u8]| -> Result<Bytes, Replied> {
+        match ctx.lookup(k).map(|e| &e.value) {
+            None => Ok(Bytes::new()),
+            Some(Value::Str(s)) => Ok(s.clone()),
+            Some(_) => Err(Replied),
+        }
+    };
+    let (Ok(a), Ok(b)) = (get(req.arg(1)), get(req.arg(2))) else {
+        return ctx
+            .out
+            .err("ERR The specified keys must contain string values");
+    };
     let (mut want_len, mut want_idx, mut with_len) = (false, false, false);
     let mut min_len = 0i64;
     let mut i = 3;
@@ -819,19 +840,15 @@ fn lcs(ctx: &mut Ctx<'_>, req: &Request) {
             .out
             .err("ERR If you want both the length and indexes, please just use IDX.");
     }
-    let mut get = |k: &[u8]| -> Result<Bytes, Replied> {
-        match ctx.lookup(k).map(|e| &e.value) {
-            None => Ok(Bytes::new()),
-            Some(Value::Str(s)) => Ok(s.clone()),
-            Some(_) => Err(Replied),
-        }
-    };
-    let (Ok(a), Ok(b)) = (get(req.arg(1)), get(req.arg(2))) else {
+    let (n, m) = (a.len(), b.len());
+    // As Redis: the table may not take more than proto-max-bulk-len (512 MB by default);
+    // two long strings would otherwise hold the shard for minutes and all its memory.
+    let cells = (n as u128 + 1) * (m as u128 + 1);
+    if cells * 4 > MAX_STRING as u128 {
         return ctx
             .out
-            .err("ERR The specified keys must contain string values");
-    };
-    let (n, m) = (a.len(), b.len());
+            .err("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len");
+    }
     let mut dp = vec![0u32; (n + 1) * (m + 1)];
     let w = m + 1;
     for i in 1..=n {
