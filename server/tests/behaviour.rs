@@ -442,10 +442,7 @@ fn lcs_of_long_strings_is_refused_not_computed() {
     );
     assert_eq!(c.cmd(&["PING"]), Frame::simple("PONG"));
     c.cmd(&["SET", "{l}c", &"ab".repeat(100)]);
-    assert_eq!(
-        c.cmd(&["LCS", "{l}a", "{l}c", "LEN"]),
-        Frame::Integer(100)
-    );
+    assert_eq!(c.cmd(&["LCS", "{l}a", "{l}c", "LEN"]), Frame::Integer(100));
 }
 
 #[test]
