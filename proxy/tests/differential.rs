@@ -11,7 +11,6 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rcodis_core::resp::Frame;
 use rcodis_core::slot::slot_of;
-use rcodis_core::topology::{Group, Topology};
 use rcodis_tests::{normalize, Conn, RedisRef};
 
 /// Keys for single-key and split commands: on both groups (checked below).
@@ -430,22 +429,7 @@ fn run(resp3: bool, rcodis_backends: bool) {
         }
     };
     let backends = [backend(), backend()];
-    let mut topo = Topology::new();
-    for (i, b) in backends.iter().enumerate() {
-        let id = i as u16 + 1;
-        topo.groups.insert(
-            id,
-            Group {
-                id,
-                servers: vec![format!("127.0.0.1:{}", b.port())],
-                read_from_replica: false,
-            },
-        );
-    }
-    for s in &mut topo.slots {
-        s.group = if s.id < 512 { 1 } else { 2 };
-    }
-    topo.epoch = 1;
+    let topo = rcodis_tests::topology(&[backends[0].port(), backends[1].port()], 512, 1);
     let dir = tempfile::tempdir().unwrap();
     let slots = dir.path().join("slots.json");
     std::fs::write(&slots, topo.to_json()).unwrap();

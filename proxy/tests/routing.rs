@@ -8,7 +8,7 @@ use std::time::Duration;
 use rcodis_core::coord::{layout, Coordinator, FileCoordinator};
 use rcodis_core::resp::Frame;
 use rcodis_core::slot::slot_of;
-use rcodis_core::topology::{Group, Topology};
+use rcodis_core::topology::Topology;
 use rcodis_tests::{bin_path, http, text, wait_until, Conn, Process, ServerProc};
 
 struct Cluster {
@@ -16,26 +16,6 @@ struct Cluster {
     proxy: Process,
     port: u16,
     coord_dir: tempfile::TempDir,
-}
-
-fn topology(ports: &[u16], split: u16, epoch: u64) -> Topology {
-    let mut t = Topology::new();
-    for (i, p) in ports.iter().enumerate() {
-        let id = i as u16 + 1;
-        t.groups.insert(
-            id,
-            Group {
-                id,
-                servers: vec![format!("127.0.0.1:{p}")],
-                read_from_replica: false,
-            },
-        );
-    }
-    for s in &mut t.slots {
-        s.group = if s.id < split { 1 } else { 2 };
-    }
-    t.epoch = epoch;
-    t
 }
 
 fn put_topology(dir: &std::path::Path, t: &Topology) {
@@ -63,7 +43,7 @@ fn start_with(extra: &[&str]) -> Cluster {
     let coord_dir = tempfile::tempdir().unwrap();
     put_topology(
         coord_dir.path(),
-        &topology(&[servers[0].port, servers[1].port], 512, 1),
+        &rcodis_tests::topology(&[servers[0].port, servers[1].port], 512, 1),
     );
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rcodis-proxy"));
     cmd.args([
@@ -357,7 +337,7 @@ fn follows_topology_changes_and_survives_a_dead_backend() {
     assert_eq!(p.cmd(&["SET", "a", "1"]), Frame::simple("OK")); // slot 579 → group 2
                                                                 // Move every slot to group 1 (epoch 2): "a" is now looked up on group 1.
     let ports = [c.servers[0].port, c.servers[1].port];
-    put_topology(c.coord_dir.path(), &topology(&ports, 1024, 2));
+    put_topology(c.coord_dir.path(), &rcodis_tests::topology(&ports, 1024, 2));
     wait_until("proxy to apply epoch 2", Duration::from_secs(10), || {
         text(&p.cmd(&["INFO"])).contains("applied_epoch:2")
     });
@@ -388,7 +368,7 @@ fn follows_topology_changes_and_survives_a_dead_backend() {
         || registered_epoch() == 2,
     );
     // Back to two groups, then kill group 2's server: its slots error, others keep working.
-    put_topology(c.coord_dir.path(), &topology(&ports, 512, 3));
+    put_topology(c.coord_dir.path(), &rcodis_tests::topology(&ports, 512, 3));
     wait_until("proxy to apply epoch 3", Duration::from_secs(10), || {
         text(&p.cmd(&["INFO"])).contains("applied_epoch:3")
     });
@@ -976,7 +956,7 @@ fn loading_backend_replies_pass_through_and_are_logged() {
     // 3000 records at 2 ms each: loading lasts at least 6 s.
     let (_s2, port) = start_server(&["--key-load-delay", "2000"]);
     let coord = tempfile::tempdir().unwrap();
-    let mut t = topology(&[port, port], 1024, 1);
+    let mut t = rcodis_tests::topology(&[port, port], 1024, 1);
     t.groups.remove(&2);
     put_topology(coord.path(), &t);
     let log = coord.path().join("proxy.log");

@@ -135,18 +135,34 @@ pub fn parse(b: &[u8]) -> Option<Ld> {
     }
 }
 
-/// Digits of `s` in `radix` up to the first non-digit, as a number, and how many there were.
-fn digits(s: &[u8], radix: u32) -> (BigUint, usize) {
-    let n = s
-        .iter()
-        .take_while(|c| (**c as char).is_digit(radix))
-        .count();
-    let v = if n == 0 {
-        BigUint::zero()
-    } else {
-        BigUint::parse_bytes(&s[..n], radix).expect("digits")
-    };
-    (v, n)
+/// `digits[.digits][<marker>[+-]digits]` in `radix`, the whole of `s`: the digits as one
+/// number, how many of them came after the point, and the exponent.
+fn mantissa(s: &[u8], radix: u32, markers: &[u8]) -> Option<(BigUint, i64, i64)> {
+    let is_digit = |c: &&u8| (**c as char).is_digit(radix);
+    let int_len = s.iter().take_while(is_digit).count();
+    let mut all = s[..int_len].to_vec();
+    let mut i = int_len;
+    let mut frac_len = 0;
+    if s.get(i) == Some(&b'.') {
+        i += 1;
+        frac_len = s[i..].iter().take_while(is_digit).count();
+        all.extend_from_slice(&s[i..i + frac_len]);
+        i += frac_len;
+    }
+    if all.is_empty() {
+        return None;
+    }
+    let mut exp = 0i64;
+    if s.get(i).is_some_and(|c| markers.contains(c)) {
+        let (e, n) = exponent(&s[i + 1..])?;
+        exp = e;
+        i += 1 + n;
+    }
+    if i != s.len() {
+        return None;
+    }
+    let v = BigUint::parse_bytes(&all, radix).expect("digits");
+    Some((v, frac_len as i64, exp))
 }
 
 /// `[eE|pP][+-]digits` (saturating), and how many bytes it took.
@@ -169,35 +185,12 @@ fn exponent(s: &[u8]) -> Option<(i64, usize)> {
 
 /// `None` inside: the value is zero.
 fn parse_decimal(s: &[u8]) -> Option<Option<Rounded>> {
-    let mut all = Vec::with_capacity(s.len());
-    let int_len = s.iter().take_while(|c| c.is_ascii_digit()).count();
-    all.extend_from_slice(&s[..int_len]);
-    let mut i = int_len;
-    let mut frac_len = 0;
-    if s.get(i) == Some(&b'.') {
-        i += 1;
-        frac_len = s[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-        all.extend_from_slice(&s[i..i + frac_len]);
-        i += frac_len;
-    }
-    if int_len + frac_len == 0 {
-        return None;
-    }
-    let mut exp10 = 0i64;
-    if matches!(s.get(i), Some(b'e' | b'E')) {
-        let (e, n) = exponent(&s[i + 1..])?;
-        exp10 = e;
-        i += 1 + n;
-    }
-    if i != s.len() {
-        return None;
-    }
-    let (d, _) = digits(&all, 10);
+    let (d, frac_len, exp10) = mantissa(s, 10, b"eE")?;
     if d.is_zero() {
         return Some(None);
     }
     // d * 10^e, with the value's magnitude about 10^(significant digits + e).
-    let e = exp10.saturating_sub(frac_len as i64);
+    let e = exp10.saturating_sub(frac_len);
     let sig = d.to_string().len() as i64;
     if sig.saturating_add(e) > 4934 {
         return Some(Some(Rounded::Overflow));
@@ -213,35 +206,13 @@ fn parse_decimal(s: &[u8]) -> Option<Option<Rounded>> {
     }))
 }
 
-/// After `0x`: hex digits, an optional fraction, an optional binary exponent.
+/// After `0x` (lower-cased): hex digits, an optional fraction, an optional binary exponent.
 fn parse_hex(s: &[u8]) -> Option<Option<Rounded>> {
-    let int_len = s.iter().take_while(|c| c.is_ascii_hexdigit()).count();
-    let mut all = s[..int_len].to_vec();
-    let mut i = int_len;
-    let mut frac_len = 0;
-    if s.get(i) == Some(&b'.') {
-        i += 1;
-        frac_len = s[i..].iter().take_while(|c| c.is_ascii_hexdigit()).count();
-        all.extend_from_slice(&s[i..i + frac_len]);
-        i += frac_len;
-    }
-    if int_len + frac_len == 0 {
-        return None;
-    }
-    let mut exp2 = 0i64;
-    if s.get(i) == Some(&b'p') {
-        let (e, n) = exponent(&s[i + 1..])?;
-        exp2 = e;
-        i += 1 + n;
-    }
-    if i != s.len() {
-        return None;
-    }
-    let (h, _) = digits(&all, 16);
+    let (h, frac_len, exp2) = mantissa(s, 16, b"p")?;
     if h.is_zero() {
         return Some(None);
     }
-    let off = exp2.saturating_sub(4 * frac_len as i64);
+    let off = exp2.saturating_sub(4 * frac_len);
     let magnitude = (h.bits() as i64).saturating_add(off);
     if magnitude > 16400 {
         return Some(Some(Rounded::Overflow));

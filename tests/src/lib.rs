@@ -368,6 +368,28 @@ pub fn check_exec_arity_aborts(c: &mut Conn, other: &mut Conn, key: &str) {
     assert!(text(&c.cmd(&["EXEC", "x"])).starts_with("EXECABORT"));
 }
 
+/// A topology of one group per port (ids 1, 2, ...), slots below `split` on group 1 and the
+/// rest on group 2.
+pub fn topology(ports: &[u16], split: u16, epoch: u64) -> rcodis_core::topology::Topology {
+    let mut t = rcodis_core::topology::Topology::new();
+    for (i, p) in ports.iter().enumerate() {
+        let id = i as u16 + 1;
+        t.groups.insert(
+            id,
+            rcodis_core::topology::Group {
+                id,
+                servers: vec![format!("127.0.0.1:{p}")],
+                read_from_replica: false,
+            },
+        );
+    }
+    for s in &mut t.slots {
+        s.group = if s.id < split { 1 } else { 2 };
+    }
+    t.epoch = epoch;
+    t
+}
+
 /// An rcodis-server (or any Redis-like server binary) on a free loopback port.
 pub struct ServerProc {
     pub port: u16,

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use hashbrown::HashMap;
 use rcodis_core::num::parse_i64;
 use rcodis_core::resp::Request;
+use std::collections::VecDeque;
 
 use super::{
     drop_if_empty, get_list, int_arg, is, list_or_new, owned, range_indexes, Ctx, Handler,
@@ -437,37 +438,30 @@ pub fn move_one(
     let Some(l) = get_list(ctx, src)? else {
         return Ok(None);
     };
-    if src == dst {
-        // A rotation: the list never empties, so the key (and its TTL) stays.
-        let v = if from_left {
+    let pop = |l: &mut VecDeque<Bytes>| {
+        if from_left {
             l.pop_front()
         } else {
             l.pop_back()
         }
-        .expect("not empty");
+    };
+    let push = |l: &mut VecDeque<Bytes>, v: Bytes| {
         if to_left {
-            l.push_front(v.clone())
+            l.push_front(v)
         } else {
-            l.push_back(v.clone())
+            l.push_back(v)
         }
-        ctx.db.touch_watched(dst);
-        ctx.pushed.push(owned(dst));
-        return Ok(Some(v));
-    }
-    let Some(v) = (if from_left {
-        l.pop_front()
-    } else {
-        l.pop_back()
-    }) else {
+    };
+    let Some(v) = pop(l) else {
         return Ok(None);
     };
-    ctx.db.touch_watched(src);
-    drop_if_empty(ctx, src);
-    let d = list_or_new(ctx, dst)?;
-    if to_left {
-        d.push_front(v.clone())
+    if src == dst {
+        // A rotation: the list never empties, so the key (and its TTL) stays.
+        push(l, v.clone());
     } else {
-        d.push_back(v.clone())
+        ctx.db.touch_watched(src);
+        drop_if_empty(ctx, src);
+        push(list_or_new(ctx, dst)?, v.clone());
     }
     ctx.db.touch_watched(dst);
     ctx.pushed.push(owned(dst));
