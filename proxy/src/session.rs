@@ -396,10 +396,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 tracing::warn!(
                     "closing client {} ({}): more than session_max_pipeline ({max_batch}) pipelined requests",
                     s.id,
-                    stream
-                        .peer_addr()
-                        .map(|a| a.to_string())
-                        .unwrap_or_else(|_| "?".into())
+                    s.addr
                 );
                 enc::write_error(
                     &mut out,
