@@ -67,6 +67,21 @@ pub fn parse_f64(s: &[u8]) -> Option<f64> {
     Some(v)
 }
 
+/// A byte count as Redis's INFO writes it (`bytesToHuman`): `912B`, `893.05K`, `4.31M`, `1.50G`,
+/// two decimals from a kibibyte up to pebibytes, plain bytes beyond.
+pub fn bytes_to_human(n: u64) -> String {
+    const UNITS: [(u32, char); 5] = [(1, 'K'), (2, 'M'), (3, 'G'), (4, 'T'), (5, 'P')];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    for (power, unit) in UNITS {
+        if n < 1024u64.pow(power + 1) {
+            return format!("{:.2}{unit}", n as f64 / 1024f64.powi(power as i32));
+        }
+    }
+    format!("{n}B")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +112,19 @@ mod tests {
         assert_eq!(parse_f64(b"infinity"), None);
         assert_eq!(parse_f64(b""), None);
         assert_eq!(parse_f64(b"1 "), None);
+    }
+
+    #[test]
+    fn human_bytes_as_redis() {
+        assert_eq!(bytes_to_human(0), "0B");
+        assert_eq!(bytes_to_human(1023), "1023B");
+        assert_eq!(bytes_to_human(1024), "1.00K");
+        assert_eq!(bytes_to_human(914_480), "893.05K");
+        assert_eq!(bytes_to_human(6_819_840), "6.50M");
+        assert_eq!(bytes_to_human(25_276_502_016), "23.54G");
+        assert_eq!(bytes_to_human(3 << 40), "3.00T");
+        assert_eq!(bytes_to_human(1 << 50), "1.00P");
+        assert_eq!(bytes_to_human(1 << 60), "1152921504606846976B");
     }
 }
 

@@ -62,6 +62,12 @@ pub struct Shared {
     /// Statistics as of the last reset.
     pub stats_baseline: Mutex<stats::Baseline>,
     pub clients: AtomicUsize,
+    /// Sessions waiting on a blocking command (INFO's blocked_clients).
+    pub blocked: AtomicUsize,
+    /// Connections refused at max_clients (INFO's rejected_connections).
+    pub rejected: AtomicU64,
+    /// INFO's instantaneous_ops_per_sec.
+    pub ops: Mutex<stats::OpsMeter>,
     pub total_connections: AtomicU64,
     pub next_client_id: AtomicU64,
     /// Whether the coordinator answered the last time the control thread asked.
@@ -319,6 +325,9 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         admin_token,
         stats_baseline: Mutex::new(stats::Baseline::default()),
         clients: AtomicUsize::new(0),
+        blocked: AtomicUsize::new(0),
+        rejected: AtomicU64::new(0),
+        ops: Mutex::new(stats::OpsMeter::default()),
         total_connections: AtomicU64::new(0),
         next_client_id: AtomicU64::new(1),
         coordinator_ok: AtomicBool::new(false),
@@ -414,6 +423,14 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
                         }
                         s2.refresh();
                         s2.try_ack();
+                        if s2.id == 0 {
+                            let sh = &s2.shared;
+                            let total = sh.commands.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+                            sh.ops
+                                .lock()
+                                .expect("ops lock")
+                                .sample(Instant::now(), total);
+                        }
                     }
                 })
                 .detach();

@@ -111,12 +111,29 @@ fn is_blocking(req: &Request) -> bool {
     table::lookup(req.arg(0)).is_some_and(|spec| spec.has(rcodis_core::cmd::CommandFlags::BLOCKING))
 }
 
+/// Counts a session in INFO's blocked_clients for as long as it lives.
+struct Blocked<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Blocked<'a> {
+    fn count(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Blocked(n)
+    }
+}
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Serves one client connection until it closes.
 pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let shared = shard.shared.clone();
     let n = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
     if n > shared.config.max_clients {
         shared.clients.fetch_sub(1, Ordering::Relaxed);
+        shared.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             "rejecting client: max_clients ({}) reached",
             shared.config.max_clients
@@ -350,6 +367,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                     if let Some(m) = &idle_mark {
                         m.exempt.set(true);
                     }
+                    let _blocked = Blocked::count(&shared.blocked);
                     let reply = loop {
                         let read = stream.read(&mut tmp);
                         futures::pin_mut!(read);
@@ -1572,22 +1590,111 @@ impl Session {
         }
     }
 
-    /// INFO: the proxy's own sections; the keyspace section asks every group's master.
+    /// INFO: the proxy's own sections; the memory, stats and keyspace sections also ask every
+    /// group's master (see [`info_merge`]).
     fn info(&mut self, req: Request) -> Slot {
         let want = InfoSections::of(&req);
-        if !want.wants("keyspace") {
+        let mut ask = vec!["INFO"];
+        ask.extend(GROUP_SECTIONS.iter().copied().filter(|s| want.wants(s)));
+        if ask.len() == 1 {
             return Slot::Ready(frame(&Frame::Bulk(Bytes::from(info_text(
                 &self.shard,
                 &want,
+                &GroupInfo::default(),
             )))));
         }
         let rxs = self
             .backends()
             .iter()
-            .map(|b| b.send_args(&["INFO", "keyspace"], self.db))
+            .map(|b| b.send_args(&ask, self.db))
             .collect();
         Slot::Fanout("info", rxs, Box::new(req))
     }
+}
+
+/// The INFO sections that sum what the groups' masters report.
+const GROUP_SECTIONS: [&str; 3] = ["memory", "stats", "keyspace"];
+
+/// The fields of the groups' INFO that the proxy's INFO adds up.
+const SUMMED: [&str; 8] = [
+    "used_memory",
+    "used_memory_rss",
+    "used_memory_peak",
+    "maxmemory",
+    "expired_keys",
+    "evicted_keys",
+    "keyspace_hits",
+    "keyspace_misses",
+];
+
+/// What the groups' masters said to INFO, summed.
+#[derive(Default)]
+struct GroupInfo {
+    /// Groups that did not answer.
+    missing: usize,
+    /// The fields of [`SUMMED`], in that order.
+    sums: [u64; SUMMED.len()],
+    /// Some group has no memory limit (maxmemory 0), so neither has the cluster.
+    unlimited: bool,
+    policies: std::collections::BTreeSet<String>,
+    allocator: Option<String>,
+    /// Per database: keys, expiring keys, and the sum of avg_ttl weighted by expiring keys.
+    dbs: std::collections::BTreeMap<u64, (u64, u64, u128)>,
+}
+
+impl GroupInfo {
+    fn sum(&self, field: &str) -> u64 {
+        SUMMED
+            .iter()
+            .position(|f| *f == field)
+            .map_or(0, |i| self.sums[i])
+    }
+
+    /// Adds one group's INFO text.
+    fn add(&mut self, text: &str) {
+        for line in text.lines() {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            if let Some(i) = SUMMED.iter().position(|f| *f == name) {
+                let v = value.trim().parse::<u64>().unwrap_or(0);
+                self.sums[i] += v;
+                if name == "maxmemory" && v == 0 {
+                    self.unlimited = true;
+                }
+            } else if name == "maxmemory_policy" {
+                self.policies.insert(value.trim().to_string());
+            } else if name == "mem_allocator" {
+                self.allocator
+                    .get_or_insert_with(|| value.trim().to_string());
+            } else if let Some(n) = name.strip_prefix("db").and_then(|n| n.parse::<u64>().ok()) {
+                let field = |name: &str| -> u64 {
+                    value
+                        .split(',')
+                        .filter_map(|kv| kv.split_once('='))
+                        .find(|(k, _)| *k == name)
+                        .and_then(|(_, v)| v.trim().parse().ok())
+                        .unwrap_or(0)
+                };
+                let e = self.dbs.entry(n).or_default();
+                let expires = field("expires");
+                e.0 += field("keys");
+                e.1 += expires;
+                e.2 += field("avg_ttl") as u128 * expires as u128;
+            }
+        }
+    }
+}
+
+/// The proxy process's resident memory (bytes), from /proc.
+fn proxy_rss() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * page.max(0) as u64
 }
 
 /// The INFO sections a request asks for (`INFO [section ...]`, case-insensitive): none or
@@ -1615,9 +1722,9 @@ impl InfoSections {
     }
 }
 
-/// The proxy's own INFO text (every asked-for section but the keyspace, which the groups
-/// report: see [`info_merge`]).
-fn info_text(shard: &Shard, want: &InfoSections) -> String {
+/// The INFO text: the proxy's own sections, with what the groups reported (`groups`) in
+/// the memory, stats and keyspace sections.
+fn info_text(shard: &Shard, want: &InfoSections, groups: &GroupInfo) -> String {
     let sh = &shard.shared;
     let t = shard.table.borrow();
     let mut s = String::new();
@@ -1644,18 +1751,59 @@ fn info_text(shard: &Shard, want: &InfoSections) -> String {
     section(
         "Clients",
         format!(
-            "connected_clients:{}\r\nmaxclients:{}\r\n",
+            "connected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n",
             sh.clients.load(Ordering::Relaxed),
             sh.config.max_clients,
+            sh.blocked.load(Ordering::Relaxed),
+        ),
+    );
+    let human = rcodis_core::num::bytes_to_human;
+    let missing = |name: &str| missing_line(name, groups.missing);
+    let (used, rss, peak) = (
+        groups.sum("used_memory"),
+        groups.sum("used_memory_rss"),
+        groups.sum("used_memory_peak"),
+    );
+    let maxmemory = if groups.unlimited {
+        0
+    } else {
+        groups.sum("maxmemory")
+    };
+    let policy = groups
+        .policies
+        .iter()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
+    section(
+        "Memory",
+        format!(
+            "used_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:{maxmemory}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:{}\r\nproxy_used_memory_rss:{}\r\n{}",
+            human(used),
+            human(rss),
+            human(peak),
+            human(maxmemory),
+            if policy.is_empty() { "noeviction" } else { &policy },
+            if used > 0 { rss as f64 / used as f64 } else { 1.0 },
+            groups.allocator.as_deref().unwrap_or("libc"),
+            proxy_rss(),
+            missing("memory"),
         ),
     );
     let commands: u64 = sh.commands.iter().map(|c| c.load(Ordering::Relaxed)).sum();
     section(
         "Stats",
         format!(
-            "total_connections_received:{}\r\ntotal_commands_processed:{}\r\n",
+            "total_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n{}",
             sh.total_connections.load(Ordering::Relaxed),
             commands,
+            sh.ops.lock().expect("ops lock").per_sec(),
+            sh.rejected.load(Ordering::Relaxed),
+            groups.sum("expired_keys"),
+            groups.sum("evicted_keys"),
+            groups.sum("keyspace_hits"),
+            groups.sum("keyspace_misses"),
+            missing("stats"),
         ),
     );
     section(
@@ -1702,51 +1850,29 @@ fn info_text(shard: &Shard, want: &InfoSections) -> String {
     s
 }
 
-/// INFO: the proxy's sections, then the keyspace summed over the groups' masters
-/// (`dbN:keys=..,expires=..,avg_ttl=..`, avg_ttl weighted by each group's expiring keys).
-/// A group that does not answer is left out and counted in `keyspace_missing_groups`: INFO
-/// keeps answering while a backend is down.
+/// INFO: the proxy's sections, with the memory and stats figures and the keyspace summed
+/// over the groups' masters (`dbN:keys=..,expires=..,avg_ttl=..`, avg_ttl weighted by each
+/// group's expiring keys). A group that does not answer is left out and counted in
+/// `<section>_missing_groups`: INFO keeps answering while a backend is down.
 async fn info_merge(rxs: Vec<oneshot::Receiver<Reply>>, req: &Request, shard: &Shard) -> Bytes {
     let want = InfoSections::of(req);
-    let mut dbs: std::collections::BTreeMap<u64, (u64, u64, u128)> = Default::default();
-    let mut missing = 0;
+    let mut groups = GroupInfo::default();
     for rx in rxs {
         let text = match rx.await {
             Ok(Ok(b)) if b.first() != Some(&b'-') => parse(&b).and_then(|f| f.as_bytes().cloned()),
             _ => None,
         };
-        let Some(text) = text else {
-            missing += 1;
-            continue;
-        };
-        for line in String::from_utf8_lossy(&text).lines() {
-            let Some((db, fields)) = line.split_once(':') else {
-                continue;
-            };
-            let Some(n) = db.strip_prefix("db").and_then(|n| n.parse::<u64>().ok()) else {
-                continue;
-            };
-            let field = |name: &str| -> u64 {
-                fields
-                    .split(',')
-                    .filter_map(|kv| kv.split_once('='))
-                    .find(|(k, _)| *k == name)
-                    .and_then(|(_, v)| v.trim().parse().ok())
-                    .unwrap_or(0)
-            };
-            let e = dbs.entry(n).or_default();
-            let expires = field("expires");
-            e.0 += field("keys");
-            e.1 += expires;
-            e.2 += field("avg_ttl") as u128 * expires as u128;
+        match text {
+            Some(text) => groups.add(&String::from_utf8_lossy(&text)),
+            None => groups.missing += 1,
         }
     }
-    let mut s = info_text(shard, &want);
+    let mut s = info_text(shard, &want, &groups);
     if want.wants("keyspace") {
         s.push_str("# Keyspace\r\n");
-        for (db, (keys, expires, ttl_sum)) in dbs {
-            let avg = if expires > 0 {
-                ttl_sum / expires as u128
+        for (db, (keys, expires, ttl_sum)) in &groups.dbs {
+            let avg = if *expires > 0 {
+                ttl_sum / *expires as u128
             } else {
                 0
             };
@@ -1754,12 +1880,19 @@ async fn info_merge(rxs: Vec<oneshot::Receiver<Reply>>, req: &Request, shard: &S
                 "db{db}:keys={keys},expires={expires},avg_ttl={avg}\r\n"
             ));
         }
-        if missing > 0 {
-            s.push_str(&format!("keyspace_missing_groups:{missing}\r\n"));
-        }
+        s.push_str(&missing_line("keyspace", groups.missing));
         s.push_str("\r\n");
     }
     frame(&Frame::Bulk(Bytes::from(s)))
+}
+
+/// `<section>_missing_groups:N` when some group did not answer INFO, else nothing.
+fn missing_line(section: &str, missing: usize) -> String {
+    if missing > 0 {
+        format!("{section}_missing_groups:{missing}\r\n")
+    } else {
+        String::new()
+    }
 }
 
 /// COMMAND and its subcommands, from rcodis-core's table.

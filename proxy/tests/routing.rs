@@ -234,6 +234,22 @@ fn routes_splits_and_refuses() {
     std::thread::sleep(Duration::from_millis(300));
     p.cmd(&["RPUSH", "{q}list", "kept"]);
     assert_eq!(text(&p.cmd(&["LPOP", "{q}list"])), "kept");
+    // A session waiting on a blocking command counts in INFO's blocked_clients.
+    let blocked = |p: &mut Conn, n: usize| {
+        let want = format!("\r\nblocked_clients:{n}\r\n");
+        wait_until("blocked_clients", Duration::from_secs(10), || {
+            text(&p.cmd(&["INFO", "clients"])).contains(&want)
+        });
+    };
+    let mut w = Conn::connect(c.port);
+    w.send(&["BLPOP", "{q}wait", "0"]);
+    blocked(&mut p, 1);
+    p.cmd(&["RPUSH", "{q}wait", "x"]);
+    assert_eq!(
+        w.read(),
+        Some(Frame::Array(vec![Frame::bulk("{q}wait"), Frame::bulk("x")]))
+    );
+    blocked(&mut p, 0);
     // INFO: the proxy's own sections as asked, and the keyspace summed over both groups.
     let mut k = Conn::connect(c.port);
     assert_eq!(k.cmd(&["SELECT", "7"]), Frame::simple("OK"));
@@ -285,6 +301,46 @@ fn routes_splits_and_refuses() {
     assert!(
         !some.contains("# Keyspace") && !some.contains("# Proxy"),
         "{some}"
+    );
+    // Memory and the key counters are the groups' figures summed; hits are counted exactly.
+    let hits = |k: &mut Conn| -> u64 {
+        let t = text(&k.cmd(&["INFO", "stats"]));
+        field(&t, "keyspace_hits")
+    };
+    let servers_hits = |c: &Cluster| -> u64 {
+        c.servers
+            .iter()
+            .map(|s| field(&text(&s.conn().cmd(&["INFO", "stats"])), "keyspace_hits"))
+            .sum()
+    };
+    for i in 0..20 {
+        k.cmd(&["GET", &format!("ks{i}")]);
+    }
+    assert_eq!(hits(&mut k), servers_hits(&c));
+    assert!(hits(&mut k) >= 20);
+    let mem = text(&k.cmd(&["INFO", "memory"]));
+    assert!(mem.starts_with("# Memory\r\n"), "{mem}");
+    assert!(field(&mem, "used_memory") > 0, "{mem}");
+    for want in [
+        "\r\nmaxmemory:0\r\n",
+        "\r\nmaxmemory_human:0B\r\n",
+        "maxmemory_policy:noeviction",
+    ] {
+        assert!(mem.contains(want), "{want:?} not in {mem}");
+    }
+    let human = mem
+        .split("used_memory_human:")
+        .nth(1)
+        .and_then(|r| r.split("\r\n").next())
+        .unwrap();
+    assert!(
+        human.ends_with('K') || human.ends_with('M') || human.ends_with('G'),
+        "{mem}"
+    );
+    assert!(field(&mem, "proxy_used_memory_rss") > 0, "{mem}");
+    assert!(
+        !mem.contains("# Stats") && !mem.contains("# Keyspace"),
+        "{mem}"
     );
     let every = text(&k.cmd(&["INFO", "everything"]));
     assert!(every.contains("# Commandstats\r\ncmdstat_") && every.contains("db7:keys=26,"));
@@ -394,6 +450,9 @@ fn follows_topology_changes_and_survives_a_dead_backend() {
         info.contains("# Server\r\n") && info.contains("keyspace_missing_groups:1\r\n"),
         "{info}"
     );
+    for want in ["memory_missing_groups:1\r\n", "stats_missing_groups:1\r\n"] {
+        assert!(info.contains(want), "{want:?} not in {info}");
+    }
     assert!(info.contains("db0:keys="), "{info}");
 }
 
@@ -888,6 +947,8 @@ fn limits_from_the_config_file() {
     );
     assert!(extra.read_opt().is_none(), "the extra client stays open");
     drop(extra);
+    let stats = text(&keep[1].cmd(&["INFO", "stats"]));
+    assert!(stats.contains("\r\nrejected_connections:1\r\n"), "{stats}");
     // The three still work; a big argument closes only its own connection.
     let big = "x".repeat(2000);
     let r = keep[0].cmd(&["SET", "big", &big]);
@@ -1018,4 +1079,12 @@ fn several_connections_per_backend() {
         let from_proxy = list.lines().count() - 1;
         assert!(from_proxy >= 3, "{from_proxy} proxy connections:\n{list}");
     }
+}
+
+/// A numeric field of an INFO text (0 when absent).
+fn field(info: &str, name: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -76,6 +76,8 @@ static USED: AtomicU64 = AtomicU64::new(0);
 static MAX: AtomicU64 = AtomicU64::new(0);
 static POLICY: AtomicU8 = AtomicU8::new(0);
 static SAMPLES: AtomicUsize = AtomicUsize::new(5);
+/// The most allocated bytes measured so far (INFO's used_memory_peak).
+static PEAK: AtomicU64 = AtomicU64::new(0);
 static EVICTED: AtomicU64 = AtomicU64::new(0);
 static LFU_LOG_FACTOR: AtomicU64 = AtomicU64::new(10);
 static LFU_DECAY_MIN: AtomicU64 = AtomicU64::new(1);
@@ -111,6 +113,11 @@ pub fn used() -> u64 {
     USED.load(Ordering::Relaxed)
 }
 
+/// The peak of [`used`] over the measurements so far.
+pub fn peak() -> u64 {
+    PEAK.load(Ordering::Relaxed).max(used())
+}
+
 pub fn evicted() -> u64 {
     EVICTED.load(Ordering::Relaxed)
 }
@@ -120,6 +127,7 @@ pub fn refresh() {
     if tikv_jemalloc_ctl::epoch::advance().is_ok() {
         if let Ok(n) = tikv_jemalloc_ctl::stats::allocated::read() {
             USED.store(n as u64, Ordering::Relaxed);
+            PEAK.fetch_max(n as u64, Ordering::Relaxed);
         }
     }
 }

@@ -1213,13 +1213,16 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
         let used = crate::memory::used();
         let rss = rss_bytes();
         let maxmem = crate::memory::max();
-        let mb = |b: u64| b as f64 / 1048576.0;
+        let peak = crate::memory::peak();
+        let human = rcodis_core::num::bytes_to_human;
         let _ = write!(
             s,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{:.2}M\r\nused_memory_peak:{used}\r\nused_memory_lua:31744\r\nused_memory_scripts:0\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{:.2}M\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:jemalloc-5\r\nlazyfree_pending_objects:0\r\n\r\n",
-            mb(used),
-            mb(rss),
-            mb(maxmem),
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nused_memory_peak_perc:{:.2}%\r\nused_memory_lua:31744\r\nused_memory_scripts:0\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:jemalloc-5\r\nlazyfree_pending_objects:0\r\n\r\n",
+            human(used),
+            human(rss),
+            human(peak),
+            if peak > 0 { used as f64 * 100.0 / peak as f64 } else { 100.0 },
+            human(maxmem),
             shared.param("maxmemory-policy"),
             if used > 0 { rss as f64 / used as f64 } else { 1.0 },
         );

@@ -49,7 +49,26 @@ fn noeviction_refuses_writes_and_serves_reads() {
     assert_eq!(c.cmd(&["DBSIZE"]), Frame::Integer(n as i64));
     // Commands that do not grow memory still work; raising the budget lets writes through.
     assert_eq!(c.cmd(&["DEL", "k1"]), Frame::Integer(1));
+    // The peak stays at the high-water mark after keys go; sizes are written as Redis
+    // writes them.
+    let info = text(&c.cmd(&["INFO", "memory"]));
+    let peak = info_field(&mut c, "memory", "used_memory_peak");
+    assert!(
+        peak >= budget,
+        "peak {peak} below the budget {budget} it reached"
+    );
+    assert!(
+        info.contains(&format!(
+            "\r\nmaxmemory_human:{:.2}M\r\n",
+            budget as f64 / 1048576.0
+        )),
+        "{info}"
+    );
+    c.cmd(&["FLUSHALL"]);
+    assert!(info_field(&mut c, "memory", "used_memory") < peak);
+    assert_eq!(info_field(&mut c, "memory", "used_memory_peak"), peak);
     c.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert!(text(&c.cmd(&["INFO", "memory"])).contains("\r\nmaxmemory_human:0B\r\n"));
     assert_eq!(c.cmd(&["SET", "after", "1"]), Frame::simple("OK"));
 }
 
