@@ -4,7 +4,8 @@
 //!  resp/    frames, decoders (reply: check-then-parse; request: multibulk + inline), encoder
 //!  cmd/     the command table (generated from Redis 7.0.15) + Codis SLOTS*, key extraction
 //!  slot     NUM_SLOTS = 1024, slot_of(key) with Codis's {hashtag} rule
-//!  num      Redis's number parsing rules (string2ll)
+//!  num      Redis's number parsing rules (string2ll), INFO's human byte counts
+//!  rate     INFO's instantaneous rates (16 samples of ~100 ms, as Redis)
 //!  topology groups, slots, proxies, epoch; JSON on the wire; diff and validation
 //!  coord/   Coordinator trait: etcd (etcd://) and the embedded file store (file://)
 //!  net      listening sockets shared by a process's shards (SO_REUSEPORT + SO_REUSEADDR)
@@ -18,6 +19,7 @@ pub mod cmd;
 pub mod coord;
 pub mod net;
 pub mod num;
+pub mod rate;
 pub mod resp;
 pub mod slot;
 pub mod topology;

@@ -67,7 +67,7 @@ pub struct Shared {
     /// Connections refused at max_clients (INFO's rejected_connections).
     pub rejected: AtomicU64,
     /// INFO's instantaneous_ops_per_sec.
-    pub ops: Mutex<stats::OpsMeter>,
+    pub ops: Mutex<rcodis_core::rate::RateMeter>,
     pub total_connections: AtomicU64,
     pub next_client_id: AtomicU64,
     /// Whether the coordinator answered the last time the control thread asked.
@@ -327,7 +327,7 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         clients: AtomicUsize::new(0),
         blocked: AtomicUsize::new(0),
         rejected: AtomicU64::new(0),
-        ops: Mutex::new(stats::OpsMeter::default()),
+        ops: Mutex::new(Default::default()),
         total_connections: AtomicU64::new(0),
         next_client_id: AtomicU64::new(1),
         coordinator_ok: AtomicBool::new(false),

@@ -574,6 +574,14 @@ async fn active_expiry(shard: Rc<Shard>) {
     loop {
         glommio::timer::sleep(Duration::from_millis(100)).await;
         let mut st = shard.state.borrow_mut();
+        let now = std::time::Instant::now();
+        let total = st.total_commands;
+        st.rates[0].sample(now, total);
+        if st.id == 0 {
+            let sh = &shard.shared;
+            st.rates[1].sample(now, sh.net_input_bytes.load(Ordering::Relaxed));
+            st.rates[2].sample(now, sh.net_output_bytes.load(Ordering::Relaxed));
+        }
         if !st.active_expire {
             continue;
         }

@@ -1059,6 +1059,8 @@ struct Totals {
     pubsub_channels: usize,
     pubsub_patterns: usize,
     commands: u64,
+    /// Recent commands, network input and output bytes per second.
+    rates: [u64; 3],
 }
 
 async fn totals(c: &Conn) -> Totals {
@@ -1097,6 +1099,7 @@ async fn totals(c: &Conn) -> Totals {
                 st.pubsub.channels.len(),
                 st.pubsub.patterns.len(),
                 st.total_commands,
+                st.rates.each_ref().map(|r| r.per_sec()),
             )
         })
         .await;
@@ -1105,8 +1108,11 @@ async fn totals(c: &Conn) -> Totals {
     let mut dbs: Vec<(usize, usize, u128)> = Vec::new();
     let mut stats: std::collections::BTreeMap<&'static str, crate::shard::CmdStat> =
         Default::default();
-    for (keys, cs, h, m, e, cl, bl, pc, pp, tc) in per {
+    for (keys, cs, h, m, e, cl, bl, pc, pp, tc, rates) in per {
         t.commands += tc;
+        for (sum, r) in t.rates.iter_mut().zip(rates) {
+            *sum += r;
+        }
         if dbs.is_empty() {
             dbs = vec![(0, 0, 0); keys.len()];
         }
@@ -1259,11 +1265,14 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
     if want("stats") {
         let _ = write!(
             s,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nsync_full:0\r\nsync_partial_ok:0\r\nsync_partial_err:0\r\nexpired_keys:{}\r\nexpired_stale_perc:0.00\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nlatest_fork_usec:{}\r\ntotal_forks:{}\r\nmigrate_cached_sockets:0\r\ntotal_active_defrag_time:0\r\ntotal_error_replies:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nsync_full:0\r\nsync_partial_ok:0\r\nsync_partial_err:0\r\nexpired_keys:{}\r\nexpired_stale_perc:0.00\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nlatest_fork_usec:{}\r\ntotal_forks:{}\r\nmigrate_cached_sockets:0\r\ntotal_active_defrag_time:0\r\ntotal_error_replies:{}\r\n\r\n",
             shared.total_connections.load(Ordering::Relaxed),
             t.commands,
+            t.rates[0],
             shared.net_input_bytes.load(Ordering::Relaxed),
             shared.net_output_bytes.load(Ordering::Relaxed),
+            t.rates[1] as f64 / 1024.0,
+            t.rates[2] as f64 / 1024.0,
             shared.rejected_connections.load(Ordering::Relaxed),
             t.expired,
             crate::memory::evicted(),

@@ -46,6 +46,9 @@ pub struct ShardState {
     pub cmdstats: Vec<CmdStat>,
     /// Commands this shard executed.
     pub total_commands: u64,
+    /// Recent rates of this shard's commands and (shard 0 only) the server's network bytes
+    /// in and out, for INFO; sampled by the shard's 100 ms tick.
+    pub rates: [rcodis_core::rate::RateMeter; 3],
     pub keyspace_hits: u64,
     pub keyspace_misses: u64,
     /// Clients blocked on keys this shard owns, in arrival order per (db, key).
@@ -101,6 +104,7 @@ impl ShardState {
             dbs: (0..databases).map(|_| Db::new(id, nr_shards)).collect(),
             cmdstats: vec![CmdStat::default(); rcodis_core::cmd::NUM_SPECS],
             total_commands: 0,
+            rates: Default::default(),
             keyspace_hits: 0,
             keyspace_misses: 0,
             blocked: HashMap::new(),

@@ -474,6 +474,53 @@ fn info_keyspace_estimates_avg_ttl() {
 }
 
 #[test]
+fn info_reports_instantaneous_rates() {
+    let s = server(&["--threads", "2"]);
+    let mut c = s.conn();
+    let rate = |c: &mut Conn, field: &str| -> f64 {
+        let info = text(&c.cmd(&["INFO", "stats"]));
+        info.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .unwrap_or_else(|| panic!("{field} missing in {info}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // A client keeps both shards busy (keys of both) until the rates show it.
+    let (a, b) = keys_on_two_shards();
+    let mut load = s.conn();
+    let batch: Vec<u8> = (0..50)
+        .flat_map(|i| {
+            let k = if i % 2 == 0 { &a } else { &b };
+            format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len()).into_bytes()
+        })
+        .collect();
+    let busy = |load: &mut Conn| {
+        load.send_raw(&batch);
+        for _ in 0..50 {
+            load.read().expect("reply");
+        }
+    };
+    wait_until(
+        "instantaneous rates under load",
+        Duration::from_secs(20),
+        || {
+            for _ in 0..20 {
+                busy(&mut load);
+            }
+            rate(&mut c, "instantaneous_ops_per_sec") > 2000.0
+                && rate(&mut c, "instantaneous_input_kbps") > 0.0
+                && rate(&mut c, "instantaneous_output_kbps") > 0.0
+        },
+    );
+    // Once the load stops, the estimate falls back (16 samples of 100 ms later) to what the
+    // probe's own INFO commands make, some 50 per second.
+    wait_until("rates to fall", Duration::from_secs(20), || {
+        rate(&mut c, "instantaneous_ops_per_sec") < 200.0
+    });
+}
+
+#[test]
 fn client_setinfo_is_kept_and_shown() {
     let s = server(&["--threads", "2"]);
     rcodis_tests::check_client_setinfo(&mut s.conn(), s.port);
