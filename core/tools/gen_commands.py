@@ -67,7 +67,7 @@ LATER_SUBS = {
 # Proxy policy. Anything not named: a keyed command is Forward; a keyless one NotAllowed.
 LOCAL = ["ping", "echo", "quit", "auth", "select", "hello", "reset", "command", "info", "time",
          "client|setname", "client|getname", "client|id", "client|info", "client|no-evict",
-         "client|setinfo", "readonly", "readwrite", "lastsave"]
+         "client|setinfo", "client|list", "client|kill", "readonly", "readwrite", "lastsave"]
 SPLIT_MGET = ["mget"]
 SPLIT_MSET = ["mset"]
 SPLIT_SUM = ["del", "unlink", "exists", "touch"]

@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod clients;
 pub mod config;
 pub mod control;
 pub mod router;
@@ -62,6 +63,8 @@ pub struct Shared {
     /// Statistics as of the last reset.
     pub stats_baseline: Mutex<stats::Baseline>,
     pub clients: AtomicUsize,
+    /// Every session, for CLIENT LIST and CLIENT KILL.
+    pub sessions: clients::Registry,
     /// Sessions waiting on a blocking command (INFO's blocked_clients).
     pub blocked: AtomicUsize,
     /// Connections refused at max_clients (INFO's rejected_connections).
@@ -325,6 +328,7 @@ pub fn start(mut config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         admin_token,
         stats_baseline: Mutex::new(stats::Baseline::default()),
         clients: AtomicUsize::new(0),
+        sessions: Default::default(),
         blocked: AtomicUsize::new(0),
         rejected: AtomicU64::new(0),
         ops: Mutex::new(Default::default()),

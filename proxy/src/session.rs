@@ -52,11 +52,10 @@ struct Session {
     /// CLIENT SETINFO's library name and version (shown by CLIENT INFO).
     lib_name: Bytes,
     lib_ver: Bytes,
-    /// The client's address and ours, the socket, and when it connected (CLIENT INFO).
-    addr: Box<str>,
-    laddr: Box<str>,
-    fd: i32,
-    since: std::time::Instant,
+    /// The session as CLIENT LIST sees it (address, socket, age, and a copy of the state).
+    entry: std::sync::Arc<crate::clients::Entry>,
+    /// A command may have changed what `entry` shows: copy it there after the command.
+    dirty: bool,
     close: bool,
     txn: crate::txn::Txn,
     pubsub: Option<PubSub>,
@@ -111,19 +110,28 @@ fn is_blocking(req: &Request) -> bool {
     table::lookup(req.arg(0)).is_some_and(|spec| spec.has(rcodis_core::cmd::CommandFlags::BLOCKING))
 }
 
-/// Counts a session in INFO's blocked_clients for as long as it lives.
-struct Blocked<'a>(&'a std::sync::atomic::AtomicUsize);
+/// Counts a session in INFO's blocked_clients (and flags it in CLIENT LIST) for as long as
+/// it lives.
+struct Blocked<'a>(
+    &'a std::sync::atomic::AtomicUsize,
+    &'a std::sync::atomic::AtomicBool,
+);
 
 impl<'a> Blocked<'a> {
-    fn count(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+    fn count(
+        n: &'a std::sync::atomic::AtomicUsize,
+        flag: &'a std::sync::atomic::AtomicBool,
+    ) -> Self {
         n.fetch_add(1, Ordering::Relaxed);
-        Blocked(n)
+        flag.store(true, Ordering::Relaxed);
+        Blocked(n, flag)
     }
 }
 
 impl Drop for Blocked<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        self.1.store(false, Ordering::Relaxed);
     }
 }
 
@@ -144,14 +152,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         return;
     }
     let _ = stream.set_nodelay(true);
-    let mut s = Session {
-        shard: shard.clone(),
-        id: shared.next_client_id.fetch_add(1, Ordering::Relaxed),
-        db: 0,
-        authed: shared.config.session_auth.is_empty(),
-        name: Bytes::new(),
-        lib_name: Bytes::new(),
-        lib_ver: Bytes::new(),
+    let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    // Removed from the registry before the stream (a parameter) closes.
+    let registered = shared.sessions.register(crate::clients::Entry {
+        id,
         addr: stream
             .peer_addr()
             .map_or_else(|_| "?".into(), |a| a.to_string().into()),
@@ -160,6 +164,25 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             .map_or_else(|_| "?".into(), |a| a.to_string().into()),
         fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
         since: std::time::Instant::now(),
+        state: std::sync::Mutex::new(crate::clients::State {
+            resp: 2,
+            multi: -1,
+            ..Default::default()
+        }),
+        last_cmd: std::sync::atomic::AtomicU32::new(crate::stats::UNKNOWN as u32),
+        last_ticks: std::sync::atomic::AtomicU64::new(0),
+        blocked: std::sync::atomic::AtomicBool::new(false),
+    });
+    let mut s = Session {
+        shard: shard.clone(),
+        id,
+        db: 0,
+        authed: shared.config.session_auth.is_empty(),
+        name: Bytes::new(),
+        lib_name: Bytes::new(),
+        lib_ver: Bytes::new(),
+        entry: registered.entry.clone(),
+        dirty: false,
         close: false,
         txn: Default::default(),
         pubsub: None,
@@ -279,7 +302,11 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                     stopped_early = true;
                     break;
                 }
-                match s.handle(req).await {
+                let slot = s.handle(req).await;
+                if s.dirty {
+                    s.publish();
+                }
+                match slot {
                     Slot::Locked(req, slot) => {
                         if !order.is_empty() {
                             // Finish what is before it first.
@@ -367,7 +394,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                     if let Some(m) = &idle_mark {
                         m.exempt.set(true);
                     }
-                    let _blocked = Blocked::count(&shared.blocked);
+                    let _blocked = Blocked::count(&shared.blocked, &s.entry.blocked);
+                    s.entry.last_cmd.store(id as u32, Ordering::Relaxed);
+                    s.entry.last_ticks.store(t0, Ordering::Relaxed);
                     let reply = loop {
                         let read = stream.read(&mut tmp);
                         futures::pin_mut!(read);
@@ -407,6 +436,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             for &(id, at) in &marks {
                 stats.record(id, out.get(at) == Some(&b'-'), usec);
             }
+            if let Some(&(id, _)) = marks.last() {
+                s.entry.last_cmd.store(id as u32, Ordering::Relaxed);
+                s.entry.last_ticks.store(t0, Ordering::Relaxed);
+            }
             if let Some(e) = &protocol_error {
                 enc::write_error(&mut out, format!("ERR {e}").as_bytes());
                 s.close = true;
@@ -414,7 +447,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 tracing::warn!(
                     "closing client {} ({}): more than session_max_pipeline ({max_batch}) pipelined requests",
                     s.id,
-                    s.addr
+                    s.entry.addr
                 );
                 enc::write_error(
                     &mut out,
@@ -726,6 +759,22 @@ impl Session {
         if !self.authed && !matches!(spec.name, "auth" | "hello" | "quit") {
             return Slot::Ready(err("NOAUTH Authentication required."));
         }
+        self.dirty |= self.txn.multi.is_some()
+            || matches!(
+                spec.name,
+                "select"
+                    | "hello"
+                    | "reset"
+                    | "client|setname"
+                    | "client|setinfo"
+                    | "subscribe"
+                    | "unsubscribe"
+                    | "psubscribe"
+                    | "punsubscribe"
+                    | "ssubscribe"
+                    | "sunsubscribe"
+                    | "multi"
+            );
         if let Some(b) = self.pubsub_command(spec, &req) {
             return Slot::Ready(b);
         }
@@ -1505,25 +1554,11 @@ impl Session {
                 _ => err("ERR syntax error"),
             },
             "client|info" => {
-                let (sub, ssub, psub) = self.pubsub.as_ref().map_or((0, 0, 0), |p| {
-                    let sharded = p.channels.values().filter(|(sh, _)| *sh).count();
-                    (p.channels.len() - sharded, sharded, p.patterns.len())
-                });
-                frame(&Frame::bulk(format!(
-                    "id={} addr={} laddr={} fd={} name={} age={} idle=0 flags=N db={} sub={sub} psub={psub} ssub={ssub} multi={} cmd=client|info user=default resp={} lib-name={} lib-ver={}\n",
-                    self.id,
-                    self.addr,
-                    self.laddr,
-                    self.fd,
-                    String::from_utf8_lossy(&self.name),
-                    self.since.elapsed().as_secs(),
-                    self.db,
-                    self.txn.multi.as_ref().map_or(-1, |m| m.queued.len() as i64),
-                    if self.resp3 { 3 } else { 2 },
-                    String::from_utf8_lossy(&self.lib_name),
-                    String::from_utf8_lossy(&self.lib_ver),
-                )))
+                self.publish();
+                frame(&Frame::bulk(self.entry.line(Some("client|info"))))
             }
+            "client|list" => self.client_list(req),
+            "client|kill" => self.client_kill(req),
             "command" | "command|count" | "command|info" | "command|list" | "command|docs"
             | "command|getkeys" => command(spec, req),
             _ => err(&format!(
@@ -1531,6 +1566,143 @@ impl Session {
                 spec.name.replace('|', " ")
             )),
         }
+    }
+
+    /// Copies what CLIENT LIST shows of this session into its registry entry.
+    fn publish(&mut self) {
+        self.dirty = false;
+        let (sub, ssub, psub) = self.pubsub.as_ref().map_or((0, 0, 0), |p| {
+            let sharded = p.channels.values().filter(|(sh, _)| *sh).count();
+            (p.channels.len() - sharded, sharded, p.patterns.len())
+        });
+        *self.entry.state() = crate::clients::State {
+            name: self.name.clone(),
+            lib_name: self.lib_name.clone(),
+            lib_ver: self.lib_ver.clone(),
+            db: self.db,
+            resp: if self.resp3 { 3 } else { 2 },
+            sub,
+            psub,
+            ssub,
+            multi: self
+                .txn
+                .multi
+                .as_ref()
+                .map_or(-1, |m| m.queued.len() as i64),
+        };
+    }
+
+    /// CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id ...]: the proxy's sessions, on
+    /// every shard.
+    fn client_list(&mut self, req: &Request) -> Bytes {
+        self.publish();
+        // As Redis 7.0: TYPE alone, or ID followed by ids only.
+        let mut kind = None;
+        let mut ids: Option<Vec<u64>> = None;
+        if req.len() == 4 && req.arg(2).eq_ignore_ascii_case(b"type") {
+            match crate::clients::Kind::parse(req.arg(3)) {
+                Some(k) => kind = Some(k),
+                None => {
+                    return err(&format!(
+                        "ERR Unknown client type '{}'",
+                        String::from_utf8_lossy(req.arg(3))
+                    ))
+                }
+            }
+        } else if req.len() > 3 && req.arg(2).eq_ignore_ascii_case(b"id") {
+            let mut v = Vec::new();
+            for a in req.args().skip(3) {
+                match parse_i64(a) {
+                    // No session has an id below 1: such ids match nothing.
+                    Some(n) => v.push(n.max(0) as u64),
+                    None => return err("ERR Invalid client ID"),
+                }
+            }
+            ids = Some(v);
+        } else if req.len() != 2 {
+            return err("ERR syntax error");
+        }
+        let me = self.id;
+        let mut out = String::new();
+        for e in self.shard.shared.sessions.select(|e| {
+            kind.is_none_or(|k| e.kind() == k) && ids.as_ref().is_none_or(|v| v.contains(&e.id))
+        }) {
+            out.push_str(&e.line((e.id == me).then_some("client|list")));
+        }
+        frame(&Frame::Bulk(Bytes::from(out)))
+    }
+
+    /// CLIENT KILL addr:port, or CLIENT KILL with filters (ID, ADDR, LADDR, TYPE, USER,
+    /// SKIPME), as Redis 7.0: the old form answers OK or an error, the new one the number
+    /// of clients killed. A session killing itself is closed once the reply is sent.
+    fn client_kill(&mut self, req: &Request) -> Bytes {
+        self.publish();
+        let me = self.id;
+        let sessions = &self.shard.shared.sessions;
+        if req.len() == 3 {
+            let addr = req.arg(2);
+            let mut killed_me = false;
+            let n = sessions.kill(me, |e| {
+                let hit = e.addr.as_bytes() == addr;
+                killed_me |= hit && e.id == me;
+                hit
+            });
+            if n == 0 {
+                return err("ERR No such client");
+            }
+            self.close |= killed_me;
+            return simple("OK");
+        }
+        if req.len() % 2 != 0 {
+            return err("ERR syntax error");
+        }
+        let (mut id, mut addr, mut laddr, mut kind) = (None, None, None, None);
+        let mut skipme = true;
+        for pair in req.args().skip(2).collect::<Vec<_>>().chunks(2) {
+            let (opt, v) = (pair[0].to_ascii_lowercase(), pair[1]);
+            match opt.as_slice() {
+                b"id" => match parse_i64(v) {
+                    Some(n) if n > 0 => id = Some(n as u64),
+                    _ => return err("ERR client-id should be greater than 0"),
+                },
+                b"addr" => addr = Some(v.to_vec()),
+                b"laddr" => laddr = Some(v.to_vec()),
+                b"type" => match crate::clients::Kind::parse(v) {
+                    Some(k) => kind = Some(k),
+                    None => {
+                        return err(&format!(
+                            "ERR Unknown client type '{}'",
+                            String::from_utf8_lossy(v)
+                        ))
+                    }
+                },
+                b"user" if v == b"default" => {}
+                b"user" => {
+                    return err(&format!(
+                        "ERR No such user '{}'",
+                        String::from_utf8_lossy(v)
+                    ))
+                }
+                b"skipme" => match v.to_ascii_lowercase().as_slice() {
+                    b"yes" => skipme = true,
+                    b"no" => skipme = false,
+                    _ => return err("ERR syntax error"),
+                },
+                _ => return err("ERR syntax error"),
+            }
+        }
+        let mut killed_me = false;
+        let n = sessions.kill(me, |e| {
+            let hit = id.is_none_or(|i| e.id == i)
+                && addr.as_deref().is_none_or(|a| e.addr.as_bytes() == a)
+                && laddr.as_deref().is_none_or(|a| e.laddr.as_bytes() == a)
+                && kind.is_none_or(|k| e.kind() == k)
+                && !(skipme && e.id == me);
+            killed_me |= hit && e.id == me;
+            hit
+        });
+        self.close |= killed_me;
+        frame(&Frame::Integer(n as i64))
     }
 
     fn hello(&mut self, req: &Request) -> Bytes {

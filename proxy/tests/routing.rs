@@ -1088,3 +1088,138 @@ fn field(info: &str, name: &str) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// CLIENT LIST shows the sessions of every shard as they are; CLIENT KILL closes the ones its
+/// filters name (and only those), and a session that kills itself gets its reply first.
+#[test]
+fn client_list_and_kill() {
+    let c = start();
+    let mut conns: Vec<Conn> = (0..6).map(|_| Conn::connect(c.port)).collect();
+    let mut ids = Vec::new();
+    for (i, k) in conns.iter_mut().enumerate() {
+        let name = format!("c{i}");
+        assert_eq!(k.cmd(&["CLIENT", "SETNAME", &name]), Frame::simple("OK"));
+        ids.push(k.cmd(&["CLIENT", "ID"]).as_integer().unwrap());
+    }
+    assert_eq!(conns[1].cmd(&["SELECT", "3"]), Frame::simple("OK"));
+    let mut sub = Conn::connect(c.port);
+    sub.send(&["SUBSCRIBE", "ch"]);
+    assert!(sub.read().is_some());
+    let mut blocked = Conn::connect(c.port);
+    blocked.send(&["BLPOP", "{b}l", "0"]);
+    let mut admin = Conn::connect(c.port);
+    let list = |admin: &mut Conn, args: &[&str]| -> Vec<String> {
+        let mut cmd = vec!["CLIENT", "LIST"];
+        cmd.extend_from_slice(args);
+        text(&admin.cmd(&cmd)).lines().map(str::to_string).collect()
+    };
+    wait_until("the blocked client listed", Duration::from_secs(10), || {
+        list(&mut admin, &[])
+            .iter()
+            .any(|l| l.contains(" flags=b "))
+    });
+    let all = list(&mut admin, &[]);
+    assert_eq!(all.len(), 9, "{all:#?}");
+    for (i, id) in ids.iter().enumerate() {
+        let line = all
+            .iter()
+            .find(|l| l.contains(&format!(" name=c{i} ")))
+            .unwrap_or_else(|| panic!("c{i} not in {all:#?}"));
+        assert!(
+            line.starts_with(&format!("id={id} addr=127.0.0.1:")),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!(" db={} ", if i == 1 { 3 } else { 0 })),
+            "{line}"
+        );
+        assert!(line.contains(" cmd=select ") == (i == 1), "{line}");
+    }
+    assert!(
+        all.iter().any(|l| l.contains(" cmd=client|list ")),
+        "{all:#?}"
+    );
+    assert!(all
+        .iter()
+        .any(|l| l.contains(" flags=b ") && l.contains(" cmd=blpop ")));
+    let pubsub = list(&mut admin, &["TYPE", "pubsub"]);
+    assert_eq!(pubsub.len(), 1, "{pubsub:#?}");
+    assert!(pubsub[0].contains(" flags=P ") && pubsub[0].contains(" sub=1 "));
+    assert_eq!(list(&mut admin, &["TYPE", "normal"]).len(), 8);
+    assert_eq!(list(&mut admin, &["TYPE", "replica"]).len(), 0);
+    let two = list(
+        &mut admin,
+        &["ID", &ids[0].to_string(), &ids[2].to_string()],
+    );
+    assert_eq!(two.len(), 2, "{two:#?}");
+    // By id: that client's connection ends, the others go on.
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", &ids[0].to_string()]),
+        Frame::Integer(1)
+    );
+    conns[0].set_timeout(Duration::from_secs(5));
+    assert!(conns[0].read_opt().is_none(), "killed client still open");
+    // By type, and by address (the old form).
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]),
+        Frame::Integer(1)
+    );
+    sub.set_timeout(Duration::from_secs(5));
+    assert!(sub.read_opt().is_none(), "killed subscriber still open");
+    let addr = list(&mut admin, &[])
+        .iter()
+        .find(|l| l.contains(" flags=b "))
+        .and_then(|l| l.split(" addr=").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(admin.cmd(&["CLIENT", "KILL", &addr]), Frame::simple("OK"));
+    blocked.set_timeout(Duration::from_secs(5));
+    assert!(
+        blocked.read_opt().is_none(),
+        "killed blocked client still open"
+    );
+    wait_until("the killed sessions to go", Duration::from_secs(10), || {
+        list(&mut admin, &[]).len() == 6
+    });
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", &addr]),
+        Frame::Error("ERR No such client".into())
+    );
+    let stats = text(&admin.cmd(&["INFO", "clients"]));
+    assert!(stats.contains("\r\nblocked_clients:0\r\n"), "{stats}");
+    for (args, want) in [
+        (vec!["ID", "0"], "ERR client-id should be greater than 0"),
+        (vec!["TYPE", "bogus"], "ERR Unknown client type 'bogus'"),
+        (vec!["USER", "bob"], "ERR No such user 'bob'"),
+        (vec!["SKIPME", "maybe"], "ERR syntax error"),
+        (vec!["ID"], "ERR No such client"), // one argument: the old form's address
+        (vec!["ID", "1", "TYPE"], "ERR syntax error"),
+        (vec!["NOPE", "1"], "ERR syntax error"),
+    ] {
+        let mut cmd = vec!["CLIENT", "KILL"];
+        cmd.extend(args);
+        assert_eq!(admin.cmd(&cmd), Frame::Error(want.into()), "{cmd:?}");
+    }
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", "999999"]),
+        Frame::Integer(0)
+    );
+    // Only the ones named: the rest still answer.
+    for k in &mut conns[1..] {
+        assert_eq!(k.cmd(&["PING"]), Frame::simple("PONG"));
+    }
+    // Killing itself (SKIPME no): the reply comes, then the connection closes.
+    let me = admin
+        .cmd(&["CLIENT", "ID"])
+        .as_integer()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", &me, "SKIPME", "no"]),
+        Frame::Integer(1)
+    );
+    admin.set_timeout(Duration::from_secs(5));
+    assert!(admin.read_opt().is_none());
+    assert_eq!(conns[1].cmd(&["PING"]), Frame::simple("PONG"));
+}

@@ -250,7 +250,9 @@ fn proxy_policies() {
     assert_eq!(ps("config", "get"), ProxyPolicy::Fanout);
     assert_eq!(ps("config", "rewrite"), ProxyPolicy::NotAllowed);
     assert_eq!(ps("client", "setname"), ProxyPolicy::Local);
-    assert_eq!(ps("client", "kill"), ProxyPolicy::NotAllowed);
+    assert_eq!(ps("client", "kill"), ProxyPolicy::Local);
+    assert_eq!(ps("client", "list"), ProxyPolicy::Local);
+    assert_eq!(ps("client", "pause"), ProxyPolicy::NotAllowed);
     assert_eq!(ps("object", "encoding"), ProxyPolicy::Forward);
     assert_eq!(ps("function", "flush"), ProxyPolicy::Fanout);
     assert_eq!(ps("command", "count"), ProxyPolicy::Local);
