@@ -147,7 +147,10 @@ async fn stats(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
         "coordinator_ok": s.coordinator_ok.load(Ordering::Relaxed),
         "sessions": s.clients.load(Ordering::Relaxed),
         "total_connections": s.total_connections.load(Ordering::Relaxed),
+        "rejected_connections": s.rejected.load(Ordering::Relaxed),
+        "blocked_sessions": s.blocked.load(Ordering::Relaxed),
         "commands": commands,
+        "ops_per_sec": s.ops.lock().expect("ops lock").per_sec(),
         "commands_per_shard": s.commands.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<_>>(),
         "backends": table.backends,
         "backend_state": backend_states(&s).into_iter().map(|(a, (up, depth, failures))| {
@@ -209,6 +212,24 @@ async fn metrics(State(s): State<Arc<Shared>>) -> String {
         format!(
             "rcodis_proxy_connections_total {}\n",
             s.total_connections.load(Ordering::Relaxed)
+        ),
+    );
+    put(
+        "rcodis_proxy_rejected_connections_total",
+        "counter",
+        "Client connections refused at max_clients.",
+        format!(
+            "rcodis_proxy_rejected_connections_total {}\n",
+            s.rejected.load(Ordering::Relaxed)
+        ),
+    );
+    put(
+        "rcodis_proxy_blocked_sessions",
+        "gauge",
+        "Sessions waiting on a blocking command.",
+        format!(
+            "rcodis_proxy_blocked_sessions {}\n",
+            s.blocked.load(Ordering::Relaxed)
         ),
     );
     put(

@@ -732,6 +732,9 @@ fn admin_http_reports_state() {
     assert_eq!(v["epoch"], 1);
     assert!(v["commands"].as_u64().unwrap() >= 2);
     assert_eq!(v["backends"].as_array().unwrap().len(), 2);
+    for field in ["rejected_connections", "blocked_sessions", "ops_per_sec"] {
+        assert!(v[field].is_u64(), "{field} in {v}");
+    }
     let (_, body) = http_get(&addr, "/slots");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["slots"].as_array().unwrap().len(), 1024);
@@ -780,6 +783,8 @@ fn metrics_admin_token_and_idle_timeout() {
         "# TYPE rcodis_proxy_command_duration_seconds histogram",
         "rcodis_proxy_backend_queue_depth{backend=\"127.0.0.1:",
         "rcodis_proxy_backend_failures_total{backend=\"127.0.0.1:",
+        "rcodis_proxy_rejected_connections_total 0",
+        "rcodis_proxy_blocked_sessions 0",
     ] {
         assert!(body.contains(want), "missing {want} in\n{body}");
     }
