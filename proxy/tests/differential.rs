@@ -519,9 +519,11 @@ fn run(resp3: bool, rcodis_backends: bool) {
                             for v in [&mut *w, &mut *g] {
                                 if let Some(f) = v.get_mut(i) {
                                     *f = normalize(name, std::mem::replace(f, Frame::Null));
-                                    // A TTL may tick between the two servers: whether there
+                                    // A TTL (or an expiry time computed from a relative
+                                    // one) may tick between the two servers: whether there
                                     // is one is what is compared here.
-                                    if let (true, Frame::Integer(t)) = (name == "TTL", &mut *f) {
+                                    let timed = matches!(name.as_str(), "TTL" | "EXPIRETIME");
+                                    if let (true, Frame::Integer(t)) = (timed, &mut *f) {
                                         *t = (*t).min(1);
                                     }
                                 }
