@@ -1909,15 +1909,23 @@ fn info_text(shard: &Shard, want: &InfoSections, groups: &GroupInfo) -> String {
             s.push_str("\r\n");
         }
     };
+    let uptime = sh.started.elapsed().as_secs();
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
     section(
         "Server",
         format!(
-            "redis_version:7.0.15\r\nrcodis_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nexecutable:rcodis-proxy\r\n",
+            "redis_version:7.0.15\r\nrcodis_version:{}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\nredis_build_id:0\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmonotonic_clock:POSIX clock_gettime\r\nmultiplexing_api:io_uring\r\natomicvar_api:c11-builtin\r\ngcc_version:0.0.0\r\nprocess_id:{}\r\nprocess_supervised:no\r\nrun_id:{:0>40}\r\ntcp_port:{}\r\nserver_time_usec:{now_us}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nhz:10\r\nconfigured_hz:10\r\nlru_clock:{}\r\nexecutable:rcodis-proxy\r\nconfig_file:\r\nio_threads_active:0\r\nshards:{}\r\n",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
+            std::env::consts::ARCH,
             std::process::id(),
+            sh.token,
             sh.port.load(Ordering::Relaxed),
-            sh.started.elapsed().as_secs(),
+            uptime / 86400,
+            (now_us / 1_000_000) & 0xFF_FFFF,
+            sh.commands.len(),
         ),
     );
     section(

@@ -137,6 +137,16 @@ fn routes_splits_and_refuses() {
             && info.contains("cluster_enabled:0")
             && info.contains("slot_table_epoch:1")
     );
+    // The Server section has the fields a server's has (clients parse some of them).
+    let names = |t: String| -> Vec<String> {
+        t.lines()
+            .filter_map(|l| l.split_once(':').map(|(k, _)| k.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        names(text(&p.cmd(&["INFO", "server"]))),
+        names(text(&g1.cmd(&["INFO", "server"])))
+    );
     // SELECT is per session and reaches the backends.
     assert_eq!(p.cmd(&["SELECT", "5"]), Frame::simple("OK"));
     p.cmd(&["SET", "indb5", "x"]);
