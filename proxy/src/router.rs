@@ -191,6 +191,14 @@ pub fn route<B: AsRef<[u8]>>(
                 Err(_) => SmallVec::from_slice(&[1.min(args.len() - 1)]),
             };
             let Some(&first) = keys.first() else {
+                // A script or function given no keys runs where slot 0 lives, as in Codis
+                // (the hash of no key); it must not touch keys, as in Redis Cluster.
+                if matches!(
+                    spec.name,
+                    "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+                ) {
+                    return single(spec, table, 0);
+                }
                 return Plan::Reject(format!(
                     "ERR command '{}' has no key to route by",
                     display_name(spec)
@@ -330,6 +338,21 @@ mod tests {
         assert_eq!(get("b"), Some(1));
         assert_eq!(get("c"), None);
         assert_eq!(get("d"), None);
+    }
+
+    #[test]
+    fn keyless_scripts_run_where_slot_0_lives() {
+        assert!(matches!(plan(&["EVAL", "return 1", "0"]), Plan::Single(0)));
+        assert!(matches!(
+            plan(&["EVALSHA", "abc", "0", "x"]),
+            Plan::Single(0)
+        ));
+        assert!(matches!(plan(&["FCALL", "f", "0"]), Plan::Single(0)));
+        // With keys, the keys decide ("b" lives in the second group).
+        assert!(matches!(
+            plan(&["EVAL", "return 1", "1", "b"]),
+            Plan::Single(1)
+        ));
     }
 
     #[test]

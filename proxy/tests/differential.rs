@@ -403,6 +403,74 @@ impl Backend {
     }
 }
 
+/// A proxy (one shard, a static table in `dir`) over two groups: slots 0-511 on the first.
+fn proxy_over(ports: [u16; 2], dir: &std::path::Path) -> (rcodis_tests::Process, u16) {
+    let topo = rcodis_tests::topology(&ports, 512, 1);
+    let slots = dir.join("slots.json");
+    std::fs::write(&slots, topo.to_json()).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rcodis-proxy"));
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--admin",
+        "127.0.0.1:0",
+    ])
+    .arg("--slots-file")
+    .arg(&slots);
+    rcodis_tests::spawn_on_free_port("rcodis-proxy", cmd)
+}
+
+/// Over redis-server groups, scripts work through the proxy: routed by their keys (all in
+/// one slot), or, given none, to the group of slot 0 as in Codis; SCRIPT LOAD reaches every
+/// group, so EVALSHA finds its script wherever it is routed.
+#[test]
+fn scripts_run_through_the_proxy_over_redis_groups() {
+    let groups = [RedisRef::start(), RedisRef::start()];
+    let dir = tempfile::tempdir().unwrap();
+    let (_proxy, port) = proxy_over([groups[0].port, groups[1].port], dir.path());
+    let mut p = Conn::connect(port);
+    let (low, high) = (key_in(true), key_in(false));
+    assert_eq!(
+        p.cmd(&["EVAL", "return redis.call('ping')", "0"]),
+        Frame::simple("PONG")
+    );
+    assert_eq!(
+        p.cmd(&[
+            "EVAL",
+            "return redis.call('set', KEYS[1], ARGV[1])",
+            "1",
+            &high,
+            "v"
+        ]),
+        Frame::simple("OK")
+    );
+    assert_eq!(p.cmd(&["GET", &high]), Frame::bulk("v"));
+    assert_eq!(
+        Conn::connect(groups[1].port).cmd(&["GET", &high]),
+        Frame::bulk("v"),
+        "the script ran on the key's group"
+    );
+    let sha = p.cmd(&["SCRIPT", "LOAD", "return #KEYS + 10"]);
+    let sha = String::from_utf8(sha.as_bytes().expect("a sha").to_vec()).unwrap();
+    assert_eq!(p.cmd(&["EVALSHA", &sha, "0"]), Frame::Integer(10));
+    assert_eq!(p.cmd(&["EVALSHA", &sha, "1", &low]), Frame::Integer(11));
+    assert_eq!(p.cmd(&["EVALSHA", &sha, "1", &high]), Frame::Integer(11));
+    assert_eq!(
+        p.cmd(&["EVAL", "return 1", "2", &low, &high]),
+        Frame::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+    );
+}
+
+/// A key of the first group (slots 0-511) or of the second.
+fn key_in(first: bool) -> String {
+    (0..)
+        .map(|i| format!("script{i}"))
+        .find(|k| (slot_of(k.as_bytes()) < 512) == first)
+        .unwrap()
+}
+
 fn run(resp3: bool, rcodis_backends: bool) {
     let seed: u64 = std::env::var("RCODIS_PROXY_DIFF_SEED")
         .ok()
@@ -429,22 +497,8 @@ fn run(resp3: bool, rcodis_backends: bool) {
         }
     };
     let backends = [backend(), backend()];
-    let topo = rcodis_tests::topology(&[backends[0].port(), backends[1].port()], 512, 1);
     let dir = tempfile::tempdir().unwrap();
-    let slots = dir.path().join("slots.json");
-    std::fs::write(&slots, topo.to_json()).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rcodis-proxy"));
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--threads",
-        "1",
-        "--admin",
-        "127.0.0.1:0",
-    ])
-    .arg("--slots-file")
-    .arg(&slots);
-    let (_proxy, port) = rcodis_tests::spawn_on_free_port("rcodis-proxy", cmd);
+    let (_proxy, port) = proxy_over([backends[0].port(), backends[1].port()], dir.path());
 
     let mut a = Conn::connect(reference.port);
     let mut b = Conn::connect(port);
