@@ -102,10 +102,13 @@ impl Shared {
         self.stats_baseline.lock().expect("stats lock").since(now)
     }
 
-    /// Starts the per-command statistics from zero.
+    /// Starts the per-command and error statistics from zero.
     pub fn reset_stats(&self) {
         let now = stats::summarize(&self.stats);
         self.stats_baseline.lock().expect("stats lock").0 = now.into_iter().collect();
+        for sh in &self.stats {
+            sh.errors.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
     }
 
     /// The lowest epoch every shard has applied.

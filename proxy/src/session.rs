@@ -434,7 +434,11 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             s.sink.clear();
             let usec = rcodis_core::clock::ticks_to_us(t0, rcodis_core::clock::ticks());
             for &(id, at) in &marks {
-                stats.record(id, out.get(at) == Some(&b'-'), usec);
+                let error = out.get(at) == Some(&b'-');
+                stats.record(id, error, usec);
+                if error {
+                    stats.record_error(&out[at..]);
+                }
             }
             if let Some(&(id, _)) = marks.last() {
                 s.entry.last_cmd.store(id as u32, Ordering::Relaxed);
@@ -1974,7 +1978,7 @@ fn info_text(shard: &Shard, want: &InfoSections, groups: &GroupInfo) -> String {
     section(
         "Stats",
         format!(
-            "total_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n{}",
+            "total_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\n{}",
             sh.total_connections.load(Ordering::Relaxed),
             commands,
             sh.ops.lock().expect("ops lock").per_sec(),
@@ -1983,6 +1987,7 @@ fn info_text(shard: &Shard, want: &InfoSections, groups: &GroupInfo) -> String {
             groups.sum("evicted_keys"),
             groups.sum("keyspace_hits"),
             groups.sum("keyspace_misses"),
+            sh.command_stats().iter().map(|(_, c)| c.errors).sum::<u64>(),
             missing("stats"),
         ),
     );
@@ -1990,6 +1995,24 @@ fn info_text(shard: &Shard, want: &InfoSections, groups: &GroupInfo) -> String {
         "Replication",
         "role:master\r\nconnected_slaves:0\r\n".to_string(),
     );
+    section("CPU", {
+        // SAFETY: getrusage fills the struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        format!(
+            "used_cpu_sys:{:.6}\r\nused_cpu_user:{:.6}\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n",
+            secs(ru.ru_stime),
+            secs(ru.ru_utime)
+        )
+    });
+    section("Errorstats", {
+        let mut body = String::new();
+        for (kind, n) in crate::stats::error_kinds(&sh.stats) {
+            body.push_str(&format!("errorstat_{kind}:count={n}\r\n"));
+        }
+        body
+    });
     section("Cluster", "cluster_enabled:0\r\n".to_string());
     section(
         "Proxy",

@@ -33,12 +33,20 @@ fn bump(a: &AtomicU64, n: u64) {
 /// One shard's counters, indexed by command id (and [`UNKNOWN`]).
 pub struct ShardStats {
     pub cmds: Vec<CmdStats>,
+    /// Error replies by their first word (INFO errorstats), written by the shard only when it
+    /// answers with an error.
+    pub errors: std::sync::Mutex<std::collections::BTreeMap<Box<str>, u64>>,
 }
+
+/// How many kinds of error INFO errorstats tells apart, as Redis (later kinds are not
+/// tracked).
+pub const ERROR_KINDS: usize = 128;
 
 impl Default for ShardStats {
     fn default() -> Self {
         ShardStats {
             cmds: (0..=NUM_SPECS).map(|_| CmdStats::default()).collect(),
+            errors: Default::default(),
         }
     }
 }
@@ -56,6 +64,23 @@ impl ShardStats {
         bump(&c.usec, usec);
         let b = BUCKETS_US.partition_point(|&le| le < usec);
         bump(&c.buckets[b], 1);
+    }
+
+    /// Counts an error reply (`-KIND message...`) under its first word.
+    #[cold]
+    pub fn record_error(&self, reply: &[u8]) {
+        let body = reply.strip_prefix(b"-").unwrap_or(reply);
+        let end = body
+            .iter()
+            .position(|&b| b == b' ' || b == b'\r')
+            .unwrap_or(body.len());
+        let kind = String::from_utf8_lossy(&body[..end]);
+        let mut m = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(kind.as_ref()) {
+            *n += 1;
+        } else if m.len() < ERROR_KINDS {
+            m.insert(kind.into(), 1);
+        }
     }
 
     /// Zeroes every counter (CONFIG RESETSTAT through the admin API); call on the shard.
@@ -101,6 +126,17 @@ pub fn summarize(shards: &[ShardStats]) -> Vec<(&'static str, Summary)> {
                 rcodis_core::cmd::by_id(id as u16).name
             };
             out.push((name, s));
+        }
+    }
+    out
+}
+
+/// Error replies by kind over every shard.
+pub fn error_kinds(shards: &[ShardStats]) -> std::collections::BTreeMap<Box<str>, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for sh in shards {
+        for (k, n) in sh.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            *out.entry(k.clone()).or_insert(0) += n;
         }
     }
     out
@@ -158,6 +194,22 @@ impl BackendGauge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_by_kind() {
+        let s = ShardStats::default();
+        s.record_error(b"-ERR unknown command\r\n");
+        s.record_error(b"-WRONGTYPE Operation against a key\r\n");
+        s.record_error(b"-ERR syntax error\r\n");
+        s.record_error(b"-NOAUTH\r\n");
+        let m = error_kinds(std::slice::from_ref(&s));
+        let got: Vec<(&str, u64)> = m.iter().map(|(k, n)| (k.as_ref(), *n)).collect();
+        assert_eq!(got, [("ERR", 2), ("NOAUTH", 1), ("WRONGTYPE", 1)]);
+        for i in 0..ERROR_KINDS + 10 {
+            s.record_error(format!("-E{i} x\r\n").as_bytes());
+        }
+        assert_eq!(s.errors.lock().unwrap().len(), ERROR_KINDS);
+    }
 
     #[test]
     fn buckets_and_totals() {

@@ -803,6 +803,17 @@ fn metrics_admin_token_and_idle_timeout() {
         2,
         "{body}"
     );
+    // Errors by kind, as Redis counts them; the CPU section; both in the default INFO.
+    let errors = text(&p.cmd(&["INFO", "errorstats", "stats", "cpu"]));
+    for want in [
+        "# Errorstats\r\nerrorstat_ERR:count=2\r\n",
+        "\r\ntotal_error_replies:2\r\n",
+        "# CPU\r\nused_cpu_sys:",
+    ] {
+        assert!(errors.contains(want), "{want:?} not in {errors}");
+    }
+    let default = text(&p.cmd(&["INFO"]));
+    assert!(default.contains("# Errorstats\r\n") && default.contains("# CPU\r\n"));
     let stats = text(&p.cmd(&["INFO", "commandstats"]));
     assert!(
         stats.contains("cmdstat_set:calls=20,")
@@ -839,6 +850,8 @@ fn metrics_admin_token_and_idle_timeout() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["command_stats"]["get"]["calls"], 1, "{body}");
     assert!(v["command_stats"].get("set").is_none(), "{body}");
+    let errors = text(&p.cmd(&["INFO", "errorstats"]));
+    assert_eq!(errors, "# Errorstats\r\n\r\n", "the reset clears them");
     // An idle client is disconnected after the timeout; an active one is not.
     let mut idle = Conn::connect(c.port);
     assert_eq!(idle.cmd(&["PING"]), Frame::Simple("PONG".into()));
