@@ -1,4 +1,5 @@
-//! Server health: reachable, role, keys and memory (from INFO), checked with a deadline.
+//! Server health: reachable, role, keys and memory (from INFO), checked with a deadline; and
+//! each proxy's load (sessions, requests per second) from its admin HTTP `/stats`.
 
 use std::time::Duration;
 
@@ -75,6 +76,69 @@ pub async fn check_all(
             .map(move |s| async move { (g.id, check(s, auth, timeout).await) })
     });
     futures::future::join_all(jobs).await
+}
+
+/// What one proxy's admin API said (or why it did not).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProxyLoad {
+    pub token: String,
+    pub reachable: bool,
+    pub sessions: u64,
+    pub ops_per_sec: u64,
+    pub commands: u64,
+    pub error: String,
+}
+
+/// Asks a proxy's admin address for `/stats` within `timeout`.
+pub async fn proxy_load(token: &str, admin_addr: &str, timeout: Duration) -> ProxyLoad {
+    let mut p = ProxyLoad {
+        token: token.to_string(),
+        ..Default::default()
+    };
+    if admin_addr.is_empty() {
+        p.error = "no admin address".into();
+        return p;
+    }
+    let got = tokio::time::timeout(timeout, http_get(admin_addr, "/stats")).await;
+    let v = match got {
+        Err(_) => {
+            p.error = format!("no answer within {} ms", timeout.as_millis());
+            return p;
+        }
+        Ok(Err(e)) => {
+            p.error = format!("{e:#}");
+            return p;
+        }
+        Ok(Ok(body)) => body,
+    };
+    match serde_json::from_str::<serde_json::Value>(&v) {
+        Ok(v) => {
+            p.reachable = true;
+            let n = |k: &str| v[k].as_u64().unwrap_or(0);
+            p.sessions = n("sessions");
+            p.ops_per_sec = n("ops_per_sec");
+            p.commands = n("commands");
+        }
+        Err(e) => p.error = format!("bad /stats reply: {e}"),
+    }
+    p
+}
+
+/// A plain HTTP/1.0 GET (the proxies' admin server closes the connection after it); the body.
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    s.take(16 << 20).read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP reply"))?;
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    anyhow::ensure!(status == "200", "HTTP {status}");
+    Ok(body.to_string())
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! ```text
 //!   up      start a local cluster (servers and replicas, proxies, the embedded file
 //!           coordinator) and stay in the foreground until Ctrl-C / SIGTERM
-//!   status  groups, servers (role, health, keys, memory), slot ranges, proxies, migrations
+//!   status  groups, servers (role, health, keys, memory), slot ranges, proxies (epoch,
+//!           sessions, requests per second from their admin API), migrations
 //!
 //!   slot    init | assign RANGE GROUP | migrate RANGE --to GROUP [--detach] | status [RANGE]
 //!   group   add ID | remove ID | list | promote ID ADDR | replica-read ID on|off
@@ -238,6 +239,11 @@ async fn status(url: Option<&str>, product: &str, json: bool, auth: &str) -> any
     };
     let proxies = slot::proxies(&c, product).await?;
     let health = health::check_all(&t, auth, std::time::Duration::from_secs(1)).await;
+    let loads =
+        futures::future::join_all(proxies.iter().map(|p| {
+            health::proxy_load(&p.token, &p.admin_addr, std::time::Duration::from_secs(1))
+        }))
+        .await;
     let moving: Vec<_> = t
         .slots
         .iter()
@@ -246,7 +252,7 @@ async fn status(url: Option<&str>, product: &str, json: bool, auth: &str) -> any
     if json {
         println!(
             "{}",
-            serde_json::json!({"topology": t, "proxies": proxies, "servers": health.iter().map(|(_, h)| h).collect::<Vec<_>>()})
+            serde_json::json!({"topology": t, "proxies": proxies, "proxy_load": loads, "servers": health.iter().map(|(_, h)| h).collect::<Vec<_>>()})
         );
         return Ok(());
     }
@@ -292,15 +298,27 @@ async fn status(url: Option<&str>, product: &str, json: bool, auth: &str) -> any
             }
         );
     }
-    println!("\n{:<34} {:<22} {:>8}", "proxy", "address", "epoch");
-    for p in &proxies {
+    println!(
+        "\n{:<34} {:<22} {:>8} {:<8} {:>9} {:>10}",
+        "proxy", "address", "epoch", "", "sessions", "ops/s"
+    );
+    for (p, l) in proxies.iter().zip(&loads) {
         let live = if p.applied_epoch == t.epoch {
             "current"
         } else {
             "behind"
         };
+        let (sessions, ops, why) = if l.reachable {
+            (
+                l.sessions.to_string(),
+                l.ops_per_sec.to_string(),
+                String::new(),
+            )
+        } else {
+            ("-".into(), "-".into(), format!("  (admin: {})", l.error))
+        };
         println!(
-            "{:<34} {:<22} {:>8} {live}",
+            "{:<34} {:<22} {:>8} {live:<8} {sessions:>9} {ops:>10}{why}",
             p.token, p.proxy_addr, p.applied_epoch
         );
     }

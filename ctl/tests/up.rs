@@ -106,6 +106,16 @@ fn up_serves_stops_cleanly_and_comes_back_with_its_data() {
         "{s}"
     );
     assert!(s.contains(&format!("127.0.0.1:{port}")), "{s}");
+    // Each proxy's load, from its admin API: this test's connection is one of its sessions.
+    let proxy_line: Vec<&str> = s
+        .lines()
+        .find(|l| l.contains(&format!("127.0.0.1:{port}")))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(proxy_line.len(), 6, "{s}");
+    assert!(proxy_line[4].parse::<u64>().unwrap() >= 1, "{s}");
+    assert!(proxy_line[5].parse::<u64>().is_ok(), "{s}");
     // Every server and proxy it started runs its shard (executor) threads under SCHED_BATCH
     // (they share this host's cores); their helper threads keep the default policy.
     let procs = batch_threads(child.id());
