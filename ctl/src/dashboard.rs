@@ -10,7 +10,8 @@
 //! (`Authorization: Bearer TOKEN`, or `X-Admin-Token`); reads do not.
 //!
 //! ```text
-//! GET    /api/status                      groups, servers' health, slots, proxies, migrations, driver
+//! GET    /api/status                      groups, servers' health, slots, proxies and their load,
+//!                                         migrations, driver
 //! GET    /api/topology                    the topology as stored
 //! GET    /api/proxies                     registered proxies
 //! GET    /api/slots[?range=R]             migrations planned or under way
@@ -424,6 +425,13 @@ async fn status(State(d): State<Arc<Dash>>) -> Reply {
             })
         })
         .collect();
+    // Each proxy's sessions and requests per second, from its admin API, asked now.
+    let loads = futures::future::join_all(
+        proxies
+            .iter()
+            .map(|p| crate::health::proxy_load(&p.token, &p.admin_addr, Duration::from_secs(1))),
+    )
+    .await;
     let driver = d.driver.lock().expect("driver lock").clone();
     let checked = d
         .health_at
@@ -436,6 +444,7 @@ async fn status(State(d): State<Arc<Dash>>) -> Reply {
         "groups": groups,
         "offline_slots": by_group.get(&0).map_or(0, Vec::len),
         "proxies": proxies,
+        "proxy_load": loads,
         "migrations": migrations,
         "driver": driver,
         "health_checked_ms_ago": checked,

@@ -707,6 +707,11 @@ fn dashboard_serves_the_api_and_drives_migrations() {
     }
     let v = json_get(&addr, "/api/status");
     assert_eq!(v["migrations"].as_array().unwrap().len(), 0, "{v}");
+    let load = &v["proxy_load"][0];
+    assert!(
+        load["reachable"] == true && load["sessions"].as_u64() >= Some(1),
+        "{v}"
+    );
     assert!(v["driver"]["finished_runs"].as_u64().unwrap() >= 1, "{v}");
     assert_eq!(json_get(&addr, "/api/slots"), serde_json::json!([]));
     // Every key is still there, through the proxy (reads may come from replicas, which
