@@ -359,6 +359,14 @@ fn gen(r: &mut SmallRng, base: u64) -> Vec<String> {
     c
 }
 
+/// Whether an OBJECT ENCODING reply names a hash, set or sorted set encoding. rcodis-server
+/// derives those from the collection as it is now, where Redis never converts a collection
+/// back to its small encoding once it outgrew it; the rcodis-backed run compares strings' and
+/// lists' encodings only (and, inside a transaction, none).
+fn collection_encoding(f: &Frame) -> bool {
+    matches!(f, Frame::Bulk(b) if [&b"listpack"[..], b"hashtable", b"intset", b"skiplist"].contains(&&b[..]))
+}
+
 /// TTLs differ by the time between the two calls; compare them loosely.
 fn same(cmd: &str, a: &Frame, b: &Frame) -> bool {
     if cmd == "TTL" || cmd == "EXPIRETIME" {
@@ -547,11 +555,6 @@ fn run(resp3: bool, rcodis_backends: bool) {
                 _ => vec!["EXEC".into()],
             });
         }
-        if rcodis_backends {
-            // rcodis-server reports a string's encoding from its value, where Redis's also
-            // depends on how it was written (APPEND makes "raw", INCRBYFLOAT "embstr").
-            batch.retain(|c| c[0] != "OBJECT");
-        }
         for cmd in &batch {
             a.send(cmd);
             b.send(cmd);
@@ -580,6 +583,9 @@ fn run(resp3: bool, rcodis_backends: bool) {
                                     if let (true, Frame::Integer(t)) = (timed, &mut *f) {
                                         *t = (*t).min(1);
                                     }
+                                    if rcodis_backends && name == "OBJECT" {
+                                        *f = Frame::Null; // see collection_encoding
+                                    }
                                 }
                             }
                         }
@@ -593,6 +599,10 @@ fn run(resp3: bool, rcodis_backends: bool) {
             }
             let want = normalize(&cmd[0], want);
             let got = normalize(&cmd[0], got);
+            if rcodis_backends && cmd[0] == "OBJECT" && collection_encoding(&want) {
+                n += 1;
+                continue;
+            }
             assert!(
                 same(&cmd[0], &want, &got),
                 "seed {seed}, command #{n} {cmd:?}\n   redis:        {want:?}\n   rcodis-proxy: {got:?}"

@@ -1869,7 +1869,7 @@ async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
                 st.dbs[db].get_quiet(&key, now_ms()).map(|e| {
                     format!(
                         "Value at:0x0 refcount:1 encoding:{} serializedlength:{} lru:0 lru_seconds_idle:{}",
-                        e.value.encoding(),
+                        e.encoding(),
                         e.value.mem_size(),
                         now_ms().saturating_sub(e.access_ms()) / 1000
                     )

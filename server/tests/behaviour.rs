@@ -699,3 +699,69 @@ fn pipelined_batches_run_in_order() {
     );
     assert!(c.read().is_none());
 }
+
+/// OBJECT ENCODING of a string depends on how it was written, as in Redis 7.0: what a client
+/// sets is an integer when it reads as one; APPEND to an existing key, SETRANGE, SETBIT,
+/// BITFIELD and BITOP make it raw; INCRBYFLOAT builds a plain string. (Checked side by side
+/// with redis-server 7.0.15.)
+#[test]
+fn string_encodings_follow_how_they_were_written() {
+    let s = server(&["--threads", "2"]);
+    let mut c = s.conn();
+    let long = "x".repeat(50);
+    let steps: &[&[&str]] = &[
+        &["SET", "a", "123"],
+        &["APPEND", "a", "4"],
+        &["APPEND", "c", "77"],
+        &["APPEND", "c2", "hello"],
+        &["SETRANGE", "d", "0", "12"],
+        &["SET", "e", "5"],
+        &["SETRANGE", "e", "0", "6"],
+        &["INCRBYFLOAT", "g", "2"],
+        &["SETBIT", "h", "3", "1"],
+        &["SET", "i", "9"],
+        &["INCR", "i"],
+        &["SET", "j", "abc"],
+        &["BITOP", "OR", "k", "j"],
+        &["SET", "l", &long],
+        &["BITFIELD", "m", "SET", "u8", "0", "65"],
+        &["COPY", "a", "o"],
+        &["SET", "q", "42"],
+        &["EXPIRE", "q", "100"],
+        &["APPEND", "q", "1"],
+        &["GETEX", "q", "PERSIST"],
+        &["SET", "s", "-0"],
+        &["SET", "u", "12345678901234567890"],
+        &["SET", "a2", "123"],
+        &["APPEND", "a2", "4"],
+        &["SET", "a2", "1234"],
+    ];
+    for step in steps {
+        assert!(!c.cmd(step).is_error(), "{step:?}");
+    }
+    for (key, want) in [
+        ("a", "raw"),
+        ("c", "int"),
+        ("c2", "embstr"),
+        ("d", "raw"),
+        ("e", "raw"),
+        ("g", "embstr"),
+        ("h", "raw"),
+        ("i", "int"),
+        ("j", "embstr"),
+        ("k", "raw"),
+        ("l", "raw"),
+        ("m", "raw"),
+        ("o", "raw"),
+        ("q", "raw"),
+        ("s", "embstr"),
+        ("u", "embstr"),
+        ("a2", "int"),
+    ] {
+        assert_eq!(
+            text(&c.cmd(&["OBJECT", "ENCODING", key])),
+            want,
+            "OBJECT ENCODING {key}"
+        );
+    }
+}

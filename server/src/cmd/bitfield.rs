@@ -7,7 +7,7 @@ use rcodis_core::resp::Request;
 
 use super::strings::get_str;
 use super::{is, Ctx, Handler, Replied, NOT_INT, SYNTAX};
-use crate::db::{Entry, Value};
+use crate::db::{Entry, StrEnc};
 
 pub fn register(m: &mut HashMap<&'static str, Handler>) {
     m.insert("bitfield", bitfield);
@@ -246,7 +246,7 @@ fn run(ctx: &mut Ctx<'_>, req: &Request, read_only: bool) {
         }
     }
     if writes && changed {
-        let mut e = Entry::new(Value::Str(Bytes::from(s.to_vec())), ctx.now);
+        let mut e = Entry::string(Bytes::from(s.to_vec()), ctx.now, StrEnc::Raw);
         e.expire_at = ttl;
         ctx.db.set_entry(key, e);
     }

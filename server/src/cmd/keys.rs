@@ -357,11 +357,7 @@ fn copy(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 fn object_encoding(ctx: &mut Ctx<'_>, req: &Request) {
-    match ctx
-        .db
-        .get_quiet(req.arg(2), ctx.now)
-        .map(|e| e.value.encoding())
-    {
+    match ctx.db.get_quiet(req.arg(2), ctx.now).map(|e| e.encoding()) {
         Some(enc) => ctx.out.bulk(enc.as_bytes()),
         None => ctx.out.null(),
     }

@@ -7,7 +7,7 @@ use rcodis_core::num::parse_i64;
 use rcodis_core::resp::Request;
 
 use super::{int_arg, is, owned, Ctx, Handler, NOT_INT, OVERFLOW, SYNTAX, WRONGTYPE};
-use crate::db::{Entry, Value};
+use crate::db::{Entry, StrEnc, Value};
 
 /// Redis's default proto-max-bulk-len: strings may not grow past it.
 const MAX_STRING: usize = 512 * 1024 * 1024;
@@ -423,7 +423,8 @@ fn incrbyfloat(ctx: &mut Ctx<'_>, req: &Request) {
         return ctx.out.err("ERR increment would produce NaN or Infinity");
     };
     let text = crate::ld::to_human(n);
-    let mut e = Entry::new(Value::Str(Bytes::from(text.clone())), ctx.now);
+    // Built as a plain string, never an integer (Redis: createStringObjectFromLongDouble).
+    let mut e = Entry::string(Bytes::from(text.clone()), ctx.now, StrEnc::Plain);
     e.expire_at = ttl;
     ctx.db.set_entry(key, e);
     ctx.out.bulk(text.as_bytes());
@@ -432,12 +433,13 @@ fn incrbyfloat(ctx: &mut Ctx<'_>, req: &Request) {
 fn append(ctx: &mut Ctx<'_>, req: &Request) {
     let key = req.arg(1);
     let add = req.arg(2);
-    let (cur, ttl) = match get_str(ctx, key) {
+    let (cur, ttl, existed) = match get_str(ctx, key) {
         Ok(Some(s)) => (
             s,
             ctx.db.get(key, ctx.now).map(|e| e.expire_at).unwrap_or(0),
+            true,
         ),
-        Ok(None) => (Bytes::new(), 0),
+        Ok(None) => (Bytes::new(), 0, false),
         Err(Replied) => return,
     };
     if cur.len() + add.len() > MAX_STRING {
@@ -449,7 +451,13 @@ fn append(ctx: &mut Ctx<'_>, req: &Request) {
     v.extend_from_slice(&cur);
     v.extend_from_slice(add);
     let len = v.len();
-    let mut e = Entry::new(Value::Str(v.freeze()), ctx.now);
+    // Appending to a string makes it raw; a new key is stored as SET would store it.
+    let enc = if existed {
+        StrEnc::Raw
+    } else {
+        StrEnc::Derived
+    };
+    let mut e = Entry::string(v.freeze(), ctx.now, enc);
     e.expire_at = ttl;
     ctx.db.set_entry(key, e);
     ctx.out.int(len as i64);
@@ -530,7 +538,7 @@ fn setrange(ctx: &mut Ctx<'_>, req: &Request) {
     }
     v[off..off + val.len()].copy_from_slice(val);
     let len = v.len();
-    let mut e = Entry::new(Value::Str(v.freeze()), ctx.now);
+    let mut e = Entry::string(v.freeze(), ctx.now, StrEnc::Raw);
     e.expire_at = ttl;
     ctx.db.set_entry(key, e);
     ctx.out.int(len as i64);
@@ -577,7 +585,7 @@ fn setbit(ctx: &mut Ctx<'_>, req: &Request) {
     } else {
         v[byte] &= !(1 << bit);
     }
-    let mut e = Entry::new(Value::Str(v.freeze()), ctx.now);
+    let mut e = Entry::string(v.freeze(), ctx.now, StrEnc::Raw);
     e.expire_at = ttl;
     ctx.db.set_entry(key, e);
     ctx.out.int(old as i64);
@@ -792,7 +800,8 @@ fn bitop(ctx: &mut Ctx<'_>, req: &Request) {
             acc
         };
     }
-    ctx.db.set(dest, Value::Str(Bytes::from(res)), ctx.now);
+    ctx.db
+        .set_entry(dest, Entry::string(Bytes::from(res), ctx.now, StrEnc::Raw));
     ctx.out.int(maxlen as i64);
 }
 

@@ -151,7 +151,30 @@ pub struct Entry {
     access_s: u32,
     /// LFU counter (Redis's logarithmic access frequency).
     pub freq: u8,
+    /// How Redis would have encoded this string given how it was written (OBJECT
+    /// ENCODING); lives in what was padding.
+    pub str_enc: StrEnc,
 }
+
+/// What a string's OBJECT ENCODING depends on besides its bytes: Redis stores a value given by
+/// a client as an integer when it reads as one (SET, MSET, INCR, RESTORE...), builds some
+/// strings as plain strings (INCRBYFLOAT), and turns a string it modifies in place into a raw
+/// one (APPEND to an existing key, SETRANGE, SETBIT, BITFIELD, BITOP).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StrEnc {
+    /// `int` when it reads as an integer, else `embstr` up to 44 bytes, else `raw`.
+    #[default]
+    Derived,
+    /// `embstr` up to 44 bytes, else `raw`.
+    Plain,
+    /// `raw`.
+    Raw,
+}
+
+const _: () = assert!(
+    std::mem::size_of::<Entry>() <= 56,
+    "an entry must stay within a table bucket's budget"
+);
 
 impl Entry {
     pub fn new(value: Value, now: u64) -> Self {
@@ -160,6 +183,24 @@ impl Entry {
             expire_at: 0,
             access_s: (now / 1000) as u32,
             freq: crate::memory::LFU_INIT,
+            str_enc: StrEnc::Derived,
+        }
+    }
+
+    /// A string entry whose OBJECT ENCODING follows `enc`.
+    pub fn string(value: Bytes, now: u64, enc: StrEnc) -> Self {
+        let mut e = Entry::new(Value::Str(value), now);
+        e.str_enc = enc;
+        e
+    }
+
+    /// The encoding OBJECT ENCODING reports.
+    pub fn encoding(&self) -> &'static str {
+        match (&self.value, self.str_enc) {
+            (Value::Str(_), StrEnc::Raw) => "raw",
+            (Value::Str(s), StrEnc::Plain) if s.len() > 44 => "raw",
+            (Value::Str(_), StrEnc::Plain) => "embstr",
+            (v, _) => v.encoding(),
         }
     }
 
