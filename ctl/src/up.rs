@@ -36,6 +36,10 @@ pub struct UpArgs {
     /// Threads per server and per proxy (default 1: a local cluster shares the cores).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// The first proxy's admin HTTP port (the next ones follow; one taken is replaced by any
+    /// free port). 0: any free ports.
+    #[arg(long, default_value_t = 11080)]
+    admin_port: u16,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -263,10 +267,21 @@ pub async fn run(a: UpArgs, product: &str) -> anyhow::Result<()> {
             anyhow::bail!("proxy port {port} is in use (is another cluster up? choose --port)");
         }
         let name = format!("rcodis-proxy {}", i + 1);
+        // Each proxy its own admin HTTP port: 11080, 11081, ... (Codis's default), or any free
+        // one when that is taken (another cluster on this host) or `--admin-port 0`; the
+        // proxy registers the address it got, which `status` and the dashboard read.
+        let admin_port = a.admin_port.saturating_add(i);
+        let admin = if a.admin_port != 0 && port_free(admin_port) {
+            format!("127.0.0.1:{admin_port}")
+        } else {
+            "127.0.0.1:0".to_string()
+        };
         let mut cmd = Command::new(&proxy_bin);
         cmd.args([
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--admin",
+            &admin,
             "--coordinator",
             &url,
             "--product",

@@ -49,7 +49,9 @@ fn up_with(
     extra: &[&str],
 ) -> (UpChild, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rcodis-ctl"))
+        // Any free admin ports: tests run clusters side by side.
         .args(["up", "--groups", "2", "--port", &port.to_string()])
+        .args(["--admin-port", "0"])
         .args(extra)
         .arg("--dir")
         .arg(dir)
