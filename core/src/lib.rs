@@ -5,6 +5,7 @@
 //!  cmd/     the command table (generated from Redis 7.0.15) + Codis SLOTS*, key extraction
 //!  slot     NUM_SLOTS = 1024, slot_of(key) with Codis's {hashtag} rule
 //!  num      Redis's number parsing rules (string2ll), INFO's human byte counts
+//!  process  this process's RSS and CPU times (INFO)
 //!  rate     INFO's instantaneous rates (16 samples of ~100 ms, as Redis)
 //!  topology groups, slots, proxies, epoch; JSON on the wire; diff and validation
 //!  coord/   Coordinator trait: etcd (etcd://) and the embedded file store (file://)
@@ -19,6 +20,7 @@ pub mod cmd;
 pub mod coord;
 pub mod net;
 pub mod num;
+pub mod process;
 pub mod rate;
 pub mod resp;
 pub mod slot;

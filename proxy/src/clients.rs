@@ -70,12 +70,16 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn parse(s: &[u8]) -> Option<Kind> {
+    /// A client type as CLIENT LIST and CLIENT KILL take it, or Redis's error.
+    pub fn parse(s: &[u8]) -> Result<Kind, String> {
         match s.to_ascii_lowercase().as_slice() {
-            b"normal" => Some(Kind::Normal),
-            b"pubsub" => Some(Kind::Pubsub),
-            b"master" | b"replica" | b"slave" => Some(Kind::Replication),
-            _ => None,
+            b"normal" => Ok(Kind::Normal),
+            b"pubsub" => Ok(Kind::Pubsub),
+            b"master" | b"replica" | b"slave" => Ok(Kind::Replication),
+            _ => Err(format!(
+                "ERR Unknown client type '{}'",
+                String::from_utf8_lossy(s)
+            )),
         }
     }
 }
@@ -100,12 +104,13 @@ impl Registry {
     }
 
     /// Shuts down the sockets of the entries that pass `kill` (not `me`'s: the caller closes
-    /// its own after replying). Returns how many matched, `me` included.
-    pub fn kill(&self, me: u64, mut kill: impl FnMut(&Entry) -> bool) -> usize {
+    /// its own after replying). Returns how many matched, `me` included, and whether `me` did.
+    pub fn kill(&self, me: u64, mut kill: impl FnMut(&Entry) -> bool) -> (usize, bool) {
         let map = self.lock();
-        let mut n = 0;
+        let (mut n, mut killed_me) = (0, false);
         for e in map.values().filter(|e| kill(e)) {
             n += 1;
+            killed_me |= e.id == me;
             if e.id != me {
                 // SAFETY: the descriptor is open: its session removes the entry (under this
                 // lock) before it closes its socket.
@@ -115,7 +120,7 @@ impl Registry {
                 tracing::info!("client {} ({}) killed by CLIENT KILL", e.id, e.addr);
             }
         }
-        n
+        (n, killed_me)
     }
 }
 

@@ -1605,13 +1605,8 @@ impl Session {
         let mut ids: Option<Vec<u64>> = None;
         if req.len() == 4 && req.arg(2).eq_ignore_ascii_case(b"type") {
             match crate::clients::Kind::parse(req.arg(3)) {
-                Some(k) => kind = Some(k),
-                None => {
-                    return err(&format!(
-                        "ERR Unknown client type '{}'",
-                        String::from_utf8_lossy(req.arg(3))
-                    ))
-                }
+                Ok(k) => kind = Some(k),
+                Err(e) => return err(&e),
             }
         } else if req.len() > 3 && req.arg(2).eq_ignore_ascii_case(b"id") {
             let mut v = Vec::new();
@@ -1645,12 +1640,7 @@ impl Session {
         let sessions = &self.shard.shared.sessions;
         if req.len() == 3 {
             let addr = req.arg(2);
-            let mut killed_me = false;
-            let n = sessions.kill(me, |e| {
-                let hit = e.addr.as_bytes() == addr;
-                killed_me |= hit && e.id == me;
-                hit
-            });
+            let (n, killed_me) = sessions.kill(me, |e| e.addr.as_bytes() == addr);
             if n == 0 {
                 return err("ERR No such client");
             }
@@ -1672,13 +1662,8 @@ impl Session {
                 b"addr" => addr = Some(v.to_vec()),
                 b"laddr" => laddr = Some(v.to_vec()),
                 b"type" => match crate::clients::Kind::parse(v) {
-                    Some(k) => kind = Some(k),
-                    None => {
-                        return err(&format!(
-                            "ERR Unknown client type '{}'",
-                            String::from_utf8_lossy(v)
-                        ))
-                    }
+                    Ok(k) => kind = Some(k),
+                    Err(e) => return err(&e),
                 },
                 b"user" if v == b"default" => {}
                 b"user" => {
@@ -1695,15 +1680,12 @@ impl Session {
                 _ => return err("ERR syntax error"),
             }
         }
-        let mut killed_me = false;
-        let n = sessions.kill(me, |e| {
-            let hit = id.is_none_or(|i| e.id == i)
+        let (n, killed_me) = sessions.kill(me, |e| {
+            id.is_none_or(|i| e.id == i)
                 && addr.as_deref().is_none_or(|a| e.addr.as_bytes() == a)
                 && laddr.as_deref().is_none_or(|a| e.laddr.as_bytes() == a)
                 && kind.is_none_or(|k| e.kind() == k)
-                && !(skipme && e.id == me);
-            killed_me |= hit && e.id == me;
-            hit
+                && !(skipme && e.id == me)
         });
         self.close |= killed_me;
         frame(&Frame::Integer(n as i64))
@@ -1862,17 +1844,6 @@ impl GroupInfo {
     }
 }
 
-/// The proxy process's resident memory (bytes), from /proc.
-fn proxy_rss() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * page.max(0) as u64
-}
-
 /// The INFO sections a request asks for (`INFO [section ...]`, case-insensitive): none or
 /// `default` gives the default ones, `all` and `everything` add the per-command statistics.
 struct InfoSections(Vec<String>);
@@ -1970,7 +1941,7 @@ fn info_text(shard: &Shard, want: &InfoSections, groups: &GroupInfo) -> String {
             if policy.is_empty() { "noeviction" } else { &policy },
             if used > 0 { rss as f64 / used as f64 } else { 1.0 },
             groups.allocator.as_deref().unwrap_or("libc"),
-            proxy_rss(),
+            rcodis_core::process::rss_bytes(),
             missing("memory"),
         ),
     );
@@ -1995,17 +1966,13 @@ fn info_text(shard: &Shard, want: &InfoSections, groups: &GroupInfo) -> String {
         "Replication",
         "role:master\r\nconnected_slaves:0\r\n".to_string(),
     );
-    section("CPU", {
-        // SAFETY: getrusage fills the struct it is given.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let (sys, user) = rcodis_core::process::cpu_times();
+    section(
+        "CPU",
         format!(
-            "used_cpu_sys:{:.6}\r\nused_cpu_user:{:.6}\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n",
-            secs(ru.ru_stime),
-            secs(ru.ru_utime)
-        )
-    });
+            "used_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n"
+        ),
+    );
     section("Errorstats", {
         let mut body = String::new();
         for (kind, n) in crate::stats::error_kinds(&sh.stats) {

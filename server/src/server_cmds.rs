@@ -1146,31 +1146,6 @@ async fn totals(c: &Conn) -> Totals {
     t
 }
 
-/// Resident set size from /proc (bytes).
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map(|pages| pages * 4096)
-        .unwrap_or(0)
-}
-
-fn cpu_times() -> (f64, f64) {
-    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // getrusage only writes into the struct we pass.
-    let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
-    if r != 0 {
-        return (0.0, 0.0);
-    }
-    let ru = unsafe { ru.assume_init() };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    (t(ru.ru_stime), t(ru.ru_utime))
-}
-
 async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
     let wanted: Vec<String> = (1..req.len())
         .map(|i| String::from_utf8_lossy(req.arg(i)).to_ascii_lowercase())
@@ -1217,7 +1192,7 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
     if want("memory") {
         crate::memory::refresh();
         let used = crate::memory::used();
-        let rss = rss_bytes();
+        let rss = rcodis_core::process::rss_bytes();
         let maxmem = crate::memory::max();
         let peak = crate::memory::peak();
         let human = rcodis_core::num::bytes_to_human;
@@ -1289,7 +1264,7 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
         s.push_str(&crate::repl::info(&shared, &shared.run_id));
     }
     if want("cpu") {
-        let (sys, user) = cpu_times();
+        let (sys, user) = rcodis_core::process::cpu_times();
         let _ = write!(s, "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n\r\n");
     }
     if want("modules") {
