@@ -466,11 +466,11 @@ fn info_keyspace_estimates_avg_ttl() {
         );
         line.rsplit('=').next().unwrap().trim().parse().unwrap()
     };
+    // Each of the two shards keeps its own estimate, and INFO weighs them by their keys with
+    // a TTL: until both have sampled, the figure is part-way. Wait for it to settle.
     wait_until("an avg_ttl estimate", Duration::from_secs(10), || {
-        avg(&mut c) > 0
+        (900_000..=1_000_000).contains(&avg(&mut c))
     });
-    let a = avg(&mut c);
-    assert!((900_000..=1_000_000).contains(&a), "avg_ttl {a}");
 }
 
 #[test]
