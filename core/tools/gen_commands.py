@@ -67,13 +67,18 @@ LATER_SUBS = {
 # Proxy policy. Anything not named: a keyed command is Forward; a keyless one NotAllowed.
 LOCAL = ["ping", "echo", "quit", "auth", "select", "hello", "reset", "command", "info", "time",
          "client|setname", "client|getname", "client|id", "client|info", "client|no-evict",
-         "client|setinfo", "client|list", "client|kill", "readonly", "readwrite", "lastsave"]
+         "client|setinfo", "client|list", "client|kill", "readonly", "readwrite", "lastsave",
+         "role"]
 SPLIT_MGET = ["mget"]
 SPLIT_MSET = ["mset"]
 SPLIT_SUM = ["del", "unlink", "exists", "touch"]
 FANOUT = ["scan", "keys", "dbsize", "randomkey", "flushdb", "flushall", "function|flush",
           "script|flush", "script|load", "script|exists", "config|get", "config|set",
-          "config|resetstat"]
+          "config|resetstat", "function|load", "function|delete", "function|restore",
+          "function|stats", "function|kill", "script|kill"]
+# Keyless commands answered by the group that serves slot 0 (where keyless scripts run): the
+# libraries FUNCTION LOAD put on every group, read from one of them.
+SLOT0 = ["function|list", "function|dump", "function|help", "script|help"]
 PUBSUB = ["subscribe", "unsubscribe", "psubscribe", "punsubscribe", "publish", "ssubscribe",
           "sunsubscribe", "spublish", "pubsub|channels", "pubsub|numsub", "pubsub|numpat",
           "pubsub|shardchannels", "pubsub|shardnumsub"]
@@ -82,7 +87,7 @@ NOT_ALLOWED = ["debug", "shutdown", "replicaof", "slaveof", "monitor", "sync", "
                "replconf", "bgsave", "save", "bgrewriteaof", "cluster", "asking", "migrate",
                "move", "swapdb", "failover", "wait", "slowlog", "latency", "acl", "module",
                "lolwut", "restore-asking", "object|help", "memory|doctor", "memory|malloc-stats",
-               "memory|purge", "memory|stats", "memory|help", "role"]
+               "memory|purge", "memory|stats", "memory|help"]
 
 
 def policy(name, keyed, arity_keys_multi):
@@ -98,6 +103,8 @@ def policy(name, keyed, arity_keys_multi):
         return "Split(SplitKind::Sum)"
     if name in FANOUT:
         return "Fanout"
+    if name in SLOT0:
+        return "Forward"
     if name in PUBSUB:
         return "PubSub"
     if name in TRANSACTION:

@@ -192,10 +192,20 @@ pub fn route<B: AsRef<[u8]>>(
             };
             let Some(&first) = keys.first() else {
                 // A script or function given no keys runs where slot 0 lives, as in Codis
-                // (the hash of no key); it must not touch keys, as in Redis Cluster.
+                // (the hash of no key); it must not touch keys, as in Redis Cluster. The
+                // function libraries FUNCTION LOAD put on every group are read there too.
                 if matches!(
                     spec.name,
-                    "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+                    "eval"
+                        | "evalsha"
+                        | "eval_ro"
+                        | "evalsha_ro"
+                        | "fcall"
+                        | "fcall_ro"
+                        | "function|list"
+                        | "function|dump"
+                        | "function|help"
+                        | "script|help"
                 ) {
                     return single(spec, table, 0);
                 }

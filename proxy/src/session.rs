@@ -673,6 +673,41 @@ async fn fanout_merge(
                 .max()
                 .unwrap_or(0),
         )),
+        // A script is known when every group knows it (EVALSHA may run on any of them).
+        "script|exists" => {
+            let mut all: Vec<Frame> = Vec::new();
+            for (i, f) in frames.into_iter().enumerate() {
+                let Frame::Array(v) = f else {
+                    return err("ERR unexpected SCRIPT EXISTS reply from a backend");
+                };
+                if i == 0 {
+                    all = v;
+                } else {
+                    for (a, b) in all.iter_mut().zip(v) {
+                        if b.as_integer() == Some(0) {
+                            *a = Frame::Integer(0);
+                        }
+                    }
+                }
+            }
+            frame(&Frame::Array(all))
+        }
+        // The running script, if any group runs one; the engines as every group has them.
+        "function|stats" => {
+            let absent = |f: &Frame| matches!(f, Frame::NullBulk | Frame::NullArray | Frame::Null);
+            let name = |f: &Frame| f.as_bytes().is_some_and(|b| &b[..] == b"running_script");
+            let running = |f: &Frame| match f {
+                Frame::Array(v) => v.chunks(2).any(|p| name(&p[0]) && !absent(&p[1])),
+                Frame::Map(v) => v.iter().any(|(k, x)| name(k) && !absent(x)),
+                _ => false,
+            };
+            let pick = frames.iter().position(running).unwrap_or(0);
+            frames
+                .into_iter()
+                .nth(pick)
+                .map(|f| frame(&f))
+                .unwrap_or_else(|| frame(&Frame::Array(vec![])))
+        }
         "config|get" => frames
             .into_iter()
             .next()
@@ -685,6 +720,21 @@ async fn fanout_merge(
             .map(|f| frame(&f))
             .unwrap_or_else(|| simple("OK")),
     }
+}
+
+/// SCRIPT KILL and FUNCTION KILL sent to every group: OK when one of them stopped a script;
+/// otherwise the most telling error (a script that cannot be killed, a group that did not
+/// answer) before "no script running".
+fn kill_merge(replies: Vec<Bytes>) -> Bytes {
+    if let Some(ok) = replies.iter().find(|r| r.first() == Some(&b'+')) {
+        return ok.clone();
+    }
+    replies
+        .iter()
+        .find(|r| !r.starts_with(b"-NOTBUSY"))
+        .or(replies.first())
+        .cloned()
+        .unwrap_or_else(|| err("ERR no backend group is configured"))
 }
 
 /// The backend index and backend cursor a proxy SCAN cursor encodes.
@@ -1436,6 +1486,40 @@ impl Session {
             return Slot::Fanout(spec.name, vec![rx], Box::new(req));
         }
         let raw = raw(&req);
+        if matches!(spec.name, "script|kill" | "function|kill") {
+            // A busy script holds the shared connection it runs on (and every request queued
+            // behind it): the kill goes to each group on a connection of its own.
+            let shared = &self.shard.shared;
+            let timeout = std::time::Duration::from_millis(shared.config.backend_timeout_ms);
+            let conns: Vec<_> = backends
+                .iter()
+                .map(|b| {
+                    crate::backend::dedicated(
+                        &b.addr,
+                        shared.config.product_auth.clone(),
+                        timeout,
+                        raw.clone(),
+                        self.db,
+                        self.resp3,
+                    )
+                })
+                .collect();
+            let (tx, rx) = oneshot::channel();
+            glommio::spawn_local(async move {
+                let mut replies = Vec::with_capacity(conns.len());
+                for (conn, rx) in conns {
+                    replies.push(match rx.await {
+                        Ok(Ok(b)) => b,
+                        Ok(Err(e)) => err(&format!("ERR {e}")),
+                        Err(_) => err("ERR backend connection dropped the request"),
+                    });
+                    drop(conn);
+                }
+                let _ = tx.send(Ok(kill_merge(replies)));
+            })
+            .detach();
+            return Slot::One(rx);
+        }
         let rxs = backends
             .iter()
             .map(|b| b.send(raw.clone(), self.db))
@@ -1510,6 +1594,12 @@ impl Session {
                     Frame::bulk((us % 1_000_000).to_string()),
                 ]))
             }
+            // What INFO says: a master (the cluster as one Redis), no replicas of its own.
+            "role" => frame(&Frame::Array(vec![
+                Frame::bulk("master"),
+                Frame::Integer(0),
+                Frame::Array(vec![]),
+            ])),
             "lastsave" => frame(&Frame::Integer(
                 (std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

@@ -469,6 +469,110 @@ fn scripts_run_through_the_proxy_over_redis_groups() {
         p.cmd(&["EVAL", "return 1", "2", &low, &high]),
         Frame::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
     );
+
+    // SCRIPT EXISTS: known only where every group knows it.
+    let only_one = Conn::connect(groups[1].port).cmd(&["SCRIPT", "LOAD", "return 'one'"]);
+    let only_one = String::from_utf8(only_one.as_bytes().unwrap().to_vec()).unwrap();
+    assert_eq!(
+        p.cmd(&["SCRIPT", "EXISTS", &sha, &only_one, "0000"]),
+        Frame::Array(vec![
+            Frame::Integer(1),
+            Frame::Integer(0),
+            Frame::Integer(0)
+        ])
+    );
+
+    // Functions: FUNCTION LOAD reaches every group, so FCALL runs wherever its key lives;
+    // the library is listed, dumped and deleted through the proxy.
+    let lib = "#!lua name=proxylib\n\
+               redis.register_function('pset', function(k, a) return redis.call('set', k[1], a[1]) end)\n\
+               redis.register_function{function_name='pget', callback=function(k, a) return redis.call('get', k[1]) end, flags={'no-writes'}}";
+    assert_eq!(p.cmd(&["FUNCTION", "LOAD", lib]), Frame::bulk("proxylib"));
+    assert!(
+        p.cmd(&["FUNCTION", "LOAD", lib]).is_error(),
+        "loading it again is refused (by every group)"
+    );
+    for k in [&low, &high] {
+        assert_eq!(p.cmd(&["FCALL", "pset", "1", k, k]), Frame::simple("OK"));
+        assert_eq!(
+            p.cmd(&["FCALL_RO", "pget", "1", k]),
+            Frame::bulk(k.as_str())
+        );
+    }
+    for g in &groups {
+        let list = Conn::connect(g.port).cmd(&["FUNCTION", "LIST"]);
+        assert_eq!(list.as_array().map(|l| l.len()), Some(1), "{list:?}");
+    }
+    let list = p.cmd(&["FUNCTION", "LIST", "LIBRARYNAME", "proxylib"]);
+    assert_eq!(list.as_array().map(|l| l.len()), Some(1), "{list:?}");
+    let stats = p.cmd(&["FUNCTION", "STATS"]);
+    assert!(
+        format!("{stats:?}").contains("functions_count"),
+        "{stats:?}"
+    );
+    let dump = p.cmd(&["FUNCTION", "DUMP"]);
+    let Frame::Bulk(dump) = dump else {
+        panic!("FUNCTION DUMP: {dump:?}")
+    };
+    assert_eq!(
+        p.cmd(&["FUNCTION", "DELETE", "proxylib"]),
+        Frame::simple("OK")
+    );
+    assert!(p.cmd(&["FCALL", "pget", "1", &high]).is_error());
+    assert!(p.cmd(&["FUNCTION", "DELETE", "proxylib"]).is_error());
+    assert_eq!(
+        p.cmd(&[&b"FUNCTION"[..], b"RESTORE", &dump]),
+        Frame::simple("OK")
+    );
+    assert_eq!(
+        p.cmd(&["FCALL_RO", "pget", "1", &low]),
+        Frame::bulk(low.as_str())
+    );
+    assert_eq!(p.cmd(&["FUNCTION", "FLUSH"]), Frame::simple("OK"));
+    assert!(p.cmd(&["FCALL_RO", "pget", "1", &low]).is_error());
+
+    // ROLE: the proxy is one master, as its INFO says.
+    assert_eq!(
+        p.cmd(&["ROLE"]),
+        Frame::Array(vec![
+            Frame::bulk("master"),
+            Frame::Integer(0),
+            Frame::Array(vec![])
+        ])
+    );
+
+    // SCRIPT KILL: nothing running anywhere; then a busy script on one group, killed through
+    // the proxy although it holds that group's shared connection.
+    assert!(
+        matches!(p.cmd(&["SCRIPT", "KILL"]), Frame::Error(e) if e.starts_with(b"NOTBUSY")),
+        "no script is running"
+    );
+    for g in &groups {
+        Conn::connect(g.port).cmd(&["CONFIG", "SET", "busy-reply-threshold", "50"]);
+    }
+    let busy = std::thread::spawn(move || {
+        Conn::connect(port).cmd(&["EVAL", "while true do end", "1", "busykey"])
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match p.cmd(&["SCRIPT", "KILL"]) {
+            Frame::Simple(ok) if &ok[..] == b"OK" => break,
+            Frame::Error(e) if e.starts_with(b"NOTBUSY") => {}
+            other => panic!("SCRIPT KILL: {other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "the script never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let reply = busy.join().unwrap();
+    assert!(
+        matches!(&reply, Frame::Error(e) if String::from_utf8_lossy(e).contains("killed")),
+        "{reply:?}"
+    );
+    assert_eq!(
+        p.cmd(&["GET", "busykey"]),
+        Frame::NullBulk,
+        "the group serves again"
+    );
 }
 
 /// A key of the first group (slots 0-511) or of the second.
