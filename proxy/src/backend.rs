@@ -197,9 +197,15 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Starts the connection task for `addr`.
-    pub fn start(addr: &str, auth: String, timeout: Duration) -> Backend {
-        Self::start_proto(addr, auth, timeout, false, None)
+    /// Starts the connection task for `addr`: `timeout` bounds connecting, `read_timeout`
+    /// (`None`: no limit) how long it waits for a reply.
+    pub fn start(
+        addr: &str,
+        auth: String,
+        timeout: Duration,
+        read_timeout: Option<Duration>,
+    ) -> Backend {
+        Self::start_proto(addr, auth, timeout, read_timeout, false, None)
     }
 
     /// Like `start`; with `resp3` the connection speaks RESP3 (for RESP3 sessions, whose
@@ -208,6 +214,7 @@ impl Backend {
         addr: &str,
         auth: String,
         timeout: Duration,
+        read_timeout: Option<Duration>,
         resp3: bool,
         gauge: Option<Arc<BackendGauge>>,
     ) -> Backend {
@@ -224,7 +231,8 @@ impl Backend {
             warned_at: Cell::new(None),
         });
         let addr: Rc<str> = Rc::from(addr);
-        glommio::spawn_local(run(addr.clone(), auth, timeout, resp3, inner.clone())).detach();
+        let timeouts = (timeout, read_timeout);
+        glommio::spawn_local(run(addr.clone(), auth, timeouts, resp3, inner.clone())).detach();
         Backend {
             addr,
             _guard: Rc::new(Guard(inner.clone())),
@@ -389,7 +397,13 @@ async fn connect_proto(
 
 /// The connection task: connects on demand, writes what is queued, delivers replies in
 /// order, and fails what it cannot deliver.
-async fn run(addr: Rc<str>, auth: String, timeout: Duration, resp3: bool, inner: Rc<Inner>) {
+async fn run(
+    addr: Rc<str>,
+    auth: String,
+    (timeout, read_timeout): (Duration, Option<Duration>),
+    resp3: bool,
+    inner: Rc<Inner>,
+) {
     let mut conn: Option<Conn> = None;
     let mut backoff = Duration::ZERO;
     let mut inflight: VecDeque<Sink> = VecDeque::new();
@@ -413,7 +427,7 @@ async fn run(addr: Rc<str>, auth: String, timeout: Duration, resp3: bool, inner:
             }
             match connect_proto(&addr, &auth, timeout, resp3).await {
                 Ok(c) => {
-                    c.stream.set_read_timeout(Some(timeout)).ok();
+                    c.stream.set_read_timeout(read_timeout).ok();
                     conn = Some(c);
                     backoff = Duration::ZERO;
                     inner.set_connected(true);
@@ -435,7 +449,7 @@ async fn run(addr: Rc<str>, auth: String, timeout: Duration, resp3: bool, inner:
             }
         }
         let c = conn.as_mut().expect("connected");
-        let r = pump(c, &addr, &inner, &mut inflight, &mut out).await;
+        let r = pump(c, &addr, &inner, &mut inflight, &mut out, read_timeout).await;
         inner.inflight.set(0);
         inner.publish_depth();
         if let Err(e) = r {
@@ -457,6 +471,7 @@ async fn pump(
     inner: &Inner,
     inflight: &mut VecDeque<Sink>,
     out: &mut BytesMut,
+    read_timeout: Option<Duration>,
 ) -> Result<(), String> {
     loop {
         if !inner.queue.borrow().is_empty() {
@@ -481,7 +496,17 @@ async fn pump(
         if inflight.is_empty() {
             return Ok(());
         }
-        let n = c.stream.read(&mut c.tmp).await.map_err(|e| e.to_string())?;
+        let n = c
+            .stream
+            .read(&mut c.tmp)
+            .await
+            .map_err(|e| match read_timeout {
+                Some(t) if e.kind() == std::io::ErrorKind::TimedOut => format!(
+                    "no reply within {} ms (backend_read_timeout_ms)",
+                    t.as_millis()
+                ),
+                _ => e.to_string(),
+            })?;
         if n == 0 {
             return Err("connection closed".into());
         }

@@ -43,8 +43,15 @@ pub struct ProxyConfig {
     pub allow_flush: bool,
     /// Pipelined connections per backend per shard (a session uses one of them).
     pub backend_connections: usize,
-    /// Backend connect and read timeout (ms).
-    pub backend_timeout_ms: u64,
+    /// Backend connect timeout (ms); also bounds the connection's first exchanges (AUTH,
+    /// HELLO, SELECT). `backend_timeout_ms` is the older name.
+    #[serde(alias = "backend_timeout_ms")]
+    pub backend_connect_timeout_ms: u64,
+    /// How long a backend connection waits for a reply before it is failed (and its
+    /// requests answered with an error) and reconnected (ms; 0: no limit). Codis's
+    /// `backend_recv_timeout` is 30 s: FLUSHALL of a big database or a long script takes
+    /// seconds, and failing it would fail every request pipelined behind it.
+    pub backend_read_timeout_ms: u64,
     /// How long a request for a locked slot (migration phase 1) waits for the next table,
     /// and a request for a migrating slot for its key to leave the source (ms).
     pub migration_wait_ms: u64,
@@ -76,7 +83,8 @@ impl Default for ProxyConfig {
             admin_commands: false,
             allow_flush: true,
             backend_connections: 1,
-            backend_timeout_ms: 5000,
+            backend_connect_timeout_ms: 5000,
+            backend_read_timeout_ms: 30_000,
             migration_wait_ms: 10_000,
             admin: "127.0.0.1:11080".into(),
             admin_token: String::new(),
@@ -86,6 +94,12 @@ impl Default for ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// `backend_read_timeout_ms` as the backend connections take it.
+    pub fn backend_read_timeout(&self) -> Option<std::time::Duration> {
+        (self.backend_read_timeout_ms > 0)
+            .then(|| std::time::Duration::from_millis(self.backend_read_timeout_ms))
+    }
+
     /// Reads a TOML file.
     pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -122,6 +136,21 @@ impl ProxyConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backend_timeouts() {
+        let c: ProxyConfig = toml::from_str("").unwrap();
+        assert_eq!(c.backend_connect_timeout_ms, 5000);
+        assert_eq!(
+            c.backend_read_timeout(),
+            Some(std::time::Duration::from_secs(30))
+        );
+        // The older name sets the connect timeout; 0 lifts the read limit.
+        let c: ProxyConfig =
+            toml::from_str("backend_timeout_ms = 100\nbackend_read_timeout_ms = 0").unwrap();
+        assert_eq!(c.backend_connect_timeout_ms, 100);
+        assert_eq!(c.backend_read_timeout(), None);
+    }
 
     #[test]
     fn session_max_pipeline_is_bounded() {

@@ -201,7 +201,7 @@ impl Shard {
             return;
         }
         let t = self.shared.table.lock().expect("table lock").clone();
-        let timeout = Duration::from_millis(self.shared.config.backend_timeout_ms);
+        let timeout = Duration::from_millis(self.shared.config.backend_connect_timeout_ms);
         let mut pool = self.pool.borrow_mut();
         let mut make = |resp3: bool, addrs: &[String], k: usize| -> Vec<Backend> {
             addrs
@@ -219,6 +219,7 @@ impl Shard {
                                 a,
                                 self.shared.config.product_auth.clone(),
                                 timeout,
+                                self.shared.config.backend_read_timeout(),
                                 resp3,
                                 Some(gauge),
                             )

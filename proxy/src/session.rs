@@ -873,7 +873,7 @@ impl Session {
                     // Its own connection: a blocked pop must not stall the shared pipeline.
                     let addr = self.backends()[b as usize].addr.clone();
                     let timeout =
-                        std::time::Duration::from_millis(shared.config.backend_timeout_ms);
+                        std::time::Duration::from_millis(shared.config.backend_connect_timeout_ms);
                     let (conn, rx) = crate::backend::dedicated(
                         &addr,
                         shared.config.product_auth.clone(),
@@ -988,7 +988,7 @@ impl Session {
             crate::backend::Subscriber::start(
                 addr,
                 shard.shared.config.product_auth.clone(),
-                std::time::Duration::from_millis(shard.shared.config.backend_timeout_ms),
+                std::time::Duration::from_millis(shard.shared.config.backend_connect_timeout_ms),
                 tx,
             )
         })
@@ -1292,7 +1292,8 @@ impl Session {
             crate::backend::Backend::start_proto(
                 &table.backends[b as usize],
                 shared.config.product_auth.clone(),
-                std::time::Duration::from_millis(shared.config.backend_timeout_ms),
+                std::time::Duration::from_millis(shared.config.backend_connect_timeout_ms),
+                shared.config.backend_read_timeout(),
                 resp3,
                 None,
             )
@@ -1428,7 +1429,12 @@ impl Session {
                 pause().await;
             }
         }
-        let timeout = self.shard.shared.config.backend_timeout_ms.to_string();
+        let timeout = self
+            .shard
+            .shared
+            .config
+            .backend_connect_timeout_ms
+            .to_string();
         for m in moving {
             let target = &table.backends[m.target as usize];
             let (host, port) = target.rsplit_once(':').unwrap_or((target, "0"));
@@ -1490,7 +1496,8 @@ impl Session {
             // A busy script holds the shared connection it runs on (and every request queued
             // behind it): the kill goes to each group on a connection of its own.
             let shared = &self.shard.shared;
-            let timeout = std::time::Duration::from_millis(shared.config.backend_timeout_ms);
+            let timeout =
+                std::time::Duration::from_millis(shared.config.backend_connect_timeout_ms);
             let conns: Vec<_> = backends
                 .iter()
                 .map(|b| {

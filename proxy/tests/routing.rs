@@ -1017,6 +1017,63 @@ fn limits_from_the_config_file() {
     });
 }
 
+/// A backend that sends nothing for `backend_read_timeout_ms` while requests wait on it:
+/// they are answered with an error saying so (no hang), the connection is made again, and
+/// the group serves as soon as the backend does. A reply within the limit is waited for.
+#[test]
+fn backend_read_timeout_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("proxy.toml");
+    std::fs::write(
+        &conf,
+        "backend_read_timeout_ms = 2000
+",
+    )
+    .unwrap();
+    let c = start_with(&["--config", conf.to_str().unwrap()]);
+    let key = (0..)
+        .map(|i| format!("slow{i}"))
+        .find(|k| slot_of(k.as_bytes()) < 512)
+        .unwrap();
+    let mut p = Conn::connect(c.port);
+    assert_eq!(p.cmd(&["SET", &key, "v"]), Frame::Simple("OK".into()));
+    let server = c.servers[0].port;
+    // Puts the first group's server to sleep, and returns once it is asleep (a PING goes
+    // unanswered for 100 ms).
+    let sleep = |secs: &'static str| {
+        let t = std::thread::spawn(move || Conn::connect(server).cmd(&["DEBUG", "SLEEP", secs]));
+        wait_until("the server to sleep", Duration::from_secs(10), || {
+            let mut probe = Conn::connect(server);
+            probe.set_timeout(Duration::from_millis(100));
+            probe.send_raw(b"*1\r\n$4\r\nPING\r\n");
+            probe.read_opt().is_none()
+        });
+        t
+    };
+    let t = sleep("0.5");
+    assert_eq!(
+        p.cmd(&["GET", &key]),
+        Frame::Bulk("v".into()),
+        "within the limit"
+    );
+    t.join().unwrap();
+    let t = sleep("8");
+    let started = std::time::Instant::now();
+    let r = p.cmd(&["GET", &key]);
+    assert!(
+        matches!(&r, Frame::Error(e) if String::from_utf8_lossy(e).contains("no reply within 2000 ms")),
+        "{r:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "failed by the read timeout, not when the server woke"
+    );
+    t.join().unwrap();
+    wait_until("the group to serve again", Duration::from_secs(20), || {
+        p.cmd(&["GET", &key]) == Frame::Bulk("v".into())
+    });
+}
+
 /// A backend still loading its data answers -LOADING: the proxy passes it through to the
 /// client and logs it with the backend's address (once a second at most).
 #[test]
