@@ -752,7 +752,7 @@ impl Conn {
             // Arguments the key layout cannot read: run against an empty scratch database
             // so the command reports its own argument error without touching data.
             let mut out = Out::new(self.resp3);
-            let mut scratch = crate::db::Db::new(0, 1);
+            let mut scratch = crate::db::Db::scratch();
             let mut ctx = crate::cmd::Ctx::new(&mut scratch, &mut out, crate::db::now_ms());
             (crate::cmd::handler(spec).expect("handler"))(&mut ctx, &req);
             return b.local(&out.buf);
@@ -1058,7 +1058,7 @@ impl Conn {
             }
             _ => {
                 // BLMPOP / BZMPOP timeout numkeys key... dir [COUNT n]
-                let mut scratch = crate::db::Db::new(0, 1);
+                let mut scratch = crate::db::Db::scratch();
                 let mut tmp = Out::new(self.resp3);
                 let mut ctx = crate::cmd::Ctx::new(&mut scratch, &mut tmp, 0);
                 let Some(a) = crate::cmd::lists::parse_mpop(&mut ctx, req, 2, name == "bzmpop")

@@ -59,15 +59,17 @@ pub fn exec_local(
 ) {
     let handler = cmd::handler(spec).expect("data command has a handler");
     let before = out.buf.len();
+    // A script may write any of its keys.
+    let script = cmd::script::is_script(spec);
     if !st.mgrt_keys.is_empty()
-        && spec.has(CommandFlags::WRITE)
+        && (spec.has(CommandFlags::WRITE) || script)
         && writes_migrating(st, db, spec, req)
     {
         out.err("ERR the specified key is being migrated");
         record(st, spec.id, 0, true);
         return;
     }
-    if spec.has(CommandFlags::DENYOOM)
+    if (spec.has(CommandFlags::DENYOOM) || (script && !spec.has(CommandFlags::READONLY)))
         && crate::memory::max() > 0
         && crate::memory::ensure_room(&mut st.dbs, clock.now_ms).is_err()
     {
@@ -85,11 +87,21 @@ pub fn exec_local(
     st.keyspace_hits += hits;
     st.keyspace_misses += misses;
     let pushed = std::mem::take(&mut ctx.pushed);
+    let effects = std::mem::take(&mut ctx.effects);
     let failed = out.buf.get(before) == Some(&b'-');
     if !failed && spec.has(CommandFlags::WRITE) {
         crate::aof::DIRTY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(aof) = st.aof.as_mut() {
             log_write(aof, &mut st.dbs[db], db, spec, req, clock.now_ms);
+        }
+    }
+    // A script's writes are logged as they ran (even when it failed after them).
+    if !effects.is_empty() {
+        crate::aof::DIRTY.fetch_add(effects.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Some(aof) = st.aof.as_mut() {
+            for (s, r) in &effects {
+                log_write(aof, &mut st.dbs[db], db, s, r, clock.now_ms);
+            }
         }
     }
     let t = ticks();
@@ -105,16 +117,27 @@ pub fn exec_local(
     }
     // Any write may make a key a client waits for ready (ZADD, ZUNIONSTORE, RENAME, ...).
     if !st.blocked.is_empty() && spec.has(CommandFlags::WRITE) {
-        let args: Vec<&[u8]> = req.args().collect();
-        if let Ok(idx) = rcodis_core::cmd::key_indexes(spec, &args, false) {
-            let ready: Vec<Bytes> = idx
-                .iter()
-                .map(|&i| Bytes::copy_from_slice(args[i]))
-                .filter(|k| st.blocked.contains_key(&(db, k.clone())))
-                .collect();
-            if !ready.is_empty() {
-                crate::blocking::serve_waiters(st, db, &ready);
-            }
+        wake_waiters_of(st, db, spec, req);
+    }
+    for (s, r) in &effects {
+        if st.blocked.is_empty() {
+            break;
+        }
+        wake_waiters_of(st, db, s, r);
+    }
+}
+
+/// Serves the clients blocked on the keys a write named.
+fn wake_waiters_of(st: &mut ShardState, db: usize, spec: &CommandSpec, req: &Request) {
+    let args: Vec<&[u8]> = req.args().collect();
+    if let Ok(idx) = rcodis_core::cmd::key_indexes(spec, &args, false) {
+        let ready: Vec<Bytes> = idx
+            .iter()
+            .map(|&i| Bytes::copy_from_slice(args[i]))
+            .filter(|k| st.blocked.contains_key(&(db, k.clone())))
+            .collect();
+        if !ready.is_empty() {
+            crate::blocking::serve_waiters(st, db, &ready);
         }
     }
 }
@@ -270,7 +293,7 @@ pub async fn exec_atomic(
             for (db, k) in &uniq {
                 let (dbi, key) = (*db, k.clone());
                 let e = m.call(owner(k), move |st| st.dbs[dbi].get(&key, now).cloned());
-                let t = temps.entry(*db).or_insert_with(|| Db::new(0, 1));
+                let t = temps.entry(*db).or_insert_with(Db::scratch);
                 if let Some(e) = &e {
                     t.set_entry(k, e.clone());
                 }
@@ -281,10 +304,10 @@ pub async fn exec_atomic(
             for (db, spec, req) in &cmds {
                 let mut out = Out::new(resp3);
                 let handler = cmd::handler(spec).expect("data command has a handler");
-                let t = temps.entry(*db).or_insert_with(|| Db::new(0, 1));
+                let t = temps.entry(*db).or_insert_with(Db::scratch);
                 let mut ctx = Ctx::new(t, &mut out, now);
                 handler(&mut ctx, req);
-                writes |= spec.has(CommandFlags::WRITE);
+                writes |= spec.has(CommandFlags::WRITE) || !ctx.effects.is_empty();
                 replies.push(out.buf.freeze());
                 let id = spec.id;
                 m.call(me, move |st| record(st, id, 0, false));

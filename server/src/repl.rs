@@ -165,6 +165,7 @@ pub fn replicaof(shared: &Arc<Shared>, req: &Request, out: &mut crate::out::Out)
     if host.eq_ignore_ascii_case("no") && port_arg.eq_ignore_ascii_case("one") {
         let was = shared.repl.master.lock().expect("repl lock").take();
         shared.repl.replica.store(false, Ordering::SeqCst);
+        crate::cmd::script::REPLICA.store(false, Ordering::SeqCst);
         shared.repl.generation.fetch_add(1, Ordering::SeqCst);
         shared.repl.link_up.store(false, Ordering::Relaxed);
         if let Some((h, p)) = was {
@@ -186,6 +187,7 @@ pub fn replicaof(shared: &Arc<Shared>, req: &Request, out: &mut crate::out::Out)
         }
         *m = Some((host.clone(), port));
         shared.repl.replica.store(true, Ordering::SeqCst);
+        crate::cmd::script::REPLICA.store(true, Ordering::SeqCst);
     }
     match start_link(shared, host, port) {
         Ok(()) => out.ok(),
@@ -197,6 +199,7 @@ pub fn replicaof(shared: &Arc<Shared>, req: &Request, out: &mut crate::out::Out)
 pub fn start_link(shared: &Arc<Shared>, host: String, port: u16) -> std::io::Result<()> {
     *shared.repl.master.lock().expect("repl lock") = Some((host.clone(), port));
     shared.repl.replica.store(true, Ordering::SeqCst);
+    crate::cmd::script::REPLICA.store(true, Ordering::SeqCst);
     let generation = shared.repl.generation.fetch_add(1, Ordering::SeqCst) + 1;
     shared.repl.link_up.store(false, Ordering::Relaxed);
     let shared = shared.clone();

@@ -211,7 +211,21 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
             out.err("ERR client-side caching is not supported by rcodis")
         }
         "client|help" => help(out, "CLIENT", &["ID", "GETNAME", "SETNAME <name>", "SETINFO <attr> <value>", "LIST", "INFO", "KILL <ip:port>|ID <id>", "NO-EVICT ON|OFF"]),
-        "function|flush" | "script|flush" => out.ok(),
+        "script|flush" => {
+            if req.len() == 3
+                && !is(req.arg(2), "sync")
+                && !is(req.arg(2), "async")
+            {
+                return out.err("ERR SCRIPT FLUSH only support SYNC|ASYNC option");
+            }
+            crate::cmd::script::flush();
+            out.ok()
+        }
+        "script|load" => match crate::cmd::script::load(req.arg(2)) {
+            Ok(sha) => out.bulk(sha.as_bytes()),
+            Err(e) => out.err(&e),
+        },
+        "function|flush" => out.ok(),
         "function|list" => out.array(0),
         "function|stats" => {
             out.map(2);
@@ -223,14 +237,18 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
         "function|dump" => out.bulk(b""),
         "script|exists" => {
             out.array(req.len() - 2);
-            for _ in 2..req.len() {
-                out.int(0);
+            for i in 2..req.len() {
+                out.int(crate::cmd::script::exists(req.arg(i)) as i64);
             }
         }
-        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" | "script|load" | "function|load" | "function|delete" | "function|restore" => {
-            out.err("ERR scripting is not supported by rcodis")
+        "fcall" | "fcall_ro" | "function|load" | "function|delete" | "function|restore" => {
+            out.err("ERR functions are not supported by rcodis (EVAL and EVALSHA are)")
         }
-        "script|kill" | "function|kill" => out.err("NOTBUSY No scripts in execution right now."),
+        "script|kill" => match crate::cmd::script::kill() {
+            Ok(()) => out.ok(),
+            Err(e) => out.err(e),
+        },
+        "function|kill" => out.err("NOTBUSY No scripts in execution right now."),
         "slowlog|get" => slowlog_get(c, req, out).await,
         "slowlog|len" => {
             let n: usize = c.shard.run_on_all(|st| st.slowlog.len()).await.into_iter().sum();

@@ -6,6 +6,7 @@ pub mod bitfield;
 pub mod hashes;
 pub mod keys;
 pub mod lists;
+pub mod script;
 pub mod sets;
 pub mod sort;
 pub mod strings;
@@ -43,6 +44,9 @@ pub struct Ctx<'a> {
     pub pushed: Vec<Bytes>,
     pub hits: u64,
     pub misses: u64,
+    /// The writes a script made (each command as it ran), for the log and replicas in
+    /// place of the script itself.
+    pub effects: Vec<(&'static CommandSpec, Request)>,
 }
 
 impl<'a> Ctx<'a> {
@@ -54,6 +58,7 @@ impl<'a> Ctx<'a> {
             pushed: Vec::new(),
             hits: 0,
             misses: 0,
+            effects: Vec::new(),
         }
     }
 
@@ -87,6 +92,7 @@ fn registry() -> &'static HashMap<&'static str, Handler> {
         sets::register(&mut m);
         sort::register(&mut m);
         zsets::register(&mut m);
+        script::register(&mut m);
         m
     })
 }

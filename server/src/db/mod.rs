@@ -235,6 +235,9 @@ pub struct Db {
     /// (address, length, slot) of that argument inside the request, which is immutable and
     /// alive for the whole command. Cleared when the command ends.
     slot_hint: Option<(usize, usize, u16)>,
+    /// A temporary database (a multi-shard step's, or one to word an argument error): it
+    /// holds only the keys a command declared, so a script must not reach for others.
+    pub scratch: bool,
 }
 
 /// Current unix time in milliseconds.
@@ -258,7 +261,15 @@ impl Db {
             expired_keys: 0,
             slot_hint: None,
             avg_ttl: 0,
+            scratch: false,
         }
+    }
+
+    /// A temporary database of one shard's width holding whatever is put in it.
+    pub fn scratch() -> Self {
+        let mut d = Db::new(0, 1);
+        d.scratch = true;
+        d
     }
 
     #[inline]

@@ -1,0 +1,770 @@
+//! Lua scripting: EVAL, EVALSHA, EVAL_RO, EVALSHA_RO, and the script cache behind SCRIPT
+//! LOAD/EXISTS/FLUSH/KILL.
+//!
+//! A script runs as one data command on the shard that owns its keys (all of them there:
+//! inline, as any command; or, keys on several shards, on the temporary database of an
+//! atomic multi-shard step), so nothing else runs on those keys meanwhile. Each shard thread
+//! has its own Lua 5.1 state. `redis.call` runs the command's handler on the same database;
+//! the writes it makes are collected in the context's `effects` and logged (append-only file,
+//! replicas) one by one in place of the script, as Redis 7 replicates a script's effects.
+//!
+//! As in Redis Cluster, a script reaches the keys it declares and, on a shard's own
+//! database, undeclared keys of that shard; others get an error. The Lua environment is
+//! Redis 7.0's: globals are read-only, `KEYS` and `ARGV`, the `redis` library, `cjson`.
+//! Not provided: `bit`, `struct`, `cmsgpack`, `redis.setresp(3)`, functions (FUNCTION/FCALL).
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use bytes::{Bytes, BytesMut};
+use hashbrown::HashMap;
+use mlua::{Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value, VmState};
+use rcodis_core::cmd::{self as spec_table, CommandError, CommandFlags, CommandSpec};
+use rcodis_core::resp::{Frame, FrameDecoder, Request};
+
+use super::{Ctx, Handler};
+use crate::out::Out;
+
+/// The server is a replica: scripts may not write.
+pub static REPLICA: AtomicBool = AtomicBool::new(false);
+/// Scripts running now (on any shard), and how many of them have written.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static RUNNING_WROTE: AtomicUsize = AtomicUsize::new(0);
+/// SCRIPT KILL asked the running scripts that have not written to stop.
+static KILL: AtomicBool = AtomicBool::new(false);
+/// Bumped by SCRIPT FLUSH: each shard then drops the scripts it compiled.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Instructions between two looks at SCRIPT KILL.
+const HOOK_EVERY: u32 = 100_000;
+const KILLED: &str = "ERR Script killed by user with SCRIPT KILL...";
+
+thread_local! {
+    static VM: RefCell<Option<Vm>> = const { RefCell::new(None) };
+    /// The script running on this thread has written (it can no longer be killed).
+    static WROTE: Cell<bool> = const { Cell::new(false) };
+    /// The script running on this thread was stopped by SCRIPT KILL.
+    static WAS_KILLED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The script cache: SHA1 (lower-case hex) → body. Shared by all shards.
+fn cache() -> &'static Mutex<HashMap<String, Bytes>> {
+    static C: OnceLock<Mutex<HashMap<String, Bytes>>> = OnceLock::new();
+    C.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+pub fn register(m: &mut HashMap<&'static str, Handler>) {
+    m.insert("eval", |c, r| run(c, r, false, false));
+    m.insert("evalsha", |c, r| run(c, r, true, false));
+    m.insert("eval_ro", |c, r| run(c, r, false, true));
+    m.insert("evalsha_ro", |c, r| run(c, r, true, true));
+}
+
+/// Whether a command runs a script (its writes are its effects).
+#[inline]
+pub fn is_script(spec: &CommandSpec) -> bool {
+    matches!(spec.name, "eval" | "evalsha" | "eval_ro" | "evalsha_ro")
+}
+
+/// The SHA1 of a script body, as SCRIPT LOAD returns it.
+pub fn sha1_hex(body: &[u8]) -> String {
+    sha1_smol::Sha1::from(body).digest().to_string()
+}
+
+/// SCRIPT LOAD: compiles the body (on this thread's state) and caches it; the SHA1, or the
+/// compile error.
+pub fn load(body: &[u8]) -> Result<String, String> {
+    let sha = sha1_hex(body);
+    with_vm(|vm| vm.function(&sha, body).map(|_| ()))?;
+    cache()
+        .lock()
+        .expect("script cache")
+        .insert(sha.clone(), Bytes::copy_from_slice(body));
+    Ok(sha)
+}
+
+/// SCRIPT EXISTS for one SHA1.
+pub fn exists(sha: &[u8]) -> bool {
+    let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+    cache().lock().expect("script cache").contains_key(&sha)
+}
+
+/// SCRIPT FLUSH.
+pub fn flush() {
+    cache().lock().expect("script cache").clear();
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+/// SCRIPT KILL: `Err` is the error reply.
+pub fn kill() -> Result<(), &'static str> {
+    let running = RUNNING.load(Ordering::SeqCst);
+    if running == 0 {
+        return Err("NOTBUSY No scripts in execution right now.");
+    }
+    if RUNNING_WROTE.load(Ordering::SeqCst) >= running {
+        return Err("UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.");
+    }
+    KILL.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// A shard thread's Lua state.
+struct Vm {
+    lua: Lua,
+    /// The globals scripts see (behind the read-only `_G`).
+    env: Table,
+    /// Where `redis.call` and `redis.pcall` find this run's command runner.
+    private: Table,
+    xpcall: Function,
+    on_error: Function,
+    compiled: HashMap<String, Function>,
+    generation: u64,
+}
+
+fn with_vm<R>(f: impl FnOnce(&mut Vm) -> Result<R, String>) -> Result<R, String> {
+    VM.with(|cell| {
+        // Taken out for the run: a script cannot start another one (EVAL is not allowed
+        // from scripts), and nothing here is re-entered.
+        let mut vm = match cell.borrow_mut().take() {
+            Some(vm) => vm,
+            None => Vm::new().map_err(|e| format!("ERR cannot start Lua: {e}"))?,
+        };
+        let g = GENERATION.load(Ordering::SeqCst);
+        if vm.generation != g {
+            vm.compiled.clear();
+            vm.generation = g;
+        }
+        let r = f(&mut vm);
+        *cell.borrow_mut() = Some(vm);
+        r
+    })
+}
+
+impl Vm {
+    fn new() -> mlua::Result<Vm> {
+        let lua = Lua::new_with(
+            StdLib::TABLE | StdLib::STRING | StdLib::MATH,
+            LuaOptions::default(),
+        )?;
+        let g = lua.globals();
+        for name in [
+            "dofile",
+            "loadfile",
+            "load",
+            "module",
+            "require",
+            "collectgarbage",
+            "gcinfo",
+            "newproxy",
+            "setfenv",
+            "getfenv",
+            "print",
+        ] {
+            g.raw_set(name, Value::Nil)?;
+        }
+        let private = lua.create_table()?;
+        let redis = lua.create_table()?;
+        redis.raw_set(
+            "sha1hex",
+            lua.create_function(|_, s: mlua::LuaString| Ok(sha1_hex(&s.as_bytes())))?,
+        )?;
+        redis.raw_set(
+            "log",
+            lua.create_function(|_, (level, msg): (i64, mlua::LuaString)| {
+                let msg = msg.to_string_lossy();
+                match level {
+                    0 | 1 => tracing::debug!(target: "script", "{msg}"),
+                    2 => tracing::info!(target: "script", "{msg}"),
+                    _ => tracing::warn!(target: "script", "{msg}"),
+                }
+                Ok(())
+            })?,
+        )?;
+        redis.raw_set(
+            "setresp",
+            lua.create_function(|_, v: i64| match v {
+                2 => Ok(()),
+                3 => Err(mlua::Error::runtime(
+                    "RESP3 replies in scripts are not supported by rcodis",
+                )),
+                _ => Err(mlua::Error::runtime("RESP version must be 2 or 3.")),
+            })?,
+        )?;
+        for (k, v) in [
+            ("LOG_DEBUG", 0),
+            ("LOG_VERBOSE", 1),
+            ("LOG_NOTICE", 2),
+            ("LOG_WARNING", 3),
+            ("REPL_NONE", 0),
+            ("REPL_AOF", 1),
+            ("REPL_SLAVE", 2),
+            ("REPL_REPLICA", 2),
+            ("REPL_ALL", 3),
+            ("REDIS_VERSION_NUM", 0x07000f),
+        ] {
+            redis.raw_set(k, v)?;
+        }
+        redis.raw_set("REDIS_VERSION", "7.0.15")?;
+        // SAFETY: `redis_call` follows the Lua C API (see there).
+        redis.raw_set("call", unsafe { lua.create_c_function(redis_call)? })?;
+        g.raw_set("redis", redis.clone())?;
+        g.raw_set("bit", bit(&lua)?)?;
+        g.raw_set("cjson", cjson(&lua)?)?;
+        // The Lua side of the library, and the read-only globals: reading a missing global
+        // or assigning any is an error, as in Redis 7.
+        let setup: Function = lua
+            .load(
+                r#"
+local redis, private, env, G = ...
+local type, error, rawget, rawset, pairs, tostring, setmetatable =
+  type, error, rawget, rawset, pairs, tostring, setmetatable
+redis.pcall = function(...) return private.run(...) end
+redis.error_reply = function(msg)
+  if type(msg) ~= 'string' then error('wrong number or type of arguments', 2) end
+  return { err = msg }
+end
+redis.status_reply = function(msg)
+  if type(msg) ~= 'string' then error('wrong number or type of arguments', 2) end
+  return { ok = msg }
+end
+redis.set_repl = function() end
+redis.replicate_commands = function() return true end
+redis.breakpoint = function() return false end
+redis.debug = function() end
+-- As in Redis 7, pcall gives a script the message of an error reply, not its table.
+local raw_pcall = pcall
+local function plain(ok, ...)
+  if not ok then
+    local e = ...
+    if type(e) == 'table' and rawget(e, 'err') ~= nil then return false, rawget(e, 'err') end
+  end
+  return ok, ...
+end
+G.pcall = function(...) return plain(raw_pcall(...)) end
+for k, v in pairs(G) do rawset(env, k, v) end
+for k in pairs(env) do rawset(G, k, nil) end
+setmetatable(G, {
+  __index = function(_, k)
+    local v = rawget(env, k)
+    if v == nil then
+      error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+    end
+    return v
+  end,
+  __newindex = function() error('Attempt to modify a readonly table', 2) end,
+  __metatable = false,
+})
+"#,
+            )
+            .set_name("=rcodis")
+            .into_function()?;
+        let env = lua.create_table()?;
+        setup.call::<()>((redis, private.clone(), env.clone(), g.clone()))?;
+        let xpcall: Function = env.raw_get("xpcall")?;
+        // Runs where the error was raised (the stack still there): the error and the line of
+        // the script it came from.
+        let on_error = lua.create_function(|lua, e: Value| {
+            let mut line = 0;
+            for level in 1..64 {
+                let found = lua.inspect_stack(level, |d| {
+                    let src = d.source();
+                    (src.source.as_deref() == Some("@user_script")).then(|| d.current_line())
+                });
+                match found {
+                    None => break,
+                    Some(Some(l)) => {
+                        line = l.unwrap_or(0);
+                        break;
+                    }
+                    Some(None) => {}
+                }
+            }
+            let t = lua.create_table()?;
+            t.raw_set(1, e)?;
+            t.raw_set(2, line)?;
+            Ok(t)
+        })?;
+        lua.set_hook(
+            HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+            |_, _| {
+                if KILL.load(Ordering::Relaxed) && !WROTE.get() {
+                    WAS_KILLED.set(true);
+                    return Err(mlua::Error::runtime(KILLED));
+                }
+                Ok(VmState::Continue)
+            },
+        )?;
+        Ok(Vm {
+            lua,
+            env,
+            private,
+            xpcall,
+            on_error,
+            compiled: HashMap::new(),
+            generation: GENERATION.load(Ordering::SeqCst),
+        })
+    }
+
+    /// The compiled script, compiling it on first use.
+    fn function(&mut self, sha: &str, body: &[u8]) -> Result<Function, String> {
+        if let Some(f) = self.compiled.get(sha) {
+            return Ok(f.clone());
+        }
+        let f = self
+            .lua
+            .load(body)
+            .set_name("@user_script")
+            .into_function()
+            .map_err(|e| {
+                let msg = match e {
+                    mlua::Error::SyntaxError { message, .. } => message,
+                    e => e.to_string(),
+                };
+                format!(
+                    "ERR Error compiling script (new function): {}",
+                    one_line(&msg)
+                )
+            })?;
+        self.compiled.insert(sha.to_string(), f.clone());
+        Ok(f)
+    }
+}
+
+/// An error text fit for a RESP error line.
+fn one_line(s: &str) -> String {
+    s.replace(['\r', '\n'], " ")
+}
+
+/// EVAL/EVALSHA (`by_sha`), and their read-only forms (`ro`).
+fn run(ctx: &mut Ctx<'_>, req: &Request, by_sha: bool, ro: bool) {
+    let Some(numkeys) = super::int_arg(ctx.out, req.arg(2)) else {
+        return;
+    };
+    if numkeys < 0 {
+        return ctx.out.err("ERR Number of keys can't be negative");
+    }
+    let numkeys = numkeys as usize;
+    if numkeys > req.len() - 3 {
+        return ctx
+            .out
+            .err("ERR Number of keys can't be greater than number of args");
+    }
+    let (sha, body) = if by_sha {
+        let sha = String::from_utf8_lossy(req.arg(1)).to_ascii_lowercase();
+        match cache().lock().expect("script cache").get(&sha) {
+            Some(b) => (sha, b.clone()),
+            None => return ctx.out.err("NOSCRIPT No matching script. Please use EVAL."),
+        }
+    } else {
+        let body = req.arg_bytes(1);
+        let sha = sha1_hex(&body);
+        cache()
+            .lock()
+            .expect("script cache")
+            .entry(sha.clone())
+            .or_insert_with(|| body.clone());
+        (sha, body)
+    };
+    let keys: Vec<Bytes> = (3..3 + numkeys).map(|i| req.arg_bytes(i)).collect();
+    let argv: Vec<Bytes> = (3 + numkeys..req.len()).map(|i| req.arg_bytes(i)).collect();
+    let result = with_vm(|vm| {
+        let f = vm.function(&sha, &body)?;
+        call(vm, ctx, f, &keys, &argv, ro, &sha).map_err(|e| format!("ERR {e}"))
+    });
+    if let Err(e) = result {
+        ctx.out.err(&one_line(&e));
+    }
+}
+
+/// Runs a compiled script; its reply (or error reply) goes to `ctx.out`. `Err`: Lua itself
+/// failed (not the script).
+fn call(
+    vm: &mut Vm,
+    ctx: &mut Ctx<'_>,
+    f: Function,
+    keys: &[Bytes],
+    argv: &[Bytes],
+    ro: bool,
+    sha: &str,
+) -> mlua::Result<()> {
+    let lua = &vm.lua;
+    let seq = |items: &[Bytes]| -> mlua::Result<Table> {
+        let t = lua.create_table_with_capacity(items.len(), 0)?;
+        for (i, a) in items.iter().enumerate() {
+            t.raw_set(i + 1, lua.create_string(a)?)?;
+        }
+        Ok(t)
+    };
+    vm.env.raw_set("KEYS", seq(keys)?)?;
+    vm.env.raw_set("ARGV", seq(argv)?)?;
+    WROTE.set(false);
+    WAS_KILLED.set(false);
+    RUNNING.fetch_add(1, Ordering::SeqCst);
+    let out = lua.scope(|scope| {
+        let runner = scope
+            .create_function_mut(|lua, args: mlua::MultiValue| command(lua, ctx, keys, ro, args))?;
+        vm.private.raw_set("run", runner.clone())?;
+        lua.set_named_registry_value(RUNNER, runner)?;
+        let r = vm.xpcall.call::<mlua::MultiValue>((f, vm.on_error.clone()));
+        vm.private.raw_set("run", Value::Nil)?;
+        lua.unset_named_registry_value(RUNNER)?;
+        r
+    });
+    if WROTE.get() {
+        RUNNING_WROTE.fetch_sub(1, Ordering::SeqCst);
+    }
+    if RUNNING.fetch_sub(1, Ordering::SeqCst) == 1 {
+        KILL.store(false, Ordering::SeqCst);
+    }
+    let mut out_vals = out?.into_iter();
+    let ok = matches!(out_vals.next(), Some(Value::Boolean(true)));
+    let v = out_vals.next().unwrap_or(Value::Nil);
+    if ok {
+        reply(ctx.out, &v, 0);
+        return Ok(());
+    }
+    // The error handler's table: the error and the script's line.
+    let (e, line) = match &v {
+        Value::Table(t) => (t.raw_get::<Value>(1)?, t.raw_get::<usize>(2).unwrap_or(0)),
+        _ => (v.clone(), 0),
+    };
+    let at = format!("script: {sha}, on @user_script:{line}.");
+    let msg = if WAS_KILLED.get() {
+        format!("{KILLED} {at}")
+    } else {
+        match &e {
+            Value::Table(t) => match t.raw_get::<Value>("err")? {
+                Value::String(s) => format!("{} {at}", s.to_string_lossy()),
+                _ => format!("ERR unknown error {at}"),
+            },
+            Value::String(s) => format!("ERR {} {at}", s.to_string_lossy()),
+            Value::Error(err) => format!("ERR {} {at}", error_text(err)),
+            other => format!("ERR {} {at}", other.type_name()),
+        }
+    };
+    ctx.out.err(&one_line(&msg));
+    Ok(())
+}
+
+/// Where `redis.call` finds the running script's command runner (the registry).
+const RUNNER: &str = "rcodis_run";
+
+/// `redis.call`: the runner's reply, or, for an error reply, that reply's `{err = ...}` table
+/// raised as the error. A C function, not a Lua one: `return redis.call(...)` is then no
+/// tail call that would take the script's frame off the stack (and with it the line an
+/// error reply names), and a script that catches the error with `pcall` gets the table.
+unsafe extern "C-unwind" fn redis_call(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+    use mlua::ffi;
+    // SAFETY: called by Lua with its arguments on the stack, which has room for the one
+    // value pushed (LUA_MINSTACK); the runner is a function or nil (then Lua raises).
+    unsafe {
+        let n = ffi::lua_gettop(l);
+        ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, c"rcodis_run".as_ptr());
+        ffi::lua_insert(l, 1);
+        ffi::lua_call(l, n, 1);
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            ffi::lua_getfield(l, -1, c"err".as_ptr());
+            let failed = ffi::lua_isnil(l, -1) == 0;
+            ffi::lua_pop(l, 1);
+            if failed {
+                ffi::lua_error(l);
+            }
+        }
+    }
+    1
+}
+
+/// The text of an error raised by Rust code (a callback or the hook).
+fn error_text(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::CallbackError { cause, .. } => error_text(cause),
+        mlua::Error::RuntimeError(s) => s.clone(),
+        e => e.to_string(),
+    }
+}
+
+/// A Redis error reply as a script sees it: `{err = msg}`.
+fn err_table(lua: &Lua, msg: &str) -> mlua::Result<Value> {
+    let t = lua.create_table()?;
+    t.raw_set("err", msg)?;
+    Ok(Value::Table(t))
+}
+
+/// `redis.call`/`redis.pcall`: runs one command on the script's database.
+fn command(
+    lua: &Lua,
+    ctx: &mut Ctx<'_>,
+    declared: &[Bytes],
+    ro: bool,
+    args: mlua::MultiValue,
+) -> mlua::Result<Value> {
+    if args.is_empty() {
+        return err_table(
+            lua,
+            "ERR Please specify at least one argument for this redis lib call",
+        );
+    }
+    let mut parts: Vec<Bytes> = Vec::with_capacity(args.len());
+    for a in args {
+        match a {
+            Value::String(s) => parts.push(Bytes::copy_from_slice(&s.as_bytes())),
+            Value::Integer(_) | Value::Number(_) => match lua.coerce_string(a)? {
+                Some(s) => parts.push(Bytes::copy_from_slice(&s.as_bytes())),
+                None => {
+                    return err_table(
+                        lua,
+                        "ERR Lua redis lib command arguments must be strings or integers",
+                    )
+                }
+            },
+            _ => {
+                return err_table(
+                    lua,
+                    "ERR Lua redis lib command arguments must be strings or integers",
+                )
+            }
+        }
+    }
+    let req = Request::from_args(parts.iter());
+    let spec = match spec_table::resolve_request(&req) {
+        Ok(s) => s,
+        Err(CommandError::Arity(_)) => {
+            return err_table(
+                lua,
+                "ERR Wrong number of args calling Redis command from script",
+            )
+        }
+        Err(_) => return err_table(lua, "ERR Unknown Redis command called from script"),
+    };
+    if spec.has(CommandFlags::NOSCRIPT) {
+        return err_table(lua, "ERR This Redis command is not allowed from script");
+    }
+    if spec.has(CommandFlags::WRITE) {
+        if ro {
+            return err_table(
+                lua,
+                "ERR Write commands are not allowed from read-only scripts.",
+            );
+        }
+        if REPLICA.load(Ordering::Relaxed) {
+            return err_table(lua, "READONLY You can't write against a read only replica.");
+        }
+    }
+    let Some(handler) = super::handler(spec) else {
+        return local_command(lua, spec, &req);
+    };
+    let args: Vec<&[u8]> = req.args().collect();
+    if let Ok(idx) = spec_table::key_indexes(spec, &args, false) {
+        for &i in &idx {
+            let k = args[i];
+            if !declared.iter().any(|d| &d[..] == k) && (ctx.db.scratch || !ctx.db.owns(k)) {
+                return err_table(
+                    lua,
+                    "ERR Script attempted to access a non local key in a cluster node",
+                );
+            }
+        }
+    }
+    let mut out = Out::new(false);
+    {
+        let mut inner = Ctx::new(ctx.db, &mut out, ctx.now);
+        handler(&mut inner, &req);
+        ctx.pushed.append(&mut inner.pushed);
+        ctx.hits += inner.hits;
+        ctx.misses += inner.misses;
+    }
+    let failed = out.buf.first() == Some(&b'-');
+    if spec.has(CommandFlags::WRITE) && !failed {
+        if !WROTE.get() {
+            WROTE.set(true);
+            RUNNING_WROTE.fetch_add(1, Ordering::SeqCst);
+        }
+        ctx.effects.push((spec, req));
+    }
+    let mut buf = BytesMut::from(&out.buf[..]);
+    match FrameDecoder::default().decode(&mut buf) {
+        Ok(Some(f)) => to_lua(lua, f),
+        _ => err_table(lua, "ERR internal: unreadable reply"),
+    }
+}
+
+/// The few commands without a data handler that scripts may call.
+fn local_command(lua: &Lua, spec: &CommandSpec, req: &Request) -> mlua::Result<Value> {
+    match spec.name {
+        "ping" if req.len() == 1 => {
+            let t = lua.create_table()?;
+            t.raw_set("ok", "PONG")?;
+            Ok(Value::Table(t))
+        }
+        "ping" | "echo" => Ok(Value::String(lua.create_string(req.arg(1))?)),
+        "time" => {
+            let us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros())
+                .unwrap_or(0);
+            let t = lua.create_table()?;
+            t.raw_set(1, (us / 1_000_000).to_string())?;
+            t.raw_set(2, (us % 1_000_000).to_string())?;
+            Ok(Value::Table(t))
+        }
+        _ => err_table(lua, "ERR This Redis command is not allowed from script"),
+    }
+}
+
+/// A reply as a script sees it (Redis's RESP2-to-Lua conversion).
+fn to_lua(lua: &Lua, f: Frame) -> mlua::Result<Value> {
+    Ok(match f {
+        Frame::Integer(i) => Value::Integer(i),
+        Frame::Bulk(b) => Value::String(lua.create_string(&b)?),
+        Frame::Simple(s) => {
+            let t = lua.create_table()?;
+            t.raw_set("ok", lua.create_string(&s)?)?;
+            Value::Table(t)
+        }
+        Frame::Error(e) => err_table(lua, &String::from_utf8_lossy(&e))?,
+        Frame::NullBulk | Frame::NullArray | Frame::Null => Value::Boolean(false),
+        Frame::Array(items) => {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, x) in items.into_iter().enumerate() {
+                t.raw_set(i + 1, to_lua(lua, x)?)?;
+            }
+            Value::Table(t)
+        }
+        other => Value::String(lua.create_string(format!("{other:?}"))?),
+    })
+}
+
+/// A script's result as a reply (Redis's Lua-to-RESP conversion).
+fn reply(out: &mut Out, v: &Value, depth: usize) {
+    match v {
+        Value::Nil | Value::Boolean(false) => out.null(),
+        Value::Boolean(true) => out.int(1),
+        Value::Integer(i) => out.int(*i),
+        Value::Number(n) => out.int(if n.is_finite() { n.trunc() as i64 } else { 0 }),
+        Value::String(s) => out.bulk(&s.as_bytes()),
+        Value::Table(t) if depth < 64 => {
+            if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
+                return out.err(&one_line(&e.to_string_lossy()));
+            }
+            if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
+                return out.simple(&one_line(&s.to_string_lossy()));
+            }
+            let mut items = Vec::new();
+            for i in 1.. {
+                match t.raw_get::<Value>(i) {
+                    Ok(Value::Nil) | Err(_) => break,
+                    Ok(x) => items.push(x),
+                }
+            }
+            out.array(items.len());
+            for x in &items {
+                reply(out, x, depth + 1);
+            }
+        }
+        _ => out.null(),
+    }
+}
+
+/// The `bit` library (LuaBitOp) scripts use: 32-bit operations on numbers.
+fn bit(lua: &Lua) -> mlua::Result<Table> {
+    fn tobit(v: f64) -> i32 {
+        // LuaBitOp: normalised modulo 2^32, as a signed 32-bit integer.
+        (v.rem_euclid(4_294_967_296.0) as u64 as u32) as i32
+    }
+    type Many = mlua::Variadic<f64>;
+    let t = lua.create_table()?;
+    t.raw_set("tobit", lua.create_function(|_, v: f64| Ok(tobit(v)))?)?;
+    t.raw_set("bnot", lua.create_function(|_, v: f64| Ok(!tobit(v)))?)?;
+    t.raw_set(
+        "band",
+        lua.create_function(|_, v: Many| Ok(v.iter().fold(-1, |a, &x| a & tobit(x))))?,
+    )?;
+    t.raw_set(
+        "bor",
+        lua.create_function(|_, v: Many| Ok(v.iter().fold(0, |a, &x| a | tobit(x))))?,
+    )?;
+    t.raw_set(
+        "bxor",
+        lua.create_function(|_, v: Many| Ok(v.iter().fold(0, |a, &x| a ^ tobit(x))))?,
+    )?;
+    let shift = |f: fn(i32, u32) -> i32| {
+        lua.create_function(move |_, (v, n): (f64, f64)| Ok(f(tobit(v), tobit(n) as u32 & 31)))
+    };
+    t.raw_set("lshift", shift(|v, n| ((v as u32) << n) as i32)?)?;
+    t.raw_set("rshift", shift(|v, n| ((v as u32) >> n) as i32)?)?;
+    t.raw_set("arshift", shift(|v, n| v >> n)?)?;
+    t.raw_set("rol", shift(|v, n| (v as u32).rotate_left(n) as i32)?)?;
+    t.raw_set("ror", shift(|v, n| (v as u32).rotate_right(n) as i32)?)?;
+    t.raw_set(
+        "bswap",
+        lua.create_function(|_, v: f64| Ok((tobit(v) as u32).swap_bytes() as i32))?,
+    )?;
+    t.raw_set(
+        "tohex",
+        lua.create_function(|_, (v, n): (f64, Option<f64>)| {
+            let n = n.map(tobit).unwrap_or(8);
+            let (upper, width) = if n < 0 {
+                (true, n.unsigned_abs().min(8))
+            } else {
+                (false, (n as u32).min(8))
+            };
+            let s = format!("{:08x}", tobit(v) as u32);
+            let s = &s[8 - width as usize..];
+            Ok(if upper {
+                s.to_uppercase()
+            } else {
+                s.to_string()
+            })
+        })?,
+    )?;
+    Ok(t)
+}
+
+/// The `cjson` library scripts use: `encode`, `decode`, `null`.
+fn cjson(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.raw_set(
+        "encode",
+        lua.create_function(|lua, v: Value| {
+            let j: serde_json::Value = lua
+                .from_value_with(
+                    v,
+                    mlua::serde::DeserializeOptions::new().deny_unsupported_types(false),
+                )
+                .map_err(|e| mlua::Error::runtime(format!("Cannot serialise: {e}")))?;
+            serde_json::to_string(&j).map_err(mlua::Error::runtime)
+        })?,
+    )?;
+    t.raw_set(
+        "decode",
+        lua.create_function(|lua, s: mlua::LuaString| {
+            let j: serde_json::Value = serde_json::from_slice(&s.as_bytes()).map_err(|e| {
+                mlua::Error::runtime(format!("Expected value but found invalid token: {e}"))
+            })?;
+            lua.to_value_with(
+                &j,
+                mlua::serde::SerializeOptions::new().set_array_metatable(false),
+            )
+        })?,
+    )?;
+    t.raw_set(
+        "null",
+        Value::LightUserData(mlua::LightUserData(std::ptr::null_mut())),
+    )?;
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha1_matches_redis() {
+        // redis-cli SCRIPT LOAD "return 1"
+        assert_eq!(
+            sha1_hex(b"return 1"),
+            "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+        );
+    }
+}

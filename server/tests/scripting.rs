@@ -1,0 +1,364 @@
+//! Lua scripting: EVAL and friends answer as Debian's redis-server 7.0 does (replies,
+//! conversions, errors with their script and line), the script cache, SCRIPT KILL, keys on
+//! two shards and in transactions, clients blocked on a key a script writes, WATCH, and a
+//! script's writes in the append-only log and on replicas (as the commands it ran).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rcodis_core::resp::Frame;
+use rcodis_core::slot::slot_of;
+use rcodis_tests::{wait_until, Conn, Process, RedisRef, ServerProc};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rcodis-server");
+
+fn bin() -> &'static Path {
+    Path::new(BIN)
+}
+
+/// A key whose slot is on shard `shard` of a two-shard server.
+fn key_on(shard: usize, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|k| slot_of(k.as_bytes()) as usize % 2 == shard)
+        .unwrap()
+}
+
+const CASES: &[&[&str]] = &[
+    &["EVAL", "return redis.call('incr', KEYS[1])", "1", "s"],
+    &["EVAL", "local x = 1\nlocal y = 2\nreturn redis.call('incr', KEYS[1])", "1", "s"],
+    &["EVAL", "return x.y", "0"],
+    &["EVAL", "return redis.call('nosuch')", "0"],
+    &["EVAL", "return {err='My Error'}", "0"],
+    &["EVAL", "return redis.error_reply('x y')", "0"],
+    &["EVAL", "return redis.status_reply('fine')", "0"],
+    &["EVAL", "return (", "0"],
+    &["EVAL", "return redis.pcall('incr', KEYS[1])", "1", "s"],
+    &["EVAL", "local r = redis.pcall('incr', KEYS[1]); return r['err']", "1", "s"],
+    &["EVAL", "local ok, e = pcall(redis.call, 'incr', KEYS[1]); return {tostring(ok), e}", "1", "s"],
+    &["EVAL", "x = 1", "0"],
+    &["EVAL", "return redis.call('set', KEYS[1])", "1", "s"],
+    &["EVAL", "return redis.call('get', {})", "0"],
+    &["EVAL", "return redis.call()", "0"],
+    &["EVAL", "return redis.call('eval', 'return 1', 0)", "0"],
+    &["EVAL", "return redis.call('blpop', KEYS[1], 0)", "1", "bl"],
+    &["EVAL", "error('boom')", "0"],
+    &["EVAL", "\n\nerror({err='boom2'})", "0"],
+    &["EVAL", "return 1", "-1"],
+    &["EVAL", "return 1", "3", "a"],
+    &["EVAL", "return 1", "x"],
+    &["EVALSHA", "0000", "0"],
+    &["EVAL_RO", "return redis.call('set','a','b')", "1", "a"],
+    &["EVAL", "return {1,2,3.7,'x',false,nil,5}", "0"],
+    &["EVAL", "return {true, false, 3.99, -3.99, {ok='k'}, {1, {2}}}", "0"],
+    &["EVAL", "return redis.call('ping')", "0"],
+    &["EVAL", "redis.call('set', KEYS[1], ARGV[1]); return redis.call('get', KEYS[1])", "1", "k1", "hello"],
+    &["EVAL", "return redis.call('hgetall', KEYS[1])", "1", "nohash"],
+    &["EVAL", "redis.call('hset', KEYS[1], 'a', 1, 'b', 2.5); return redis.call('hgetall', KEYS[1])", "1", "h1"],
+    &["EVAL", "return type(redis.call('get', KEYS[1]))", "1", "nokey"],
+    &["EVAL", "return cjson.encode({a={1,2}})", "0"],
+    &["EVAL", "return cjson.decode('[1,2,3]')[2]", "0"],
+    &["EVAL", "return cjson.decode('{\"a\":null}').a == cjson.null", "0"],
+    &["EVAL", "return {bit.tohex(65535), bit.tohex(-1, -4), bit.lshift(1, 31), bit.bnot(0), bit.bxor(5, 3), bit.rshift(-1, 28), bit.arshift(-16, 2)}", "0"],
+    &["EVAL", "return redis.sha1hex('abc')", "0"],
+    &["EVAL", "return #KEYS + #ARGV", "2", "a", "b", "c", "d", "e"],
+    &["EVAL", "return {string.format('%d-%s', 5, 'x'), math.floor(7.9), table.concat({'a','b'}, ',')}", "0"],
+    &["EVAL", "return redis.call('lpush', KEYS[1], 'a', 'b')", "1", "l1"],
+    &["EVAL", "return redis.call('lrange', KEYS[1], 0, -1)", "1", "l1"],
+    &["EVAL", "return redis.call('zadd', KEYS[1], 1.5, 'm')", "1", "z1"],
+    &["EVAL", "return redis.call('zscore', KEYS[1], 'm')", "1", "z1"],
+    &["EVAL", "return redis.call('incrbyfloat', KEYS[1], '1.5')", "1", "f1"],
+    &["EVAL", "return redis.call('type', KEYS[1])", "1", "z1"],
+    &["EVAL", "return dofile", "0"],
+    &["EVAL", "return print", "0"],
+    &["EVAL", "return {pcall(function() error({err='x'}) end)}", "0"],
+    &["EVAL", "return select('#', pcall(function() return 1, nil, 3 end))", "0"],
+    &["EVAL", "return redis.REDIS_VERSION", "0"],
+    &["EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0"],
+    &["SCRIPT", "LOAD", "return 1"],
+    &["SCRIPT", "LOAD", "return ("],
+    &["SCRIPT", "EXISTS", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0000"],
+    &["EVALSHA", "E0E1F9FABFC9D4800C877A703B823AC0578FF8DB", "0"],
+    &["SCRIPT", "KILL"],
+    &["SCRIPT", "FLUSH", "x"],
+    &["SCRIPT", "FLUSH"],
+    &["SCRIPT", "EXISTS", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"],
+];
+
+#[test]
+fn scripts_answer_as_redis_does() {
+    let redis = RedisRef::start();
+    let ours = ServerProc::start(bin(), &["--threads", "2"]);
+    let mut a = Conn::connect(redis.port);
+    let mut b = ours.conn();
+    for c in [&mut a, &mut b] {
+        c.cmd(&["SET", "s", "abc"]);
+    }
+    for case in CASES {
+        let (x, y) = (a.cmd(case), b.cmd(case));
+        assert_eq!(x, y, "{case:?}");
+    }
+}
+
+/// Keys on both shards of a server, declared: the script sees and writes all of them, and an
+/// undeclared key of another shard is refused. Scripts queued in MULTI run in EXEC; a write
+/// by a script serves a client blocked on the key and fails a transaction watching it.
+#[test]
+fn scripts_across_shards_in_transactions_and_for_blocked_clients() {
+    let s = ServerProc::start(bin(), &["--threads", "2"]);
+    let mut c = s.conn();
+    let (k0, k1) = (key_on(0, "a"), key_on(1, "b"));
+    let r = c.cmd(&[
+        "EVAL",
+        "redis.call('set', KEYS[1], ARGV[1]); redis.call('rpush', KEYS[2], ARGV[2]); \
+         return {redis.call('get', KEYS[1]), redis.call('lrange', KEYS[2], 0, -1)}",
+        "2",
+        &k0,
+        &k1,
+        "x",
+        "y",
+    ]);
+    assert_eq!(
+        r,
+        Frame::Array(vec![Frame::bulk("x"), Frame::Array(vec![Frame::bulk("y")])])
+    );
+    assert_eq!(c.cmd(&["GET", &k0]), Frame::bulk("x"));
+    assert_eq!(
+        c.cmd(&["LRANGE", &k1, "0", "-1"]),
+        Frame::Array(vec![Frame::bulk("y")])
+    );
+    // One declared key: undeclared keys of its shard are reachable, others are not.
+    let (near, far) = (key_on(0, "n"), key_on(1, "f"));
+    c.cmd(&["SET", &near, "n"]);
+    assert_eq!(
+        c.cmd(&["EVAL", "return redis.call('get', ARGV[1])", "1", &k0, &near]),
+        Frame::bulk("n")
+    );
+    let r = c.cmd(&["EVAL", "return redis.call('get', ARGV[1])", "1", &k0, &far]);
+    assert!(
+        matches!(&r, Frame::Error(e) if e.starts_with(b"ERR Script attempted to access a non local key")),
+        "{r:?}"
+    );
+    // A failing script keeps what it wrote before the error, as in Redis.
+    let r = c.cmd(&[
+        "EVAL",
+        "redis.call('set', KEYS[1], 'z'); error('late')",
+        "2",
+        &k0,
+        &k1,
+    ]);
+    assert!(r.is_error(), "{r:?}");
+    assert_eq!(c.cmd(&["GET", &k0]), Frame::bulk("z"));
+
+    // In a transaction.
+    c.cmd(&["MULTI"]);
+    for k in [&k0, &k1] {
+        assert_eq!(
+            c.cmd(&[
+                "EVAL",
+                "return redis.call('incr', KEYS[1])",
+                "1",
+                &format!("{k}:n")
+            ]),
+            Frame::simple("QUEUED")
+        );
+    }
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Frame::Array(vec![Frame::Integer(1), Frame::Integer(1)])
+    );
+
+    // A client blocked on a key a script pushes to is served.
+    let q = key_on(1, "q");
+    let port = s.port;
+    let qq = q.clone();
+    let waiter = std::thread::spawn(move || Conn::connect(port).cmd(&["BLPOP", &qq, "10"]));
+    wait_until("the client to block", Duration::from_secs(10), || {
+        let info = rcodis_tests::text(&c.cmd(&["INFO", "clients"]));
+        info.contains("blocked_clients:1")
+    });
+    c.cmd(&[
+        "EVAL",
+        "return redis.call('rpush', KEYS[1], 'item')",
+        "1",
+        &q,
+    ]);
+    assert_eq!(
+        waiter.join().unwrap(),
+        Frame::Array(vec![Frame::bulk(q.as_str()), Frame::bulk("item")])
+    );
+
+    // WATCH sees a script's write.
+    let mut w = s.conn();
+    w.cmd(&["WATCH", &k0]);
+    c.cmd(&[
+        "EVAL",
+        "return redis.call('set', KEYS[1], 'changed')",
+        "1",
+        &k0,
+    ]);
+    w.cmd(&["MULTI"]);
+    w.cmd(&["SET", &k0, "mine"]);
+    assert_eq!(w.cmd(&["EXEC"]), Frame::NullArray);
+    assert_eq!(c.cmd(&["GET", &k0]), Frame::bulk("changed"));
+}
+
+/// SCRIPT KILL stops a busy script that has not written, from a connection served by
+/// another shard (the busy one runs nothing else until the script ends, as Redis runs
+/// nothing else); one that wrote cannot be killed.
+#[test]
+fn script_kill() {
+    let s = ServerProc::start(bin(), &["--threads", "2"]);
+    let mut c = s.conn();
+    assert_eq!(
+        c.cmd(&["SCRIPT", "KILL"]),
+        Frame::error("NOTBUSY No scripts in execution right now.")
+    );
+    let port = s.port;
+    let busy = std::thread::spawn(move || {
+        Conn::connect(port).cmd(&["EVAL", "local i = 0 while true do i = i + 1 end", "0"])
+    });
+    // Kill from any connection that gets an answer (a connection on the busy shard waits).
+    let kill = |want: &[u8]| -> Frame {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut k = Conn::connect(port);
+            k.set_timeout(Duration::from_millis(300));
+            k.send(&["SCRIPT", "KILL"]);
+            match k.read_opt() {
+                Some(f @ Frame::Simple(_)) if want == b"OK" => return f,
+                Some(f @ Frame::Error(_)) if f.as_bytes().is_some_and(|e| e.starts_with(want)) => {
+                    return f
+                }
+                _ => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no SCRIPT KILL answered {want:?}"
+            );
+        }
+    };
+    kill(b"OK");
+    let r = busy.join().unwrap();
+    assert!(
+        matches!(&r, Frame::Error(e) if e.starts_with(b"ERR Script killed by user with SCRIPT KILL")),
+        "{r:?}"
+    );
+    assert_eq!(c.cmd(&["PING"]), Frame::simple("PONG"));
+    let k = key_on(0, "w");
+    let _stuck = std::thread::spawn(move || {
+        Conn::connect(port).cmd(&[
+            "EVAL",
+            "redis.call('set', KEYS[1], 1) while true do end",
+            "1",
+            &k,
+        ])
+    });
+    kill(b"UNKILLABLE");
+    // The server is stopped (by PID) with the script still running.
+}
+
+fn start(dir: &Path, args: &[&str]) -> (Process, u16) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--port", "0"]).arg("--dir").arg(dir).args(args);
+    let (p, port) = rcodis_tests::spawn_on_free_port("rcodis-server", cmd);
+    rcodis_tests::wait_loaded(port);
+    (p, port)
+}
+
+/// What a script wrote is in the append-only log and on a replica as the commands it ran:
+/// random and relative choices (SPOP, EXPIRE, TIME) come out the same after a restart and
+/// on the replica; read-only scripts run on the replica, writing ones are refused there.
+#[test]
+fn script_writes_are_logged_and_replicated_as_their_effects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, port) = start(
+        dir.path(),
+        &[
+            "--threads",
+            "2",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ],
+    );
+    let replica = ServerProc::start(
+        bin(),
+        &[
+            "--threads",
+            "2",
+            "--replicaof",
+            &format!("127.0.0.1 {port}"),
+        ],
+    );
+    let mut m = Conn::connect(port);
+    m.cmd(&["SADD", "{t}set", "a", "b", "c", "d", "e"]);
+    let script =
+        "redis.call('set', KEYS[1], redis.call('time')[1] .. ':' .. redis.call('time')[2]) \
+                  redis.call('expire', KEYS[1], 1000) \
+                  redis.call('hset', KEYS[2], 'f', 'v') \
+                  redis.call('incrby', KEYS[3], 5) \
+                  return redis.call('spop', KEYS[4])";
+    let popped = m.cmd(&["EVAL", script, "4", "{t}a", "{t}b", "{t}c", "{t}set"]);
+    assert!(matches!(popped, Frame::Bulk(_)), "{popped:?}");
+    let (k0, k1) = (key_on(0, "m"), key_on(1, "n"));
+    m.cmd(&[
+        "EVAL",
+        "redis.call('set', KEYS[1], 'x') redis.call('set', KEYS[2], 'y')",
+        "2",
+        &k0,
+        &k1,
+    ]);
+    let snapshot = |c: &mut Conn| -> Vec<Frame> {
+        vec![
+            c.cmd(&["GET", "{t}a"]),
+            c.cmd(&["HGET", "{t}b", "f"]),
+            c.cmd(&["GET", "{t}c"]),
+            c.cmd(&["SMEMBERS", "{t}set"]),
+            c.cmd(&["GET", &k0]),
+            c.cmd(&["GET", &k1]),
+            match c.cmd(&["TTL", "{t}a"]) {
+                Frame::Integer(t) => Frame::Integer((t > 900) as i64),
+                other => other,
+            },
+        ]
+    };
+    let norm = |mut v: Vec<Frame>| {
+        if let Frame::Array(items) = &mut v[3] {
+            items.sort_by(|a, b| a.as_bytes().cmp(&b.as_bytes()));
+        }
+        v
+    };
+    let want = norm(snapshot(&mut m));
+    assert_eq!(want[6], Frame::Integer(1));
+    let mut r = replica.conn();
+    wait_until(
+        "the replica to apply the scripts' writes",
+        Duration::from_secs(30),
+        || norm(snapshot(&mut r)) == want,
+    );
+    let w = r.cmd(&[
+        "EVAL",
+        "return redis.call('set', KEYS[1], 'no')",
+        "1",
+        "{t}a",
+    ]);
+    assert!(
+        matches!(&w, Frame::Error(e) if e.starts_with(b"READONLY You can't write against a read only replica.")),
+        "{w:?}"
+    );
+    assert_eq!(
+        r.cmd(&["EVAL_RO", "return redis.call('get', KEYS[1])", "1", &k0]),
+        Frame::bulk("x")
+    );
+    drop(m);
+    drop(master);
+    let (_again, port) = start(dir.path(), &["--threads", "2", "--appendonly", "yes"]);
+    assert_eq!(
+        norm(snapshot(&mut Conn::connect(port))),
+        want,
+        "after a restart"
+    );
+}
