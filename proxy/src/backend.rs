@@ -583,11 +583,13 @@ pub struct Dedicated {
     _cancel: oneshot::Sender<()>,
 }
 
-/// Sends `req` for database `db` on a new connection to `addr`.
+/// Sends `req` for database `db` on a new connection to `addr`; the reply is waited for
+/// `reply_timeout` at most (`None`: as long as it takes, for a blocking command).
 pub fn dedicated(
     addr: &str,
     auth: String,
     connect_timeout: Duration,
+    reply_timeout: Option<Duration>,
     req: Bytes,
     db: u16,
     resp3: bool,
@@ -614,7 +616,7 @@ pub fn dedicated(
                     ));
                 }
             }
-            read_frame(&mut c, None).await
+            read_frame(&mut c, reply_timeout).await
         };
         futures::pin_mut!(work);
         // The connection (inside `work`) is dropped, and so closed, when the handle goes.

@@ -878,6 +878,7 @@ impl Session {
                         &addr,
                         shared.config.product_auth.clone(),
                         timeout,
+                        None,
                         raw,
                         self.db,
                         self.resp3,
@@ -1501,10 +1502,13 @@ impl Session {
             let conns: Vec<_> = backends
                 .iter()
                 .map(|b| {
+                    // A server whose one shard runs the script answers when it ends:
+                    // waited for as long as any reply.
                     crate::backend::dedicated(
                         &b.addr,
                         shared.config.product_auth.clone(),
                         timeout,
+                        Some(shared.config.backend_read_timeout().unwrap_or(timeout)),
                         raw.clone(),
                         self.db,
                         self.resp3,

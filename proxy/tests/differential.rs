@@ -575,6 +575,71 @@ fn scripts_run_through_the_proxy_over_redis_groups() {
     );
 }
 
+/// Over rcodis-server groups (the usual cluster), scripts work through the proxy the same
+/// way: by their keys, keyless on slot 0's group, cached on every group by SCRIPT LOAD. The
+/// lock release script client libraries use (redis-py's `Lock`) deletes only its own token.
+#[test]
+fn scripts_run_through_the_proxy_over_rcodis_groups() {
+    let bin = rcodis_tests::bin_path("rcodis-server");
+    let groups = [
+        rcodis_tests::ServerProc::start(&bin, &["--threads", "1"]),
+        rcodis_tests::ServerProc::start(&bin, &["--threads", "2"]),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (_proxy, port) = proxy_over([groups[0].port, groups[1].port], dir.path());
+    let mut p = Conn::connect(port);
+    assert_eq!(
+        p.cmd(&["EVAL", "return redis.call('ping')", "0"]),
+        Frame::simple("PONG")
+    );
+    let release = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+                   return redis.call('del', KEYS[1]) else return 0 end";
+    let sha = p.cmd(&["SCRIPT", "LOAD", release]);
+    let sha = String::from_utf8(sha.as_bytes().expect("a sha").to_vec()).unwrap();
+    for (i, k) in [key_in(true), key_in(false)].iter().enumerate() {
+        assert_eq!(
+            p.cmd(&["SET", k, "token", "NX", "PX", "10000"]),
+            Frame::simple("OK")
+        );
+        assert_eq!(
+            p.cmd(&["EVALSHA", &sha, "1", k, "other"]),
+            Frame::Integer(0)
+        );
+        assert_eq!(
+            p.cmd(&["EVALSHA", &sha, "1", k, "token"]),
+            Frame::Integer(1)
+        );
+        assert_eq!(p.cmd(&["EXISTS", k]), Frame::Integer(0));
+        assert_eq!(
+            p.cmd(&[
+                "EVAL",
+                "return redis.call('incrby', KEYS[1], ARGV[1])",
+                "1",
+                k,
+                "5"
+            ]),
+            Frame::Integer(5)
+        );
+        assert_eq!(
+            groups[i].conn().cmd(&["GET", k]),
+            Frame::bulk("5"),
+            "the script ran on the key's group"
+        );
+    }
+    assert_eq!(
+        p.cmd(&["SCRIPT", "EXISTS", &sha]),
+        Frame::Array(vec![Frame::Integer(1)])
+    );
+    assert_eq!(
+        p.cmd(&["EVAL", "return 1", "2", &key_in(true), &key_in(false)]),
+        Frame::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+    );
+    assert!(
+        matches!(p.cmd(&["SCRIPT", "KILL"]), Frame::Error(e) if e.starts_with(b"NOTBUSY")),
+        "no script is running"
+    );
+}
+
 /// A key of the first group (slots 0-511) or of the second.
 fn key_in(first: bool) -> String {
     (0..)
