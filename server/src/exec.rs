@@ -87,21 +87,11 @@ pub fn exec_local(
     st.keyspace_hits += hits;
     st.keyspace_misses += misses;
     let pushed = std::mem::take(&mut ctx.pushed);
-    let effects = std::mem::take(&mut ctx.effects);
     let failed = out.buf.get(before) == Some(&b'-');
     if !failed && spec.has(CommandFlags::WRITE) {
         crate::aof::DIRTY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(aof) = st.aof.as_mut() {
             log_write(aof, &mut st.dbs[db], db, spec, req, clock.now_ms);
-        }
-    }
-    // A script's writes are logged as they ran (even when it failed after them).
-    if !effects.is_empty() {
-        crate::aof::DIRTY.fetch_add(effects.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        if let Some(aof) = st.aof.as_mut() {
-            for (s, r) in &effects {
-                log_write(aof, &mut st.dbs[db], db, s, r, clock.now_ms);
-            }
         }
     }
     let t = ticks();
@@ -118,6 +108,25 @@ pub fn exec_local(
     // Any write may make a key a client waits for ready (ZADD, ZUNIONSTORE, RENAME, ...).
     if !st.blocked.is_empty() && spec.has(CommandFlags::WRITE) {
         wake_waiters_of(st, db, spec, req);
+    }
+    if script {
+        script_effects(st, db, clock.now_ms);
+    }
+}
+
+/// A script's writes, logged as they ran (even when it failed after them), and the clients
+/// blocked on the keys they wrote served.
+#[cold]
+fn script_effects(st: &mut ShardState, db: usize, now: u64) {
+    let effects = cmd::script::take_effects();
+    if effects.is_empty() {
+        return;
+    }
+    crate::aof::DIRTY.fetch_add(effects.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    if let Some(aof) = st.aof.as_mut() {
+        for (s, r) in &effects {
+            log_write(aof, &mut st.dbs[db], db, s, r, now);
+        }
     }
     for (s, r) in &effects {
         if st.blocked.is_empty() {
@@ -307,7 +316,8 @@ pub async fn exec_atomic(
                 let t = temps.entry(*db).or_insert_with(Db::scratch);
                 let mut ctx = Ctx::new(t, &mut out, now);
                 handler(&mut ctx, req);
-                writes |= spec.has(CommandFlags::WRITE) || !ctx.effects.is_empty();
+                writes |= spec.has(CommandFlags::WRITE)
+                    || (cmd::script::is_script(spec) && !cmd::script::take_effects().is_empty());
                 replies.push(out.buf.freeze());
                 let id = spec.id;
                 m.call(me, move |st| record(st, id, 0, false));

@@ -55,7 +55,7 @@ const CASES: &[&[&str]] = &[
     &["EVAL", "return redis.call('ping')", "0"],
     &["EVAL", "redis.call('set', KEYS[1], ARGV[1]); return redis.call('get', KEYS[1])", "1", "k1", "hello"],
     &["EVAL", "return redis.call('hgetall', KEYS[1])", "1", "nohash"],
-    &["EVAL", "redis.call('hset', KEYS[1], 'a', 1, 'b', 2.5); return redis.call('hgetall', KEYS[1])", "1", "h1"],
+    &["EVAL", "redis.call('hset', KEYS[1], 'a', 1, 'b', 2.5); return {redis.call('hget', KEYS[1], 'a'), redis.call('hget', KEYS[1], 'b'), redis.call('hlen', KEYS[1])}", "1", "h1"],
     &["EVAL", "return type(redis.call('get', KEYS[1]))", "1", "nokey"],
     &["EVAL", "return cjson.encode({a={1,2}})", "0"],
     &["EVAL", "return cjson.decode('[1,2,3]')[2]", "0"],

@@ -44,9 +44,6 @@ pub struct Ctx<'a> {
     pub pushed: Vec<Bytes>,
     pub hits: u64,
     pub misses: u64,
-    /// The writes a script made (each command as it ran), for the log and replicas in
-    /// place of the script itself.
-    pub effects: Vec<(&'static CommandSpec, Request)>,
 }
 
 impl<'a> Ctx<'a> {
@@ -58,7 +55,6 @@ impl<'a> Ctx<'a> {
             pushed: Vec::new(),
             hits: 0,
             misses: 0,
-            effects: Vec::new(),
         }
     }
 

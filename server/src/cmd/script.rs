@@ -42,6 +42,10 @@ const KILLED: &str = "ERR Script killed by user with SCRIPT KILL...";
 
 thread_local! {
     static VM: RefCell<Option<Vm>> = const { RefCell::new(None) };
+    /// The writes the script that just ran made (each command as it ran), for the log and
+    /// replicas in place of the script itself (see [`take_effects`]). Kept out of the
+    /// handler context, which every command builds and drops.
+    static EFFECTS: RefCell<Vec<(&'static CommandSpec, Request)>> = const { RefCell::new(Vec::new()) };
     /// The script running on this thread has written (it can no longer be killed).
     static WROTE: Cell<bool> = const { Cell::new(false) };
     /// The script running on this thread was stopped by SCRIPT KILL.
@@ -59,6 +63,11 @@ pub fn register(m: &mut HashMap<&'static str, Handler>) {
     m.insert("evalsha", |c, r| run(c, r, true, false));
     m.insert("eval_ro", |c, r| run(c, r, false, true));
     m.insert("evalsha_ro", |c, r| run(c, r, true, true));
+}
+
+/// The writes of the script that just ran on this thread (empty after any other command).
+pub fn take_effects() -> Vec<(&'static CommandSpec, Request)> {
+    EFFECTS.with(|e| std::mem::take(&mut *e.borrow_mut()))
 }
 
 /// Whether a command runs a script (its writes are its effects).
@@ -366,6 +375,7 @@ fn run(ctx: &mut Ctx<'_>, req: &Request, by_sha: bool, ro: bool) {
             .or_insert_with(|| body.clone());
         (sha, body)
     };
+    EFFECTS.with(|e| e.borrow_mut().clear());
     let keys: Vec<Bytes> = (3..3 + numkeys).map(|i| req.arg_bytes(i)).collect();
     let argv: Vec<Bytes> = (3 + numkeys..req.len()).map(|i| req.arg_bytes(i)).collect();
     let result = with_vm(|vm| {
@@ -580,7 +590,7 @@ fn command(
             WROTE.set(true);
             RUNNING_WROTE.fetch_add(1, Ordering::SeqCst);
         }
-        ctx.effects.push((spec, req));
+        EFFECTS.with(|e| e.borrow_mut().push((spec, req)));
     }
     let mut buf = BytesMut::from(&out.buf[..]);
     match FrameDecoder::default().decode(&mut buf) {
