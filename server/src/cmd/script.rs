@@ -70,6 +70,36 @@ pub fn take_effects() -> Vec<(&'static CommandSpec, Request)> {
     EFFECTS.with(|e| std::mem::take(&mut *e.borrow_mut()))
 }
 
+/// A script's shebang line (Redis 7: `#!lua flags=no-writes,...`): the code to compile (that
+/// line emptied, so lines keep their numbers) and whether the script declared it does not
+/// write.
+fn shebang(body: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, bool), String> {
+    if !body.starts_with(b"#!") {
+        return Ok((std::borrow::Cow::Borrowed(body), false));
+    }
+    let end = memchr::memchr(b'\n', body).unwrap_or(body.len());
+    let line = String::from_utf8_lossy(&body[..end]);
+    let mut words = line.split(' ').filter(|w| !w.is_empty());
+    let engine = words.next().unwrap_or("");
+    if engine != "#!lua" {
+        return Err(format!("ERR Unexpected engine in script shebang: {engine}"));
+    }
+    let mut no_writes = false;
+    for w in words {
+        let Some(flags) = w.strip_prefix("flags=") else {
+            return Err(format!("ERR Unknown lua shebang option: {w}"));
+        };
+        for f in flags.split(',').filter(|f| !f.is_empty()) {
+            match f {
+                "no-writes" => no_writes = true,
+                "allow-oom" | "allow-stale" | "no-cluster" | "allow-cross-slot-keys" => {}
+                _ => return Err(format!("ERR Unexpected flag in script shebang: {f}")),
+            }
+        }
+    }
+    Ok((std::borrow::Cow::Owned(body[end..].to_vec()), no_writes))
+}
+
 /// Whether a command runs a script (its writes are its effects).
 #[inline]
 pub fn is_script(spec: &CommandSpec) -> bool {
@@ -85,7 +115,8 @@ pub fn sha1_hex(body: &[u8]) -> String {
 /// compile error.
 pub fn load(body: &[u8]) -> Result<String, String> {
     let sha = sha1_hex(body);
-    with_vm(|vm| vm.function(&sha, body).map(|_| ()))?;
+    let (code, _) = shebang(body)?;
+    with_vm(|vm| vm.function(&sha, &code).map(|_| ()))?;
     cache()
         .lock()
         .expect("script cache")
@@ -378,8 +409,13 @@ fn run(ctx: &mut Ctx<'_>, req: &Request, by_sha: bool, ro: bool) {
     EFFECTS.with(|e| e.borrow_mut().clear());
     let keys: Vec<Bytes> = (3..3 + numkeys).map(|i| req.arg_bytes(i)).collect();
     let argv: Vec<Bytes> = (3 + numkeys..req.len()).map(|i| req.arg_bytes(i)).collect();
+    let (code, no_writes) = match shebang(&body) {
+        Ok(x) => x,
+        Err(e) => return ctx.out.err(&e),
+    };
+    let ro = ro || no_writes;
     let result = with_vm(|vm| {
-        let f = vm.function(&sha, &body)?;
+        let f = vm.function(&sha, &code)?;
         call(vm, ctx, f, &keys, &argv, ro, &sha).map_err(|e| format!("ERR {e}"))
     });
     if let Err(e) = result {
