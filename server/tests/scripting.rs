@@ -369,3 +369,27 @@ fn script_writes_are_logged_and_replicated_as_their_effects() {
         "after a restart"
     );
 }
+
+/// A script that asks for more memory than a shard's Lua state may hold, or recurses without
+/// end, fails with an error; the server goes on serving.
+#[test]
+fn scripts_that_exhaust_memory_or_the_stack_fail_cleanly() {
+    let s = ServerProc::start(bin(), &["--threads", "1"]);
+    let mut c = s.conn();
+    let r = c.cmd(&["EVAL", "return #string.rep('x', 1.5 * 2^30)", "0"]);
+    assert!(
+        matches!(&r, Frame::Error(e) if e.starts_with(b"ERR not enough memory")),
+        "{r:?}"
+    );
+    let r = c.cmd(&[
+        "EVAL",
+        "local function f(n) return f(n + 1) + 1 end return f(1)",
+        "0",
+    ]);
+    assert!(
+        matches!(&r, Frame::Error(e) if String::from_utf8_lossy(e).contains("stack overflow")),
+        "{r:?}"
+    );
+    assert_eq!(c.cmd(&["EVAL", "return 1 + 1", "0"]), Frame::Integer(2));
+    assert_eq!(c.cmd(&["PING"]), Frame::simple("PONG"));
+}

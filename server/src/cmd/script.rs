@@ -36,6 +36,10 @@ static KILL: AtomicBool = AtomicBool::new(false);
 /// Bumped by SCRIPT FLUSH: each shard then drops the scripts it compiled.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
+/// The most memory one shard's Lua state may hold: past it an allocation fails with a Lua
+/// error ("not enough memory") instead of taking the server down.
+const LUA_MEMORY_LIMIT: usize = 1 << 30;
+
 /// Instructions between two looks at SCRIPT KILL.
 const HOOK_EVERY: u32 = 100_000;
 const KILLED: &str = "ERR Script killed by user with SCRIPT KILL...";
@@ -187,6 +191,7 @@ impl Vm {
             StdLib::TABLE | StdLib::STRING | StdLib::MATH,
             LuaOptions::default(),
         )?;
+        lua.set_memory_limit(LUA_MEMORY_LIMIT)?;
         let g = lua.globals();
         for name in [
             "dofile",
@@ -459,6 +464,10 @@ fn call(
     });
     if WROTE.get() {
         RUNNING_WROTE.fetch_sub(1, Ordering::SeqCst);
+    }
+    // A script that built something big leaves it to the collector: give it back now.
+    if lua.used_memory() > 64 << 20 {
+        let _ = lua.gc_collect();
     }
     if RUNNING.fetch_sub(1, Ordering::SeqCst) == 1 {
         KILL.store(false, Ordering::SeqCst);
