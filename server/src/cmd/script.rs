@@ -212,12 +212,33 @@ impl Vm {
         let redis = lua.create_table()?;
         redis.raw_set(
             "sha1hex",
-            lua.create_function(|_, s: mlua::LuaString| Ok(sha1_hex(&s.as_bytes())))?,
+            lua.create_function(|lua, args: mlua::Variadic<Value>| match &args[..] {
+                [v] => Ok(sha1_hex(lua_text(lua, v).as_bytes())),
+                _ => Err(mlua::Error::runtime("wrong number of arguments")),
+            })?,
         )?;
         redis.raw_set(
             "log",
-            lua.create_function(|_, (level, msg): (i64, mlua::LuaString)| {
-                let msg = msg.to_string_lossy();
+            lua.create_function(|lua, args: mlua::Variadic<Value>| {
+                if args.len() < 2 {
+                    return Err(mlua::Error::runtime(
+                        "redis.log() requires two arguments or more.",
+                    ));
+                }
+                let level = match &args[0] {
+                    Value::Integer(i) => *i,
+                    Value::Number(n) => *n as i64,
+                    _ => {
+                        return Err(mlua::Error::runtime(
+                            "First argument must be a number (log level).",
+                        ))
+                    }
+                };
+                if !(0..=3).contains(&level) {
+                    return Err(mlua::Error::runtime("Invalid debug level."));
+                }
+                let msg: Vec<String> = args[1..].iter().map(|v| lua_text(lua, v)).collect();
+                let msg = msg.join(" ");
                 match level {
                     0 | 1 => tracing::debug!(target: "script", "{msg}"),
                     2 => tracing::info!(target: "script", "{msg}"),
@@ -373,6 +394,14 @@ setmetatable(G, {
             })?;
         self.compiled.insert(sha.to_string(), f.clone());
         Ok(f)
+    }
+}
+
+/// A value as Lua's `tostring` would write a string or number (`%.14g`); anything else empty.
+fn lua_text(lua: &Lua, v: &Value) -> String {
+    match lua.coerce_string(v.clone()) {
+        Ok(Some(s)) => s.to_string_lossy(),
+        _ => String::new(),
     }
 }
 
@@ -564,15 +593,9 @@ fn command(
     for a in args {
         match a {
             Value::String(s) => parts.push(Bytes::copy_from_slice(&s.as_bytes())),
-            Value::Integer(_) | Value::Number(_) => match lua.coerce_string(a)? {
-                Some(s) => parts.push(Bytes::copy_from_slice(&s.as_bytes())),
-                None => {
-                    return err_table(
-                        lua,
-                        "ERR Lua redis lib command arguments must be strings or integers",
-                    )
-                }
-            },
+            // A number is a double in Lua 5.1; Redis writes it with 17 significant digits.
+            Value::Integer(i) => parts.push(Bytes::from(crate::out::fmt_g17(i as f64))),
+            Value::Number(n) => parts.push(Bytes::from(crate::out::fmt_g17(n))),
             _ => {
                 return err_table(
                     lua,
@@ -696,11 +719,17 @@ fn reply(out: &mut Out, v: &Value, depth: usize) {
         Value::Nil | Value::Boolean(false) => out.null(),
         Value::Boolean(true) => out.int(1),
         Value::Integer(i) => out.int(*i),
-        Value::Number(n) => out.int(if n.is_finite() { n.trunc() as i64 } else { 0 }),
+        // As C's conversion on x86: what does not fit (or NaN) is i64::MIN.
+        Value::Number(n) => out.int(if n.is_finite() && n.abs() < 9.2e18 {
+            n.trunc() as i64
+        } else {
+            i64::MIN
+        }),
         Value::String(s) => out.bulk(&s.as_bytes()),
         Value::Table(t) if depth < 64 => {
             if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
-                return out.err(&one_line(&e.to_string_lossy()));
+                let e = e.to_string_lossy();
+                return out.err(&one_line(e.strip_prefix('-').unwrap_or(&e)));
             }
             if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
                 return out.simple(&one_line(&s.to_string_lossy()));
