@@ -1510,8 +1510,10 @@ impl Session {
                         timeout,
                         Some(shared.config.backend_read_timeout().unwrap_or(timeout)),
                         raw.clone(),
-                        self.db,
-                        self.resp3,
+                        // Neither the database nor the protocol matters to a kill, and a
+                        // busy server answers little besides AUTH and the kill itself.
+                        0,
+                        false,
                     )
                 })
                 .collect();

@@ -638,6 +638,39 @@ fn scripts_run_through_the_proxy_over_rcodis_groups() {
         matches!(p.cmd(&["SCRIPT", "KILL"]), Frame::Error(e) if e.starts_with(b"NOTBUSY")),
         "no script is running"
     );
+    // A busy script on the one-shard group, killed through the proxy (from inside the script,
+    // the only place that server can answer).
+    groups[0]
+        .conn()
+        .cmd(&["CONFIG", "SET", "busy-reply-threshold", "50"]);
+    let low = key_in(true);
+    let busy = std::thread::spawn(move || {
+        Conn::connect(port).cmd(&["EVAL", "while true do end", "1", &low])
+    });
+    // Busy: a new connection to that server is answered -BUSY. (One made before the script
+    // started waits for it to end, as its shard runs nothing else.)
+    let server = groups[0].port;
+    rcodis_tests::wait_until(
+        "the script to be busy",
+        std::time::Duration::from_secs(20),
+        || {
+            let mut c = Conn::connect(server);
+            c.set_timeout(std::time::Duration::from_millis(500));
+            c.send(&["PING"]);
+            matches!(c.read_opt(), Some(Frame::Error(e)) if e.starts_with(b"BUSY "))
+        },
+    );
+    assert_eq!(p.cmd(&["SCRIPT", "KILL"]), Frame::simple("OK"));
+    let reply = busy.join().unwrap();
+    assert!(
+        matches!(&reply, Frame::Error(e) if e.starts_with(b"ERR Script killed by user")),
+        "{reply:?}"
+    );
+    assert_eq!(
+        p.cmd(&["GET", &key_in(true)]),
+        Frame::bulk("5"),
+        "the group serves again"
+    );
 }
 
 /// A key of the first group (slots 0-511) or of the second.

@@ -229,11 +229,11 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
                         return;
                     }
                 };
+                let mut listen_fd = -1;
                 let listener: TcpListener = match rcodis_core::net::shared_listener(addr).map(|l| {
+                    listen_fd = std::os::fd::IntoRawFd::into_raw_fd(l);
                     // SAFETY: a listening socket we own, handed over whole.
-                    unsafe {
-                        std::os::fd::FromRawFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(l))
-                    }
+                    unsafe { std::os::fd::FromRawFd::from_raw_fd(listen_fd) }
                 }) {
                     Ok(l) => l,
                     Err(e) => {
@@ -281,6 +281,9 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
                     .detach();
                 }
                 let _ = ready.send(Ok(actual));
+                // The listener outlives the shard's scripts: it is the accept loop's until
+                // the shard stops.
+                crate::cmd::script::serve_while_busy(listen_fd, shard.shared.clone());
                 accept_loop(shard, listener).await;
             })
             .map_err(|e| anyhow::anyhow!("cannot start shard {id}: {e}"))?;

@@ -402,3 +402,71 @@ fn scripts_that_exhaust_memory_or_the_stack_fail_cleanly() {
     assert_eq!(c.cmd(&["EVAL", "return 1 + 1", "0"]), Frame::Integer(2));
     assert_eq!(c.cmd(&["PING"]), Frame::simple("PONG"));
 }
+
+/// On a one-shard server the shard running a script is the only one: past
+/// `busy-reply-threshold`, the clients that connect are answered from inside the script, as
+/// Redis answers them: -BUSY, SCRIPT KILL (after AUTH when a password is set), SHUTDOWN
+/// NOSAVE.
+#[test]
+fn a_busy_one_shard_server_answers_busy_kill_and_shutdown() {
+    let mut s = ServerProc::start(bin(), &["--threads", "1", "--requirepass", "pw"]);
+    let port = s.port;
+    let authed = move || {
+        let mut c = Conn::connect(port);
+        assert_eq!(c.cmd(&["AUTH", "pw"]), Frame::simple("OK"));
+        c
+    };
+    let mut c = authed();
+    c.cmd(&["CONFIG", "SET", "busy-reply-threshold", "100"]);
+    c.cmd(&["SET", "k", "v"]);
+    for round in 0..2 {
+        let busy = std::thread::spawn(move || {
+            authed().cmd(&["EVAL", "local i = 0 while true do i = i + 1 end", "0"])
+        });
+        // New connections get -BUSY once the script is past the threshold.
+        wait_until("the script to be busy", Duration::from_secs(10), || {
+            let mut p = Conn::connect(port);
+            p.set_timeout(Duration::from_millis(500));
+            p.send(&["AUTH", "pw"]);
+            p.send(&["GET", "k"]);
+            p.read_opt() == Some(Frame::simple("OK"))
+                && matches!(p.read_opt(), Some(Frame::Error(e)) if e.starts_with(b"BUSY "))
+        });
+        let mut k = Conn::connect(port);
+        k.set_timeout(Duration::from_secs(5));
+        assert_eq!(
+            k.cmd(&["SCRIPT", "KILL"]),
+            Frame::error("NOAUTH Authentication required."),
+            "round {round}"
+        );
+        let mut k = Conn::connect(port);
+        k.set_timeout(Duration::from_secs(5));
+        k.send_raw(b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n*2\r\n$6\r\nSCRIPT\r\n$4\r\nKILL\r\n");
+        assert_eq!(k.read_opt(), Some(Frame::simple("OK")));
+        assert_eq!(k.read_opt(), Some(Frame::simple("OK")));
+        let r = busy.join().unwrap();
+        assert!(
+            matches!(&r, Frame::Error(e) if e.starts_with(b"ERR Script killed by user")),
+            "{r:?}"
+        );
+        assert_eq!(authed().cmd(&["GET", "k"]), Frame::bulk("v"));
+    }
+    // A script that wrote cannot be killed: SHUTDOWN NOSAVE ends the server.
+    let _stuck = std::thread::spawn(move || {
+        authed().cmd(&["EVAL", "redis.call('set', 'k', 'w') while true do end", "0"])
+    });
+    wait_until("the script to be busy", Duration::from_secs(10), || {
+        let mut k = Conn::connect(port);
+        k.set_timeout(Duration::from_millis(500));
+        k.send(&["AUTH", "pw"]);
+        k.send(&["SCRIPT", "KILL"]);
+        k.read_opt() == Some(Frame::simple("OK"))
+            && matches!(k.read_opt(), Some(Frame::Error(e)) if e.starts_with(b"UNKILLABLE"))
+    });
+    let mut k = Conn::connect(port);
+    k.send(&["AUTH", "pw"]);
+    k.send(&["SHUTDOWN", "NOSAVE"]);
+    wait_until("the server to exit", Duration::from_secs(10), || {
+        s.proc.exited()
+    });
+}

@@ -15,7 +15,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use hashbrown::HashMap;
@@ -25,6 +27,7 @@ use rcodis_core::resp::{Frame, FrameDecoder, Request};
 
 use super::{Ctx, Handler};
 use crate::out::Out;
+use crate::shard::Shared;
 
 /// The server is a replica: scripts may not write.
 pub static REPLICA: AtomicBool = AtomicBool::new(false);
@@ -54,6 +57,116 @@ thread_local! {
     static WROTE: Cell<bool> = const { Cell::new(false) };
     /// The script running on this thread was stopped by SCRIPT KILL.
     static WAS_KILLED: Cell<bool> = const { Cell::new(false) };
+    /// This shard's listening socket and the server's state, for the clients that connect
+    /// while a script keeps the shard busy (see [`serve_while_busy`]).
+    static LISTENER: RefCell<Option<(std::os::fd::RawFd, Arc<Shared>)>> = const { RefCell::new(None) };
+    /// When the running script passes `busy-reply-threshold`: from then on, new connections
+    /// are answered from inside it.
+    static BUSY_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Registers this shard's listening socket: while a script runs longer than
+/// `busy-reply-threshold`, the clients that connect meanwhile are served from inside it, as
+/// Redis serves them (SCRIPT KILL, SHUTDOWN NOSAVE, AUTH; anything else gets -BUSY and the
+/// connection is closed). Without this, a one-shard server could never kill a script.
+pub fn serve_while_busy(listener: std::os::fd::RawFd, shared: Arc<Shared>) {
+    LISTENER.with(|l| *l.borrow_mut() = Some((listener, shared)));
+}
+
+const BUSY: &str =
+    "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+
+/// Accepts and answers what connected while the script runs (called from the hook).
+fn busy_clients() {
+    LISTENER.with(|l| {
+        let l = l.borrow();
+        let Some((fd, shared)) = l.as_ref() else {
+            return;
+        };
+        loop {
+            // The listener is a blocking socket (io_uring needs no more): look before taking.
+            let mut pfd = libc::pollfd {
+                fd: *fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, no waiting.
+            if unsafe { libc::poll(&mut pfd, 1, 0) } != 1 {
+                return;
+            }
+            // SAFETY: accept4 on a listening socket this shard owns, no address wanted.
+            let c = unsafe {
+                libc::accept4(
+                    *fd,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                )
+            };
+            if c < 0 {
+                return;
+            }
+            // SAFETY: a descriptor accept4 just returned, owned here from now on.
+            let stream = unsafe { <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(c) };
+            busy_client(stream, shared);
+        }
+    });
+}
+
+/// One connection made while a script runs: what it sends within a short while, answered.
+fn busy_client(mut s: std::net::TcpStream, shared: &Shared) {
+    use std::io::{Read, Write};
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+    let mut authed = shared.requirepass().is_empty();
+    let mut buf = BytesMut::new();
+    let mut dec = rcodis_core::resp::RequestDecoder::new(rcodis_core::resp::Limits::default());
+    let mut out = Out::new(false);
+    let deadline = Instant::now() + Duration::from_millis(200);
+    let mut tmp = [0u8; 4096];
+    'read: while Instant::now() < deadline {
+        match s.read(&mut tmp) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+        loop {
+            let req = match dec.decode(&mut buf) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(_) => break 'read,
+            };
+            let is =
+                |i: usize, w: &str| req.len() > i && req.arg(i).eq_ignore_ascii_case(w.as_bytes());
+            if is(0, "auth") {
+                let pass = req.arg(req.len() - 1);
+                if req.len() >= 2 && pass == shared.requirepass().as_bytes() {
+                    authed = true;
+                    out.ok();
+                } else {
+                    out.err("WRONGPASS invalid username-password pair or user is disabled.");
+                }
+            } else if !authed {
+                out.err("NOAUTH Authentication required.");
+            } else if is(0, "script") && is(1, "kill") && req.len() == 2 {
+                match kill() {
+                    Ok(()) => out.ok(),
+                    Err(e) => out.err(e),
+                }
+            } else if is(0, "shutdown") && is(1, "nosave") {
+                tracing::warn!("SHUTDOWN NOSAVE while a script runs: exiting");
+                std::process::exit(0);
+            } else {
+                out.err(BUSY);
+            }
+            // After AUTH the client has more to say; after anything else it has its answer
+            // (what it pipelined with it is answered too) and the connection is closed.
+            if !is(0, "auth") && buf.is_empty() {
+                break 'read;
+            }
+        }
+    }
+    let _ = s.write_all(&out.buf);
 }
 
 /// The script cache: SHA1 (lower-case hex) → body. Shared by all shards.
@@ -354,6 +467,9 @@ setmetatable(G, {
         lua.set_hook(
             HookTriggers::new().every_nth_instruction(HOOK_EVERY),
             |_, _| {
+                if BUSY_AT.get().is_some_and(|t| Instant::now() >= t) {
+                    busy_clients();
+                }
                 if KILL.load(Ordering::Relaxed) && !WROTE.get() {
                     WAS_KILLED.set(true);
                     return Err(mlua::Error::runtime(KILLED));
@@ -480,6 +596,12 @@ fn call(
     vm.env.raw_set("ARGV", seq(argv)?)?;
     WROTE.set(false);
     WAS_KILLED.set(false);
+    let threshold = LISTENER.with(|l| {
+        l.borrow()
+            .as_ref()
+            .and_then(|(_, shared)| shared.param("busy-reply-threshold").parse::<u64>().ok())
+    });
+    BUSY_AT.set(threshold.map(|ms| Instant::now() + Duration::from_millis(ms.max(1))));
     RUNNING.fetch_add(1, Ordering::SeqCst);
     let out = lua.scope(|scope| {
         let runner = scope
@@ -491,6 +613,7 @@ fn call(
         lua.unset_named_registry_value(RUNNER)?;
         r
     });
+    BUSY_AT.set(None);
     if WROTE.get() {
         RUNNING_WROTE.fetch_sub(1, Ordering::SeqCst);
     }

@@ -427,7 +427,6 @@ impl Reactor {
         source
     }
 
-    #[allow(dead_code)] // rcodis patch: streams use poll_read_ready_multi
     pub(crate) fn poll_read_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys.poll_ready(&source, common_flags() | read_flags());

@@ -166,17 +166,22 @@ impl TcpListener {
     pub async fn shared_accept(&self) -> Result<AcceptedTcpStream> {
         let reactor = self.reactor.upgrade().unwrap();
         let raw_fd = self.listener.as_raw_fd();
-        if let Some(r) = yolo_accept(raw_fd) {
-            match r {
-                Ok(fd) => {
-                    return Ok(AcceptedTcpStream { fd });
+        loop {
+            if let Some(r) = yolo_accept(raw_fd) {
+                match r {
+                    Ok(fd) => {
+                        return Ok(AcceptedTcpStream { fd });
+                    }
+                    Err(err) => return Err(GlommioError::IoError(err)),
                 }
-                Err(err) => return Err(GlommioError::IoError(err)),
             }
+            // rcodis patch: wait until the listener is readable, then accept with a system
+            // call, instead of an IORING_OP_ACCEPT. A pending accept takes the next
+            // connection as soon as the thread enters the kernel, even while it is busy
+            // elsewhere (a long script) and the application wants to accept it itself.
+            let source = reactor.poll_read_ready(raw_fd);
+            source.collect_rw().await?;
         }
-        let source = reactor.accept(self.listener.as_raw_fd());
-        let fd = source.collect_rw().await?;
-        Ok(AcceptedTcpStream { fd: fd as RawFd })
     }
 
     /// Accepts a new incoming TCP connection in this executor
