@@ -47,8 +47,18 @@ const LUA_MEMORY_LIMIT: usize = 1 << 30;
 const HOOK_EVERY: u32 = 100_000;
 const KILLED: &str = "ERR Script killed by user with SCRIPT KILL...";
 
+/// The script running on this thread: its handler context, declared keys, and whether it may
+/// write. Pointers valid only while the script runs (set and cleared around it in `call`).
+#[derive(Clone, Copy)]
+struct Current {
+    ctx: *mut Ctx<'static>,
+    keys: *const [Bytes],
+    ro: bool,
+}
+
 thread_local! {
     static VM: RefCell<Option<Vm>> = const { RefCell::new(None) };
+    static CURRENT: Cell<Option<Current>> = const { Cell::new(None) };
     /// The writes the script that just ran made (each command as it ran), for the log and
     /// replicas in place of the script itself (see [`take_effects`]). Kept out of the
     /// handler context, which every command builds and drops.
@@ -271,8 +281,6 @@ struct Vm {
     lua: Lua,
     /// The globals scripts see (behind the read-only `_G`).
     env: Table,
-    /// Where `redis.call` and `redis.pcall` find this run's command runner.
-    private: Table,
     xpcall: Function,
     on_error: Function,
     compiled: HashMap<String, Function>,
@@ -440,6 +448,18 @@ setmetatable(G, {
             .into_function()?;
         let env = lua.create_table()?;
         setup.call::<()>((redis, private.clone(), env.clone(), g.clone()))?;
+        let runner = lua.create_function(|lua, args: mlua::MultiValue| {
+            let Some(cur) = CURRENT.get() else {
+                return err_table(lua, "ERR redis.call is only for a running script");
+            };
+            // SAFETY: set by `call` for the script now running on this thread and cleared
+            // before that borrow ends; a script runs one command at a time (no re-entry:
+            // EVAL is not allowed from scripts).
+            let (ctx, keys) = unsafe { (&mut *cur.ctx, &*cur.keys) };
+            command(lua, ctx, keys, cur.ro, args)
+        })?;
+        private.raw_set("run", runner.clone())?;
+        lua.set_named_registry_value(RUNNER, runner)?;
         let xpcall: Function = env.raw_get("xpcall")?;
         // Runs where the error was raised (the stack still there): the error and the line of
         // the script it came from.
@@ -480,7 +500,6 @@ setmetatable(G, {
         Ok(Vm {
             lua,
             env,
-            private,
             xpcall,
             on_error,
             compiled: HashMap::new(),
@@ -603,16 +622,15 @@ fn call(
     });
     BUSY_AT.set(threshold.map(|ms| Instant::now() + Duration::from_millis(ms.max(1))));
     RUNNING.fetch_add(1, Ordering::SeqCst);
-    let out = lua.scope(|scope| {
-        let runner = scope
-            .create_function_mut(|lua, args: mlua::MultiValue| command(lua, ctx, keys, ro, args))?;
-        vm.private.raw_set("run", runner.clone())?;
-        lua.set_named_registry_value(RUNNER, runner)?;
-        let r = vm.xpcall.call::<mlua::MultiValue>((f, vm.on_error.clone()));
-        vm.private.raw_set("run", Value::Nil)?;
-        lua.unset_named_registry_value(RUNNER)?;
-        r
-    });
+    // What `redis.call` works on, for the length of the call (the runner, made once, finds it
+    // here: no callback to build and register per script).
+    CURRENT.set(Some(Current {
+        ctx: (ctx as *mut Ctx<'_>).cast(),
+        keys,
+        ro,
+    }));
+    let out = vm.xpcall.call::<mlua::MultiValue>((f, vm.on_error.clone()));
+    CURRENT.set(None);
     BUSY_AT.set(None);
     if WROTE.get() {
         RUNNING_WROTE.fetch_sub(1, Ordering::SeqCst);
