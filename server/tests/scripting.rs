@@ -419,10 +419,15 @@ fn a_busy_one_shard_server_answers_busy_kill_and_shutdown() {
     let mut c = authed();
     c.cmd(&["CONFIG", "SET", "busy-reply-threshold", "100"]);
     c.cmd(&["SET", "k", "v"]);
-    for round in 0..2 {
-        let busy = std::thread::spawn(move || {
-            authed().cmd(&["EVAL", "local i = 0 while true do i = i + 1 end", "0"])
-        });
+    // The second time in a coroutine (which has the hook too).
+    for (round, body) in [
+        "local i = 0 while true do i = i + 1 end",
+        "coroutine.wrap(function() while true do end end)()",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let busy = std::thread::spawn(move || authed().cmd(&["EVAL", body, "0"]));
         // New connections get -BUSY once the script is past the threshold.
         wait_until("the script to be busy", Duration::from_secs(10), || {
             let mut p = Conn::connect(port);

@@ -484,7 +484,7 @@ setmetatable(G, {
             t.raw_set(2, line)?;
             Ok(t)
         })?;
-        lua.set_hook(
+        lua.set_global_hook(
             HookTriggers::new().every_nth_instruction(HOOK_EVERY),
             |_, _| {
                 if BUSY_AT.get().is_some_and(|t| Instant::now() >= t) {
