@@ -1214,13 +1214,17 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
         let maxmem = crate::memory::max();
         let peak = crate::memory::peak();
         let human = rcodis_core::num::bytes_to_human;
+        let lua = crate::cmd::script::lua_memory();
+        let (nscripts, scripts) = crate::cmd::script::cache_size();
         let _ = write!(
             s,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nused_memory_peak_perc:{:.2}%\r\nused_memory_lua:31744\r\nused_memory_scripts:0\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:jemalloc-5\r\nlazyfree_pending_objects:0\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nused_memory_peak_perc:{:.2}%\r\nused_memory_lua:{lua}\r\nused_memory_lua_human:{}\r\nused_memory_scripts_eval:{scripts}\r\nnumber_of_cached_scripts:{nscripts}\r\nused_memory_scripts:{scripts}\r\nused_memory_scripts_human:{}\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:jemalloc-5\r\nlazyfree_pending_objects:0\r\n\r\n",
             human(used),
             human(rss),
             human(peak),
             if peak > 0 { used as f64 * 100.0 / peak as f64 } else { 100.0 },
+            human(lua),
+            human(scripts),
             human(maxmem),
             shared.param("maxmemory-policy"),
             if used > 0 { rss as f64 / used as f64 } else { 1.0 },

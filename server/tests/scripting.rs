@@ -218,6 +218,22 @@ fn scripts_across_shards_in_transactions_and_for_blocked_clients() {
     w.cmd(&["SET", &k0, "mine"]);
     assert_eq!(w.cmd(&["EXEC"]), Frame::NullArray);
     assert_eq!(c.cmd(&["GET", &k0]), Frame::bulk("changed"));
+
+    // INFO memory counts the cached scripts and the Lua states.
+    let field = |c: &mut Conn, name: &str| -> u64 {
+        let info = rcodis_tests::text(&c.cmd(&["INFO", "memory"]));
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {info}"))
+    };
+    let before = field(&mut c, "number_of_cached_scripts");
+    c.cmd(&["SCRIPT", "LOAD", "return 'counted'"]);
+    assert_eq!(field(&mut c, "number_of_cached_scripts"), before + 1);
+    assert!(field(&mut c, "used_memory_scripts_eval") > 0);
+    assert!(field(&mut c, "used_memory_lua") > 0);
+    c.cmd(&["SCRIPT", "FLUSH"]);
+    assert_eq!(field(&mut c, "number_of_cached_scripts"), 0);
 }
 
 /// SCRIPT KILL stops a busy script that has not written, from a connection served by

@@ -36,6 +36,8 @@ static RUNNING: AtomicUsize = AtomicUsize::new(0);
 static RUNNING_WROTE: AtomicUsize = AtomicUsize::new(0);
 /// SCRIPT KILL asked the running scripts that have not written to stop.
 static KILL: AtomicBool = AtomicBool::new(false);
+/// The memory of every shard's Lua state, each as of its last script (see [`account`]).
+static LUA_MEMORY: AtomicU64 = AtomicU64::new(0);
 /// Bumped by SCRIPT FLUSH: each shard then drops the scripts it compiled.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
@@ -59,6 +61,8 @@ struct Current {
 thread_local! {
     static VM: RefCell<Option<Vm>> = const { RefCell::new(None) };
     static CURRENT: Cell<Option<Current>> = const { Cell::new(None) };
+    /// What this thread's Lua state counts for in `LUA_MEMORY`.
+    static LUA_COUNTED: Cell<u64> = const { Cell::new(0) };
     /// The writes the script that just ran made (each command as it ran), for the log and
     /// replicas in place of the script itself (see [`take_effects`]). Kept out of the
     /// handler context, which every command builds and drops.
@@ -251,6 +255,29 @@ pub fn load(body: &[u8]) -> Result<String, String> {
     Ok(sha)
 }
 
+/// The memory the shards' Lua states hold (INFO's used_memory_lua), as of their last script.
+pub fn lua_memory() -> u64 {
+    LUA_MEMORY.load(Ordering::Relaxed)
+}
+
+/// The cached scripts: how many, and the bytes of their bodies and SHA1s (INFO's
+/// number_of_cached_scripts and used_memory_scripts_eval).
+pub fn cache_size() -> (usize, u64) {
+    let c = cache().lock().expect("script cache");
+    (c.len(), c.values().map(|b| b.len() as u64 + 40).sum())
+}
+
+/// Counts this thread's Lua state in [`lua_memory`] as it is now.
+fn account(lua: &Lua) {
+    let now = lua.used_memory() as u64;
+    let before = LUA_COUNTED.replace(now);
+    if now >= before {
+        LUA_MEMORY.fetch_add(now - before, Ordering::Relaxed);
+    } else {
+        LUA_MEMORY.fetch_sub(before - now, Ordering::Relaxed);
+    }
+}
+
 /// SCRIPT EXISTS for one SHA1.
 pub fn exists(sha: &[u8]) -> bool {
     let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
@@ -301,6 +328,7 @@ fn with_vm<R>(f: impl FnOnce(&mut Vm) -> Result<R, String>) -> Result<R, String>
             vm.generation = g;
         }
         let r = f(&mut vm);
+        account(&vm.lua);
         *cell.borrow_mut() = Some(vm);
         r
     })
