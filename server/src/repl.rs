@@ -57,6 +57,8 @@ pub struct Repl {
     pub replicas: Mutex<std::collections::BTreeMap<u64, ReplicaEntry>>,
     /// Bytes sent to replicas since start (master_repl_offset).
     pub offset: AtomicU64,
+    /// Full resyncs served to replicas (INFO's sync_full).
+    pub sync_full: AtomicU64,
 }
 
 impl Default for Repl {
@@ -74,6 +76,7 @@ impl Default for Repl {
             link_token: b.iter().map(|x| format!("{x:02x}")).collect(),
             replicas: Mutex::new(Default::default()),
             offset: AtomicU64::new(0),
+            sync_full: AtomicU64::new(0),
         }
     }
 }
@@ -466,6 +469,7 @@ pub async fn serve_replica(
             .lock()
             .expect("repl lock")
             .insert(conn_id, (peer_ip.clone(), listening_port, sent.clone()));
+        shared.repl.sync_full.fetch_add(1, Ordering::Relaxed);
         tracing::info!(replica = %format!("{peer_ip}:{listening_port}"), "replica attached (full resync)");
         if let Err(e) = stream_to(stream, &shared, images, streams, &queued, &sent).await {
             tracing::info!(replica = %format!("{peer_ip}:{listening_port}"), reason = %e, "replica detached");

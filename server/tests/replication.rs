@@ -98,6 +98,7 @@ fn replica_follows_refuses_writes_and_resyncs() {
         info_field(&mut r, "replication", "master_link_status"),
         "up"
     );
+    assert_eq!(info_field(&mut m, "stats", "sync_full"), "1");
     assert_eq!(info_field(&mut m, "replication", "connected_slaves"), "1");
     let role = m.cmd(&["ROLE"]);
     assert!(
