@@ -1288,7 +1288,8 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
     }
     if want("cpu") {
         let (sys, user) = rcodis_core::process::cpu_times();
-        let _ = write!(s, "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n\r\n");
+        let (csys, cuser) = rcodis_core::process::children_cpu_times();
+        let _ = write!(s, "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:{csys:.6}\r\nused_cpu_user_children:{cuser:.6}\r\n\r\n");
     }
     if want("modules") {
         s.push_str("# Modules\r\n\r\n");
