@@ -5,13 +5,13 @@
 //! inline, as any command; or, keys on several shards, on the temporary database of an
 //! atomic multi-shard step), so nothing else runs on those keys meanwhile. Each shard thread
 //! has its own Lua 5.1 state. `redis.call` runs the command's handler on the same database;
-//! the writes it makes are collected in the context's `effects` and logged (append-only file,
+//! the writes it makes are collected (see [`take_effects`]) and logged (append-only file,
 //! replicas) one by one in place of the script, as Redis 7 replicates a script's effects.
 //!
 //! As in Redis Cluster, a script reaches the keys it declares and, on a shard's own
 //! database, undeclared keys of that shard; others get an error. The Lua environment is
-//! Redis 7.0's: globals are read-only, `KEYS` and `ARGV`, the `redis` library, `cjson`.
-//! Not provided: `bit`, `struct`, `cmsgpack`, `redis.setresp(3)`, functions (FUNCTION/FCALL).
+//! Redis 7.0's: globals are read-only, `KEYS` and `ARGV`, the `redis` library, `cjson`, `bit`.
+//! Not provided: `struct`, `cmsgpack`, `redis.setresp(3)`, functions (FUNCTION/FCALL).
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -114,7 +114,7 @@ fn busy_clients() {
                     *fd,
                     std::ptr::null_mut(),
                     std::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                    libc::SOCK_CLOEXEC,
                 )
             };
             if c < 0 {
@@ -130,7 +130,6 @@ fn busy_clients() {
 /// One connection made while a script runs: what it sends within a short while, answered.
 fn busy_client(mut s: std::net::TcpStream, shared: &Shared) {
     use std::io::{Read, Write};
-    let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
     let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
     let mut authed = shared.requirepass().is_empty();
@@ -357,7 +356,6 @@ impl Vm {
         ] {
             g.raw_set(name, Value::Nil)?;
         }
-        let private = lua.create_table()?;
         let redis = lua.create_table()?;
         redis.raw_set(
             "sha1hex",
@@ -431,10 +429,9 @@ impl Vm {
         let setup: Function = lua
             .load(
                 r#"
-local redis, private, env, G = ...
+local redis, env, G = ...
 local type, error, rawget, rawset, pairs, tostring, setmetatable =
   type, error, rawget, rawset, pairs, tostring, setmetatable
-redis.pcall = function(...) return private.run(...) end
 redis.error_reply = function(msg)
   if type(msg) ~= 'string' then error('wrong number or type of arguments', 2) end
   return { err = msg }
@@ -475,7 +472,6 @@ setmetatable(G, {
             .set_name("=rcodis")
             .into_function()?;
         let env = lua.create_table()?;
-        setup.call::<()>((redis, private.clone(), env.clone(), g.clone()))?;
         let runner = lua.create_function(|lua, args: mlua::MultiValue| {
             let Some(cur) = CURRENT.get() else {
                 return err_table(lua, "ERR redis.call is only for a running script");
@@ -486,8 +482,10 @@ setmetatable(G, {
             let (ctx, keys) = unsafe { (&mut *cur.ctx, &*cur.keys) };
             command(lua, ctx, keys, cur.ro, args)
         })?;
-        private.raw_set("run", runner.clone())?;
-        lua.set_named_registry_value(RUNNER, runner)?;
+        // redis.pcall is the runner itself; redis.call (a C function) finds it in the registry.
+        redis.raw_set("pcall", runner.clone())?;
+        lua.set_named_registry_value(RUNNER.to_str().expect("ASCII"), runner)?;
+        setup.call::<()>((redis, env.clone(), g.clone()))?;
         let xpcall: Function = env.raw_get("xpcall")?;
         // Runs where the error was raised (the stack still there): the error and the line of
         // the script it came from.
@@ -700,8 +698,8 @@ fn call(
     Ok(())
 }
 
-/// Where `redis.call` finds the running script's command runner (the registry).
-const RUNNER: &str = "rcodis_run";
+/// Where `redis.call` finds the command runner (the registry).
+const RUNNER: &std::ffi::CStr = c"rcodis_run";
 
 /// `redis.call`: the runner's reply, or, for an error reply, that reply's `{err = ...}` table
 /// raised as the error. A C function, not a Lua one: `return redis.call(...)` is then no
@@ -713,7 +711,7 @@ unsafe extern "C-unwind" fn redis_call(l: *mut mlua::ffi::lua_State) -> std::ffi
     // value pushed (LUA_MINSTACK); the runner is a function or nil (then Lua raises).
     unsafe {
         let n = ffi::lua_gettop(l);
-        ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, c"rcodis_run".as_ptr());
+        ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, RUNNER.as_ptr());
         ffi::lua_insert(l, 1);
         ffi::lua_call(l, n, 1);
         if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
@@ -829,8 +827,7 @@ fn command(
         }
         EFFECTS.with(|e| e.borrow_mut().push((spec, req)));
     }
-    let mut buf = BytesMut::from(&out.buf[..]);
-    match FrameDecoder::default().decode(&mut buf) {
+    match FrameDecoder::default().decode(&mut out.buf) {
         Ok(Some(f)) => to_lua(lua, f),
         _ => err_table(lua, "ERR internal: unreadable reply"),
     }
