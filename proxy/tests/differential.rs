@@ -465,6 +465,57 @@ fn proxy_over(ports: [u16; 2], dir: &std::path::Path) -> (rcodis_tests::Process,
     rcodis_tests::spawn_on_free_port("rcodis-proxy", cmd)
 }
 
+/// Functions through the proxy: FUNCTION LOAD reaches every group (`groups`), so FCALL runs
+/// wherever its key lives (`low` and `high` are keys of the two groups); the library is
+/// listed, dumped, deleted and restored through the proxy.
+fn functions_through(p: &mut Conn, groups: &[u16], low: &str, high: &str) {
+    let lib = "#!lua name=proxylib\n\
+               redis.register_function('pset', function(k, a) return redis.call('set', k[1], a[1]) end)\n\
+               redis.register_function{function_name='pget', callback=function(k, a) return redis.call('get', k[1]) end, flags={'no-writes'}}";
+    assert_eq!(p.cmd(&["FUNCTION", "LOAD", lib]), Frame::bulk("proxylib"));
+    assert!(
+        p.cmd(&["FUNCTION", "LOAD", lib]).is_error(),
+        "loading it again is refused (by every group)"
+    );
+    for (i, k) in [low, high].into_iter().enumerate() {
+        assert_eq!(p.cmd(&["FCALL", "pset", "1", k, k]), Frame::simple("OK"));
+        assert_eq!(p.cmd(&["FCALL_RO", "pget", "1", k]), Frame::bulk(k));
+        assert_eq!(
+            Conn::connect(groups[i]).cmd(&["GET", k]),
+            Frame::bulk(k),
+            "the function ran on the key's group"
+        );
+    }
+    for g in groups {
+        let list = Conn::connect(*g).cmd(&["FUNCTION", "LIST"]);
+        assert_eq!(list.as_array().map(|l| l.len()), Some(1), "{list:?}");
+    }
+    let list = p.cmd(&["FUNCTION", "LIST", "LIBRARYNAME", "proxylib"]);
+    assert_eq!(list.as_array().map(|l| l.len()), Some(1), "{list:?}");
+    let stats = p.cmd(&["FUNCTION", "STATS"]);
+    assert!(
+        format!("{stats:?}").contains("functions_count"),
+        "{stats:?}"
+    );
+    let dump = p.cmd(&["FUNCTION", "DUMP"]);
+    let Frame::Bulk(dump) = dump else {
+        panic!("FUNCTION DUMP: {dump:?}")
+    };
+    assert_eq!(
+        p.cmd(&["FUNCTION", "DELETE", "proxylib"]),
+        Frame::simple("OK")
+    );
+    assert!(p.cmd(&["FCALL", "pget", "1", high]).is_error());
+    assert!(p.cmd(&["FUNCTION", "DELETE", "proxylib"]).is_error());
+    assert_eq!(
+        p.cmd(&[&b"FUNCTION"[..], b"RESTORE", &dump]),
+        Frame::simple("OK")
+    );
+    assert_eq!(p.cmd(&["FCALL_RO", "pget", "1", low]), Frame::bulk(low));
+    assert_eq!(p.cmd(&["FUNCTION", "FLUSH"]), Frame::simple("OK"));
+    assert!(p.cmd(&["FCALL_RO", "pget", "1", low]).is_error());
+}
+
 /// Over redis-server groups, scripts work through the proxy: routed by their keys (all in
 /// one slot), or, given none, to the group of slot 0 as in Codis; SCRIPT LOAD reaches every
 /// group, so EVALSHA finds its script wherever it is routed.
@@ -517,54 +568,7 @@ fn scripts_run_through_the_proxy_over_redis_groups() {
         ])
     );
 
-    // Functions: FUNCTION LOAD reaches every group, so FCALL runs wherever its key lives;
-    // the library is listed, dumped and deleted through the proxy.
-    let lib = "#!lua name=proxylib\n\
-               redis.register_function('pset', function(k, a) return redis.call('set', k[1], a[1]) end)\n\
-               redis.register_function{function_name='pget', callback=function(k, a) return redis.call('get', k[1]) end, flags={'no-writes'}}";
-    assert_eq!(p.cmd(&["FUNCTION", "LOAD", lib]), Frame::bulk("proxylib"));
-    assert!(
-        p.cmd(&["FUNCTION", "LOAD", lib]).is_error(),
-        "loading it again is refused (by every group)"
-    );
-    for k in [&low, &high] {
-        assert_eq!(p.cmd(&["FCALL", "pset", "1", k, k]), Frame::simple("OK"));
-        assert_eq!(
-            p.cmd(&["FCALL_RO", "pget", "1", k]),
-            Frame::bulk(k.as_str())
-        );
-    }
-    for g in &groups {
-        let list = Conn::connect(g.port).cmd(&["FUNCTION", "LIST"]);
-        assert_eq!(list.as_array().map(|l| l.len()), Some(1), "{list:?}");
-    }
-    let list = p.cmd(&["FUNCTION", "LIST", "LIBRARYNAME", "proxylib"]);
-    assert_eq!(list.as_array().map(|l| l.len()), Some(1), "{list:?}");
-    let stats = p.cmd(&["FUNCTION", "STATS"]);
-    assert!(
-        format!("{stats:?}").contains("functions_count"),
-        "{stats:?}"
-    );
-    let dump = p.cmd(&["FUNCTION", "DUMP"]);
-    let Frame::Bulk(dump) = dump else {
-        panic!("FUNCTION DUMP: {dump:?}")
-    };
-    assert_eq!(
-        p.cmd(&["FUNCTION", "DELETE", "proxylib"]),
-        Frame::simple("OK")
-    );
-    assert!(p.cmd(&["FCALL", "pget", "1", &high]).is_error());
-    assert!(p.cmd(&["FUNCTION", "DELETE", "proxylib"]).is_error());
-    assert_eq!(
-        p.cmd(&[&b"FUNCTION"[..], b"RESTORE", &dump]),
-        Frame::simple("OK")
-    );
-    assert_eq!(
-        p.cmd(&["FCALL_RO", "pget", "1", &low]),
-        Frame::bulk(low.as_str())
-    );
-    assert_eq!(p.cmd(&["FUNCTION", "FLUSH"]), Frame::simple("OK"));
-    assert!(p.cmd(&["FCALL_RO", "pget", "1", &low]).is_error());
+    functions_through(&mut p, &[groups[0].port, groups[1].port], &low, &high);
 
     // ROLE: the proxy is one master, as its INFO says.
     assert_eq!(
@@ -613,6 +617,7 @@ fn scripts_run_through_the_proxy_over_redis_groups() {
 /// Over rcodis-server groups (the usual cluster), scripts work through the proxy the same
 /// way: by their keys, keyless on slot 0's group, cached on every group by SCRIPT LOAD. The
 /// lock release script client libraries use (redis-py's `Lock`) deletes only its own token.
+/// Functions too: loaded on every group, called where their keys live.
 #[test]
 fn scripts_run_through_the_proxy_over_rcodis_groups() {
     let bin = rcodis_tests::bin_path("rcodis-server");
@@ -705,6 +710,12 @@ fn scripts_run_through_the_proxy_over_rcodis_groups() {
         p.cmd(&["GET", &key_in(true)]),
         Frame::bulk("5"),
         "the group serves again"
+    );
+    functions_through(
+        &mut p,
+        &[groups[0].port, groups[1].port],
+        &key_in(true),
+        &key_in(false),
     );
 }
 

@@ -333,7 +333,12 @@ impl Aof {
 
     /// Starts a background rewrite: a child process writes `dbs` as of now while this shard
     /// keeps serving and logging (to the old log and to a buffer for the new one).
-    pub fn start_rewrite(&mut self, dbs: &mut [Db], now: u64) -> std::io::Result<RewriteStart> {
+    pub fn start_rewrite(
+        &mut self,
+        dbs: &mut [Db],
+        now: u64,
+        shard: usize,
+    ) -> std::io::Result<RewriteStart> {
         if self.memory_only {
             return Ok(RewriteStart::Off);
         }
@@ -343,11 +348,13 @@ impl Aof {
         // Records already applied belong to the image, not to the buffer.
         self.write_out();
         let tmp = self.path.with_extension("aof.rewrite");
+        // Taken before the fork: the child must not take locks.
+        let pre = crate::cmd::function::image_for(shard);
         let child = {
             let tmp = tmp.clone();
             crate::fork::spawn(move || {
                 let mut w = std::io::BufWriter::new(File::create(&tmp)?);
-                write_image(&mut w, dbs, now)?;
+                write_image(&mut w, dbs, now, &pre)?;
                 let f = w.into_inner().map_err(|e| e.into_error())?;
                 f.sync_all()
             })?
@@ -416,7 +423,7 @@ impl Aof {
 
     /// Replaces the log with a compact one holding `dbs`' current data, now, on this thread
     /// (start-up relayout, DEBUG RELOAD).
-    pub fn rewrite(&mut self, dbs: &mut [Db], now: u64) -> std::io::Result<()> {
+    pub fn rewrite(&mut self, dbs: &mut [Db], now: u64, shard: usize) -> std::io::Result<()> {
         if self.memory_only {
             return Ok(());
         }
@@ -424,7 +431,7 @@ impl Aof {
         self.sync();
         let tmp = self.path.with_extension("aof.rewrite");
         let mut w = std::io::BufWriter::new(File::create(&tmp)?);
-        write_image(&mut w, dbs, now)?;
+        write_image(&mut w, dbs, now, &crate::cmd::function::image_for(shard))?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         drop(f);
@@ -439,10 +446,24 @@ impl Aof {
     }
 }
 
-/// Writes the data of `dbs` as log records (SELECT, RESTORE, PEXPIREAT): the format of
+/// Writes the data of `dbs` as log records (SELECT, RESTORE, PEXPIREAT), after the records
+/// `pre` (shard 0's library set, see [`crate::cmd::function::image_for`]): the format of
 /// rewritten logs and of snapshots.
-pub fn write_image(w: &mut impl Write, dbs: &mut [Db], now: u64) -> std::io::Result<()> {
+pub fn write_image(
+    w: &mut impl Write,
+    dbs: &mut [Db],
+    now: u64,
+    pre: &[Vec<Bytes>],
+) -> std::io::Result<()> {
     let mut out = Vec::new();
+    for r in pre {
+        out.clear();
+        encode::write_array_len(&mut out, r.len());
+        for a in r {
+            encode::write_bulk(&mut out, a);
+        }
+        w.write_all(&out)?;
+    }
     for (i, d) in dbs.iter_mut().enumerate() {
         let mut keys: Vec<Bytes> = Vec::new();
         d.for_each_key(now, |k, _| keys.push(k.to_bytes()));
@@ -486,12 +507,19 @@ pub fn snapshot_path(dir: &Path, shard: usize) -> PathBuf {
 }
 
 /// Writes a snapshot of `dbs` for `shard` (temp file, fsync, rename).
-pub fn write_snapshot(dir: &Path, shard: usize, dbs: &mut [Db], now: u64) -> std::io::Result<()> {
+/// `pre` as for [`write_image`].
+pub fn write_snapshot(
+    dir: &Path,
+    shard: usize,
+    dbs: &mut [Db],
+    now: u64,
+    pre: &[Vec<Bytes>],
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let path = snapshot_path(dir, shard);
     let tmp = path.with_extension("snap.tmp");
     let mut w = std::io::BufWriter::new(File::create(&tmp)?);
-    write_image(&mut w, dbs, now)?;
+    write_image(&mut w, dbs, now, pre)?;
     let f = w.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
     drop(f);

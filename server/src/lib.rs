@@ -478,7 +478,7 @@ fn load_logs(states: &mut [ShardState], config: &Config, shared: &Shared) -> any
     for st in states.iter_mut() {
         let mut log = aof::Aof::open(&config.dir, st.id, policy)?;
         if relayout {
-            log.rewrite(&mut st.dbs, db::now_ms())?;
+            log.rewrite(&mut st.dbs, db::now_ms(), st.id)?;
         }
         st.aof = Some(log);
     }
@@ -564,7 +564,7 @@ async fn log_keeper(shard: Rc<Shard>) {
                 size = a.size,
                 "rewriting the append-only log in the background"
             );
-            if let Err(e) = a.start_rewrite(&mut st.dbs, db::now_ms()) {
+            if let Err(e) = a.start_rewrite(&mut st.dbs, db::now_ms(), st.id) {
                 tracing::error!(error = %e, "cannot start the append-only log rewrite");
                 retry_at = std::time::Instant::now() + Duration::from_secs(5);
             }

@@ -430,9 +430,10 @@ pub async fn serve_replica(
             let child = {
                 let tmp = tmp.clone();
                 let dbs = &mut st.dbs;
+                let pre = crate::cmd::function::image_for(st.id);
                 crate::fork::spawn(move || {
                     let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-                    crate::aof::write_image(&mut w, dbs, now)?;
+                    crate::aof::write_image(&mut w, dbs, now, &pre)?;
                     w.flush()
                 })
                 .map_err(|e| format!("cannot fork: {e}"))?

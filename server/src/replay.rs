@@ -105,6 +105,18 @@ pub fn replay(
                     }
                 }
             }
+            "function|load" | "function|delete" | "function|flush" | "function|restore" => {
+                // The library set (logged with shard 0's data).
+                let mut out = Out::new(false);
+                let sub = &spec.name["function|".len()..];
+                let _ = cmd::function::command(sub, req, &mut out);
+                if out.buf.first() == Some(&b'-') {
+                    tracing::warn!(
+                        error = %String::from_utf8_lossy(&out.buf).trim_end(),
+                        "AOF: a logged FUNCTION command failed"
+                    );
+                }
+            }
             _ if cmd::handler(spec).is_some() => {
                 let args: Vec<&[u8]> = req.args().collect();
                 let keys: Vec<Bytes> = table::key_indexes(spec, &args, false)

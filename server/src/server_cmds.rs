@@ -210,6 +210,45 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
         "client|tracking" | "client|caching" | "client|trackinginfo" => {
             out.err("ERR client-side caching is not supported by rcodis")
         }
+        "function|help" => help(out, "FUNCTION", &[
+            "LOAD [REPLACE] <FUNCTION CODE>",
+            "    Create a new library with the given library name and code.",
+            "DELETE <LIBRARY NAME>",
+            "    Delete the given library.",
+            "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
+            "    Return general information on all the libraries:",
+            "    * Library name",
+            "    * The engine used to run the Library",
+            "    * Library description",
+            "    * Functions list",
+            "    * Library code (if WITHCODE is given)",
+            "    It also possible to get only function that matches a pattern using LIBRARYNAME argument.",
+            "STATS",
+            "    Return information about the current function running:",
+            "    * Function name",
+            "    * Command used to run the function",
+            "    * Duration in MS that the function is running",
+            "    If no function is running, return nil",
+            "    In addition, returns a list of available engines.",
+            "KILL",
+            "    Kill the current running function.",
+            "FLUSH [ASYNC|SYNC]",
+            "    Delete all the libraries.",
+            "    When called without the optional mode argument, the behavior is determined by the",
+            "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+            "    * ASYNC: Asynchronously flush the libraries.",
+            "    * SYNC: Synchronously flush the libraries.",
+            "DUMP",
+            "    Return a serialized payload representing the current libraries, can be restored using FUNCTION RESTORE command",
+            "RESTORE <PAYLOAD> [FLUSH|APPEND|REPLACE]",
+            "    Restore the libraries represented by the given payload, it is possible to give a restore policy to",
+            "    control how to handle existing libraries (default APPEND):",
+            "    * FLUSH: delete all existing libraries.",
+            "    * APPEND: appends the restored libraries to the existing libraries. On collision, abort.",
+            "    * REPLACE: appends the restored libraries to the existing libraries, On collision, replace the old",
+            "      libraries with the new libraries (notice that even on this option there is a chance of failure",
+            "      in case of functions name collision with another library).",
+        ]),
         "client|help" => help(out, "CLIENT", &["ID", "GETNAME", "SETNAME <name>", "SETINFO <attr> <value>", "LIST", "INFO", "KILL <ip:port>|ID <id>", "NO-EVICT ON|OFF"]),
         "script|flush" => {
             if req.len() == 3
@@ -225,30 +264,22 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
             Ok(sha) => out.bulk(sha.as_bytes()),
             Err(e) => out.err(&e),
         },
-        "function|flush" => out.ok(),
-        "function|list" => out.array(0),
-        "function|stats" => {
-            out.map(2);
-            out.bulk(b"running_script");
-            out.null();
-            out.bulk(b"engines");
-            out.map(0);
+        "function|load" | "function|delete" | "function|flush" | "function|restore"
+        | "function|list" | "function|dump" | "function|stats" | "function|kill" => {
+            let sub = &spec.name["function|".len()..];
+            let records = crate::cmd::function::command(sub, req, out);
+            log_functions(c, records).await;
         }
-        "function|dump" => out.bulk(b""),
         "script|exists" => {
             out.array(req.len() - 2);
             for i in 2..req.len() {
                 out.int(crate::cmd::script::exists(req.arg(i)) as i64);
             }
         }
-        "fcall" | "fcall_ro" | "function|load" | "function|delete" | "function|restore" => {
-            out.err("ERR functions are not supported by rcodis (EVAL and EVALSHA are)")
-        }
-        "script|kill" => match crate::cmd::script::kill() {
+        "script|kill" => match crate::cmd::script::kill(true) {
             Ok(()) => out.ok(),
             Err(e) => out.err(e),
         },
-        "function|kill" => out.err("NOTBUSY No scripts in execution right now."),
         "slowlog|get" => slowlog_get(c, req, out).await,
         "slowlog|len" => {
             let n: usize = c.shard.run_on_all(|st| st.slowlog.len()).await.into_iter().sum();
@@ -269,7 +300,7 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
             let results = c
                 .shard
                 .run_on_all(|st| match st.aof.as_mut() {
-                    Some(a) => a.start_rewrite(&mut st.dbs, now_ms()).map_err(|e| e.to_string()),
+                    Some(a) => a.start_rewrite(&mut st.dbs, now_ms(), st.id).map_err(|e| e.to_string()),
                     None => Ok(crate::aof::RewriteStart::Off),
                 })
                 .await;
@@ -420,7 +451,8 @@ pub async fn save(shard: &std::rc::Rc<crate::shard::Shard>) -> Result<(), String
     let dir = shard.shared.config().dir;
     let results = shard
         .run_on_all(move |st| {
-            crate::aof::write_snapshot(&dir, st.id, &mut st.dbs, now_ms())
+            let pre = crate::cmd::function::image_for(st.id);
+            crate::aof::write_snapshot(&dir, st.id, &mut st.dbs, now_ms(), &pre)
                 .map_err(|e| e.to_string())
         })
         .await;
@@ -449,7 +481,8 @@ pub async fn bgsave(shard: &std::rc::Rc<crate::shard::Shard>) -> Result<(), Stri
         .run_on_all(move |st| {
             let id = st.id;
             let dbs = &mut st.dbs;
-            crate::fork::spawn(|| crate::aof::write_snapshot(&dir, id, dbs, now))
+            let pre = crate::cmd::function::image_for(id);
+            crate::fork::spawn(|| crate::aof::write_snapshot(&dir, id, dbs, now, &pre))
                 .map_err(|e| e.to_string())
         })
         .await;
@@ -508,6 +541,26 @@ fn unsafe_free_sigterm() {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &std::process::id().to_string()])
         .status();
+}
+
+/// Logs a change of the library set (FUNCTION LOAD, ...) with shard 0's data (see
+/// [`crate::cmd::function`]): its log and its replicas.
+async fn log_functions(c: &mut Conn, records: crate::cmd::function::Records) {
+    if records.is_empty() {
+        return;
+    }
+    crate::aof::DIRTY.fetch_add(1, Ordering::Relaxed);
+    c.shard
+        .run_on(0, move |st| {
+            if let Some(a) = st.aof.as_mut() {
+                for r in &records {
+                    let args: Vec<&[u8]> = r.iter().map(|b| &b[..]).collect();
+                    a.log(0, &args);
+                }
+                a.end_batch();
+            }
+        })
+        .await;
 }
 
 fn help(out: &mut Out, name: &str, lines: &[&str]) {
@@ -1215,10 +1268,13 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
         let peak = crate::memory::peak();
         let human = rcodis_core::num::bytes_to_human;
         let lua = crate::cmd::script::lua_memory();
-        let (nscripts, scripts) = crate::cmd::script::cache_size();
+        let (nscripts, scripts_eval) = crate::cmd::script::cache_size();
+        let (_, nfunctions) = crate::cmd::function::counts();
+        let functions = crate::cmd::function::memory();
+        let scripts = scripts_eval + functions;
         let _ = write!(
             s,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nused_memory_peak_perc:{:.2}%\r\nused_memory_lua:{lua}\r\nused_memory_lua_human:{}\r\nused_memory_scripts_eval:{scripts}\r\nnumber_of_cached_scripts:{nscripts}\r\nused_memory_scripts:{scripts}\r\nused_memory_scripts_human:{}\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:jemalloc-5\r\nlazyfree_pending_objects:0\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nused_memory_peak_perc:{:.2}%\r\nused_memory_lua:{lua}\r\nused_memory_lua_human:{}\r\nused_memory_scripts_eval:{scripts_eval}\r\nnumber_of_cached_scripts:{nscripts}\r\nnumber_of_functions:{nfunctions}\r\nused_memory_vm_functions:{lua}\r\nused_memory_functions:{functions}\r\nused_memory_scripts:{scripts}\r\nused_memory_scripts_human:{}\r\nmaxmemory:{maxmem}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:jemalloc-5\r\nlazyfree_pending_objects:0\r\n\r\n",
             human(used),
             human(rss),
             human(peak),
@@ -1887,7 +1943,8 @@ async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
             .shard
             .run_on_all(move |st| -> Result<(), String> {
                 let now = now_ms();
-                crate::aof::write_snapshot(&dir, st.id, &mut st.dbs, now)
+                let pre = crate::cmd::function::image_for(st.id);
+                crate::aof::write_snapshot(&dir, st.id, &mut st.dbs, now, &pre)
                     .map_err(|e| e.to_string())?;
                 let reqs = crate::aof::read_log(&crate::aof::snapshot_path(&dir, st.id), false)
                     .map_err(|e| e.0)?;

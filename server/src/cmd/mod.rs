@@ -3,6 +3,7 @@
 //! writes its reply into the context's [`Out`]. No I/O, no awaits.
 
 pub mod bitfield;
+pub mod function;
 pub mod hashes;
 pub mod keys;
 pub mod lists;

@@ -11,7 +11,8 @@
 //! As in Redis Cluster, a script reaches the keys it declares and, on a shard's own
 //! database, undeclared keys of that shard; others get an error. The Lua environment is
 //! Redis 7.0's: globals are read-only, `KEYS` and `ARGV`, the `redis` library, `cjson`, `bit`.
-//! Not provided: `struct`, `cmsgpack`, `redis.setresp(3)`, functions (FUNCTION/FCALL).
+//! Not provided: `struct`, `cmsgpack`, `redis.setresp(3)`. Functions (FUNCTION LOAD, FCALL)
+//! run on the same Lua states: see [`super::function`].
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -34,8 +35,12 @@ pub static REPLICA: AtomicBool = AtomicBool::new(false);
 /// Scripts running now (on any shard), and how many of them have written.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 static RUNNING_WROTE: AtomicUsize = AtomicUsize::new(0);
-/// SCRIPT KILL asked the running scripts that have not written to stop.
+/// Of the running scripts, how many are functions (FCALL).
+static RUNNING_FN: AtomicUsize = AtomicUsize::new(0);
+/// SCRIPT KILL asked the running scripts (EVAL) that have not written to stop; FUNCTION KILL
+/// the running functions.
 static KILL: AtomicBool = AtomicBool::new(false);
+static KILL_FN: AtomicBool = AtomicBool::new(false);
 /// The memory of every shard's Lua state, each as of its last script (see [`account`]).
 static LUA_MEMORY: AtomicU64 = AtomicU64::new(0);
 /// Bumped by SCRIPT FLUSH: each shard then drops the scripts it compiled.
@@ -71,6 +76,10 @@ thread_local! {
     static WROTE: Cell<bool> = const { Cell::new(false) };
     /// The script running on this thread was stopped by SCRIPT KILL.
     static WAS_KILLED: Cell<bool> = const { Cell::new(false) };
+    /// The script running on this thread is a function (FCALL).
+    static IS_FN: Cell<bool> = const { Cell::new(false) };
+    /// A library loading on this thread (FUNCTION LOAD) must be done by then.
+    pub(super) static LOAD_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
     /// This shard's listening socket and the server's state, for the clients that connect
     /// while a script keeps the shard busy (see [`serve_while_busy`]).
     static LISTENER: RefCell<Option<(std::os::fd::RawFd, Arc<Shared>)>> = const { RefCell::new(None) };
@@ -89,6 +98,17 @@ pub fn serve_while_busy(listener: std::os::fd::RawFd, shared: Arc<Shared>) {
 
 const BUSY: &str =
     "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+const BUSY_FN: &str =
+    "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
+
+/// The -BUSY reply for the script running on this thread.
+fn busy_reply() -> &'static str {
+    if IS_FN.get() {
+        BUSY_FN
+    } else {
+        BUSY
+    }
+}
 
 /// Accepts and answers what connected while the script runs (called from the hook).
 fn busy_clients() {
@@ -161,16 +181,18 @@ fn busy_client(mut s: std::net::TcpStream, shared: &Shared) {
                 }
             } else if !authed {
                 out.err("NOAUTH Authentication required.");
-            } else if is(0, "script") && is(1, "kill") && req.len() == 2 {
-                match kill() {
+            } else if (is(0, "script") || is(0, "function")) && is(1, "kill") && req.len() == 2 {
+                match kill(is(0, "script")) {
                     Ok(()) => out.ok(),
                     Err(e) => out.err(e),
                 }
+            } else if is(0, "function") && is(1, "stats") && req.len() == 2 {
+                super::function::stats(&mut out);
             } else if is(0, "shutdown") && is(1, "nosave") {
                 tracing::warn!("SHUTDOWN NOSAVE while a script runs: exiting");
                 std::process::exit(0);
             } else {
-                out.err(BUSY);
+                out.err(busy_reply());
             }
             // After AUTH the client has more to say; after anything else it has its answer
             // (what it pipelined with it is answered too) and the connection is closed.
@@ -193,6 +215,8 @@ pub fn register(m: &mut HashMap<&'static str, Handler>) {
     m.insert("evalsha", |c, r| run(c, r, true, false));
     m.insert("eval_ro", |c, r| run(c, r, false, true));
     m.insert("evalsha_ro", |c, r| run(c, r, true, true));
+    m.insert("fcall", |c, r| super::function::fcall(c, r, false));
+    m.insert("fcall_ro", |c, r| super::function::fcall(c, r, true));
 }
 
 /// The writes of the script that just ran on this thread (empty after any other command).
@@ -233,7 +257,10 @@ fn shebang(body: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, bool), String> {
 /// Whether a command runs a script (its writes are its effects).
 #[inline]
 pub fn is_script(spec: &CommandSpec) -> bool {
-    matches!(spec.name, "eval" | "evalsha" | "eval_ro" | "evalsha_ro")
+    matches!(
+        spec.name,
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+    )
 }
 
 /// The SHA1 of a script body, as SCRIPT LOAD returns it.
@@ -289,8 +316,9 @@ pub fn flush() {
     GENERATION.fetch_add(1, Ordering::SeqCst);
 }
 
-/// SCRIPT KILL: `Err` is the error reply.
-pub fn kill() -> Result<(), &'static str> {
+/// SCRIPT KILL (`eval`) or FUNCTION KILL: `Err` is the error reply. Each stops only its
+/// kind of script, as in Redis.
+pub fn kill(eval: bool) -> Result<(), &'static str> {
     let running = RUNNING.load(Ordering::SeqCst);
     if running == 0 {
         return Err("NOTBUSY No scripts in execution right now.");
@@ -298,22 +326,52 @@ pub fn kill() -> Result<(), &'static str> {
     if RUNNING_WROTE.load(Ordering::SeqCst) >= running {
         return Err("UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.");
     }
-    KILL.store(true, Ordering::SeqCst);
+    let functions = RUNNING_FN.load(Ordering::SeqCst);
+    if eval && functions >= running {
+        return Err(BUSY_FN);
+    }
+    if !eval && functions == 0 {
+        return Err(BUSY);
+    }
+    if eval { &KILL } else { &KILL_FN }.store(true, Ordering::SeqCst);
     Ok(())
 }
 
 /// A shard thread's Lua state.
-struct Vm {
-    lua: Lua,
+pub(super) struct Vm {
+    pub(super) lua: Lua,
     /// The globals scripts see (behind the read-only `_G`).
     env: Table,
     xpcall: Function,
     on_error: Function,
     compiled: HashMap<String, Function>,
     generation: u64,
+    /// The environment of every library's code and functions, and its metatable, whose
+    /// `__index` is `load_index` while a library loads (only `redis.register_function`,
+    /// `redis.log` and the constants) and `run_index` while a function runs (what scripts
+    /// see, without KEYS and ARGV).
+    pub(super) fenv: Table,
+    pub(super) fmeta: Table,
+    pub(super) run_index: Function,
+    pub(super) load_index: Function,
+    /// `(f, handler, keys, args)`: runs `f(keys, args)` under `xpcall` with the handler.
+    fcall: Function,
+    /// `xpcall`'s handler for library code: the error as raised.
+    pub(super) ident: Function,
+    /// The libraries loaded in this state: library id → its functions by name.
+    pub(super) libs: HashMap<u64, HashMap<String, Function>>,
+    /// The library set (`function::generation`) `libs` was checked against.
+    pub(super) fn_generation: u64,
 }
 
-fn with_vm<R>(f: impl FnOnce(&mut Vm) -> Result<R, String>) -> Result<R, String> {
+impl Vm {
+    /// `xpcall` as scripts see it.
+    pub(super) fn xpcall(&self) -> &Function {
+        &self.xpcall
+    }
+}
+
+pub(super) fn with_vm<R>(f: impl FnOnce(&mut Vm) -> Result<R, String>) -> Result<R, String> {
     VM.with(|cell| {
         // Taken out for the run: a script cannot start another one (EVAL is not allowed
         // from scripts), and nothing here is re-entered.
@@ -421,6 +479,9 @@ impl Vm {
         redis.raw_set("REDIS_VERSION", "7.0.15")?;
         // SAFETY: `redis_call` follows the Lua C API (see there).
         redis.raw_set("call", unsafe { lua.create_c_function(redis_call)? })?;
+        let register = lua.create_function(|lua, args: mlua::MultiValue| {
+            Ok(super::function::register_function(lua, args).err())
+        })?;
         g.raw_set("redis", redis.clone())?;
         g.raw_set("bit", bit(&lua)?)?;
         g.raw_set("cjson", cjson(&lua)?)?;
@@ -429,9 +490,13 @@ impl Vm {
         let setup: Function = lua
             .load(
                 r#"
-local redis, env, G = ...
-local type, error, rawget, rawset, pairs, tostring, setmetatable =
-  type, error, rawget, rawset, pairs, tostring, setmetatable
+local redis, env, G, register = ...
+local type, error, rawget, rawset, pairs, tostring, setmetatable, xpcall =
+  type, error, rawget, rawset, pairs, tostring, setmetatable, xpcall
+local function nonexistent(k)
+  error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 3)
+end
+local function readonly() error('Attempt to modify a readonly table', 2) end
 redis.error_reply = function(msg)
   if type(msg) ~= 'string' then error('wrong number or type of arguments', 2) end
   return { err = msg }
@@ -459,14 +524,46 @@ for k in pairs(env) do rawset(G, k, nil) end
 setmetatable(G, {
   __index = function(_, k)
     local v = rawget(env, k)
-    if v == nil then
-      error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
-    end
+    if v == nil then nonexistent(k) end
     return v
   end,
-  __newindex = function() error('Attempt to modify a readonly table', 2) end,
+  __newindex = readonly,
   __metatable = false,
 })
+-- Functions (FUNCTION LOAD): the library code sees only this `redis`; its functions, when
+-- they run, what scripts see but KEYS and ARGV (they get keys and args as arguments).
+local load_redis = {
+  register_function = function(...)
+    local e = register(...)
+    if e then error({ err = e }) end
+  end,
+  log = env.redis.log,
+}
+for _, k in pairs({ 'LOG_DEBUG', 'LOG_VERBOSE', 'LOG_NOTICE', 'LOG_WARNING', 'REDIS_VERSION',
+                    'REDIS_VERSION_NUM' }) do
+  load_redis[k] = env.redis[k]
+end
+setmetatable(load_redis, {
+  __index = function(_, k) nonexistent(k) end, __newindex = readonly, __metatable = false,
+})
+local load_api = { redis = load_redis }
+local function load_index(_, k)
+  local v = rawget(load_api, k)
+  if v == nil then nonexistent(k) end
+  return v
+end
+local function run_index(_, k)
+  local v = nil
+  if k ~= 'KEYS' and k ~= 'ARGV' then v = rawget(env, k) end
+  if v == nil then nonexistent(k) end
+  return v
+end
+local fenv, fmeta = {}, { __index = run_index, __newindex = readonly, __metatable = false }
+setmetatable(fenv, fmeta)
+local function fcall(f, handler, keys, args)
+  return xpcall(function() return f(keys, args) end, handler)
+end
+return fenv, fmeta, run_index, load_index, fcall
 "#,
             )
             .set_name("=rcodis")
@@ -485,7 +582,14 @@ setmetatable(G, {
         // redis.pcall is the runner itself; redis.call (a C function) finds it in the registry.
         redis.raw_set("pcall", runner.clone())?;
         lua.set_named_registry_value(RUNNER.to_str().expect("ASCII"), runner)?;
-        setup.call::<()>((redis, env.clone(), g.clone()))?;
+        let (fenv, fmeta, run_index, load_index, fcall): (
+            Table,
+            Table,
+            Function,
+            Function,
+            Function,
+        ) = setup.call((redis, env.clone(), g.clone(), register))?;
+        let ident = lua.create_function(|_, e: Value| Ok(e))?;
         let xpcall: Function = env.raw_get("xpcall")?;
         // Runs where the error was raised (the stack still there): the error and the line of
         // the script it came from.
@@ -494,7 +598,11 @@ setmetatable(G, {
             for level in 1..64 {
                 let found = lua.inspect_stack(level, |d| {
                     let src = d.source();
-                    (src.source.as_deref() == Some("@user_script")).then(|| d.current_line())
+                    matches!(
+                        src.source.as_deref(),
+                        Some("@user_script" | "@user_function")
+                    )
+                    .then(|| d.current_line())
                 });
                 match found {
                     None => break,
@@ -516,7 +624,11 @@ setmetatable(G, {
                 if BUSY_AT.get().is_some_and(|t| Instant::now() >= t) {
                     busy_clients();
                 }
-                if KILL.load(Ordering::Relaxed) && !WROTE.get() {
+                if LOAD_DEADLINE.get().is_some_and(|t| Instant::now() >= t) {
+                    return Err(mlua::Error::runtime("FUNCTION LOAD timeout"));
+                }
+                let kill = if IS_FN.get() { &KILL_FN } else { &KILL };
+                if kill.load(Ordering::Relaxed) && CURRENT.get().is_some() && !WROTE.get() {
                     WAS_KILLED.set(true);
                     return Err(mlua::Error::runtime(KILLED));
                 }
@@ -530,6 +642,14 @@ setmetatable(G, {
             on_error,
             compiled: HashMap::new(),
             generation: GENERATION.load(Ordering::SeqCst),
+            fenv,
+            fmeta,
+            run_index,
+            load_index,
+            fcall,
+            ident,
+            libs: HashMap::new(),
+            fn_generation: u64::MAX,
         })
     }
 
@@ -559,7 +679,7 @@ setmetatable(G, {
 }
 
 /// A value as Lua's `tostring` would write a string or number (`%.14g`); anything else empty.
-fn lua_text(lua: &Lua, v: &Value) -> String {
+pub(super) fn lua_text(lua: &Lua, v: &Value) -> String {
     match lua.coerce_string(v.clone()) {
         Ok(Some(s)) => s.to_string_lossy(),
         _ => String::new(),
@@ -567,7 +687,7 @@ fn lua_text(lua: &Lua, v: &Value) -> String {
 }
 
 /// An error text fit for a RESP error line.
-fn one_line(s: &str) -> String {
+pub(super) fn one_line(s: &str) -> String {
     s.replace(['\r', '\n'], " ")
 }
 
@@ -611,23 +731,30 @@ fn run(ctx: &mut Ctx<'_>, req: &Request, by_sha: bool, ro: bool) {
     let ro = ro || no_writes;
     let result = with_vm(|vm| {
         let f = vm.function(&sha, &code)?;
-        call(vm, ctx, f, &keys, &argv, ro, &sha).map_err(|e| format!("ERR {e}"))
+        call(vm, ctx, f, &keys, &argv, ro, Named::Script(&sha)).map_err(|e| format!("ERR {e}"))
     });
     if let Err(e) = result {
         ctx.out.err(&one_line(&e));
     }
 }
 
-/// Runs a compiled script; its reply (or error reply) goes to `ctx.out`. `Err`: Lua itself
-/// failed (not the script).
-fn call(
+/// What runs: a script (by its SHA1) or a function (by its name).
+#[derive(Clone, Copy)]
+pub(super) enum Named<'a> {
+    Script(&'a str),
+    Function(&'a str),
+}
+
+/// Runs a compiled script, or a function; its reply (or error reply) goes to `ctx.out`.
+/// `Err`: Lua itself failed (not the script).
+pub(super) fn call(
     vm: &mut Vm,
     ctx: &mut Ctx<'_>,
     f: Function,
     keys: &[Bytes],
     argv: &[Bytes],
     ro: bool,
-    sha: &str,
+    what: Named<'_>,
 ) -> mlua::Result<()> {
     let lua = &vm.lua;
     let seq = |items: &[Bytes]| -> mlua::Result<Table> {
@@ -637,8 +764,16 @@ fn call(
         }
         Ok(t)
     };
-    vm.env.raw_set("KEYS", seq(keys)?)?;
-    vm.env.raw_set("ARGV", seq(argv)?)?;
+    let is_fn = matches!(what, Named::Function(_));
+    let (keys_t, argv_t) = (seq(keys)?, seq(argv)?);
+    if !is_fn {
+        vm.env.raw_set("KEYS", keys_t.clone())?;
+        vm.env.raw_set("ARGV", argv_t.clone())?;
+    }
+    IS_FN.set(is_fn);
+    if is_fn {
+        RUNNING_FN.fetch_add(1, Ordering::SeqCst);
+    }
     WROTE.set(false);
     WAS_KILLED.set(false);
     let threshold = LISTENER.with(|l| {
@@ -655,8 +790,16 @@ fn call(
         keys,
         ro,
     }));
-    let out = vm.xpcall.call::<mlua::MultiValue>((f, vm.on_error.clone()));
+    let out = if is_fn {
+        vm.fcall
+            .call::<mlua::MultiValue>((f, vm.on_error.clone(), keys_t, argv_t))
+    } else {
+        vm.xpcall.call::<mlua::MultiValue>((f, vm.on_error.clone()))
+    };
     CURRENT.set(None);
+    if is_fn {
+        RUNNING_FN.fetch_sub(1, Ordering::SeqCst);
+    }
     BUSY_AT.set(None);
     if WROTE.get() {
         RUNNING_WROTE.fetch_sub(1, Ordering::SeqCst);
@@ -667,6 +810,7 @@ fn call(
     }
     if RUNNING.fetch_sub(1, Ordering::SeqCst) == 1 {
         KILL.store(false, Ordering::SeqCst);
+        KILL_FN.store(false, Ordering::SeqCst);
     }
     let mut out_vals = out?.into_iter();
     let ok = matches!(out_vals.next(), Some(Value::Boolean(true)));
@@ -680,7 +824,10 @@ fn call(
         Value::Table(t) => (t.raw_get::<Value>(1)?, t.raw_get::<usize>(2).unwrap_or(0)),
         _ => (v.clone(), 0),
     };
-    let at = format!("script: {sha}, on @user_script:{line}.");
+    let at = match what {
+        Named::Script(sha) => format!("script: {sha}, on @user_script:{line}."),
+        Named::Function(name) => format!("script: {name}, on @user_function:{line}."),
+    };
     let msg = if WAS_KILLED.get() {
         format!("{KILLED} {at}")
     } else {
@@ -727,7 +874,7 @@ unsafe extern "C-unwind" fn redis_call(l: *mut mlua::ffi::lua_State) -> std::ffi
 }
 
 /// The text of an error raised by Rust code (a callback or the hook).
-fn error_text(e: &mlua::Error) -> String {
+pub(super) fn error_text(e: &mlua::Error) -> String {
     match e {
         mlua::Error::CallbackError { cause, .. } => error_text(cause),
         mlua::Error::RuntimeError(s) => s.clone(),

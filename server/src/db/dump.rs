@@ -119,6 +119,51 @@ pub fn dump(v: &Value) -> Vec<u8> {
     out
 }
 
+/// RDB_OPCODE_FUNCTION2: a library's code follows (FUNCTION DUMP's payload).
+const OPCODE_FUNCTION2: u8 = 245;
+
+/// FUNCTION DUMP's payload: each library's code, as Redis 7 writes it.
+pub fn dump_functions(codes: &[Bytes]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in codes {
+        out.push(OPCODE_FUNCTION2);
+        put_str(&mut out, c);
+    }
+    out.extend_from_slice(&RDB_VERSION.to_le_bytes());
+    let crc = crc64(0, &out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The libraries' code in a FUNCTION DUMP payload (ours or Redis's); `Err` is the reply.
+pub fn restore_functions(payload: &[u8]) -> Result<Vec<Bytes>, &'static str> {
+    const WRONG: &str = "ERR DUMP payload version or checksum are wrong";
+    if payload.len() < 10 {
+        return Err(WRONG);
+    }
+    let body_end = payload.len() - 10;
+    let version = u16::from_le_bytes([payload[body_end], payload[body_end + 1]]);
+    let crc = u64::from_le_bytes(payload[payload.len() - 8..].try_into().expect("8 bytes"));
+    if version > RDB_VERSION || crc64(0, &payload[..payload.len() - 8]) != crc {
+        return Err(WRONG);
+    }
+    let mut r = Reader {
+        b: &payload[..body_end],
+        pos: 0,
+    };
+    let mut codes = Vec::new();
+    while r.pos < body_end {
+        if r.byte() != Some(OPCODE_FUNCTION2) {
+            return Err("ERR given type is not a function");
+        }
+        codes.push(
+            r.string()
+                .ok_or("ERR failed loading the given functions payload")?,
+        );
+    }
+    Ok(codes)
+}
+
 /// Why a payload was refused, in RESTORE's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DumpError {
