@@ -1465,6 +1465,21 @@ async fn config_set(c: &mut Conn, req: &Request, out: &mut Out) {
                     })
                     .await;
             }
+            "busy-reply-threshold" | "lua-time-limit" => {
+                // One setting under two names (Redis 7).
+                let other = if k == "lua-time-limit" {
+                    "busy-reply-threshold"
+                } else {
+                    "lua-time-limit"
+                };
+                c.shard
+                    .shared
+                    .params
+                    .write()
+                    .expect("params")
+                    .insert(other.to_string(), v.clone());
+                crate::cmd::script::set_busy_threshold(&v);
+            }
             "maxmemory" => crate::memory::set_max(v.parse().unwrap_or(0)),
             "maxmemory-policy" => {
                 if let Some(p) = crate::memory::Policy::parse(&v) {

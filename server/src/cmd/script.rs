@@ -43,6 +43,17 @@ static KILL: AtomicBool = AtomicBool::new(false);
 static KILL_FN: AtomicBool = AtomicBool::new(false);
 /// The memory of every shard's Lua state, each as of its last script (see [`account`]).
 static LUA_MEMORY: AtomicU64 = AtomicU64::new(0);
+/// `busy-reply-threshold` (alias `lua-time-limit`) in milliseconds, kept here so that a
+/// script's start does not look it up among the parameters.
+static BUSY_THRESHOLD_MS: AtomicU64 = AtomicU64::new(5000);
+
+/// Sets `busy-reply-threshold` (at start and by CONFIG SET).
+pub fn set_busy_threshold(ms: &str) {
+    if let Ok(ms) = ms.parse::<u64>() {
+        BUSY_THRESHOLD_MS.store(ms, Ordering::Relaxed);
+    }
+}
+
 /// Bumped by SCRIPT FLUSH: each shard then drops the scripts it compiled.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
@@ -93,6 +104,7 @@ thread_local! {
 /// Redis serves them (SCRIPT KILL, SHUTDOWN NOSAVE, AUTH; anything else gets -BUSY and the
 /// connection is closed). Without this, a one-shard server could never kill a script.
 pub fn serve_while_busy(listener: std::os::fd::RawFd, shared: Arc<Shared>) {
+    set_busy_threshold(&shared.param("busy-reply-threshold"));
     LISTENER.with(|l| *l.borrow_mut() = Some((listener, shared)));
 }
 
@@ -254,13 +266,12 @@ fn shebang(body: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, bool), String> {
     Ok((std::borrow::Cow::Owned(body[end..].to_vec()), no_writes))
 }
 
-/// Whether a command runs a script (its writes are its effects).
+/// Whether a command runs a script (its writes are its effects): EVAL, EVALSHA, FCALL and
+/// their read-only forms, the commands Redis flags `skip_monitor` (one bit to test on every
+/// command's path; checked by a test).
 #[inline]
 pub fn is_script(spec: &CommandSpec) -> bool {
-    matches!(
-        spec.name,
-        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
-    )
+    spec.has(CommandFlags::SKIP_MONITOR)
 }
 
 /// The SHA1 of a script body, as SCRIPT LOAD returns it.
@@ -569,19 +580,8 @@ return fenv, fmeta, run_index, load_index, fcall
             .set_name("=rcodis")
             .into_function()?;
         let env = lua.create_table()?;
-        let runner = lua.create_function(|lua, args: mlua::MultiValue| {
-            let Some(cur) = CURRENT.get() else {
-                return err_table(lua, "ERR redis.call is only for a running script");
-            };
-            // SAFETY: set by `call` for the script now running on this thread and cleared
-            // before that borrow ends; a script runs one command at a time (no re-entry:
-            // EVAL is not allowed from scripts).
-            let (ctx, keys) = unsafe { (&mut *cur.ctx, &*cur.keys) };
-            command(lua, ctx, keys, cur.ro, args)
-        })?;
-        // redis.pcall is the runner itself; redis.call (a C function) finds it in the registry.
-        redis.raw_set("pcall", runner.clone())?;
-        lua.set_named_registry_value(RUNNER.to_str().expect("ASCII"), runner)?;
+        // SAFETY: `redis_pcall` follows the Lua C API (see there).
+        redis.raw_set("pcall", unsafe { lua.create_c_function(redis_pcall)? })?;
         let (fenv, fmeta, run_index, load_index, fcall): (
             Table,
             Table,
@@ -738,6 +738,26 @@ fn run(ctx: &mut Ctx<'_>, req: &Request, by_sha: bool, ro: bool) {
     }
 }
 
+/// KEYS and ARGV (or a function's keys and args) as Lua sequences, made in one protected
+/// step (through mlua's API each table and string is one: most of a short script's cost).
+fn tables(lua: &Lua, keys: &[Bytes], argv: &[Bytes]) -> mlua::Result<(Table, Table)> {
+    use mlua::ffi;
+    // SAFETY: `f` runs in protected mode with room for 3 values on the stack (exec_raw
+    // checks), and uses 3: the two tables and one string at a time. A Lua error (out of
+    // memory) leaves `f` without destructors to skip: it holds only borrowed slices.
+    unsafe {
+        lua.exec_raw((), |l| {
+            for items in [keys, argv] {
+                ffi::lua_createtable(l, items.len().min(i32::MAX as usize) as i32, 0);
+                for (i, a) in items.iter().enumerate() {
+                    ffi::lua_pushlstring(l, a.as_ptr().cast(), a.len());
+                    ffi::lua_rawseti(l, -2, (i + 1) as _);
+                }
+            }
+        })
+    }
+}
+
 /// What runs: a script (by its SHA1) or a function (by its name).
 #[derive(Clone, Copy)]
 pub(super) enum Named<'a> {
@@ -757,15 +777,8 @@ pub(super) fn call(
     what: Named<'_>,
 ) -> mlua::Result<()> {
     let lua = &vm.lua;
-    let seq = |items: &[Bytes]| -> mlua::Result<Table> {
-        let t = lua.create_table_with_capacity(items.len(), 0)?;
-        for (i, a) in items.iter().enumerate() {
-            t.raw_set(i + 1, lua.create_string(a)?)?;
-        }
-        Ok(t)
-    };
     let is_fn = matches!(what, Named::Function(_));
-    let (keys_t, argv_t) = (seq(keys)?, seq(argv)?);
+    let (keys_t, argv_t) = tables(lua, keys, argv)?;
     if !is_fn {
         vm.env.raw_set("KEYS", keys_t.clone())?;
         vm.env.raw_set("ARGV", argv_t.clone())?;
@@ -776,11 +789,9 @@ pub(super) fn call(
     }
     WROTE.set(false);
     WAS_KILLED.set(false);
-    let threshold = LISTENER.with(|l| {
-        l.borrow()
-            .as_ref()
-            .and_then(|(_, shared)| shared.param("busy-reply-threshold").parse::<u64>().ok())
-    });
+    let threshold = LISTENER
+        .with(|l| l.borrow().is_some())
+        .then(|| BUSY_THRESHOLD_MS.load(Ordering::Relaxed));
     BUSY_AT.set(threshold.map(|ms| Instant::now() + Duration::from_millis(ms.max(1))));
     RUNNING.fetch_add(1, Ordering::SeqCst);
     // What `redis.call` works on, for the length of the call (the runner, made once, finds it
@@ -845,30 +856,90 @@ pub(super) fn call(
     Ok(())
 }
 
-/// Where `redis.call` finds the command runner (the registry).
-const RUNNER: &std::ffi::CStr = c"rcodis_run";
-
-/// `redis.call`: the runner's reply, or, for an error reply, that reply's `{err = ...}` table
-/// raised as the error. A C function, not a Lua one: `return redis.call(...)` is then no
-/// tail call that would take the script's frame off the stack (and with it the line an
-/// error reply names), and a script that catches the error with `pcall` gets the table.
+/// `redis.call`: runs one command on the script's database; its reply, or, for an error
+/// reply, that reply's `{err = ...}` table raised as the error. A C function, not a Lua one:
+/// `return redis.call(...)` is then no tail call that would take the script's frame off the
+/// stack (and with it the line an error reply names), and a script that catches the error
+/// with `pcall` gets the table. Arguments are read and the reply pushed with Lua's C API
+/// directly (through mlua's API each value is a protected call of its own, most of a short
+/// script's cost).
 unsafe extern "C-unwind" fn redis_call(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+    // SAFETY: called by Lua as a C function.
+    unsafe { call_from_lua(l, true) }
+}
+
+/// `redis.pcall`: as `redis.call`, but an error reply is returned as its table.
+unsafe extern "C-unwind" fn redis_pcall(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+    // SAFETY: called by Lua as a C function.
+    unsafe { call_from_lua(l, false) }
+}
+
+/// The body of `redis.call` (`raise`) and `redis.pcall`. Lua errors (`lua_error`, or out of
+/// memory while pushing the reply) unwind by `longjmp`, which must not pass Rust values
+/// that need dropping: the command runs in [`command_from_stack`], whose values are all
+/// gone when it returns, the reply (a Rust value) is pushed under a `lua_pcall` of its own,
+/// and it is dropped before any error is raised here.
+unsafe fn call_from_lua(l: *mut mlua::ffi::lua_State, raise: bool) -> std::ffi::c_int {
     use mlua::ffi;
-    // SAFETY: called by Lua with its arguments on the stack, which has room for the one
-    // value pushed (LUA_MINSTACK); the runner is a function or nil (then Lua raises).
+    // SAFETY: `l` is the running state; the stack has LUA_MINSTACK free slots on entry to a
+    // C function, of which this uses two (the pusher and its argument).
     unsafe {
-        let n = ffi::lua_gettop(l);
-        ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, RUNNER.as_ptr());
-        ffi::lua_insert(l, 1);
-        ffi::lua_call(l, n, 1);
-        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-            ffi::lua_getfield(l, -1, c"err".as_ptr());
-            let failed = ffi::lua_isnil(l, -1) == 0;
-            ffi::lua_pop(l, 1);
-            if failed {
-                ffi::lua_error(l);
+        let reply = command_from_stack(l);
+        let failed = matches!(reply, Frame::Error(_));
+        ffi::lua_settop(l, 0);
+        ffi::lua_pushcfunction(l, push_reply);
+        ffi::lua_pushlightuserdata(l, (&reply as *const Frame).cast_mut().cast());
+        let status = ffi::lua_pcall(l, 1, 1, 0);
+        drop(reply);
+        if status != 0 || (failed && raise) {
+            // The pusher's error (out of memory), or the reply's error table.
+            ffi::lua_error(l);
+        }
+    }
+    1
+}
+
+/// Pushes the reply its light userdata argument points to (Redis's RESP2-to-Lua
+/// conversion). Called under `lua_pcall`: an out-of-memory error unwinds only this frame,
+/// which holds nothing that needs dropping.
+unsafe extern "C-unwind" fn push_reply(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+    use mlua::ffi;
+    unsafe fn push(l: *mut ffi::lua_State, f: &Frame) {
+        // SAFETY: as for `push_reply`; every level makes room for what it pushes.
+        unsafe {
+            ffi::luaL_checkstack(l, 4, c"reply too deep".as_ptr());
+            let table_with = |key: &std::ffi::CStr, s: &[u8]| {
+                ffi::lua_createtable(l, 0, 1);
+                ffi::lua_pushlstring(l, s.as_ptr().cast(), s.len());
+                ffi::lua_setfield(l, -2, key.as_ptr());
+            };
+            match f {
+                Frame::Integer(i) => ffi::lua_pushinteger(l, *i as _),
+                Frame::Bulk(b) => {
+                    ffi::lua_pushlstring(l, b.as_ptr().cast(), b.len());
+                }
+                Frame::Simple(s) => table_with(c"ok", s),
+                Frame::Error(e) => table_with(c"err", e),
+                Frame::NullBulk | Frame::NullArray | Frame::Null => ffi::lua_pushboolean(l, 0),
+                Frame::Array(items) => {
+                    ffi::lua_createtable(l, items.len().min(i32::MAX as usize) as i32, 0);
+                    for (i, x) in items.iter().enumerate() {
+                        push(l, x);
+                        ffi::lua_rawseti(l, -2, (i + 1) as _);
+                    }
+                }
+                other => {
+                    let s = format!("{other:?}");
+                    ffi::lua_pushlstring(l, s.as_ptr().cast(), s.len());
+                }
             }
         }
+    }
+    // SAFETY: the argument is the light userdata `call_from_lua` pushed, pointing to a reply
+    // that outlives this call.
+    unsafe {
+        let f = &*(ffi::lua_touserdata(l, 1) as *const Frame);
+        push(l, f);
     }
     1
 }
@@ -882,77 +953,86 @@ pub(super) fn error_text(e: &mlua::Error) -> String {
     }
 }
 
-/// A Redis error reply as a script sees it: `{err = msg}`.
-fn err_table(lua: &Lua, msg: &str) -> mlua::Result<Value> {
-    let t = lua.create_table()?;
-    t.raw_set("err", msg)?;
-    Ok(Value::Table(t))
+/// The error reply for a `redis.call` the script got wrong.
+fn script_error(msg: &str) -> Frame {
+    Frame::Error(Bytes::copy_from_slice(msg.as_bytes()))
 }
 
-/// `redis.call`/`redis.pcall`: runs one command on the script's database.
-fn command(
-    lua: &Lua,
-    ctx: &mut Ctx<'_>,
-    declared: &[Bytes],
-    ro: bool,
-    args: mlua::MultiValue,
-) -> mlua::Result<Value> {
-    if args.is_empty() {
-        return err_table(
-            lua,
-            "ERR Please specify at least one argument for this redis lib call",
-        );
+/// Reads a `redis.call`'s arguments from the Lua stack and runs the command: its reply
+/// (an error reply for a call the script got wrong). Raises no Lua error.
+unsafe fn command_from_stack(l: *mut mlua::ffi::lua_State) -> Frame {
+    use mlua::ffi;
+    let Some(cur) = CURRENT.get() else {
+        return script_error("ERR redis.call is only for a running script");
+    };
+    // SAFETY: reads the arguments on the stack (strings without conversion, numbers as
+    // numbers: nothing allocates in Lua).
+    let n = unsafe { ffi::lua_gettop(l) };
+    if n == 0 {
+        return script_error("ERR Please specify at least one argument for this redis lib call");
     }
-    let mut parts: Vec<Bytes> = Vec::with_capacity(args.len());
-    for a in args {
-        match a {
-            Value::String(s) => parts.push(Bytes::copy_from_slice(&s.as_bytes())),
-            // A number is a double in Lua 5.1; Redis writes it with 17 significant digits.
-            Value::Integer(i) => parts.push(Bytes::from(crate::out::fmt_g17(i as f64))),
-            Value::Number(n) => parts.push(Bytes::from(crate::out::fmt_g17(n))),
-            _ => {
-                return err_table(
-                    lua,
-                    "ERR Lua redis lib command arguments must be strings or integers",
-                )
+    let mut parts: Vec<Bytes> = Vec::with_capacity(n as usize);
+    for i in 1..=n {
+        // SAFETY: index within the stack.
+        unsafe {
+            match ffi::lua_type(l, i) {
+                ffi::LUA_TSTRING => {
+                    let mut len = 0usize;
+                    let p = ffi::lua_tolstring(l, i, &mut len);
+                    parts.push(Bytes::copy_from_slice(std::slice::from_raw_parts(
+                        p.cast::<u8>(),
+                        len,
+                    )));
+                }
+                // A number is a double in Lua 5.1; Redis writes it with 17 significant digits.
+                ffi::LUA_TNUMBER => parts.push(Bytes::from(crate::out::fmt_g17(
+                    ffi::lua_tonumber(l, i) as f64,
+                ))),
+                _ => {
+                    return script_error(
+                        "ERR Lua redis lib command arguments must be strings or integers",
+                    )
+                }
             }
         }
     }
+    // SAFETY: set by `call` for the script now running on this thread and cleared before
+    // that borrow ends; a script runs one command at a time (no re-entry: EVAL is not
+    // allowed from scripts).
+    let (ctx, keys) = unsafe { (&mut *cur.ctx, &*cur.keys) };
+    command(ctx, keys, cur.ro, parts)
+}
+
+/// `redis.call`/`redis.pcall`: runs one command on the script's database.
+fn command(ctx: &mut Ctx<'_>, declared: &[Bytes], ro: bool, parts: Vec<Bytes>) -> Frame {
     let req = Request::from_args(parts.iter());
     let spec = match spec_table::resolve_request(&req) {
         Ok(s) => s,
         Err(CommandError::Arity(_)) => {
-            return err_table(
-                lua,
-                "ERR Wrong number of args calling Redis command from script",
-            )
+            return script_error("ERR Wrong number of args calling Redis command from script")
         }
-        Err(_) => return err_table(lua, "ERR Unknown Redis command called from script"),
+        Err(_) => return script_error("ERR Unknown Redis command called from script"),
     };
     if spec.has(CommandFlags::NOSCRIPT) {
-        return err_table(lua, "ERR This Redis command is not allowed from script");
+        return script_error("ERR This Redis command is not allowed from script");
     }
     if spec.has(CommandFlags::WRITE) {
         if ro {
-            return err_table(
-                lua,
-                "ERR Write commands are not allowed from read-only scripts.",
-            );
+            return script_error("ERR Write commands are not allowed from read-only scripts.");
         }
         if REPLICA.load(Ordering::Relaxed) {
-            return err_table(lua, "READONLY You can't write against a read only replica.");
+            return script_error("READONLY You can't write against a read only replica.");
         }
     }
     let Some(handler) = super::handler(spec) else {
-        return local_command(lua, spec, &req);
+        return local_command(spec, &req);
     };
     let args: Vec<&[u8]> = req.args().collect();
     if let Ok(idx) = spec_table::key_indexes(spec, &args, false) {
         for &i in &idx {
             let k = args[i];
             if !declared.iter().any(|d| &d[..] == k) && (ctx.db.scratch || !ctx.db.owns(k)) {
-                return err_table(
-                    lua,
+                return script_error(
                     "ERR Script attempted to access a non local key in a cluster node",
                 );
             }
@@ -975,55 +1055,28 @@ fn command(
         EFFECTS.with(|e| e.borrow_mut().push((spec, req)));
     }
     match FrameDecoder::default().decode(&mut out.buf) {
-        Ok(Some(f)) => to_lua(lua, f),
-        _ => err_table(lua, "ERR internal: unreadable reply"),
+        Ok(Some(f)) => f,
+        _ => script_error("ERR internal: unreadable reply"),
     }
 }
 
 /// The few commands without a data handler that scripts may call.
-fn local_command(lua: &Lua, spec: &CommandSpec, req: &Request) -> mlua::Result<Value> {
+fn local_command(spec: &CommandSpec, req: &Request) -> Frame {
     match spec.name {
-        "ping" if req.len() == 1 => {
-            let t = lua.create_table()?;
-            t.raw_set("ok", "PONG")?;
-            Ok(Value::Table(t))
-        }
-        "ping" | "echo" => Ok(Value::String(lua.create_string(req.arg(1))?)),
+        "ping" if req.len() == 1 => Frame::Simple(Bytes::from_static(b"PONG")),
+        "ping" | "echo" => Frame::Bulk(req.arg_bytes(1)),
         "time" => {
             let us = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_micros())
                 .unwrap_or(0);
-            let t = lua.create_table()?;
-            t.raw_set(1, (us / 1_000_000).to_string())?;
-            t.raw_set(2, (us % 1_000_000).to_string())?;
-            Ok(Value::Table(t))
+            Frame::Array(vec![
+                Frame::Bulk(Bytes::from((us / 1_000_000).to_string())),
+                Frame::Bulk(Bytes::from((us % 1_000_000).to_string())),
+            ])
         }
-        _ => err_table(lua, "ERR This Redis command is not allowed from script"),
+        _ => script_error("ERR This Redis command is not allowed from script"),
     }
-}
-
-/// A reply as a script sees it (Redis's RESP2-to-Lua conversion).
-fn to_lua(lua: &Lua, f: Frame) -> mlua::Result<Value> {
-    Ok(match f {
-        Frame::Integer(i) => Value::Integer(i),
-        Frame::Bulk(b) => Value::String(lua.create_string(&b)?),
-        Frame::Simple(s) => {
-            let t = lua.create_table()?;
-            t.raw_set("ok", lua.create_string(&s)?)?;
-            Value::Table(t)
-        }
-        Frame::Error(e) => err_table(lua, &String::from_utf8_lossy(&e))?,
-        Frame::NullBulk | Frame::NullArray | Frame::Null => Value::Boolean(false),
-        Frame::Array(items) => {
-            let t = lua.create_table_with_capacity(items.len(), 0)?;
-            for (i, x) in items.into_iter().enumerate() {
-                t.raw_set(i + 1, to_lua(lua, x)?)?;
-            }
-            Value::Table(t)
-        }
-        other => Value::String(lua.create_string(format!("{other:?}"))?),
-    })
 }
 
 /// A script's result as a reply (Redis's Lua-to-RESP conversion).
@@ -1155,6 +1208,27 @@ fn cjson(lua: &Lua) -> mlua::Result<Table> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scripts_are_the_skip_monitor_commands() {
+        let mut names: Vec<&str> = rcodis_core::cmd::COMMANDS
+            .iter()
+            .filter(|c| is_script(c))
+            .map(|c| c.name)
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "eval",
+                "eval_ro",
+                "evalsha",
+                "evalsha_ro",
+                "fcall",
+                "fcall_ro"
+            ]
+        );
+    }
 
     #[test]
     fn sha1_matches_redis() {
