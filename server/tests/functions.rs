@@ -29,7 +29,7 @@ const LIB: &str = "#!lua name=mylib
 redis.register_function('incr_it', function(keys, args) return redis.call('incr', keys[1]) end)
 redis.register_function{function_name='echo_it', callback=function(keys, args) return {#keys, args[1]} end, flags={'no-writes'}, description='echo'}
 redis.register_function('fail_it', function(keys, args)
-  return redis.call('incr', 'str')
+  return redis.call('incr', keys[1])
 end)
 redis.register_function('global_it', function() return undefined_thing end)
 redis.register_function('keys_it', function() return KEYS end)
@@ -52,7 +52,7 @@ const CASES: &[&[&str]] = &[
     &["FCALL", "echo_it", "2", "a", "b", "arg"],
     &["FCALL_RO", "echo_it", "0", "x"],
     &["FCALL_RO", "incr_it", "1", "n"],
-    &["FCALL", "fail_it", "0"],
+    &["FCALL", "fail_it", "1", "str"],
     &["FCALL", "global_it", "0"],
     &["FCALL", "keys_it", "0"],
     &["FCALL", "reg_it", "0"],

@@ -62,12 +62,35 @@ pub struct Library {
 #[derive(Default)]
 struct Registry {
     libs: BTreeMap<String, Arc<Library>>,
+    /// Every function by its name: its library and its index there.
+    by_name: std::collections::HashMap<String, (Arc<Library>, usize)>,
 }
 
 impl Registry {
+    /// Rebuilds `by_name` after a change of `libs`.
+    fn index(&mut self) {
+        self.by_name = self
+            .libs
+            .values()
+            .flat_map(|l| {
+                l.functions
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, f)| (f.name.clone(), (l.clone(), i)))
+            })
+            .collect();
+        changed();
+    }
+
     /// The library holding a function (names compare without case, as in Redis), and the
     /// function's index there (an exact match first).
     fn find(&self, name: &[u8]) -> Option<(Arc<Library>, usize)> {
+        if let Some(hit) = std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| self.by_name.get(n))
+        {
+            return Some(hit.clone());
+        }
         let mut loose = None;
         for lib in self.libs.values() {
             for (i, f) in lib.functions.iter().enumerate() {
@@ -106,7 +129,7 @@ impl Registry {
             next.insert(lib.name.clone(), lib);
         }
         self.libs = next;
-        changed();
+        self.index();
         Ok(())
     }
 }
@@ -129,8 +152,9 @@ fn changed() {
     GENERATION.fetch_add(1, Ordering::SeqCst);
 }
 
-/// The function running now (FUNCTION STATS): name, command, start.
-type Running = (String, Vec<Bytes>, Instant);
+/// The function running now (FUNCTION STATS): its library and index there, the command,
+/// its start.
+type Running = (Arc<Library>, usize, Request, Instant);
 
 fn running() -> &'static Mutex<Option<Running>> {
     static R: OnceLock<Mutex<Option<Running>>> = OnceLock::new();
@@ -423,11 +447,8 @@ pub(super) fn fcall(ctx: &mut Ctx<'_>, req: &Request, ro: bool) {
             .get(&info.name)
             .cloned()
             .ok_or_else(|| "ERR Function not found".to_string())?;
-        *running().lock().unwrap_or_else(|e| e.into_inner()) = Some((
-            info.name.clone(),
-            req.args().map(Bytes::copy_from_slice).collect(),
-            Instant::now(),
-        ));
+        *running().lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((lib.clone(), i, req.clone(), Instant::now()));
         let r = script::call(
             vm,
             ctx,
@@ -533,7 +554,7 @@ pub fn command(sub: &str, req: &Request, out: &mut Out) -> Records {
                 out.err("ERR Library not found");
                 return vec![];
             }
-            changed();
+            r.index();
             out.ok();
             vec![vec![
                 Bytes::from_static(b"FUNCTION"),
@@ -550,8 +571,10 @@ pub fn command(sub: &str, req: &Request, out: &mut Out) -> Records {
                 out.err("ERR FUNCTION FLUSH only supports SYNC|ASYNC option");
                 return vec![];
             }
-            libs().libs.clear();
-            changed();
+            let mut r = libs();
+            r.libs.clear();
+            r.index();
+            drop(r);
             out.ok();
             vec![flush_record()]
         }
@@ -630,7 +653,10 @@ fn restore(req: &Request, out: &mut Out) -> Records {
     let result = if policy == Policy::Flush {
         let old = std::mem::take(&mut r.libs);
         records.push(flush_record());
-        r.join(new.clone(), false).inspect_err(|_| r.libs = old)
+        r.join(new.clone(), false).inspect_err(|_| {
+            r.libs = old;
+            r.index();
+        })
     } else {
         r.join(new.clone(), policy == Policy::Replace)
     };
@@ -719,12 +745,12 @@ pub fn stats(out: &mut Out) {
     out.bulk(b"running_script");
     match &*running().lock().unwrap_or_else(|e| e.into_inner()) {
         None => out.null(),
-        Some((name, cmd, start)) => {
+        Some((lib, i, cmd, start)) => {
             out.map(3);
             out.bulk(b"name");
-            out.bulk(name.as_bytes());
+            out.bulk(lib.functions[*i].name.as_bytes());
             out.bulk(b"command");
-            out.array_of_bulks(cmd.iter().map(|a| &a[..]));
+            out.array_of_bulks(cmd.args());
             out.bulk(b"duration_ms");
             out.int(start.elapsed().as_millis() as i64);
         }

@@ -365,8 +365,6 @@ pub(super) struct Vm {
     pub(super) fmeta: Table,
     pub(super) run_index: Function,
     pub(super) load_index: Function,
-    /// `(f, handler, keys, args)`: runs `f(keys, args)` under `xpcall` with the handler.
-    fcall: Function,
     /// `xpcall`'s handler for library code: the error as raised.
     pub(super) ident: Function,
     /// The libraries loaded in this state: library id → its functions by name.
@@ -502,8 +500,8 @@ impl Vm {
             .load(
                 r#"
 local redis, env, G, register = ...
-local type, error, rawget, rawset, pairs, tostring, setmetatable, xpcall =
-  type, error, rawget, rawset, pairs, tostring, setmetatable, xpcall
+local type, error, rawget, rawset, pairs, tostring, setmetatable =
+  type, error, rawget, rawset, pairs, tostring, setmetatable
 local function nonexistent(k)
   error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 3)
 end
@@ -571,10 +569,7 @@ local function run_index(_, k)
 end
 local fenv, fmeta = {}, { __index = run_index, __newindex = readonly, __metatable = false }
 setmetatable(fenv, fmeta)
-local function fcall(f, handler, keys, args)
-  return xpcall(function() return f(keys, args) end, handler)
-end
-return fenv, fmeta, run_index, load_index, fcall
+return fenv, fmeta, run_index, load_index
 "#,
             )
             .set_name("=rcodis")
@@ -582,13 +577,8 @@ return fenv, fmeta, run_index, load_index, fcall
         let env = lua.create_table()?;
         // SAFETY: `redis_pcall` follows the Lua C API (see there).
         redis.raw_set("pcall", unsafe { lua.create_c_function(redis_pcall)? })?;
-        let (fenv, fmeta, run_index, load_index, fcall): (
-            Table,
-            Table,
-            Function,
-            Function,
-            Function,
-        ) = setup.call((redis, env.clone(), g.clone(), register))?;
+        let (fenv, fmeta, run_index, load_index): (Table, Table, Function, Function) =
+            setup.call((redis, env.clone(), g.clone(), register))?;
         let ident = lua.create_function(|_, e: Value| Ok(e))?;
         let xpcall: Function = env.raw_get("xpcall")?;
         // Runs where the error was raised (the stack still there): the error and the line of
@@ -646,7 +636,6 @@ return fenv, fmeta, run_index, load_index, fcall
             fmeta,
             run_index,
             load_index,
-            fcall,
             ident,
             libs: HashMap::new(),
             fn_generation: u64::MAX,
@@ -738,23 +727,132 @@ fn run(ctx: &mut Ctx<'_>, req: &Request, by_sha: bool, ro: bool) {
     }
 }
 
-/// KEYS and ARGV (or a function's keys and args) as Lua sequences, made in one protected
-/// step (through mlua's API each table and string is one: most of a short script's cost).
-fn tables(lua: &Lua, keys: &[Bytes], argv: &[Bytes]) -> mlua::Result<(Table, Table)> {
+/// Runs a script or function and writes its reply, all in one protected step (through
+/// mlua's API every table, string and field is one of its own: most of a short script's
+/// cost). On the stack: the compiled script or function, the error handler, the scripts'
+/// environment. Builds KEYS and ARGV (set in the environment for a script, passed as
+/// arguments to a function), calls under `lua_pcall` with the handler, and, when the call
+/// succeeded, writes the reply to `out` and leaves nothing; on failure it leaves `false` and
+/// the handler's value.
+///
+/// # Safety
+/// In protected mode (`Lua::exec_raw`). A Lua error (out of memory) unwinds by `longjmp`
+/// through this function and [`reply_raw`]: neither holds a value that needs dropping across
+/// a Lua call.
+unsafe fn invoke(
+    l: *mut mlua::ffi::lua_State,
+    is_fn: bool,
+    keys: &[Bytes],
+    argv: &[Bytes],
+    out: *mut Out,
+) {
     use mlua::ffi;
-    // SAFETY: `f` runs in protected mode with room for 3 values on the stack (exec_raw
-    // checks), and uses 3: the two tables and one string at a time. A Lua error (out of
-    // memory) leaves `f` without destructors to skip: it holds only borrowed slices.
+    // SAFETY: as above; indexes are those of the four values described.
     unsafe {
-        lua.exec_raw((), |l| {
-            for items in [keys, argv] {
-                ffi::lua_createtable(l, items.len().min(i32::MAX as usize) as i32, 0);
-                for (i, a) in items.iter().enumerate() {
-                    ffi::lua_pushlstring(l, a.as_ptr().cast(), a.len());
-                    ffi::lua_rawseti(l, -2, (i + 1) as _);
+        ffi::luaL_checkstack(l, 8, c"script call".as_ptr());
+        for items in [keys, argv] {
+            ffi::lua_createtable(l, items.len().min(i32::MAX as usize) as i32, 0);
+            for (i, a) in items.iter().enumerate() {
+                ffi::lua_pushlstring(l, a.as_ptr().cast(), a.len());
+                ffi::lua_rawseti(l, -2, (i + 1) as _);
+            }
+        }
+        // [f, handler, env, keys, argv]: a function gets them as arguments, a script as
+        // the globals KEYS and ARGV.
+        let nargs = if is_fn {
+            2
+        } else {
+            for name in [c"ARGV", c"KEYS"] {
+                ffi::lua_pushstring(l, name.as_ptr());
+                ffi::lua_insert(l, -2);
+                ffi::lua_rawset(l, 3);
+            }
+            0
+        };
+        // [f, handler, env, f, (keys, argv)]
+        ffi::lua_pushvalue(l, 1);
+        ffi::lua_insert(l, 4);
+        if ffi::lua_pcall(l, nargs, 1, 2) == 0 {
+            reply_raw(l, 4, &mut *out, 0);
+            ffi::lua_settop(l, 0);
+        } else {
+            // [f, handler, env, value] -> [false, the handler's value]
+            ffi::lua_replace(l, 2);
+            ffi::lua_settop(l, 2);
+            ffi::lua_pushboolean(l, 0);
+            ffi::lua_replace(l, 1);
+        }
+    }
+}
+
+/// A script's result (at stack index `idx`) as a reply: Redis's Lua-to-RESP conversion.
+///
+/// # Safety
+/// As for [`invoke`]: Rust values made here (an error or status text) are dropped before the
+/// next Lua call.
+unsafe fn reply_raw(l: *mut mlua::ffi::lua_State, idx: i32, out: &mut Out, depth: usize) {
+    use mlua::ffi;
+    // SAFETY: as above.
+    unsafe {
+        let text = |l: *mut ffi::lua_State| -> &[u8] {
+            let mut len = 0usize;
+            let p = ffi::lua_tolstring(l, -1, &mut len);
+            std::slice::from_raw_parts(p.cast::<u8>(), len)
+        };
+        match ffi::lua_type(l, idx) {
+            ffi::LUA_TBOOLEAN if ffi::lua_toboolean(l, idx) != 0 => out.int(1),
+            ffi::LUA_TNUMBER => {
+                // As C's conversion on x86: what does not fit (or NaN) is i64::MIN.
+                let n = ffi::lua_tonumber(l, idx) as f64;
+                out.int(if n.is_finite() && n.abs() < 9.2e18 {
+                    n.trunc() as i64
+                } else {
+                    i64::MIN
+                })
+            }
+            ffi::LUA_TSTRING => {
+                let mut len = 0usize;
+                let p = ffi::lua_tolstring(l, idx, &mut len);
+                out.bulk(std::slice::from_raw_parts(p.cast::<u8>(), len));
+            }
+            ffi::LUA_TTABLE if depth < 64 => {
+                ffi::luaL_checkstack(l, 4, c"reply too deep".as_ptr());
+                for (field, is_err) in [(c"err", true), (c"ok", false)] {
+                    ffi::lua_pushstring(l, field.as_ptr());
+                    ffi::lua_rawget(l, idx);
+                    if ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
+                        {
+                            let t = String::from_utf8_lossy(text(l));
+                            if is_err {
+                                out.err(&one_line(t.strip_prefix('-').unwrap_or(&t)));
+                            } else {
+                                out.simple(&one_line(&t));
+                            }
+                        }
+                        ffi::lua_settop(l, -2);
+                        return;
+                    }
+                    ffi::lua_settop(l, -2);
+                }
+                let mut n = 0;
+                loop {
+                    ffi::lua_rawgeti(l, idx, (n + 1) as _);
+                    let end = ffi::lua_type(l, -1) == ffi::LUA_TNIL;
+                    ffi::lua_settop(l, -2);
+                    if end {
+                        break;
+                    }
+                    n += 1;
+                }
+                out.array(n);
+                for i in 1..=n {
+                    ffi::lua_rawgeti(l, idx, i as _);
+                    reply_raw(l, ffi::lua_gettop(l), out, depth + 1);
+                    ffi::lua_settop(l, -2);
                 }
             }
-        })
+            _ => out.null(),
+        }
     }
 }
 
@@ -778,11 +876,6 @@ pub(super) fn call(
 ) -> mlua::Result<()> {
     let lua = &vm.lua;
     let is_fn = matches!(what, Named::Function(_));
-    let (keys_t, argv_t) = tables(lua, keys, argv)?;
-    if !is_fn {
-        vm.env.raw_set("KEYS", keys_t.clone())?;
-        vm.env.raw_set("ARGV", argv_t.clone())?;
-    }
     IS_FN.set(is_fn);
     if is_fn {
         RUNNING_FN.fetch_add(1, Ordering::SeqCst);
@@ -801,12 +894,19 @@ pub(super) fn call(
         keys,
         ro,
     }));
-    let out = if is_fn {
-        vm.fcall
-            .call::<mlua::MultiValue>((f, vm.on_error.clone(), keys_t, argv_t))
-    } else {
-        vm.xpcall.call::<mlua::MultiValue>((f, vm.on_error.clone()))
+    let base = ctx.out.buf.len();
+    let out_ptr: *mut Out = &mut *ctx.out;
+    // SAFETY: `invoke` runs in protected mode (see there); `out_ptr` is `ctx.out`, which
+    // nothing else touches meanwhile (`redis.call` uses the context's database only).
+    let out = unsafe {
+        lua.exec_raw::<mlua::MultiValue>((&f, &vm.on_error, &vm.env), |l| {
+            invoke(l, is_fn, keys, argv, out_ptr)
+        })
     };
+    if out.is_err() {
+        // Lua failed while converting the reply (out of memory): none of it stays.
+        ctx.out.buf.truncate(base);
+    }
     CURRENT.set(None);
     if is_fn {
         RUNNING_FN.fetch_sub(1, Ordering::SeqCst);
@@ -824,12 +924,11 @@ pub(super) fn call(
         KILL_FN.store(false, Ordering::SeqCst);
     }
     let mut out_vals = out?.into_iter();
-    let ok = matches!(out_vals.next(), Some(Value::Boolean(true)));
-    let v = out_vals.next().unwrap_or(Value::Nil);
-    if ok {
-        reply(ctx.out, &v, 0);
+    let Some(_) = out_vals.next() else {
+        // It ran; its reply is written.
         return Ok(());
-    }
+    };
+    let v = out_vals.next().unwrap_or(Value::Nil);
     // The error handler's table: the error and the script's line.
     let (e, line) = match &v {
         Value::Table(t) => (t.raw_get::<Value>(1)?, t.raw_get::<usize>(2).unwrap_or(0)),
@@ -971,21 +1070,33 @@ unsafe fn command_from_stack(l: *mut mlua::ffi::lua_State) -> Frame {
     if n == 0 {
         return script_error("ERR Please specify at least one argument for this redis lib call");
     }
-    let mut parts: Vec<Bytes> = Vec::with_capacity(n as usize);
+    /// An argument: a Lua string (on the stack for the length of the call), or a number
+    /// written out.
+    enum Arg<'a> {
+        Lua(&'a [u8]),
+        Number(String),
+    }
+    impl AsRef<[u8]> for Arg<'_> {
+        fn as_ref(&self) -> &[u8] {
+            match self {
+                Arg::Lua(s) => s,
+                Arg::Number(n) => n.as_bytes(),
+            }
+        }
+    }
+    let mut parts: Vec<Arg<'_>> = Vec::with_capacity(n as usize);
     for i in 1..=n {
-        // SAFETY: index within the stack.
+        // SAFETY: index within the stack; a string stays there (and valid) until this
+        // function returns.
         unsafe {
             match ffi::lua_type(l, i) {
                 ffi::LUA_TSTRING => {
                     let mut len = 0usize;
                     let p = ffi::lua_tolstring(l, i, &mut len);
-                    parts.push(Bytes::copy_from_slice(std::slice::from_raw_parts(
-                        p.cast::<u8>(),
-                        len,
-                    )));
+                    parts.push(Arg::Lua(std::slice::from_raw_parts(p.cast::<u8>(), len)));
                 }
                 // A number is a double in Lua 5.1; Redis writes it with 17 significant digits.
-                ffi::LUA_TNUMBER => parts.push(Bytes::from(crate::out::fmt_g17(
+                ffi::LUA_TNUMBER => parts.push(Arg::Number(crate::out::fmt_g17(
                     ffi::lua_tonumber(l, i) as f64,
                 ))),
                 _ => {
@@ -1000,12 +1111,11 @@ unsafe fn command_from_stack(l: *mut mlua::ffi::lua_State) -> Frame {
     // that borrow ends; a script runs one command at a time (no re-entry: EVAL is not
     // allowed from scripts).
     let (ctx, keys) = unsafe { (&mut *cur.ctx, &*cur.keys) };
-    command(ctx, keys, cur.ro, parts)
+    command(ctx, keys, cur.ro, Request::from_args(parts.iter()))
 }
 
 /// `redis.call`/`redis.pcall`: runs one command on the script's database.
-fn command(ctx: &mut Ctx<'_>, declared: &[Bytes], ro: bool, parts: Vec<Bytes>) -> Frame {
-    let req = Request::from_args(parts.iter());
+fn command(ctx: &mut Ctx<'_>, declared: &[Bytes], ro: bool, req: Request) -> Frame {
     let spec = match spec_table::resolve_request(&req) {
         Ok(s) => s,
         Err(CommandError::Arity(_)) => {
@@ -1076,43 +1186,6 @@ fn local_command(spec: &CommandSpec, req: &Request) -> Frame {
             ])
         }
         _ => script_error("ERR This Redis command is not allowed from script"),
-    }
-}
-
-/// A script's result as a reply (Redis's Lua-to-RESP conversion).
-fn reply(out: &mut Out, v: &Value, depth: usize) {
-    match v {
-        Value::Nil | Value::Boolean(false) => out.null(),
-        Value::Boolean(true) => out.int(1),
-        Value::Integer(i) => out.int(*i),
-        // As C's conversion on x86: what does not fit (or NaN) is i64::MIN.
-        Value::Number(n) => out.int(if n.is_finite() && n.abs() < 9.2e18 {
-            n.trunc() as i64
-        } else {
-            i64::MIN
-        }),
-        Value::String(s) => out.bulk(&s.as_bytes()),
-        Value::Table(t) if depth < 64 => {
-            if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
-                let e = e.to_string_lossy();
-                return out.err(&one_line(e.strip_prefix('-').unwrap_or(&e)));
-            }
-            if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
-                return out.simple(&one_line(&s.to_string_lossy()));
-            }
-            let mut items = Vec::new();
-            for i in 1.. {
-                match t.raw_get::<Value>(i) {
-                    Ok(Value::Nil) | Err(_) => break,
-                    Ok(x) => items.push(x),
-                }
-            }
-            out.array(items.len());
-            for x in &items {
-                reply(out, x, depth + 1);
-            }
-        }
-        _ => out.null(),
     }
 }
 
