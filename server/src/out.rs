@@ -96,6 +96,39 @@ impl Out {
         }
     }
 
+    /// A boolean (RESP3 `#t`/`#f`, RESP2 `:1`/`:0`).
+    pub fn boolean(&mut self, b: bool) {
+        if self.resp3 {
+            self.buf.put_slice(if b { b"#t\r\n" } else { b"#f\r\n" });
+        } else {
+            self.int(b as i64);
+        }
+    }
+
+    /// A big number given as its digits (RESP3 `(`, RESP2 a bulk string).
+    pub fn big_number(&mut self, digits: &[u8]) {
+        if self.resp3 {
+            self.buf.put_u8(b'(');
+            self.buf.put_slice(digits);
+            self.buf.put_slice(b"\r\n");
+        } else {
+            self.bulk(digits);
+        }
+    }
+
+    /// Verbatim text with its three-letter format (RESP3 `=`, RESP2 a bulk string).
+    pub fn verbatim_as(&mut self, format: &[u8], text: &[u8]) {
+        if self.resp3 {
+            enc::write_aggregate_len(&mut self.buf, b'=', text.len() + 4);
+            self.buf.put_slice(format);
+            self.buf.put_u8(b':');
+            self.buf.put_slice(text);
+            self.buf.put_slice(b"\r\n");
+        } else {
+            self.bulk(text);
+        }
+    }
+
     /// A boolean-ish integer (RESP3 keeps Redis's integer replies for these commands).
     pub fn bool_int(&mut self, b: bool) {
         self.int(b as i64);

@@ -92,6 +92,41 @@ const CASES: &[&[&str]] = &[
     &["EVAL", "#!lua name=x\nreturn 5", "0"],
     &["EVAL", "#!lua\nerror('x')", "0"],
     &["EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0"],
+    // RESP3 replies in scripts (redis.setresp(3)) and RESP3 shapes in results.
+    &["EVAL", "return redis.call('sadd', KEYS[1], 'x', 'y', 'z')", "1", "s1"],
+    &["EVAL", "redis.setresp(3); return redis.call('hgetall', KEYS[1])", "1", "h1"],
+    &["EVAL", "redis.setresp(3); local r = redis.call('hgetall', KEYS[1]); return {type(r), type(r.map), r.map.a}", "1", "h1"],
+    &["EVAL", "redis.setresp(3); return redis.call('smembers', KEYS[1])", "1", "s1"],
+    &["EVAL", "redis.setresp(3); local r = redis.call('smembers', KEYS[1]); return {type(r.set), tostring(r.set.x)}", "1", "s1"],
+    &["EVAL", "redis.setresp(3); local r = redis.call('zscore', KEYS[1], 'm'); return {type(r), tostring(r.double)}", "1", "z1"],
+    &["EVAL", "redis.setresp(3); return redis.call('zscore', KEYS[1], 'm')", "1", "z1"],
+    &["EVAL", "redis.setresp(3); return redis.call('zrange', KEYS[1], 0, -1, 'withscores')", "1", "z1"],
+    &["EVAL", "redis.setresp(3); return redis.call('get', KEYS[1]) == nil", "1", "nokey"],
+    &["EVAL", "redis.setresp(3); return {redis.call('get', KEYS[1])}", "1", "nokey"],
+    &["EVAL", "redis.setresp(3); return redis.call('exists', KEYS[1])", "1", "h1"],
+    &["EVAL", "redis.setresp(3); return redis.call('hello')", "0"],
+    &["EVAL", "redis.setresp(3); return redis.pcall('incr', KEYS[1])", "1", "s"],
+    &["EVAL", "redis.setresp(3); return redis.call('ping')", "0"],
+    &["EVAL", "redis.setresp(3); return true", "0"],
+    &["EVAL", "redis.setresp(3); return false", "0"],
+    &["EVAL", "redis.setresp(3); return nil", "0"],
+    &["EVAL", "redis.setresp(3); redis.setresp(2); return {true, false}", "0"],
+    &["EVAL", "redis.setresp('3'); return redis.call('zscore', KEYS[1], 'm')", "1", "z1"],
+    &["EVAL", "redis.setresp()", "0"],
+    &["EVAL", "redis.setresp(4)", "0"],
+    &["EVAL", "redis.setresp('x')", "0"],
+    &["EVAL", "redis.setresp(2, 3)", "0"],
+    &["EVAL", "return {double=3.5}", "0"],
+    &["EVAL", "return {double='x'}", "0"],
+    &["EVAL", "return {map={a=1, b={1, 2}}}", "0"],
+    &["EVAL", "return {map=5}", "0"],
+    &["EVAL", "return {set={a=true, b=true}}", "0"],
+    &["EVAL", "return {big_number='123'}", "0"],
+    &["EVAL", "return {big_number='12\r\n3'}", "0"],
+    &["EVAL", "return {verbatim_string={format='txt', string='hi'}}", "0"],
+    &["EVAL", "return {verbatim_string={format='md', string='hi'}}", "0"],
+    &["EVAL", "return {verbatim_string={format='txt'}}", "0"],
+    &["EVAL", "return {1, {double=0.5}, {map={x={set={y=true}}}}}", "0"],
     &["SCRIPT", "LOAD", "return 1"],
     &["SCRIPT", "LOAD", "return ("],
     &["SCRIPT", "EXISTS", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0000"],
@@ -108,12 +143,19 @@ fn scripts_answer_as_redis_does() {
     let ours = ServerProc::start(bin(), &["--threads", "2"]);
     let mut a = Conn::connect(redis.port);
     let mut b = ours.conn();
-    for c in [&mut a, &mut b] {
-        c.cmd(&["SET", "s", "abc"]);
-    }
-    for case in CASES {
-        let (x, y) = (a.cmd(case), b.cmd(case));
-        assert_eq!(x, y, "{case:?}");
+    for resp3 in [false, true] {
+        for c in [&mut a, &mut b] {
+            c.cmd(&["FLUSHALL"]);
+            c.cmd(&["SCRIPT", "FLUSH"]);
+            c.cmd(&["SET", "s", "abc"]);
+            if resp3 {
+                c.cmd(&["HELLO", "3"]);
+            }
+        }
+        for case in CASES {
+            let (x, y) = (a.cmd(case), b.cmd(case));
+            assert_eq!(x, y, "resp3 {resp3}: {case:?}");
+        }
     }
 }
 

@@ -11,8 +11,9 @@
 //! As in Redis Cluster, a script reaches the keys it declares and, on a shard's own
 //! database, undeclared keys of that shard; others get an error. The Lua environment is
 //! Redis 7.0's: globals are read-only, `KEYS` and `ARGV`, the `redis` library, `cjson`, `bit`.
-//! Not provided: `struct`, `cmsgpack`, `redis.setresp(3)`. Functions (FUNCTION LOAD, FCALL)
-//! run on the same Lua states: see [`super::function`].
+//! `redis.setresp(3)` gives a script RESP3 replies (maps, sets, doubles, booleans, nil) as
+//! Redis 7 converts them. Not provided: `struct`, `cmsgpack`. Functions (FUNCTION LOAD,
+//! FCALL) run on the same Lua states: see [`super::function`].
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -87,6 +88,8 @@ thread_local! {
     static WROTE: Cell<bool> = const { Cell::new(false) };
     /// The script running on this thread was stopped by SCRIPT KILL.
     static WAS_KILLED: Cell<bool> = const { Cell::new(false) };
+    /// The script running on this thread asked for RESP3 replies (`redis.setresp(3)`).
+    static SCRIPT_RESP3: Cell<bool> = const { Cell::new(false) };
     /// The script running on this thread is a function (FCALL).
     static IS_FN: Cell<bool> = const { Cell::new(false) };
     /// A library loading on this thread (FUNCTION LOAD) must be done by then.
@@ -463,12 +466,23 @@ impl Vm {
         )?;
         redis.raw_set(
             "setresp",
-            lua.create_function(|_, v: i64| match v {
-                2 => Ok(()),
-                3 => Err(mlua::Error::runtime(
-                    "RESP3 replies in scripts are not supported by rcodis",
-                )),
-                _ => Err(mlua::Error::runtime("RESP version must be 2 or 3.")),
+            lua.create_function(|lua, args: mlua::Variadic<Value>| {
+                let [v] = &args[..] else {
+                    return Err(mlua::Error::runtime(
+                        "redis.setresp() requires one argument.",
+                    ));
+                };
+                match lua
+                    .coerce_number(v.clone())
+                    .ok()
+                    .flatten()
+                    .map(|n| n as i64)
+                {
+                    Some(2) => SCRIPT_RESP3.set(false),
+                    Some(3) => SCRIPT_RESP3.set(true),
+                    _ => return Err(mlua::Error::runtime("RESP version must be 2 or 3.")),
+                }
+                Ok(())
             })?,
         )?;
         for (k, v) in [
@@ -794,12 +808,16 @@ unsafe fn reply_raw(l: *mut mlua::ffi::lua_State, idx: i32, out: &mut Out, depth
     use mlua::ffi;
     // SAFETY: as above.
     unsafe {
-        let text = |l: *mut ffi::lua_State| -> &[u8] {
+        // A string on the stack (no conversion: callers check the type first).
+        let text_at = |l: *mut ffi::lua_State, i: i32| -> &[u8] {
             let mut len = 0usize;
-            let p = ffi::lua_tolstring(l, -1, &mut len);
+            let p = ffi::lua_tolstring(l, i, &mut len);
             std::slice::from_raw_parts(p.cast::<u8>(), len)
         };
+        let text = |l: *mut ffi::lua_State| text_at(l, -1);
         match ffi::lua_type(l, idx) {
+            // After `redis.setresp(3)` a boolean; before, true is 1 and false null.
+            ffi::LUA_TBOOLEAN if SCRIPT_RESP3.get() => out.boolean(ffi::lua_toboolean(l, idx) != 0),
             ffi::LUA_TBOOLEAN if ffi::lua_toboolean(l, idx) != 0 => out.int(1),
             ffi::LUA_TNUMBER => {
                 // As C's conversion on x86: what does not fit (or NaN) is i64::MIN.
@@ -828,6 +846,82 @@ unsafe fn reply_raw(l: *mut mlua::ffi::lua_State, idx: i32, out: &mut Out, depth
                             } else {
                                 out.simple(&one_line(&t));
                             }
+                        }
+                        ffi::lua_settop(l, -2);
+                        return;
+                    }
+                    ffi::lua_settop(l, -2);
+                }
+                // RESP3 shapes (whatever the script's protocol), in Redis's order of checks.
+                ffi::lua_pushstring(l, c"double".as_ptr());
+                ffi::lua_rawget(l, idx);
+                if ffi::lua_type(l, -1) == ffi::LUA_TNUMBER {
+                    out.double(ffi::lua_tonumber(l, -1) as f64);
+                    ffi::lua_settop(l, -2);
+                    return;
+                }
+                ffi::lua_settop(l, -2);
+                ffi::lua_pushstring(l, c"big_number".as_ptr());
+                ffi::lua_rawget(l, idx);
+                if ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
+                    {
+                        let digits: Vec<u8> = text(l)
+                            .iter()
+                            .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c })
+                            .collect();
+                        out.big_number(&digits);
+                    }
+                    ffi::lua_settop(l, -2);
+                    return;
+                }
+                ffi::lua_settop(l, -2);
+                ffi::lua_pushstring(l, c"verbatim_string".as_ptr());
+                ffi::lua_rawget(l, idx);
+                if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+                    ffi::lua_pushstring(l, c"format".as_ptr());
+                    ffi::lua_rawget(l, -2);
+                    ffi::lua_pushstring(l, c"string".as_ptr());
+                    ffi::lua_rawget(l, -3);
+                    if ffi::lua_type(l, -2) == ffi::LUA_TSTRING
+                        && ffi::lua_type(l, -1) == ffi::LUA_TSTRING
+                    {
+                        let (format, body) = (text_at(l, -2), text_at(l, -1));
+                        // Three letters, padded with spaces as Redis pads them.
+                        let mut f = [b' '; 3];
+                        for (d, c) in f.iter_mut().zip(format) {
+                            *d = *c;
+                        }
+                        out.verbatim_as(&f, body);
+                        ffi::lua_settop(l, -4);
+                        return;
+                    }
+                    ffi::lua_settop(l, -3);
+                }
+                ffi::lua_settop(l, -2);
+                for (field, is_map) in [(c"map", true), (c"set", false)] {
+                    ffi::lua_pushstring(l, field.as_ptr());
+                    ffi::lua_rawget(l, idx);
+                    if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+                        let t = ffi::lua_gettop(l);
+                        let mut n = 0;
+                        ffi::lua_pushnil(l);
+                        while ffi::lua_next(l, t) != 0 {
+                            ffi::lua_settop(l, -2);
+                            n += 1;
+                        }
+                        if is_map {
+                            out.map(n);
+                        } else {
+                            out.set(n);
+                        }
+                        ffi::lua_pushnil(l);
+                        while ffi::lua_next(l, t) != 0 {
+                            let top = ffi::lua_gettop(l);
+                            reply_raw(l, top - 1, out, depth + 1);
+                            if is_map {
+                                reply_raw(l, top, out, depth + 1);
+                            }
+                            ffi::lua_settop(l, -2);
                         }
                         ffi::lua_settop(l, -2);
                         return;
@@ -877,6 +971,7 @@ pub(super) fn call(
     let lua = &vm.lua;
     let is_fn = matches!(what, Named::Function(_));
     IS_FN.set(is_fn);
+    SCRIPT_RESP3.set(false);
     if is_fn {
         RUNNING_FN.fetch_add(1, Ordering::SeqCst);
     }
@@ -1018,8 +1113,45 @@ unsafe extern "C-unwind" fn push_reply(l: *mut mlua::ffi::lua_State) -> std::ffi
                     ffi::lua_pushlstring(l, b.as_ptr().cast(), b.len());
                 }
                 Frame::Simple(s) => table_with(c"ok", s),
-                Frame::Error(e) => table_with(c"err", e),
-                Frame::NullBulk | Frame::NullArray | Frame::Null => ffi::lua_pushboolean(l, 0),
+                Frame::Error(e) | Frame::BulkError(e) => table_with(c"err", e),
+                Frame::NullBulk | Frame::NullArray => ffi::lua_pushboolean(l, 0),
+                // RESP3 (after `redis.setresp(3)`), as Redis 7 converts it.
+                Frame::Null => ffi::lua_pushnil(l),
+                Frame::Boolean(b) => ffi::lua_pushboolean(l, *b as _),
+                Frame::Double(d) => {
+                    ffi::lua_createtable(l, 0, 1);
+                    ffi::lua_pushnumber(l, *d as _);
+                    ffi::lua_setfield(l, -2, c"double".as_ptr());
+                }
+                Frame::BigNumber(n) => table_with(c"big_number", n),
+                Frame::Verbatim { format, text } => {
+                    ffi::lua_createtable(l, 0, 1);
+                    table_with(c"string", text);
+                    ffi::lua_pushlstring(l, format.as_ptr().cast(), format.len());
+                    ffi::lua_setfield(l, -2, c"format".as_ptr());
+                    ffi::lua_setfield(l, -2, c"verbatim_string".as_ptr());
+                }
+                Frame::Map(pairs) => {
+                    ffi::lua_createtable(l, 0, 1);
+                    // Grown as Redis grows it, so that it iterates in the same order.
+                    ffi::lua_createtable(l, 0, 0);
+                    for (k, v) in pairs {
+                        push(l, k);
+                        push(l, v);
+                        ffi::lua_rawset(l, -3);
+                    }
+                    ffi::lua_setfield(l, -2, c"map".as_ptr());
+                }
+                Frame::Set(items) => {
+                    ffi::lua_createtable(l, 0, 1);
+                    ffi::lua_createtable(l, 0, 0);
+                    for x in items {
+                        push(l, x);
+                        ffi::lua_pushboolean(l, 1);
+                        ffi::lua_rawset(l, -3);
+                    }
+                    ffi::lua_setfield(l, -2, c"set".as_ptr());
+                }
                 Frame::Array(items) => {
                     ffi::lua_createtable(l, items.len().min(i32::MAX as usize) as i32, 0);
                     for (i, x) in items.iter().enumerate() {
@@ -1148,7 +1280,7 @@ fn command(ctx: &mut Ctx<'_>, declared: &[Bytes], ro: bool, req: Request) -> Fra
             }
         }
     }
-    let mut out = Out::new(false);
+    let mut out = Out::new(SCRIPT_RESP3.get());
     {
         let mut inner = Ctx::new(ctx.db, &mut out, ctx.now);
         handler(&mut inner, &req);

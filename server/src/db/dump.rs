@@ -474,7 +474,9 @@ fn listpack(b: &[u8]) -> Option<Vec<Bytes>> {
 
 /// LZF decompression (the format Redis's lzf_compress writes).
 fn lzf_decompress(input: &[u8], out_len: usize) -> Option<Vec<u8>> {
-    let mut out: Vec<u8> = Vec::with_capacity(out_len.min(1 << 30));
+    // LZF expands at most 264 bytes from 3 of input: a claimed length past that is refused
+    // below without first reserving it.
+    let mut out: Vec<u8> = Vec::with_capacity(out_len.min(input.len().saturating_mul(88)));
     let mut ip = 0;
     while ip < input.len() {
         let ctrl = input[ip] as usize;
