@@ -3,6 +3,7 @@
 //! writes its reply into the context's [`Out`]. No I/O, no awaits.
 
 pub mod bitfield;
+pub mod cmsgpack;
 pub mod function;
 pub mod hashes;
 pub mod keys;

@@ -10,9 +10,9 @@
 //!
 //! As in Redis Cluster, a script reaches the keys it declares and, on a shard's own
 //! database, undeclared keys of that shard; others get an error. The Lua environment is
-//! Redis 7.0's: globals are read-only, `KEYS` and `ARGV`, the `redis` library, `cjson`, `bit`.
-//! `redis.setresp(3)` gives a script RESP3 replies (maps, sets, doubles, booleans, nil) as
-//! Redis 7 converts them. Not provided: `struct`, `cmsgpack`. Functions (FUNCTION LOAD,
+//! Redis 7.0's: globals are read-only, `KEYS` and `ARGV`, the `redis` library, `cjson`,
+//! `cmsgpack`, `bit`; `redis.setresp(3)` gives a script RESP3 replies (maps, sets, doubles,
+//! booleans, nil) as Redis 7 converts them. Not provided: `struct`. Functions (FUNCTION LOAD,
 //! FCALL) run on the same Lua states: see [`super::function`].
 
 use std::cell::{Cell, RefCell};
@@ -508,6 +508,7 @@ impl Vm {
         g.raw_set("redis", redis.clone())?;
         g.raw_set("bit", bit(&lua)?)?;
         g.raw_set("cjson", cjson(&lua)?)?;
+        g.raw_set("cmsgpack", super::cmsgpack::library(&lua)?)?;
         // The Lua side of the library, and the read-only globals: reading a missing global
         // or assigning any is an error, as in Redis 7.
         let setup: Function = lua
