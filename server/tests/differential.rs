@@ -131,9 +131,13 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
     c
 }
 
-/// The command run by `redis.call` in a script that declares the command's keys (both
-/// servers convert its reply to Lua and back).
-fn in_script(cmd: Vec<String>) -> Vec<String> {
+/// The library whose function `run` runs its arguments as a command (loaded on both).
+const RUN_LIBRARY: &str = "#!lua name=difftest\n\
+     redis.register_function('run', function(keys, args) return redis.call(unpack(args)) end)";
+
+/// The command run by `redis.call` in a script (EVAL) or, with `function`, a function
+/// (FCALL) that declares the command's keys (both servers convert its reply to Lua and back).
+fn in_script(cmd: Vec<String>, function: bool) -> Vec<String> {
     let req = rcodis_core::resp::Request::from_args(&cmd);
     let Ok(spec) = rcodis_core::cmd::resolve_request(&req) else {
         return cmd;
@@ -142,11 +146,15 @@ fn in_script(cmd: Vec<String>) -> Vec<String> {
     let Ok(keys) = rcodis_core::cmd::key_indexes(spec, &args, false) else {
         return cmd;
     };
-    let mut v = vec![
-        "EVAL".to_string(),
-        "return redis.call(unpack(ARGV))".to_string(),
-        keys.len().to_string(),
-    ];
+    let mut v = if function {
+        vec!["FCALL".to_string(), "run".to_string()]
+    } else {
+        vec![
+            "EVAL".to_string(),
+            "return redis.call(unpack(ARGV))".to_string(),
+        ]
+    };
+    v.push(keys.len().to_string());
     v.extend(keys.iter().map(|&i| cmd[i].clone()));
     v.extend(cmd);
     v
@@ -179,13 +187,20 @@ fn random_sequences_match_redis() {
     );
     let mut a = Conn::connect(redis.port);
     let mut b = ours.conn();
+    for c in [&mut a, &mut b] {
+        assert_eq!(
+            c.cmd(&["FUNCTION", "LOAD", RUN_LIBRARY]),
+            Frame::bulk("difftest")
+        );
+    }
     let mut r = SmallRng::seed_from_u64(seed);
     for n in 0..count {
         let inner = gen(&mut r);
         let name = inner[0].clone();
-        // One in six runs inside a script that declares its keys.
+        // One in six runs inside a script or a function that declares its keys.
         let cmd = if r.gen_range(0..6) == 0 {
-            in_script(inner)
+            let function = r.gen_bool(0.5);
+            in_script(inner, function)
         } else {
             inner
         };
