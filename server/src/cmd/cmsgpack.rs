@@ -26,7 +26,8 @@ fn where_(lua: &Lua) -> String {
     .unwrap_or_default()
 }
 
-fn error(lua: &Lua, msg: &str) -> mlua::Error {
+/// A Lua error raised at the calling script's position, as `luaL_error` raises it.
+pub(super) fn error(lua: &Lua, msg: &str) -> mlua::Error {
     mlua::Error::runtime(format!("{}{msg}", where_(lua)))
 }
 

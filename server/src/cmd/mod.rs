@@ -8,6 +8,7 @@ pub mod function;
 pub mod hashes;
 pub mod keys;
 pub mod lists;
+pub mod lua_struct;
 pub mod script;
 pub mod sets;
 pub mod sort;

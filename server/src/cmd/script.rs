@@ -11,9 +11,9 @@
 //! As in Redis Cluster, a script reaches the keys it declares and, on a shard's own
 //! database, undeclared keys of that shard; others get an error. The Lua environment is
 //! Redis 7.0's: globals are read-only, `KEYS` and `ARGV`, the `redis` library, `cjson`,
-//! `cmsgpack`, `bit`; `redis.setresp(3)` gives a script RESP3 replies (maps, sets, doubles,
-//! booleans, nil) as Redis 7 converts them. Not provided: `struct`. Functions (FUNCTION LOAD,
-//! FCALL) run on the same Lua states: see [`super::function`].
+//! `cmsgpack`, `struct`, `bit`; `redis.setresp(3)` gives a script RESP3 replies (maps, sets,
+//! doubles, booleans, nil) as Redis 7 converts them. Functions (FUNCTION LOAD, FCALL) run on
+//! the same Lua states: see [`super::function`].
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -509,6 +509,7 @@ impl Vm {
         g.raw_set("bit", bit(&lua)?)?;
         g.raw_set("cjson", cjson(&lua)?)?;
         g.raw_set("cmsgpack", super::cmsgpack::library(&lua)?)?;
+        g.raw_set("struct", super::lua_struct::library(&lua)?)?;
         // The Lua side of the library, and the read-only globals: reading a missing global
         // or assigning any is an error, as in Redis 7.
         let setup: Function = lua
