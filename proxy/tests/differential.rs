@@ -36,40 +36,8 @@ fn pick<'a>(r: &mut SmallRng, v: &[&'a str]) -> &'a str {
     v[r.gen_range(0..v.len())]
 }
 
-/// The library whose function `run` runs its arguments as a command (loaded on both sides).
-const RUN_LIBRARY: &str = "#!lua name=difftest\n\
-     redis.register_function('run', function(keys, args) return redis.call(unpack(args)) end)";
-
-/// A single-key command run by `redis.call` in a script (EVAL) or, with `function`, a
-/// function (FCALL) that declares its key; any other command as it is.
-fn in_script(cmd: Vec<String>, function: bool) -> Vec<String> {
-    let req = rcodis_core::resp::Request::from_args(&cmd);
-    let Ok(spec) = rcodis_core::cmd::resolve_request(&req) else {
-        return cmd;
-    };
-    if spec.has(rcodis_core::cmd::CommandFlags::NOSCRIPT) {
-        return cmd;
-    }
-    let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
-    match rcodis_core::cmd::key_indexes(spec, &args, false) {
-        Ok(keys) if keys.len() == 1 => {
-            let mut v = if function {
-                vec!["FCALL".to_string(), "run".to_string()]
-            } else {
-                vec![
-                    "EVAL".to_string(),
-                    "return redis.call(unpack(ARGV))".to_string(),
-                ]
-            };
-            v.extend(["1".to_string(), cmd[keys[0]].clone()]);
-            v.extend(cmd);
-            v
-        }
-        _ => cmd,
-    }
-}
-
-/// The command a request runs (the one inside a script or function made by [`in_script`]).
+/// The command a request runs (the one inside a script or function made by
+/// [`rcodis_tests::wrap_in_script`]).
 fn name_of(cmd: &[String]) -> &str {
     if (cmd[0] == "EVAL" || cmd[0] == "FCALL") && cmd.len() > 4 {
         &cmd[4]
@@ -768,7 +736,7 @@ fn run(resp3: bool, rcodis_backends: bool) {
     for c in [&mut a, &mut b] {
         // Through the proxy: loaded on every group.
         assert_eq!(
-            c.cmd(&["FUNCTION", "LOAD", RUN_LIBRARY]),
+            c.cmd(&["FUNCTION", "LOAD", rcodis_tests::RUN_LIBRARY]),
             Frame::bulk("difftest")
         );
         if resp3 {
@@ -792,8 +760,9 @@ fn run(resp3: bool, rcodis_backends: bool) {
                 // One in eight single-key commands runs inside a script declaring its key
                 // (routed by it; replies through Lua and back on both sides).
                 if r.gen_range(0..8) == 0 {
+                    // (Single-key ones: the proxy routes a script by its keys.)
                     let function = r.gen_bool(0.5);
-                    in_script(c, function)
+                    rcodis_tests::wrap_in_script(&c, function, true).unwrap_or(c)
                 } else {
                     c
                 }

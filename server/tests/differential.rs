@@ -131,35 +131,6 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
     c
 }
 
-/// The library whose function `run` runs its arguments as a command (loaded on both).
-const RUN_LIBRARY: &str = "#!lua name=difftest\n\
-     redis.register_function('run', function(keys, args) return redis.call(unpack(args)) end)";
-
-/// The command run by `redis.call` in a script (EVAL) or, with `function`, a function
-/// (FCALL) that declares the command's keys (both servers convert its reply to Lua and back).
-fn in_script(cmd: Vec<String>, function: bool) -> Vec<String> {
-    let req = rcodis_core::resp::Request::from_args(&cmd);
-    let Ok(spec) = rcodis_core::cmd::resolve_request(&req) else {
-        return cmd;
-    };
-    let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
-    let Ok(keys) = rcodis_core::cmd::key_indexes(spec, &args, false) else {
-        return cmd;
-    };
-    let mut v = if function {
-        vec!["FCALL".to_string(), "run".to_string()]
-    } else {
-        vec![
-            "EVAL".to_string(),
-            "return redis.call(unpack(ARGV))".to_string(),
-        ]
-    };
-    v.push(keys.len().to_string());
-    v.extend(keys.iter().map(|&i| cmd[i].clone()));
-    v.extend(cmd);
-    v
-}
-
 /// TTLs differ by the time between the two calls; compare them loosely.
 fn same(cmd: &str, a: &Frame, b: &Frame) -> bool {
     if cmd == "TTL" {
@@ -189,7 +160,7 @@ fn random_sequences_match_redis() {
     let mut b = ours.conn();
     for c in [&mut a, &mut b] {
         assert_eq!(
-            c.cmd(&["FUNCTION", "LOAD", RUN_LIBRARY]),
+            c.cmd(&["FUNCTION", "LOAD", rcodis_tests::RUN_LIBRARY]),
             Frame::bulk("difftest")
         );
     }
@@ -200,7 +171,7 @@ fn random_sequences_match_redis() {
         // One in six runs inside a script or a function that declares its keys.
         let cmd = if r.gen_range(0..6) == 0 {
             let function = r.gen_bool(0.5);
-            in_script(inner, function)
+            rcodis_tests::wrap_in_script(&inner, function, false).unwrap_or(inner)
         } else {
             inner
         };

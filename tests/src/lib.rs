@@ -476,6 +476,68 @@ pub fn try_ping_auth(port: u16, password: Option<&str>) -> Option<Frame> {
     }
 }
 
+/// A library whose function `run` runs its arguments as a command (for [`wrap_in_script`]).
+pub const RUN_LIBRARY: &str = "#!lua name=difftest\n\
+     redis.register_function('run', function(keys, args) return redis.call(unpack(args)) end)";
+
+/// A command run by `redis.call` inside a script (EVAL) or, with `function`, inside the
+/// function of [`RUN_LIBRARY`] (FCALL), declaring the command's keys; `None` for a command
+/// that cannot run in one (unknown, not allowed in scripts, keys not found), or, with
+/// `single_key`, that has other than one key.
+pub fn wrap_in_script(cmd: &[String], function: bool, single_key: bool) -> Option<Vec<String>> {
+    use rcodis_core::cmd::{key_indexes, resolve_request, CommandFlags};
+    let req = rcodis_core::resp::Request::from_args(cmd);
+    let spec = resolve_request(&req).ok()?;
+    if spec.has(CommandFlags::NOSCRIPT) {
+        return None;
+    }
+    let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
+    let keys = key_indexes(spec, &args, false).ok()?;
+    if single_key && keys.len() != 1 {
+        return None;
+    }
+    let mut v = if function {
+        vec!["FCALL".to_string(), "run".to_string()]
+    } else {
+        vec![
+            "EVAL".to_string(),
+            "return redis.call(unpack(ARGV))".to_string(),
+        ]
+    };
+    v.push(keys.len().to_string());
+    v.extend(keys.iter().map(|&i| cmd[i].clone()));
+    v.extend(cmd.iter().cloned());
+    Some(v)
+}
+
+/// Runs `cases` on `a` (the reference) and `b`, over RESP2 and then RESP3 (each time after
+/// `setup` on both), and asserts equal replies; `fix` may first put a reply in a comparable
+/// form (for replies whose order is unspecified).
+pub fn same_replies(
+    a: &mut Conn,
+    b: &mut Conn,
+    setup: &[&[&str]],
+    cases: &[&[&str]],
+    fix: impl Fn(&[&str], &mut Frame),
+) {
+    for resp3 in [false, true] {
+        for c in [&mut *a, &mut *b] {
+            for s in setup {
+                c.cmd(s);
+            }
+            if resp3 {
+                c.cmd(&["HELLO", "3"]);
+            }
+        }
+        for case in cases {
+            let (mut x, mut y) = (a.cmd(case), b.cmd(case));
+            fix(case, &mut x);
+            fix(case, &mut y);
+            assert_eq!(x, y, "resp3 {resp3}: {case:?}");
+        }
+    }
+}
+
 /// Normalises a reply for comparison: for commands whose reply order is unspecified
 /// (SMEMBERS, HGETALL, KEYS, ...), sorts the elements (pairs stay together for maps).
 pub fn normalize(cmd: &str, f: Frame) -> Frame {

@@ -406,20 +406,13 @@ fn sync_generation(vm: &mut Vm) {
 
 /// FCALL and FCALL_RO (`ro`).
 pub(super) fn fcall(ctx: &mut Ctx<'_>, req: &Request, ro: bool) {
-    let Some(numkeys) = rcodis_core::num::parse_i64(req.arg(2)) else {
-        return ctx.out.err("ERR Bad number of keys provided");
-    };
-    if numkeys < 0 {
-        return ctx.out.err("ERR Number of keys can't be negative");
-    }
-    let numkeys = numkeys as usize;
-    if numkeys > req.len() - 3 {
-        return ctx
-            .out
-            .err("ERR Number of keys can't be greater than number of args");
-    }
+    // The function first, then its keys, as Redis checks them.
     let Some((lib, i)) = libs().find(req.arg(1)) else {
         return ctx.out.err("ERR Function not found");
+    };
+    let Some((keys, argv)) = script::keys_and_args(ctx.out, req, "ERR Bad number of keys provided")
+    else {
+        return;
     };
     let info = &lib.functions[i];
     let no_writes = info.flags & NO_WRITES != 0;
@@ -434,8 +427,6 @@ pub(super) fn fcall(ctx: &mut Ctx<'_>, req: &Request, ro: bool) {
             .out
             .err("READONLY You can't write against a read only replica.");
     }
-    let keys: Vec<Bytes> = (3..3 + numkeys).map(|i| req.arg_bytes(i)).collect();
-    let argv: Vec<Bytes> = (3 + numkeys..req.len()).map(|i| req.arg_bytes(i)).collect();
     let result = script::with_vm(|vm| {
         sync_generation(vm);
         if !vm.libs.contains_key(&lib.id) {

@@ -696,20 +696,36 @@ pub(super) fn one_line(s: &str) -> String {
     s.replace(['\r', '\n'], " ")
 }
 
-/// EVAL/EVALSHA (`by_sha`), and their read-only forms (`ro`).
-fn run(ctx: &mut Ctx<'_>, req: &Request, by_sha: bool, ro: bool) {
-    let Some(numkeys) = super::int_arg(ctx.out, req.arg(2)) else {
-        return;
+/// The keys and the other arguments of EVAL or FCALL (`name numkeys key... arg...`), or
+/// `None` with the error replied (`not_int`: the error for a numkeys that is no integer).
+pub(super) fn keys_and_args(
+    out: &mut Out,
+    req: &Request,
+    not_int: &str,
+) -> Option<(Vec<Bytes>, Vec<Bytes>)> {
+    let Some(numkeys) = rcodis_core::num::parse_i64(req.arg(2)) else {
+        out.err(not_int);
+        return None;
     };
     if numkeys < 0 {
-        return ctx.out.err("ERR Number of keys can't be negative");
+        out.err("ERR Number of keys can't be negative");
+        return None;
     }
     let numkeys = numkeys as usize;
     if numkeys > req.len() - 3 {
-        return ctx
-            .out
-            .err("ERR Number of keys can't be greater than number of args");
+        out.err("ERR Number of keys can't be greater than number of args");
+        return None;
     }
+    let keys = (3..3 + numkeys).map(|i| req.arg_bytes(i)).collect();
+    let argv = (3 + numkeys..req.len()).map(|i| req.arg_bytes(i)).collect();
+    Some((keys, argv))
+}
+
+/// EVAL/EVALSHA (`by_sha`), and their read-only forms (`ro`).
+fn run(ctx: &mut Ctx<'_>, req: &Request, by_sha: bool, ro: bool) {
+    let Some((keys, argv)) = keys_and_args(ctx.out, req, super::NOT_INT) else {
+        return;
+    };
     let (sha, body) = if by_sha {
         let sha = String::from_utf8_lossy(req.arg(1)).to_ascii_lowercase();
         match cache().lock().expect("script cache").get(&sha) {
@@ -727,8 +743,6 @@ fn run(ctx: &mut Ctx<'_>, req: &Request, by_sha: bool, ro: bool) {
         (sha, body)
     };
     EFFECTS.with(|e| e.borrow_mut().clear());
-    let keys: Vec<Bytes> = (3..3 + numkeys).map(|i| req.arg_bytes(i)).collect();
-    let argv: Vec<Bytes> = (3 + numkeys..req.len()).map(|i| req.arg_bytes(i)).collect();
     let (code, no_writes) = match shebang(&body) {
         Ok(x) => x,
         Err(e) => return ctx.out.err(&e),
