@@ -4,11 +4,9 @@
 //! snapshot) and follow a master to its replicas, and FUNCTION KILL stops a busy function.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rcodis_core::resp::Frame;
-use rcodis_core::slot::slot_of;
 use rcodis_tests::{wait_until, Conn, Process, RedisRef, ServerProc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rcodis-server");
@@ -19,10 +17,7 @@ fn bin() -> &'static Path {
 
 /// A key whose slot is on shard `shard` of a two-shard server.
 fn key_on(shard: usize, prefix: &str) -> String {
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|k| slot_of(k.as_bytes()) as usize % 2 == shard)
-        .unwrap()
+    rcodis_tests::key_on_shard(shard, 2, prefix)
 }
 
 const LIB: &str = "#!lua name=mylib
@@ -288,11 +283,7 @@ fn functions_run_on_every_shard() {
 }
 
 fn start(dir: &Path, args: &[&str]) -> (Process, u16) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--port", "0"]).arg("--dir").arg(dir).args(args);
-    let (p, port) = rcodis_tests::spawn_on_free_port("rcodis-server", cmd);
-    rcodis_tests::wait_loaded(port);
-    (p, port)
+    rcodis_tests::start_server_in(bin(), dir, args)
 }
 
 fn libraries(c: &mut Conn) -> Vec<String> {

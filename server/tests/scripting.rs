@@ -5,11 +5,9 @@
 //! on replicas (as the commands it ran).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rcodis_core::resp::Frame;
-use rcodis_core::slot::slot_of;
 use rcodis_tests::{wait_until, Conn, Process, RedisRef, ServerProc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rcodis-server");
@@ -20,10 +18,7 @@ fn bin() -> &'static Path {
 
 /// A key whose slot is on shard `shard` of a two-shard server.
 fn key_on(shard: usize, prefix: &str) -> String {
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|k| slot_of(k.as_bytes()) as usize % 2 == shard)
-        .unwrap()
+    rcodis_tests::key_on_shard(shard, 2, prefix)
 }
 
 const CASES: &[&[&str]] = &[
@@ -445,11 +440,7 @@ fn script_kill() {
 }
 
 fn start(dir: &Path, args: &[&str]) -> (Process, u16) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--port", "0"]).arg("--dir").arg(dir).args(args);
-    let (p, port) = rcodis_tests::spawn_on_free_port("rcodis-server", cmd);
-    rcodis_tests::wait_loaded(port);
-    (p, port)
+    rcodis_tests::start_server_in(bin(), dir, args)
 }
 
 /// What a script wrote is in the append-only log and on a replica as the commands it ran:

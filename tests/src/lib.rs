@@ -476,6 +476,28 @@ pub fn try_ping_auth(port: u16, password: Option<&str>) -> Option<Frame> {
     }
 }
 
+/// A key whose slot belongs to shard `shard` of an `nr`-shard rcodis-server.
+pub fn key_on_shard(shard: usize, nr: usize, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|k| rcodis_core::slot::slot_of(k.as_bytes()) as usize % nr == shard)
+        .expect("some key")
+}
+
+/// Starts the rcodis-server at `bin` on a free port with its data in `dir` (and `args`),
+/// once it has loaded its data.
+pub fn start_server_in(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (Process, u16) {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--port", "0"]).arg("--dir").arg(dir).args(args);
+    let (p, port) = spawn_on_free_port("rcodis-server", cmd);
+    wait_loaded(port);
+    (p, port)
+}
+
 /// A library whose function `run` runs its arguments as a command (for [`wrap_in_script`]).
 pub const RUN_LIBRARY: &str = "#!lua name=difftest\n\
      redis.register_function('run', function(keys, args) return redis.call(unpack(args)) end)";
