@@ -34,6 +34,31 @@ fn rusage(who: libc::c_int) -> (f64, f64) {
     (t(ru.ru_stime), t(ru.ru_utime))
 }
 
+/// Makes a panic on a shard thread (one named `prefix` and its number) end the process,
+/// after the usual report (message, place, backtrace). Left alone, the thread would end
+/// with its executor: its connections would hang and its keys or sessions be unreachable
+/// while the process still looked alive. A panic is a bug; what follows it is what Redis
+/// does on one: the process exits (with SIGABRT), and whatever supervises it restarts it
+/// (the server reloads its data from its log). Other threads keep the default behaviour.
+pub fn exit_on_shard_panic(prefix: &'static str) {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("");
+        let shard = name
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+        if shard {
+            eprintln!(
+                "{name}: a shard thread panicked (a bug, please report it): exiting, as its \
+                 connections cannot be served any more"
+            );
+            std::process::abort();
+        }
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -59,6 +59,7 @@ struct Args {
 }
 
 fn main() {
+    rcodis_core::process::exit_on_shard_panic("rcodis-proxy-");
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -883,6 +883,13 @@ impl Conn {
                 self.close = true;
             }
             "replconf" => {
+                // An option and its value (MASTERLINK, rcodis's own, has two): none at all is
+                // fine, as in Redis; an option without its value is not.
+                match req.len() {
+                    1 => return out.ok(),
+                    2 => return out.err(crate::cmd::SYNTAX),
+                    _ => {}
+                }
                 let sub = String::from_utf8_lossy(req.arg(1)).to_ascii_lowercase();
                 match sub.as_str() {
                     "listening-port" => match std::str::from_utf8(req.arg(2))

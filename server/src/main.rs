@@ -73,6 +73,7 @@ struct Args {
 }
 
 fn main() {
+    rcodis_core::process::exit_on_shard_panic("rcodis-shard-");
     let args = Args::parse();
     let mut config = match &args.config {
         Some(p) => match Config::from_file(p) {
