@@ -286,8 +286,9 @@ pub fn key_indexes(
                     }
                     return Err(InvalidKeyArgs);
                 }
+                // More keys than arguments cannot be (and would overflow below).
                 let n = match parse_i64(args[idx as usize]) {
-                    Some(n) if n >= 0 => n,
+                    Some(n) if n >= 0 && n <= argc => n,
                     _ => {
                         if incomplete {
                             continue;

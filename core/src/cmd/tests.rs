@@ -160,6 +160,18 @@ fn numkeys_shapes() {
         key_indexes(lookup(b"eval").unwrap(), &a, false),
         Err(InvalidKeyArgs)
     );
+    // A count near i64::MAX (it overflowed the last key's index).
+    for cmd in ["eval", "zunionstore", "lmpop", "zdiff", "sintercard"] {
+        let mut a: Vec<&[u8]> = vec![cmd.as_bytes(), b"9223372036854775807", b"a", b"b"];
+        if cmd == "eval" || cmd == "zunionstore" {
+            a.insert(1, b"s");
+        }
+        assert_eq!(
+            key_indexes(lookup(cmd.as_bytes()).unwrap(), &a, false),
+            Err(InvalidKeyArgs),
+            "{cmd}"
+        );
+    }
 }
 
 #[test]
