@@ -1,4 +1,6 @@
-//! `rcodis-ctl up`: a local cluster on loopback, in the foreground.
+//! `rcodis-ctl up`: a local cluster on loopback, in the foreground. A server or proxy that
+//! exits is started again (a server reloads its append-only log), up to three times a
+//! minute; past that the cluster stops, saying which process kept exiting.
 //!
 //! Layout under `--dir`: `coordinator/` (the embedded file coordinator), `group-N/` (each
 //! server's working directory), `cluster.json` (the ports chosen, reused by the next `up`).
@@ -50,8 +52,61 @@ struct Ports {
     replicas: Vec<u16>,
 }
 
-/// Children stopped (SIGTERM, then SIGKILL) when dropped.
-struct Children(Vec<(String, Child)>);
+/// A process `up` started and watches: restarted (same command, log appended) when it
+/// exits, unless it keeps exiting.
+struct Supervised {
+    cmd: Command,
+    log: PathBuf,
+    /// When it was (re)started lately.
+    starts: Vec<Instant>,
+}
+
+/// More restarts than this within `RESTART_WINDOW` stop the cluster instead.
+const MAX_RESTARTS: usize = 3;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// Children stopped (SIGTERM, then SIGKILL) when dropped; the second list says how each
+/// was started.
+struct Children(Vec<(String, Child)>, Vec<Supervised>);
+
+impl Children {
+    fn start(&mut self, name: String, mut cmd: Command, log: PathBuf) -> anyhow::Result<()> {
+        let child = spawn(&name, &mut cmd, &log, false)?;
+        self.0.push((name, child));
+        self.1.push(Supervised {
+            cmd,
+            log,
+            starts: vec![Instant::now()],
+        });
+        Ok(())
+    }
+
+    /// Restarts the children that exited; `Err` names one that keeps exiting (or cannot be
+    /// started again).
+    fn restart_exited(&mut self) -> Result<(), String> {
+        for ((name, child), sup) in self.0.iter_mut().zip(&mut self.1) {
+            let Ok(Some(st)) = child.try_wait() else {
+                continue;
+            };
+            sup.starts.retain(|t| t.elapsed() < RESTART_WINDOW);
+            if sup.starts.len() > MAX_RESTARTS {
+                return Err(format!(
+                    "{name} exited ({st}) {} times within {} s",
+                    sup.starts.len(),
+                    RESTART_WINDOW.as_secs()
+                ));
+            }
+            eprintln!(
+                "rcodis-ctl: {name} exited ({st}); restarting it (log: {})",
+                sup.log.display()
+            );
+            *child = spawn(name, &mut sup.cmd, &sup.log, true)
+                .map_err(|e| format!("{name} exited ({st}) and could not restart: {e}"))?;
+            sup.starts.push(Instant::now());
+        }
+        Ok(())
+    }
+}
 
 impl Drop for Children {
     fn drop(&mut self) {
@@ -129,8 +184,17 @@ async fn wait_ping(port: u16, child: &mut Child, name: &str) -> anyhow::Result<(
     }
 }
 
-fn spawn(name: &str, cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
-    let f = std::fs::File::create(log)?;
+/// Starts `cmd` with its output to `log` (appended to on a restart, so that what ended the
+/// previous run stays there).
+fn spawn(name: &str, cmd: &mut Command, log: &Path, append: bool) -> anyhow::Result<Child> {
+    let f = if append {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)?
+    } else {
+        std::fs::File::create(log)?
+    };
     cmd.stdout(Stdio::from(f.try_clone()?))
         .stderr(Stdio::from(f));
     cmd.spawn()
@@ -175,7 +239,7 @@ pub async fn run(a: UpArgs, product: &str) -> anyhow::Result<()> {
     std::fs::write(&ports_file, serde_json::to_vec_pretty(&ports)?)?;
     let coord_dir = dir.join("coordinator");
     let url = format!("file://{}", coord_dir.display());
-    let mut children = Children(Vec::new());
+    let mut children = Children(Vec::new(), Vec::new());
     for (i, p) in ports.servers.iter().enumerate() {
         let gdir = dir.join(format!("group-{}", i + 1));
         std::fs::create_dir_all(&gdir)?;
@@ -192,8 +256,7 @@ pub async fn run(a: UpArgs, product: &str) -> anyhow::Result<()> {
         .arg("--sched-batch")
         .arg("--dir")
         .arg(&gdir);
-        let child = spawn(&name, &mut cmd, &gdir.join("server.log"))?;
-        children.0.push((name, child));
+        children.start(name, cmd, gdir.join("server.log"))?;
     }
     for (i, p) in ports.servers.iter().enumerate() {
         let (name, child) = &mut children.0[i];
@@ -218,8 +281,7 @@ pub async fn run(a: UpArgs, product: &str) -> anyhow::Result<()> {
         .arg("--sched-batch")
         .arg("--dir")
         .arg(&rdir);
-        let child = spawn(&name, &mut cmd, &rdir.join("server.log"))?;
-        children.0.push((name, child));
+        children.start(name, cmd, rdir.join("server.log"))?;
         let n = children.0.len() - 1;
         let (name, child) = &mut children.0[n];
         wait_ping(*p, child, name).await?;
@@ -289,8 +351,7 @@ pub async fn run(a: UpArgs, product: &str) -> anyhow::Result<()> {
         ])
         .args(["--threads", &a.threads.to_string()])
         .arg("--sched-batch");
-        let child = spawn(&name, &mut cmd, &dir.join(format!("proxy-{}.log", i + 1)))?;
-        children.0.push((name, child));
+        children.start(name, cmd, dir.join(format!("proxy-{}.log", i + 1)))?;
         let n = children.0.len() - 1;
         let (name, child) = &mut children.0[n];
         wait_ping(port, child, name).await?;
@@ -311,11 +372,9 @@ pub async fn run(a: UpArgs, product: &str) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = check.tick() => {
-                let dead = children.0.iter_mut().find_map(|(name, child)| match child.try_wait() {
-                    Ok(Some(st)) => Some(format!("{name} exited ({st})")),
-                    _ => None,
-                });
-                if let Some(what) = dead {
+                // A process that exits (a crash: a server reloads its append-only log) is
+                // started again; one that keeps exiting stops the cluster.
+                if let Err(what) = children.restart_exited() {
                     eprintln!("rcodis-ctl: {what}; stopping the cluster (logs in {})", dir.display());
                     drop(children);
                     anyhow::bail!("{what}");

@@ -139,6 +139,76 @@ fn up_serves_stops_cleanly_and_comes_back_with_its_data() {
     }
 }
 
+/// A server of the cluster that crashes (SIGKILL) is started again by `up` and serves its
+/// keys again, reloaded from its append-only log; `up` says so on its standard error.
+#[test]
+fn up_restarts_a_server_that_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (mut child, _out) = up(dir.path(), port);
+    let mut c = Conn::connect(port);
+    assert_eq!(
+        c.cmd(&["MSET", "a", "1", "b", "2", "c", "3"]),
+        Frame::simple("OK")
+    );
+    // (Each batch's log records are written before its replies leave: a killed process loses
+    // none of them, synced or not.)
+    let servers: Vec<u32> = children_of(child.id())
+        .into_iter()
+        .filter(|(_, name)| name.starts_with("rcodis-server"))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(servers.len(), 2, "{servers:?}");
+    unsafe_kill(servers[0], "KILL");
+    rcodis_tests::wait_until(
+        "the killed server to be started again",
+        Duration::from_secs(30),
+        || {
+            let now: Vec<u32> = children_of(child.id())
+                .into_iter()
+                .filter(|(_, name)| name.starts_with("rcodis-server"))
+                .map(|(pid, _)| pid)
+                .collect();
+            now.len() == 2 && !now.contains(&servers[0])
+        },
+    );
+    rcodis_tests::wait_until("every key back", Duration::from_secs(30), || {
+        let mut c = Conn::connect(port);
+        c.cmd(&["MGET", "a", "b", "c"])
+            == Frame::Array(vec![Frame::bulk("1"), Frame::bulk("2"), Frame::bulk("3")])
+    });
+    assert!(matches!(child.try_wait(), Ok(None)), "up is still running");
+    unsafe_kill(child.id(), "TERM");
+    let st = child.wait().unwrap();
+    assert!(st.success(), "up exited with {st}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("exited") && err.contains("restarting it"),
+        "{err}"
+    );
+}
+
+/// The child processes of `parent`: PID and name.
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Some((name, f)) = stat_fields(&e.path().join("stat")) else {
+            continue;
+        };
+        // Not a zombie (state Z), child of `parent` (ppid, the second field after the name).
+        if f.first().map(String::as_str) != Some("Z")
+            && f.get(1).map(String::as_str) == Some(parent.to_string().as_str())
+        {
+            out.push((pid, name));
+        }
+    }
+    out
+}
+
 /// The fields of a /proc stat line after the command name (the first is the state).
 fn stat_fields(path: &std::path::Path) -> Option<(String, Vec<String>)> {
     let s = std::fs::read_to_string(path).ok()?;
