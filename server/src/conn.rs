@@ -900,7 +900,7 @@ impl Conn {
                             self.repl_port = p;
                             out.ok()
                         }
-                        None => out.err("ERR value is out of range"),
+                        None => out.err(crate::cmd::NOT_INT),
                     },
                     "masterlink" => {
                         let generation = std::str::from_utf8(req.get(3).unwrap_or(b""))
@@ -917,7 +917,12 @@ impl Conn {
                             out.err("ERR invalid master link token")
                         }
                     }
-                    _ => out.ok(),
+                    // Redis's other options, accepted (what they tune does not exist here).
+                    "ip-address" | "capa" | "ack" | "getack" | "rdb-only" => out.ok(),
+                    _ => out.err(&format!(
+                        "ERR Unrecognized REPLCONF option: {}",
+                        String::from_utf8_lossy(req.arg(1))
+                    )),
                 }
             }
             _ => crate::server_cmds::run(self, spec, req, out).await,

@@ -673,6 +673,12 @@ const CONNECTION: &[&[&str]] = &[
     &["WATCH", "w"],
     &["DISCARD"],
     &["UNWATCH"],
+    // REPLCONF as a client may send it (without arguments it panicked a shard).
+    &["REPLCONF"],
+    &["REPLCONF", "a"],
+    &["REPLCONF", "a", "b"],
+    &["REPLCONF", "capa", "eof"],
+    &["REPLCONF", "listening-port", "x"],
     &["FLUSHALL"],
     &["DBSIZE"],
 ];
