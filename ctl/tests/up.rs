@@ -153,22 +153,14 @@ fn up_restarts_a_server_that_exits() {
     );
     // (Each batch's log records are written before its replies leave: a killed process loses
     // none of them, synced or not.)
-    let servers: Vec<u32> = children_of(child.id())
-        .into_iter()
-        .filter(|(_, name)| name.starts_with("rcodis-server"))
-        .map(|(pid, _)| pid)
-        .collect();
+    let servers = server_pids(child.id());
     assert_eq!(servers.len(), 2, "{servers:?}");
     unsafe_kill(servers[0], "KILL");
     rcodis_tests::wait_until(
         "the killed server to be started again",
         Duration::from_secs(30),
         || {
-            let now: Vec<u32> = children_of(child.id())
-                .into_iter()
-                .filter(|(_, name)| name.starts_with("rcodis-server"))
-                .map(|(pid, _)| pid)
-                .collect();
+            let now = server_pids(child.id());
             now.len() == 2 && !now.contains(&servers[0])
         },
     );
@@ -187,6 +179,15 @@ fn up_restarts_a_server_that_exits() {
         err.contains("exited") && err.contains("restarting it"),
         "{err}"
     );
+}
+
+/// The PIDs of `parent`'s rcodis-server children.
+fn server_pids(parent: u32) -> Vec<u32> {
+    children_of(parent)
+        .into_iter()
+        .filter(|(_, name)| name.starts_with("rcodis-server"))
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// The child processes of `parent`: PID and name.
@@ -220,25 +221,19 @@ fn stat_fields(path: &std::path::Path) -> Option<(String, Vec<String>)> {
 /// For each child process of `parent`: its name and how many of its threads run under
 /// SCHED_BATCH.
 fn batch_threads(parent: u32) -> Vec<(String, usize)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some((name, f)) = stat_fields(&e.path().join("stat")) else {
-            continue;
-        };
-        // Field 4 (ppid) is the second after the name.
-        if f.get(1).map(String::as_str) != Some(parent.to_string().as_str()) {
-            continue;
-        }
-        let batch = std::fs::read_dir(e.path().join("task"))
-            .unwrap()
-            .flatten()
-            .filter_map(|t| stat_fields(&t.path().join("stat")))
-            // Field 41 (policy) is index 38 counting from field 3; SCHED_BATCH is 3.
-            .filter(|(_, tf)| tf.get(38).map(String::as_str) == Some("3"))
-            .count();
-        out.push((name, batch));
-    }
-    out
+    children_of(parent)
+        .into_iter()
+        .map(|(pid, name)| {
+            let batch = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .unwrap()
+                .flatten()
+                .filter_map(|t| stat_fields(&t.path().join("stat")))
+                // Field 41 (policy) is index 38 counting from field 3; SCHED_BATCH is 3.
+                .filter(|(_, tf)| tf.get(38).map(String::as_str) == Some("3"))
+                .count();
+            (name, batch)
+        })
+        .collect()
 }
 
 fn unsafe_kill(pid: u32, sig: &str) {

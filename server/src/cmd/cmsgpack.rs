@@ -65,57 +65,77 @@ pub fn library(lua: &Lua) -> mlua::Result<Table> {
     Ok(t)
 }
 
-/// The argument `i` (from 1) as a string, as `luaL_checklstring` takes it.
-fn check_string(lua: &Lua, args: &MultiValue, i: usize, f: &str) -> mlua::Result<Vec<u8>> {
-    let v = args.get(i - 1).cloned().unwrap_or(Value::Nil);
-    let got = match &v {
-        Value::Nil if args.len() < i => "no value".to_string(),
-        other => other.type_name().to_string(),
-    };
+/// Argument `n` (from 1) of library function `f`, checked as `luaL_checklstring` checks it;
+/// `present` is how many argument slots the C function sees (past them: "no value").
+pub(super) fn arg_string(
+    lua: &Lua,
+    args: &[Value],
+    n: usize,
+    f: &str,
+    present: usize,
+) -> mlua::Result<Vec<u8>> {
+    let v = args.get(n - 1).cloned().unwrap_or(Value::Nil);
+    let got = arg_type(&v, n, present);
     match lua.coerce_string(v) {
         Ok(Some(s)) => Ok(s.as_bytes().to_vec()),
-        _ => Err(error(
-            lua,
-            &format!("bad argument #{i} to '{f}' (string expected, got {got})"),
-        )),
+        _ => Err(arg_error(lua, n, f, &format!("string expected, got {got}"))),
     }
 }
 
-/// The argument `i` as an integer (`luaL_checkinteger`, or `luaL_optinteger` with a default).
-fn check_int(
+/// As [`arg_string`], for `luaL_checknumber`.
+pub(super) fn arg_number(
     lua: &Lua,
-    args: &MultiValue,
-    i: usize,
+    args: &[Value],
+    n: usize,
+    f: &str,
+    present: usize,
+) -> mlua::Result<f64> {
+    let v = args.get(n - 1).cloned().unwrap_or(Value::Nil);
+    let got = arg_type(&v, n, present);
+    match lua.coerce_number(v) {
+        Ok(Some(x)) => Ok(x),
+        _ => Err(arg_error(lua, n, f, &format!("number expected, got {got}"))),
+    }
+}
+
+fn arg_type(v: &Value, n: usize, present: usize) -> &'static str {
+    if n > present {
+        "no value"
+    } else {
+        v.type_name()
+    }
+}
+
+/// `luaL_argerror`.
+pub(super) fn arg_error(lua: &Lua, n: usize, f: &str, msg: &str) -> mlua::Error {
+    error(lua, &format!("bad argument #{n} to '{f}' ({msg})"))
+}
+
+/// Argument `n` as an integer: `luaL_checkinteger`, or with a default `luaL_optinteger`.
+fn arg_int(
+    lua: &Lua,
+    args: &[Value],
+    n: usize,
     f: &str,
     default: Option<i64>,
 ) -> mlua::Result<i64> {
-    let v = args.get(i - 1).cloned().unwrap_or(Value::Nil);
-    if let (Value::Nil, Some(d)) = (&v, default) {
-        return Ok(d);
-    }
-    let got = match &v {
-        Value::Nil if args.len() < i => "no value".to_string(),
-        other => other.type_name().to_string(),
-    };
-    match lua.coerce_number(v) {
-        Ok(Some(n)) => Ok(n as i64),
-        _ => Err(error(
-            lua,
-            &format!("bad argument #{i} to '{f}' (number expected, got {got})"),
-        )),
+    match (args.get(n - 1), default) {
+        (None | Some(Value::Nil), Some(d)) => Ok(d),
+        _ => Ok(arg_number(lua, args, n, f, args.len())? as i64),
     }
 }
 
 /// `unpack` (every value), `unpack_one` (`Some(1)`: one, after the next offset) and
 /// `unpack_limit` (`Some(0)`: as many as its second argument says, after the next offset).
 fn unpack(lua: &Lua, args: &MultiValue, f: &str, limit: Option<i64>) -> mlua::Result<MultiValue> {
-    let s = check_string(lua, args, 1, f)?;
+    let args: Vec<Value> = args.iter().cloned().collect();
+    let s = arg_string(lua, &args, 1, f, args.len())?;
     let (limit, offset) = match limit {
         None => (0, 0),
-        Some(1) => (1, check_int(lua, args, 2, f, Some(0))?),
+        Some(1) => (1, arg_int(lua, &args, 2, f, Some(0))?),
         Some(_) => (
-            check_int(lua, args, 2, f, None)?,
-            check_int(lua, args, 3, f, Some(0))?,
+            arg_int(lua, &args, 2, f, None)?,
+            arg_int(lua, &args, 3, f, Some(0))?,
         ),
     };
     let len = s.len() as i64;

@@ -757,7 +757,7 @@ pub fn stats(out: &mut Out) {
     out.int(nfns as i64);
 }
 
-/// How many libraries and functions are loaded, and the bytes of their code (INFO memory).
+/// How many libraries and functions are loaded (FUNCTION STATS, INFO memory).
 pub fn counts() -> (usize, usize) {
     let r = libs();
     (

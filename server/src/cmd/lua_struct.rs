@@ -10,7 +10,7 @@
 
 use mlua::{Lua, MultiValue, Table, Value};
 
-use super::cmsgpack::error;
+use super::cmsgpack::{arg_error, arg_number, arg_string, error};
 
 /// Largest integer size (`i32`/`I32`).
 const MAX_INT_SIZE: usize = 32;
@@ -119,36 +119,20 @@ fn to_align(pos: usize, h: &Header, opt: u8, size: usize) -> usize {
     (size - (pos & (size - 1))) & (size - 1)
 }
 
-fn arg_error(lua: &Lua, n: usize, f: &str, msg: &str) -> mlua::Error {
-    error(lua, &format!("bad argument #{n} to '{f}' ({msg})"))
-}
-
-/// `luaL_checknumber`. (`pack` has a nil after its arguments: the one past the last is nil.)
+/// `luaL_checknumber` for argument `n` of `f` (`pack` pushes a nil after its arguments: the
+/// slot past the last one holds nil, not "no value").
 fn number(lua: &Lua, args: &[Value], n: usize, f: &str) -> mlua::Result<f64> {
-    let v = args.get(n - 1).cloned().unwrap_or(Value::Nil);
-    let got = if n > args.len() + usize::from(f == "pack") {
-        "no value".to_string()
-    } else {
-        v.type_name().to_string()
-    };
-    match lua.coerce_number(v) {
-        Ok(Some(x)) => Ok(x),
-        _ => Err(arg_error(lua, n, f, &format!("number expected, got {got}"))),
-    }
+    arg_number(lua, args, n, f, present(args, n, f))
 }
 
-/// `luaL_checklstring` (see [`number`] for `pack`'s nil).
+/// `luaL_checklstring`, as [`number`].
 fn string(lua: &Lua, args: &[Value], n: usize, f: &str) -> mlua::Result<Vec<u8>> {
-    let v = args.get(n - 1).cloned().unwrap_or(Value::Nil);
-    let got = if n > args.len() + usize::from(f == "pack" && n > 1) {
-        "no value".to_string()
-    } else {
-        v.type_name().to_string()
-    };
-    match lua.coerce_string(v) {
-        Ok(Some(s)) => Ok(s.as_bytes().to_vec()),
-        _ => Err(arg_error(lua, n, f, &format!("string expected, got {got}"))),
-    }
+    arg_string(lua, args, n, f, present(args, n, f))
+}
+
+/// The argument slots `f` sees when it checks argument `n` (see [`number`]).
+fn present(args: &[Value], n: usize, f: &str) -> usize {
+    args.len() + usize::from(f == "pack" && n > 1)
 }
 
 fn pack(lua: &Lua, args: MultiValue) -> mlua::Result<mlua::LuaString> {
