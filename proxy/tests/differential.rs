@@ -68,7 +68,7 @@ fn gen(r: &mut SmallRng, base: u64) -> Vec<String> {
     };
     let i = |r: &mut SmallRng| pick(r, IDX).to_string();
     let s = |r: &mut SmallRng| pick(r, SCORES).to_string();
-    let mut c: Vec<String> = match r.gen_range(0..116) {
+    let mut c: Vec<String> = match r.gen_range(0..119) {
         0 => vec!["SET".into(), k(r), v(r)],
         1 => vec!["GET".into(), k(r)],
         2 => vec!["APPEND".into(), k(r), v(r)],
@@ -360,6 +360,9 @@ fn gen(r: &mut SmallRng, base: u64) -> Vec<String> {
             pick(r, &["ALPHA", "DESC", "LIMIT"]).into(),
         ],
         114 => vec!["GETRANGE".into(), k(r), "0".into(), "-1".into()],
+        115 => vec!["PFADD".into(), k(r), v(r), v(r)],
+        116 => vec!["PFCOUNT".into(), t(r), t(r)],
+        117 => vec!["PFMERGE".into(), t(r), t(r), t(r)],
         _ => vec!["LINSERT".into(), k(r), "BEFORE".into(), v(r), v(r)],
     };
     // Now and then a wrong number of arguments, which both must refuse alike.

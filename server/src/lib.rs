@@ -284,6 +284,7 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
                 // The listener outlives the shard's scripts: it is the accept loop's until
                 // the shard stops.
                 crate::cmd::script::serve_while_busy(listen_fd, shard.shared.clone());
+                crate::cmd::hll::set_sparse_max(&shard.shared.param("hll-sparse-max-bytes"));
                 accept_loop(shard, listener).await;
             })
             .map_err(|e| anyhow::anyhow!("cannot start shard {id}: {e}"))?;

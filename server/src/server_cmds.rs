@@ -429,6 +429,10 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
             let pw = c.shard.shared.requirepass();
             crate::slots::mgrt_slot(&c.shard, c.db, req, spec.name == "slotsmgrttagslot", pw, out).await
         }
+        "pfselftest" => match crate::cmd::hll::selftest() {
+            Ok(()) => out.ok(),
+            Err(e) => out.err(&e),
+        },
         "acl|whoami" => out.bulk(b"default"),
         "acl|users" => out.array_of_bulks([&b"default"[..]].into_iter()),
         "acl|cat" => out.array(0),
@@ -1480,6 +1484,7 @@ async fn config_set(c: &mut Conn, req: &Request, out: &mut Out) {
                     .insert(other.to_string(), v.clone());
                 crate::cmd::script::set_busy_threshold(&v);
             }
+            "hll-sparse-max-bytes" => crate::cmd::hll::set_sparse_max(&v),
             "maxmemory" => crate::memory::set_max(v.parse().unwrap_or(0)),
             "maxmemory-policy" => {
                 if let Some(p) = crate::memory::Policy::parse(&v) {

@@ -6,6 +6,14 @@
 use rcodis_tests::{normalize, text, Conn, RedisRef, ServerProc};
 
 fn run_script(script: &[&[&str]], threads: &str) {
+    let owned: Vec<Vec<String>> = script
+        .iter()
+        .map(|c| c.iter().map(|a| a.to_string()).collect())
+        .collect();
+    run_commands(&owned, threads);
+}
+
+fn run_commands(script: &[Vec<String>], threads: &str) {
     let redis = RedisRef::start();
     let ours = ServerProc::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_rcodis-server")),
@@ -15,8 +23,8 @@ fn run_script(script: &[&[&str]], threads: &str) {
     let mut b = ours.conn();
     let mut failures = Vec::new();
     for cmd in script {
-        let want = normalize(cmd[0], a.cmd(cmd));
-        let got = normalize(cmd[0], b.cmd(cmd));
+        let want = normalize(&cmd[0], a.cmd(cmd));
+        let got = normalize(&cmd[0], b.cmd(cmd));
         if want != got {
             failures.push(format!("{cmd:?}\n   redis:  {want:?}\n   rcodis: {got:?}"));
         }
@@ -729,6 +737,132 @@ fn sets() {
 fn zsets() {
     run_script(ZSETS, "1");
     run_script(ZSETS, "2");
+}
+
+const HYPERLOGLOG: &[&[&str]] = &[
+    &["PFADD", "h"],
+    &["GET", "h"],
+    &["PFCOUNT", "h"],
+    &["GET", "h"],
+    &["PFADD", "h", "a", "b", "c", "a"],
+    &["PFADD", "h", "a"],
+    &["PFCOUNT", "h"],
+    &["PFCOUNT", "missing"],
+    &["PFCOUNT", "h", "missing"],
+    &["PFDEBUG", "ENCODING", "h"],
+    &["PFDEBUG", "DECODE", "h"],
+    &["PFDEBUG", "encoding", "missing"],
+    &["PFDEBUG", "BOGUS", "h"],
+    &["PFDEBUG", "GETREG", "h", "extra"],
+    &["PFMERGE", "m", "h", "missing"],
+    &["PFCOUNT", "m"],
+    &["PFMERGE", "empty"],
+    &["GET", "empty"],
+    &["PFDEBUG", "TODENSE", "m"],
+    &["PFDEBUG", "TODENSE", "m"],
+    &["PFDEBUG", "ENCODING", "m"],
+    &["PFDEBUG", "DECODE", "m"],
+    &["PFCOUNT", "m"],
+    &["PFMERGE", "h", "m"],
+    &["PFDEBUG", "ENCODING", "h"],
+    &["STRLEN", "h"],
+    &["TYPE", "h"],
+    &["OBJECT", "ENCODING", "h"],
+    &["SET", "s", "not a hyperloglog"],
+    &["PFADD", "s", "x"],
+    &["PFCOUNT", "s"],
+    &["PFCOUNT", "h", "s"],
+    &["PFMERGE", "s", "h"],
+    &["PFMERGE", "h", "s"],
+    &["PFDEBUG", "GETREG", "s"],
+    &["RPUSH", "l", "x"],
+    &["PFADD", "l", "x"],
+    &["PFCOUNT", "l"],
+    &["PFMERGE", "l"],
+    // Sparse strings that are not well formed: too few registers; an unknown encoding; a
+    // dense one of the wrong length.
+    &["SET", "bad", "HYLL\u{1}\0\0\0\0\0\0\0\0\0\0\0?"],
+    &["PFCOUNT", "bad"],
+    &["PFADD", "bad", "a", "b"],
+    &["PFCOUNT", "bad", "h"],
+    &["PFMERGE", "x", "bad"],
+    &["PFDEBUG", "TODENSE", "bad"],
+    &["SET", "bad2", "HYLL\u{2}\0\0\0\0\0\0\0\0\0\0\0"],
+    &["PFCOUNT", "bad2"],
+    &["SET", "bad3", "HYLL\0\0\0\0\0\0\0\0\0\0\0\0\0\0"],
+    &["PFADD", "bad3", "a"],
+    &["SET", "short", "HYLL"],
+    &["PFCOUNT", "short"],
+    &["PFADD"],
+    &["PFCOUNT"],
+    &["PFMERGE"],
+    &["PFSELFTEST"],
+    &["PFSELFTEST", "x"],
+];
+
+/// HyperLogLogs built side by side, the strings compared byte for byte after every step:
+/// sparse opcodes split and merged, the switch to dense (by size and by value), merges of
+/// sparse and dense, estimates at every size, on one shard and across two.
+fn hyperloglog_growth() -> Vec<Vec<String>> {
+    let c = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut cmds = vec![c(&["CONFIG", "SET", "hll-sparse-max-bytes", "3000"])];
+    let mut n = 0u64;
+    for (key, total, step) in [
+        ("g1", 40, 1),
+        ("g2", 400, 7),
+        ("g3", 4000, 61),
+        ("g4", 30000, 997),
+    ] {
+        while n < total {
+            let mut cmd = c(&["PFADD", key]);
+            // Spread elements (a linear congruence) so registers fill in no simple order.
+            cmd.extend(
+                (0..step).map(|i| format!("e{}", (n + i).wrapping_mul(2654435761) % 1_000_003)),
+            );
+            n += step;
+            cmds.push(cmd);
+            cmds.push(c(&["GET", key]));
+            cmds.push(c(&["PFCOUNT", key]));
+            cmds.push(c(&["GET", key]));
+        }
+        cmds.push(c(&["PFDEBUG", "ENCODING", key]));
+        n = 0;
+    }
+    for cmd in [
+        &["PFCOUNT", "g1", "g2", "g3", "g4"][..],
+        &["PFCOUNT", "g1", "g2"],
+        &["PFMERGE", "u1", "g1", "g2"],
+        &["GET", "u1"],
+        &["PFMERGE", "u2", "g2", "g4"],
+        &["GET", "u2"],
+        &["PFCOUNT", "u2"],
+        &["PFMERGE", "g1", "g3"],
+        &["GET", "g1"],
+        &["CONFIG", "SET", "hll-sparse-max-bytes", "60"],
+        &[
+            "PFADD", "tiny", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13",
+        ],
+        &["PFDEBUG", "ENCODING", "tiny"],
+        &["GET", "tiny"],
+        &["CONFIG", "SET", "hll-sparse-max-bytes", "3000"],
+        &["PFDEBUG", "GETREG", "g2"],
+        &["GET", "g2"],
+    ] {
+        cmds.push(c(cmd));
+    }
+    cmds
+}
+
+#[test]
+fn hyperloglog() {
+    let fixed: Vec<Vec<String>> = HYPERLOGLOG
+        .iter()
+        .map(|c| c.iter().map(|a| a.to_string()).collect())
+        .collect();
+    run_commands(&fixed, "1");
+    let growth = hyperloglog_growth();
+    run_commands(&growth, "1");
+    run_commands(&growth, "2");
 }
 
 #[test]

@@ -35,7 +35,7 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
     let v = |r: &mut SmallRng| pick(r, VALS).to_string();
     let i = |r: &mut SmallRng| pick(r, IDX).to_string();
     let s = |r: &mut SmallRng| pick(r, SCORES).to_string();
-    let c: Vec<String> = match r.gen_range(0..60) {
+    let c: Vec<String> = match r.gen_range(0..63) {
         0 => vec!["SET".into(), k(r), v(r)],
         1 => vec!["GET".into(), k(r)],
         2 => vec!["APPEND".into(), k(r), v(r)],
@@ -126,6 +126,12 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
         ],
         57 => vec!["TTL".into(), k(r)],
         58 => vec!["PERSIST".into(), k(r)],
+        59 => vec!["PFADD".into(), k(r), v(r), v(r)],
+        60 => match r.gen_range(0..2) {
+            0 => vec!["PFCOUNT".into(), k(r)],
+            _ => vec!["PFCOUNT".into(), k(r), k(r)],
+        },
+        61 => vec!["PFMERGE".into(), k(r), k(r), k(r)],
         _ => vec!["COPY".into(), k(r), k(r), pick(r, &["REPLACE", "x"]).into()],
     };
     c

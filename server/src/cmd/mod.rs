@@ -6,6 +6,7 @@ pub mod bitfield;
 pub mod cmsgpack;
 pub mod function;
 pub mod hashes;
+pub mod hll;
 pub mod keys;
 pub mod lists;
 pub mod lua_struct;
@@ -88,6 +89,7 @@ fn registry() -> &'static HashMap<&'static str, Handler> {
         keys::register(&mut m);
         lists::register(&mut m);
         hashes::register(&mut m);
+        hll::register(&mut m);
         sets::register(&mut m);
         sort::register(&mut m);
         zsets::register(&mut m);
