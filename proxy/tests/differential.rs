@@ -68,7 +68,7 @@ fn gen(r: &mut SmallRng, base: u64) -> Vec<String> {
     };
     let i = |r: &mut SmallRng| pick(r, IDX).to_string();
     let s = |r: &mut SmallRng| pick(r, SCORES).to_string();
-    let mut c: Vec<String> = match r.gen_range(0..119) {
+    let mut c: Vec<String> = match r.gen_range(0..121) {
         0 => vec!["SET".into(), k(r), v(r)],
         1 => vec!["GET".into(), k(r)],
         2 => vec!["APPEND".into(), k(r), v(r)],
@@ -363,6 +363,24 @@ fn gen(r: &mut SmallRng, base: u64) -> Vec<String> {
         115 => vec!["PFADD".into(), k(r), v(r), v(r)],
         116 => vec!["PFCOUNT".into(), t(r), t(r)],
         117 => vec!["PFMERGE".into(), t(r), t(r), t(r)],
+        118 => vec![
+            "GEOADD".into(),
+            k(r),
+            pick(r, &["13.36", "-0.5", "200"]).into(),
+            pick(r, &["38.1", "0", "85.1"]).into(),
+            v(r),
+        ],
+        119 => vec![
+            "GEORADIUS".into(),
+            t(r),
+            "13".into(),
+            "38".into(),
+            pick(r, &["10", "500", "20000"]).into(),
+            "km".into(),
+            "ASC".into(),
+            "STORE".into(),
+            t(r),
+        ],
         _ => vec!["LINSERT".into(), k(r), "BEFORE".into(), v(r), v(r)],
     };
     // Now and then a wrong number of arguments, which both must refuse alike.

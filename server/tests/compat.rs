@@ -865,6 +865,498 @@ fn hyperloglog() {
     run_commands(&growth, "2");
 }
 
+const GEO: &[&[&str]] = &[
+    &[
+        "GEOADD",
+        "Sicily",
+        "13.361389",
+        "38.115556",
+        "Palermo",
+        "15.087269",
+        "37.502669",
+        "Catania",
+    ],
+    &["ZRANGE", "Sicily", "0", "-1", "WITHSCORES"],
+    &["GEODIST", "Sicily", "Palermo", "Catania"],
+    &["GEODIST", "Sicily", "Palermo", "Catania", "km"],
+    &["GEODIST", "Sicily", "Palermo", "Catania", "MI"],
+    &["GEODIST", "Sicily", "Palermo", "Catania", "ft"],
+    &["GEODIST", "Sicily", "Palermo", "nobody"],
+    &["GEODIST", "Sicily", "Palermo", "Catania", "parsec"],
+    &["GEODIST", "Sicily", "Palermo", "Catania", "km", "extra"],
+    &["GEODIST", "missing", "a", "b"],
+    &["GEOHASH", "Sicily", "Palermo", "Catania", "nobody"],
+    &["GEOHASH", "missing", "a"],
+    &["GEOPOS", "Sicily", "Palermo", "nobody", "Catania"],
+    &["GEOPOS", "missing", "a"],
+    &["GEORADIUS", "Sicily", "15", "37", "200", "km", "WITHDIST"],
+    &[
+        "GEORADIUS",
+        "Sicily",
+        "15",
+        "37",
+        "200",
+        "km",
+        "WITHCOORD",
+        "WITHDIST",
+        "WITHHASH",
+        "DESC",
+    ],
+    &[
+        "GEORADIUSBYMEMBER",
+        "Sicily",
+        "Palermo",
+        "200",
+        "km",
+        "WITHDIST",
+        "ASC",
+    ],
+    &[
+        "GEOSEARCH",
+        "Sicily",
+        "FROMLONLAT",
+        "15",
+        "37",
+        "BYBOX",
+        "400",
+        "400",
+        "km",
+        "ASC",
+        "WITHCOORD",
+    ],
+    &["GEOADD", "g", "200", "10", "m"],
+    &["GEOADD", "g", "10", "86", "m"],
+    &["GEOADD", "g", "x", "10", "m"],
+    &["GEOADD", "g", "inf", "10", "m"],
+    &["GEOADD", "g", "10", "10"],
+    &["GEOADD", "g", "NX", "XX", "1", "1", "m"],
+    &["GEOADD", "g", "CH", "1", "1", "m"],
+    &["GEOADD", "g", "CH", "1", "1", "m"],
+    &["GEOADD", "g", "XX", "CH", "2", "2", "m"],
+    &["GEOADD", "g", "NX", "3", "3", "n", "4", "4", "m"],
+    &["GEOADD", "g", "CH", "CH", "CH"],
+    &["GEOADD", "g", "1", "1", "a", "999", "1", "b"],
+    &["ZRANGE", "g", "0", "-1", "WITHSCORES"],
+    &["SET", "str", "x"],
+    &["GEOADD", "str", "1", "1", "m"],
+    &["GEOPOS", "str", "m"],
+    &["GEODIST", "str", "a", "b"],
+    &["GEOHASH", "str", "a"],
+    &["GEORADIUS", "str", "1", "1", "1", "km"],
+    &[
+        "GEOSEARCH",
+        "str",
+        "FROMLONLAT",
+        "1",
+        "1",
+        "BYRADIUS",
+        "1",
+        "km",
+    ],
+    &["GEORADIUS", "g", "1", "1", "-1", "km"],
+    &["GEORADIUS", "g", "1", "1", "x", "km"],
+    &["GEORADIUS", "g", "1", "1", "1", "yd"],
+    &["GEORADIUS", "g", "x", "1", "1", "km"],
+    &["GEORADIUS", "g", "1", "1", "1000", "km", "COUNT", "0"],
+    &["GEORADIUS", "g", "1", "1", "1000", "km", "COUNT", "x"],
+    &["GEORADIUS", "g", "1", "1", "1000", "km", "COUNT"],
+    &["GEORADIUS", "g", "1", "1", "1000", "km", "ANY"],
+    &["GEORADIUS", "g", "1", "1", "1000", "km", "BOGUS"],
+    &[
+        "GEORADIUS",
+        "g",
+        "1",
+        "1",
+        "1000",
+        "km",
+        "STORE",
+        "d",
+        "WITHDIST",
+    ],
+    &["GEORADIUS_RO", "g", "1", "1", "1000", "km", "STORE", "d"],
+    &["GEORADIUS", "g", "1", "1", "1000", "km", "STORE", "d"],
+    &["ZRANGE", "d", "0", "-1", "WITHSCORES"],
+    &["GEORADIUS", "g", "1", "1", "1000", "km", "STOREDIST", "d"],
+    &["ZRANGE", "d", "0", "-1", "WITHSCORES"],
+    &["GEORADIUSBYMEMBER", "g", "nobody", "100", "km"],
+    &["GEORADIUSBYMEMBER", "missing", "nobody", "x", "km"],
+    &["GEORADIUS", "missing", "1", "1", "10", "km", "STORE", "d"],
+    &["EXISTS", "d"],
+    &["GEORADIUS", "missing", "1", "1", "10", "km"],
+    &["GEOSEARCH", "g", "BYRADIUS", "10", "km"],
+    &["GEOSEARCH", "g", "FROMLONLAT", "1", "1"],
+    &[
+        "GEOSEARCH",
+        "g",
+        "FROMMEMBER",
+        "m",
+        "FROMLONLAT",
+        "1",
+        "1",
+        "BYRADIUS",
+        "1",
+        "km",
+    ],
+    &[
+        "GEOSEARCH",
+        "g",
+        "FROMMEMBER",
+        "nobody",
+        "BYRADIUS",
+        "1",
+        "km",
+    ],
+    &[
+        "geosearch",
+        "g",
+        "FROMLONLAT",
+        "1",
+        "1",
+        "BYRADIUS",
+        "1",
+        "km",
+        "BYBOX",
+        "1",
+        "1",
+        "km",
+    ],
+    &[
+        "GEOSEARCH",
+        "g",
+        "FROMLONLAT",
+        "1",
+        "1",
+        "BYBOX",
+        "-1",
+        "1",
+        "km",
+    ],
+    &[
+        "GEOSEARCH",
+        "g",
+        "FROMLONLAT",
+        "1",
+        "1",
+        "BYBOX",
+        "x",
+        "1",
+        "km",
+    ],
+    &[
+        "GEOSEARCH",
+        "g",
+        "FROMLONLAT",
+        "1",
+        "1",
+        "BYBOX",
+        "1",
+        "y",
+        "km",
+    ],
+    &[
+        "GEOSEARCH",
+        "g",
+        "FROMLONLAT",
+        "1",
+        "1",
+        "BYRADIUS",
+        "1000",
+        "km",
+        "STORE",
+        "x",
+    ],
+    &[
+        "GEOSEARCH",
+        "g",
+        "FROMLONLAT",
+        "1",
+        "1",
+        "BYRADIUS",
+        "1000",
+        "km",
+        "COUNT",
+        "1",
+        "ANY",
+    ],
+    &[
+        "GEOSEARCHSTORE",
+        "d",
+        "g",
+        "FROMLONLAT",
+        "1",
+        "1",
+        "BYRADIUS",
+        "1000",
+        "km",
+        "WITHDIST",
+    ],
+    &[
+        "GEOSEARCHSTORE",
+        "d",
+        "g",
+        "FROMLONLAT",
+        "1",
+        "1",
+        "BYRADIUS",
+        "1000",
+        "km",
+        "STOREDIST",
+    ],
+    &["ZRANGE", "d", "0", "-1", "WITHSCORES"],
+    &[
+        "GEOSEARCHSTORE",
+        "d",
+        "missing",
+        "FROMLONLAT",
+        "1",
+        "1",
+        "BYRADIUS",
+        "1000",
+        "km",
+    ],
+    &["EXISTS", "d"],
+    &[
+        "GEOSEARCH",
+        "missing",
+        "FROMMEMBER",
+        "x",
+        "BYRADIUS",
+        "1",
+        "km",
+    ],
+    &["GEORADIUS", "g", "1", "1", "0", "km"],
+    &[
+        "GEOADD",
+        "g",
+        "0",
+        "0",
+        "zero",
+        "180",
+        "85.05112878",
+        "ne",
+        "-180",
+        "-85.05112878",
+        "sw",
+    ],
+    &["GEOPOS", "g", "zero", "ne", "sw"],
+    &["GEOHASH", "g", "zero", "ne", "sw"],
+    &["GEORADIUS", "g", "0", "0", "20000", "km", "ASC", "WITHDIST"],
+    // Scores that are not geohashes decode as C's conversions make them decode.
+    &[
+        "ZADD", "odd", "-2", "a", "inf", "b", "-inf", "c", "1e30", "d", "1.5", "e", "5e18", "f",
+    ],
+    &["GEOPOS", "odd", "a", "b", "c", "d", "e", "f"],
+    &["GEOHASH", "odd", "a", "b", "c", "d", "e", "f"],
+    &["GEODIST", "odd", "a", "e", "km"],
+    &[
+        "GEOSEARCH",
+        "odd",
+        "FROMMEMBER",
+        "e",
+        "BYRADIUS",
+        "10",
+        "km",
+        "WITHHASH",
+    ],
+    &[
+        "GEOSEARCH",
+        "g",
+        "FROMLONLAT",
+        "179.9",
+        "0",
+        "BYBOX",
+        "40000",
+        "20000",
+        "km",
+        "DESC",
+    ],
+];
+
+/// Seeded point sets (a city block, a region, a continent; on the equator, near a pole,
+/// across the antimeridian) searched every way side by side: the same members, order,
+/// distances, hashes and coordinates, and the same stored sets.
+fn geo_world() -> Vec<Vec<String>> {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let c = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut cmds = Vec::new();
+    let worlds = [
+        (12.5, 41.9, 0.01),
+        (-73.9, 40.7, 0.5),
+        (179.5, -16.0, 3.0),
+        (25.0, 78.0, 4.0),
+        (0.0, 0.0, 30.0),
+    ];
+    for (w, &(clon, clat, spread)) in worlds.iter().enumerate() {
+        let key = format!("w{w}");
+        let wrap = |lon: f64| {
+            if lon > 180.0 {
+                lon - 360.0
+            } else if lon < -180.0 {
+                lon + 360.0
+            } else {
+                lon
+            }
+        };
+        let mut add = vec!["GEOADD".to_string(), key.clone()];
+        for i in 0..200 {
+            let lon = wrap(clon + (rnd() - 0.5) * 4.0 * spread);
+            let lat = (clat + (rnd() - 0.5) * 2.0 * spread).clamp(-85.0, 85.0);
+            add.extend([format!("{lon:.6}"), format!("{lat:.6}"), format!("m{i}")]);
+        }
+        cmds.push(add);
+        cmds.push(c(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]));
+        for q in 0..40 {
+            let m = format!("m{}", (rnd() * 200.0) as usize);
+            let r = ["1", "50", "800", "5000", "40000", "600000"][(rnd() * 6.0) as usize];
+            let u = ["m", "km", "mi", "ft"][(rnd() * 4.0) as usize];
+            let lon = format!("{:.5}", wrap(clon + (rnd() - 0.5) * 2.0 * spread));
+            let lat = format!("{:.5}", (clat + (rnd() - 0.5) * spread).clamp(-85.0, 85.0));
+            let mut opts: Vec<&str> = Vec::new();
+            for o in ["WITHDIST", "WITHCOORD", "WITHHASH"] {
+                if rnd() < 0.4 {
+                    opts.push(o);
+                }
+            }
+            let count = (1 + q % 9).to_string();
+            let tail: Vec<&str> = match q % 5 {
+                0 => vec![],
+                1 => vec!["ASC"],
+                2 => vec!["DESC"],
+                3 => vec!["ASC", "COUNT", &count],
+                _ => vec!["COUNT", &count, "ANY"],
+            };
+            let other = format!("m{}", (rnd() * 200.0) as usize);
+            cmds.push(c(&["GEODIST", &key, &m, &other, u]));
+            cmds.push(c(&["GEOPOS", &key, &m, &other]));
+            cmds.push(c(&["GEOHASH", &key, &m, &other]));
+            cmds.push(
+                [&["GEORADIUS", &key, &lon, &lat, r, u][..], &opts, &tail]
+                    .concat()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            );
+            cmds.push(
+                [&["GEORADIUSBYMEMBER_RO", &key, &m, r, u][..], &opts, &tail]
+                    .concat()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            );
+            let h = ["3", "300", "9000"][q % 3];
+            cmds.push(
+                [
+                    &["GEOSEARCH", &key, "FROMMEMBER", &m, "BYBOX", r, h, u][..],
+                    &opts,
+                    &tail,
+                ]
+                .concat()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            );
+            cmds.push(
+                [
+                    &[
+                        "GEOSEARCH",
+                        &key,
+                        "FROMLONLAT",
+                        &lon,
+                        &lat,
+                        "BYRADIUS",
+                        r,
+                        u,
+                    ][..],
+                    &opts,
+                    &tail,
+                ]
+                .concat()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            );
+            let dist: &[&str] = if q % 2 == 0 { &["STOREDIST"] } else { &[] };
+            cmds.push(
+                [
+                    &[
+                        "GEOSEARCHSTORE",
+                        "dst",
+                        &key,
+                        "FROMLONLAT",
+                        &lon,
+                        &lat,
+                        "BYRADIUS",
+                        r,
+                        u,
+                    ][..],
+                    dist,
+                    &tail,
+                ]
+                .concat()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            );
+            cmds.push(c(&["ZRANGE", "dst", "0", "-1", "WITHSCORES"]));
+            cmds.push(
+                [
+                    &["GEORADIUS", &key, &lon, &lat, r, u, "STORE", "dst2"][..],
+                    &tail,
+                ]
+                .concat()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            );
+            cmds.push(c(&["ZRANGE", "dst2", "0", "-1", "WITHSCORES"]));
+        }
+    }
+    cmds
+}
+
+#[test]
+fn geo() {
+    run_script(GEO, "1");
+    let world = geo_world();
+    run_commands(&world, "1");
+    run_commands(&world, "2");
+    // Coordinates are doubles in RESP3, bulk strings in RESP2.
+    let redis = RedisRef::start();
+    let ours = ServerProc::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_rcodis-server")),
+        &["--threads", "1"],
+    );
+    rcodis_tests::same_replies(
+        &mut Conn::connect(redis.port),
+        &mut ours.conn(),
+        &[&["FLUSHALL"], GEO[0]],
+        &[
+            &["GEOPOS", "Sicily", "Palermo", "nobody"],
+            &["GEODIST", "Sicily", "Palermo", "Catania"],
+            &[
+                "GEOSEARCH",
+                "Sicily",
+                "FROMMEMBER",
+                "Palermo",
+                "BYRADIUS",
+                "500",
+                "km",
+                "WITHCOORD",
+                "WITHDIST",
+                "WITHHASH",
+                "ASC",
+            ],
+        ],
+        |_, _| {},
+    );
+}
+
 #[test]
 fn connection_and_server() {
     run_script(CONNECTION, "2");

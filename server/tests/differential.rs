@@ -35,7 +35,7 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
     let v = |r: &mut SmallRng| pick(r, VALS).to_string();
     let i = |r: &mut SmallRng| pick(r, IDX).to_string();
     let s = |r: &mut SmallRng| pick(r, SCORES).to_string();
-    let c: Vec<String> = match r.gen_range(0..63) {
+    let c: Vec<String> = match r.gen_range(0..66) {
         0 => vec!["SET".into(), k(r), v(r)],
         1 => vec!["GET".into(), k(r)],
         2 => vec!["APPEND".into(), k(r), v(r)],
@@ -132,6 +132,26 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
             _ => vec!["PFCOUNT".into(), k(r), k(r)],
         },
         61 => vec!["PFMERGE".into(), k(r), k(r), k(r)],
+        62 => vec![
+            "GEOADD".into(),
+            k(r),
+            pick(r, &["13.36", "-0.5", "179.99", "200", "x"]).into(),
+            pick(r, &["38.1", "0", "-85", "85.1"]).into(),
+            v(r),
+        ],
+        63 => vec!["GEOPOS".into(), k(r), v(r), v(r)],
+        64 => vec![
+            "GEOSEARCH".into(),
+            k(r),
+            "FROMLONLAT".into(),
+            "13".into(),
+            "38".into(),
+            "BYRADIUS".into(),
+            pick(r, &["10", "500", "20000"]).into(),
+            "km".into(),
+            "WITHDIST".into(),
+            "ASC".into(),
+        ],
         _ => vec!["COPY".into(), k(r), k(r), pick(r, &["REPLACE", "x"]).into()],
     };
     c

@@ -5,6 +5,7 @@
 pub mod bitfield;
 pub mod cmsgpack;
 pub mod function;
+pub mod geo;
 pub mod hashes;
 pub mod hll;
 pub mod keys;
@@ -90,6 +91,7 @@ fn registry() -> &'static HashMap<&'static str, Handler> {
         lists::register(&mut m);
         hashes::register(&mut m);
         hll::register(&mut m);
+        geo::register(&mut m);
         sets::register(&mut m);
         sort::register(&mut m);
         zsets::register(&mut m);

@@ -53,7 +53,7 @@ pub fn register(m: &mut HashMap<&'static str, Handler>) {
     m.insert("zscan", zscan);
 }
 
-fn zadd(ctx: &mut Ctx<'_>, req: &Request) {
+pub(super) fn zadd(ctx: &mut Ctx<'_>, req: &Request) {
     let (mut nx, mut xx, mut gt, mut lt, mut ch, mut incr) =
         (false, false, false, false, false, false);
     let mut i = 2;
