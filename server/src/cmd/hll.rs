@@ -250,7 +250,7 @@ fn sparse_set(v: &mut Vec<u8>, index: usize, count: u8) -> Result<bool, Corrupt>
         p += oplen;
         first += span;
     }
-    if span == 0 || p >= end {
+    if span == 0 || p + oplen > end {
         return Err(Corrupt);
     }
     let b = v[p];
