@@ -80,8 +80,13 @@ pub fn exec_local(
     if let Some(s) = slot {
         st.dbs[db].set_slot_hint(req.arg(1), s);
     }
+    let registry: *const crate::pubsub::Registry = &st.pubsub;
     let mut ctx = Ctx::new(&mut st.dbs[db], out, clock.now_ms);
-    handler(&mut ctx, req);
+    if script {
+        cmd::script::with_pubsub(registry, || handler(&mut ctx, req));
+    } else {
+        handler(&mut ctx, req);
+    }
     ctx.db.clear_slot_hint();
     let (hits, misses) = (ctx.hits, ctx.misses);
     st.keyspace_hits += hits;

@@ -733,6 +733,52 @@ fn slot_at(p: usize, nr: usize) -> (usize, u16) {
     unreachable!("position within range")
 }
 
+/// One shard's part of a SCAN step: up to `want` keys from position `pos` (and key hash
+/// `from` within that slot) while the positions are shard `id`'s; returns them and where
+/// the scan stands.
+pub fn scan_step(
+    d: &mut crate::db::Db,
+    id: usize,
+    nr: usize,
+    mut pos: usize,
+    mut from: u64,
+    want: usize,
+    now: u64,
+) -> (Vec<Bytes>, usize, u64) {
+    let mut found = Vec::new();
+    while pos < rcodis_core::NUM_SLOTS {
+        let (o, slot) = slot_at(pos, nr);
+        if o != id {
+            break;
+        }
+        let (ks, next) = d.scan_slot(slot, from, want - found.len().min(want), now);
+        found.extend(ks);
+        match next {
+            Some(n) => {
+                from = n;
+                break;
+            }
+            None => {
+                pos += 1;
+                from = 0;
+            }
+        }
+        if found.len() >= want {
+            break;
+        }
+    }
+    (found, pos, from)
+}
+
+/// SCAN's reply cursor for a position.
+pub fn scan_cursor(pos: usize, from: u64) -> u64 {
+    if pos >= rcodis_core::NUM_SLOTS {
+        0
+    } else {
+        ((pos as u64) << 43) | from
+    }
+}
+
 async fn scan(c: &mut Conn, req: &Request, out: &mut Out) {
     let Some(a) = crate::cmd::hashes::parse_scan_args(out, req, 1, true) else {
         return;
@@ -748,32 +794,8 @@ async fn scan(c: &mut Conn, req: &Request, out: &mut Out) {
         let (found, npos, nfrom) = c
             .shard
             .run_on(owner, move |st| {
-                let now = now_ms();
-                let mut found = Vec::new();
-                let (mut pos, mut from) = (pos, from);
-                while pos < rcodis_core::NUM_SLOTS {
-                    let (o, slot) = slot_at(pos, st.nr_shards);
-                    if o != st.id {
-                        break;
-                    }
-                    let (ks, next) =
-                        st.dbs[db].scan_slot(slot, from, want - found.len().min(want), now);
-                    found.extend(ks);
-                    match next {
-                        Some(n) => {
-                            from = n;
-                            break;
-                        }
-                        None => {
-                            pos += 1;
-                            from = 0;
-                        }
-                    }
-                    if found.len() >= want {
-                        break;
-                    }
-                }
-                (found, pos, from)
+                let (id, nr) = (st.id, st.nr_shards);
+                scan_step(&mut st.dbs[db], id, nr, pos, from, want, now_ms())
             })
             .await;
         keys.extend(found);
@@ -809,11 +831,7 @@ async fn scan(c: &mut Conn, req: &Request, out: &mut Out) {
         }
         keys = kept;
     }
-    let cursor = if pos >= rcodis_core::NUM_SLOTS {
-        0
-    } else {
-        ((pos as u64) << 43) | from
-    };
+    let cursor = scan_cursor(pos, from);
     out.array(2);
     out.bulk(cursor.to_string().as_bytes());
     out.array_of_bulks(keys.iter().map(|k| &k[..]));

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rcodis_core::resp::Frame;
-use rcodis_tests::{wait_until, Conn, Process, RedisRef, ServerProc};
+use rcodis_tests::{text, wait_until, Conn, Process, RedisRef, ServerProc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rcodis-server");
 
@@ -634,4 +634,98 @@ fn a_busy_one_shard_server_answers_busy_kill_and_shutdown() {
     wait_until("the server to exit", Duration::from_secs(10), || {
         s.proc.exited()
     });
+}
+
+/// On a one-shard server (what `rcodis-ctl up` runs) a script reaches the whole keyspace:
+/// DBSIZE, KEYS (the common delete-by-pattern script), SCAN, RANDOMKEY and PUBLISH answer as
+/// in Redis; read-only scripts refuse PUBLISH and PFCOUNT as Redis does. On more shards the
+/// keyspace-wide ones are refused by name instead of answering for one shard.
+#[test]
+fn scripts_reach_the_keyspace_and_publish_on_a_one_shard_server() {
+    let redis = RedisRef::start();
+    let ours = ServerProc::start(bin(), &["--threads", "1"]);
+    let scan_all = "local c = '0' local all = {} repeat local r = redis.call('scan', c, 'COUNT', 2, unpack(ARGV)) c = r[1] for _, k in ipairs(r[2]) do all[#all + 1] = k end until c == '0' table.sort(all) return all";
+    rcodis_tests::same_replies(
+        &mut Conn::connect(redis.port),
+        &mut ours.conn(),
+        &[
+            &["FLUSHALL"],
+            &["MSET", "a1", "1", "b1", "2", "c1", "3", "a2", "4"],
+            &["SADD", "set", "x"],
+            &["HSET", "hash", "f", "v"],
+        ],
+        &[
+            &["EVAL", "return redis.call('dbsize')", "0"],
+            &["EVAL", "local k = redis.call('keys', ARGV[1]) table.sort(k) return k", "0", "*"],
+            &["EVAL", "local k = redis.call('keys', ARGV[1]) table.sort(k) return k", "0", "[ab]?"],
+            &["EVAL", "return redis.pcall('keys')", "0"],
+            &["EVAL", scan_all, "0"],
+            &["EVAL", scan_all, "0", "MATCH", "a*"],
+            &["EVAL", scan_all, "0", "TYPE", "set"],
+            &["EVAL", "return redis.pcall('scan', 'nope')", "0"],
+            &["EVAL", "return redis.pcall('scan', '0', 'COUNT', '0')", "0"],
+            &["EVAL", "return redis.call('exists', redis.call('randomkey'))", "0"],
+            &["EVAL", "return redis.call('publish', 'ch', 'm')", "0"],
+            &["EVAL", "return redis.call('spublish', 'ch', 'm')", "0"],
+            &["EVAL_RO", "return redis.pcall('publish', 'ch', 'm')", "0"],
+            &["EVAL_RO", "return redis.pcall('pfcount', 'h')", "1", "h"],
+            &[
+                "EVAL",
+                "local n = 0 for _, k in ipairs(redis.call('keys', ARGV[1])) do n = n + redis.call('del', k) end return n",
+                "0",
+                "a*",
+            ],
+            &["DBSIZE"],
+            &["EVAL", "return redis.call('randomkey')", "0"],
+            &["FLUSHALL"],
+            &["EVAL", "return {redis.call('dbsize'), redis.call('randomkey')}", "0"],
+        ],
+        |case, f| {
+            // Which key RANDOMKEY picks is random: only whether there is one is compared.
+            if case.get(1).is_some_and(|s| s.contains("return redis.call('randomkey')")) {
+                if let Frame::Bulk(_) = f {
+                    *f = Frame::bulk("some key");
+                }
+            }
+        },
+    );
+
+    // A subscriber hears what a script publishes.
+    let mut sub = ours.conn();
+    sub.cmd(&["SUBSCRIBE", "news"]);
+    let mut c = ours.conn();
+    assert_eq!(
+        c.cmd(&[
+            "EVAL",
+            "return redis.call('publish', 'news', ARGV[1])",
+            "0",
+            "hello"
+        ]),
+        Frame::Integer(1)
+    );
+    assert_eq!(
+        sub.read(),
+        Some(Frame::Array(vec![
+            Frame::bulk("message"),
+            Frame::bulk("news"),
+            Frame::bulk("hello")
+        ]))
+    );
+
+    // Two shards: refused by name.
+    let two = ServerProc::start(bin(), &["--threads", "2"]);
+    let mut c = two.conn();
+    for (script, name) in [
+        ("return redis.call('keys', '*')", "KEYS"),
+        ("return redis.call('dbsize')", "DBSIZE"),
+        ("return redis.call('publish', 'c', 'm')", "PUBLISH"),
+    ] {
+        let reply = text(&c.cmd(&["EVAL", script, "0"]));
+        assert!(
+            reply.starts_with(&format!(
+                "ERR {name} is not allowed from scripts on a server with more than one shard"
+            )),
+            "{reply}"
+        );
+    }
 }

@@ -77,6 +77,8 @@ struct Current {
 
 thread_local! {
     static VM: RefCell<Option<Vm>> = const { RefCell::new(None) };
+    /// The running script's shard's pub/sub registry (see [`with_pubsub`]).
+    static PUBSUB: Cell<*const crate::pubsub::Registry> = const { Cell::new(std::ptr::null()) };
     static CURRENT: Cell<Option<Current>> = const { Cell::new(None) };
     /// What this thread's Lua state counts for in `LUA_MEMORY`.
     static LUA_COUNTED: Cell<u64> = const { Cell::new(0) };
@@ -1274,16 +1276,19 @@ fn command(ctx: &mut Ctx<'_>, declared: &[Bytes], ro: bool, req: Request) -> Fra
     if spec.has(CommandFlags::NOSCRIPT) {
         return script_error("ERR This Redis command is not allowed from script");
     }
-    if spec.has(CommandFlags::WRITE) {
-        if ro {
-            return script_error("ERR Write commands are not allowed from read-only scripts.");
-        }
-        if REPLICA.load(Ordering::Relaxed) {
-            return script_error("READONLY You can't write against a read only replica.");
-        }
+    // Redis counts the commands that may replicate (PUBLISH, SPUBLISH, PFCOUNT) as writes
+    // here.
+    if ro
+        && (spec.has(CommandFlags::WRITE)
+            || matches!(spec.name, "publish" | "spublish" | "pfcount"))
+    {
+        return script_error("ERR Write commands are not allowed from read-only scripts.");
+    }
+    if spec.has(CommandFlags::WRITE) && REPLICA.load(Ordering::Relaxed) {
+        return script_error("READONLY You can't write against a read only replica.");
     }
     let Some(handler) = super::handler(spec) else {
-        return local_command(spec, &req);
+        return local_command(ctx, spec, &req);
     };
     let args: Vec<&[u8]> = req.args().collect();
     if let Ok(idx) = spec_table::key_indexes(spec, &args, false) {
@@ -1318,9 +1323,25 @@ fn command(ctx: &mut Ctx<'_>, declared: &[Bytes], ro: bool, req: Request) -> Fra
     }
 }
 
-/// The few commands without a data handler that scripts may call.
-fn local_command(spec: &CommandSpec, req: &Request) -> Frame {
+/// The commands without a data handler that scripts may call.
+fn local_command(ctx: &mut Ctx<'_>, spec: &CommandSpec, req: &Request) -> Frame {
     match spec.name {
+        "dbsize" | "keys" | "scan" | "randomkey" => keyspace_command(ctx, spec, req),
+        "publish" | "spublish" => {
+            let registry = PUBSUB.get();
+            if registry.is_null() || !ctx.db.whole_keyspace() {
+                return one_shard_only(spec);
+            }
+            // SAFETY: set by `exec_local` to its shard's registry for the duration of the
+            // script that is running now (see `with_pubsub`).
+            let n = unsafe { &*registry }.publish(
+                req.arg(1),
+                req.arg(2),
+                spec.name == "spublish",
+                PUBSUB_OUTPUT_LIMIT,
+            );
+            Frame::Integer(n as i64)
+        }
         "ping" if req.len() == 1 => Frame::Simple(Bytes::from_static(b"PONG")),
         "ping" | "echo" => Frame::Bulk(req.arg_bytes(1)),
         "time" => {
@@ -1335,6 +1356,89 @@ fn local_command(spec: &CommandSpec, req: &Request) -> Frame {
         }
         _ => script_error("ERR This Redis command is not allowed from script"),
     }
+}
+
+/// Most output a subscriber may have queued before a message disconnects it (as for
+/// PUBLISH outside scripts).
+const PUBSUB_OUTPUT_LIMIT: usize = 32 << 20;
+
+fn one_shard_only(spec: &CommandSpec) -> Frame {
+    script_error(&format!(
+        "ERR {} is not allowed from scripts on a server with more than one shard",
+        spec.name.to_ascii_uppercase()
+    ))
+}
+
+/// DBSIZE, KEYS, SCAN and RANDOMKEY over the script's database, when it holds the whole
+/// keyspace (a one-shard server, as `rcodis-ctl up` runs them). On more shards a script
+/// holds only its own shard, so they are refused rather than answered in part.
+fn keyspace_command(ctx: &mut Ctx<'_>, spec: &CommandSpec, req: &Request) -> Frame {
+    if !ctx.db.whole_keyspace() {
+        return one_shard_only(spec);
+    }
+    let mut out = Out::new(SCRIPT_RESP3.get());
+    let now = ctx.now;
+    match spec.name {
+        "dbsize" => out.int(ctx.db.len() as i64),
+        "randomkey" => match ctx.db.random_key(now) {
+            Some(k) => out.bulk(&k),
+            None => out.null(),
+        },
+        "keys" => {
+            let pat = req.arg(1);
+            let all = pat == b"*";
+            let mut keys = Vec::new();
+            ctx.db.for_each_key(now, |k, _| {
+                if all || crate::glob::matches(pat, k, false) {
+                    keys.push(k.to_bytes());
+                }
+            });
+            out.array_of_bulks(keys.iter().map(|k| &k[..]));
+        }
+        _ => {
+            if let Some(a) = super::hashes::parse_scan_args(&mut out, req, 1, true) {
+                let (mut pos, mut from) =
+                    ((a.cursor >> 43) as usize, a.cursor & ((1u64 << 43) - 1));
+                let mut keys = Vec::new();
+                while pos < rcodis_core::NUM_SLOTS && keys.len() < a.count {
+                    let want = a.count - keys.len();
+                    let (found, p, f) =
+                        crate::server_cmds::scan_step(ctx.db, 0, 1, pos, from, want, now);
+                    keys.extend(found);
+                    (pos, from) = (p, f);
+                }
+                keys.retain(|k| {
+                    a.pattern
+                        .as_ref()
+                        .is_none_or(|p| crate::glob::matches(p, k, false))
+                        && a.type_.as_ref().is_none_or(|t| {
+                            ctx.db.get_quiet(k, now).is_some_and(|e| {
+                                t.eq_ignore_ascii_case(e.value.type_name().as_bytes())
+                            })
+                        })
+                });
+                out.array(2);
+                out.bulk(
+                    crate::server_cmds::scan_cursor(pos, from)
+                        .to_string()
+                        .as_bytes(),
+                );
+                out.array_of_bulks(keys.iter().map(|k| &k[..]));
+            }
+        }
+    }
+    match FrameDecoder::default().decode(&mut out.buf) {
+        Ok(Some(f)) => f,
+        _ => script_error("ERR internal: unreadable reply"),
+    }
+}
+
+/// Runs `f` (a script) with the shard's pub/sub registry reachable from `redis.call`.
+pub fn with_pubsub<R>(registry: *const crate::pubsub::Registry, f: impl FnOnce() -> R) -> R {
+    PUBSUB.set(registry);
+    let r = f();
+    PUBSUB.set(std::ptr::null());
+    r
 }
 
 /// The `bit` library (LuaBitOp) scripts use: 32-bit operations on numbers.

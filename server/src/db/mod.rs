@@ -302,6 +302,12 @@ impl Db {
     }
 
     /// Number of live keys (expired ones not yet reaped included, as Redis's DBSIZE).
+    /// Whether this database holds every key of its number (one shard, not a scratch copy):
+    /// keyspace-wide commands may then run on it alone.
+    pub fn whole_keyspace(&self) -> bool {
+        self.nr_shards == 1 && !self.scratch
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
