@@ -36,6 +36,13 @@ pub enum BlockOp {
     ZPop { max: bool },
     /// BZMPOP: reply `[key, [[member, score], ...]]`.
     ZMPop { max: bool, count: usize },
+    /// XREAD / XREADGROUP: entries after `after` (for a group, its own last ID), at most
+    /// `count`; the group, consumer and NOACK.
+    XRead {
+        after: crate::db::stream::StreamId,
+        count: usize,
+        group: Option<(Bytes, Bytes, bool)>,
+    },
 }
 
 /// A blocked client waiting on one key.
@@ -130,6 +137,11 @@ pub fn try_serve(
             };
             crate::cmd::zsets::mpop_zsets(&mut ctx, &args)?
         }
+        BlockOp::XRead {
+            after,
+            count,
+            group,
+        } => crate::cmd::streams::serve_blocked(&mut ctx, key, *after, *count, group.as_ref())?,
     };
     Ok(served)
 }
@@ -143,7 +155,9 @@ pub fn serve_and_log(
     out: &mut Out,
 ) -> Result<bool, Replied> {
     let r = try_serve(st, db, key, op, out);
-    if let (Ok(true), Some(a)) = (&r, st.aof.as_mut()) {
+    // A plain XREAD changes nothing.
+    let read_only = matches!(op, BlockOp::XRead { group: None, .. });
+    if let (Ok(true), Some(a), false) = (&r, st.aof.as_mut(), read_only) {
         let now = now_ms();
         a.log_key_state(db, &mut st.dbs[db], key, now);
         if let BlockOp::Move { dst, .. } = op {

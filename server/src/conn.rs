@@ -695,9 +695,22 @@ impl Conn {
         }
     }
 
-    /// Data commands that still need the connection (COPY to another database).
+    /// Data commands that still need the connection (COPY to another database, XREAD and
+    /// XREADGROUP with BLOCK outside transactions).
     fn needs_conn_level(&self, spec: &CommandSpec, req: &Request) -> bool {
-        spec.name == "copy" && req.args().skip(3).any(|a| a.eq_ignore_ascii_case(b"db"))
+        match spec.name {
+            "copy" => req.args().skip(3).any(|a| a.eq_ignore_ascii_case(b"db")),
+            "xread" | "xreadgroup" => {
+                !self.in_exec
+                    && self.multi.is_none()
+                    && req
+                        .args()
+                        .skip(1)
+                        .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
+                        .any(|a| a.eq_ignore_ascii_case(b"block"))
+            }
+            _ => false,
+        }
     }
 
     fn queue(&mut self, spec: &'static CommandSpec, req: Request, b: &mut Batch) {
@@ -872,6 +885,7 @@ impl Conn {
             }
             "blpop" | "brpop" | "blmove" | "brpoplpush" | "blmpop" | "bzpopmin" | "bzpopmax"
             | "bzmpop" => self.blocking(spec, req, out, stream).await,
+            "xread" | "xreadgroup" => self.xread_blocking(spec, req, out, stream).await,
             "sync" | "psync" => {
                 // The reply is the replication stream itself, until the replica leaves.
                 let ip = self
@@ -1121,10 +1135,115 @@ impl Conn {
             // Inside a transaction a blocking command behaves like its non-blocking form.
             return out.null_array();
         }
+        let ops = keys.into_iter().map(|k| (k, op.clone())).collect();
+        self.wait_for(ops, claimed, timeout_ms, out, stream).await
+    }
+
+    /// XREAD / XREADGROUP with BLOCK: answered at once when any stream has something for
+    /// it (as the command without BLOCK, "$" resolved first), otherwise a waiter per stream
+    /// until one is served, the timeout passes or the client leaves.
+    async fn xread_blocking(
+        &mut self,
+        spec: &'static CommandSpec,
+        req: &Request,
+        out: &mut Out,
+        stream: &mut TcpStream,
+    ) {
+        let group_cmd = spec.name == "xreadgroup";
+        let Some(a) = crate::cmd::streams::parse_read(out, req, group_cmd, false) else {
+            return;
+        };
+        let timeout_ms = a.block.unwrap_or(0);
+        let db = self.db;
+        // "$" means after the last entry now: resolve it before anything can be added.
+        let mut resolved = Vec::with_capacity(a.keys.len());
+        for (k, raw) in a.keys.iter().zip(&a.ids) {
+            let owner = self.shard.shard_of(k);
+            let (k2, raw2) = (k.clone(), raw.clone());
+            let id = self
+                .shard
+                .run_on(owner, move |st| {
+                    let mut o = Out::new(false);
+                    let mut ctx =
+                        crate::cmd::Ctx::new(&mut st.dbs[db], &mut o, crate::db::now_ms());
+                    crate::cmd::streams::resolve_id(&mut ctx, &k2, &raw2)
+                })
+                .await;
+            resolved.push(id);
+        }
+        // The immediate attempt: the command itself, without BLOCK and with "$" resolved.
+        let mut args: Vec<Bytes> = Vec::with_capacity(req.len());
+        let mut i = 0;
+        let streams_at = req.len() - 2 * a.keys.len();
+        while i < req.len() {
+            if i < streams_at && req.arg(i).eq_ignore_ascii_case(b"block") {
+                i += 2;
+                continue;
+            }
+            let j = i.wrapping_sub(streams_at + a.keys.len());
+            match resolved.get(j) {
+                Some(Some(id)) if i >= streams_at + a.keys.len() && req.arg(i) == b"$" => {
+                    args.push(id.to_bytes())
+                }
+                _ => args.push(req.arg_bytes(i)),
+            }
+            i += 1;
+        }
+        let now_req = Request::from_args(args.iter());
+        let keys: Vec<(usize, Bytes)> = a.keys.iter().map(|k| (db, k.clone())).collect();
+        let reply = crate::exec::exec_atomic(
+            &self.shard,
+            vec![(db, spec, now_req)],
+            keys,
+            vec![],
+            self.resp3,
+        )
+        .await
+        .and_then(|mut r| r.pop())
+        .unwrap_or_default();
+        let null: &[u8] = if self.resp3 { b"_\r\n" } else { b"*-1\r\n" };
+        if reply[..] != *null || self.in_exec {
+            return out.raw(&reply);
+        }
+        let Some(ids) = resolved.into_iter().collect::<Option<Vec<_>>>() else {
+            return out.raw(&reply);
+        };
+        let count = if a.count == 0 { 1000 } else { a.count };
+        let group = a.group.map(|(g, c)| (g, c, a.noack));
+        let ops = a
+            .keys
+            .into_iter()
+            .zip(ids)
+            .map(|(k, after)| {
+                let op = BlockOp::XRead {
+                    after,
+                    count,
+                    group: group.clone(),
+                };
+                (k, op)
+            })
+            .collect();
+        let claimed = Arc::new(AtomicBool::new(false));
+        self.wait_for(ops, claimed, timeout_ms, out, stream).await
+    }
+
+    /// Registers a waiter on every key (each with its operation) and waits until one shard
+    /// serves it (its reply is the command's), the timeout passes (null), or the client
+    /// leaves.
+    async fn wait_for(
+        &mut self,
+        ops: Vec<(Bytes, BlockOp)>,
+        claimed: Arc<AtomicBool>,
+        timeout_ms: u64,
+        out: &mut Out,
+        stream: &mut TcpStream,
+    ) {
+        let db = self.db;
+        let keys: Vec<Bytes> = ops.iter().map(|(k, _)| k.clone()).collect();
         // Register a waiter on every key; the first shard to serve claims it.
         let (stx, srx) = futures::channel::oneshot::channel::<Bytes>();
         let stx = Arc::new(std::sync::Mutex::new(Some(stx)));
-        for k in &keys {
+        for (k, op) in &ops {
             let owner = self.shard.shard_of(k);
             let (k2, op2, resp3, claimed2, stx2) = (
                 k.clone(),

@@ -80,6 +80,10 @@ pub fn exec_local(
     if let Some(s) = slot {
         st.dbs[db].set_slot_hint(req.arg(1), s);
     }
+    let stream_cmd = spec.name.starts_with('x');
+    if stream_cmd {
+        cmd::streams::take_log_rewrite();
+    }
     let registry: *const crate::pubsub::Registry = &st.pubsub;
     let mut ctx = Ctx::new(&mut st.dbs[db], out, clock.now_ms);
     if script {
@@ -93,10 +97,23 @@ pub fn exec_local(
     st.keyspace_misses += misses;
     let pushed = std::mem::take(&mut ctx.pushed);
     let failed = out.buf.get(before) == Some(&b'-');
+    let rewrite = if stream_cmd {
+        cmd::streams::take_log_rewrite()
+    } else {
+        None
+    };
     if !failed && spec.has(CommandFlags::WRITE) {
         crate::aof::DIRTY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(aof) = st.aof.as_mut() {
-            log_write(aof, &mut st.dbs[db], db, spec, req, clock.now_ms);
+            match rewrite {
+                // Logged as what it did (a generated ID, an exact trim, forced claims).
+                Some(records) => {
+                    for r in &records {
+                        aof.log_req(db, r);
+                    }
+                }
+                None => log_write(aof, &mut st.dbs[db], db, spec, req, clock.now_ms),
+            }
         }
     }
     let t = ticks();

@@ -285,6 +285,10 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
                 // the shard stops.
                 crate::cmd::script::serve_while_busy(listen_fd, shard.shared.clone());
                 crate::cmd::hll::set_sparse_max(&shard.shared.param("hll-sparse-max-bytes"));
+                crate::db::stream::set_node_limits(
+                    &shard.shared.param("stream-node-max-bytes"),
+                    &shard.shared.param("stream-node-max-entries"),
+                );
                 accept_loop(shard, listener).await;
             })
             .map_err(|e| anyhow::anyhow!("cannot start shard {id}: {e}"))?;

@@ -1503,6 +1503,12 @@ async fn config_set(c: &mut Conn, req: &Request, out: &mut Out) {
                 crate::cmd::script::set_busy_threshold(&v);
             }
             "hll-sparse-max-bytes" => crate::cmd::hll::set_sparse_max(&v),
+            "stream-node-max-bytes" | "stream-node-max-entries" => {
+                crate::db::stream::set_node_limits(
+                    &c.shard.shared.param("stream-node-max-bytes"),
+                    &c.shard.shared.param("stream-node-max-entries"),
+                )
+            }
             "maxmemory" => crate::memory::set_max(v.parse().unwrap_or(0)),
             "maxmemory-policy" => {
                 if let Some(p) = crate::memory::Policy::parse(&v) {

@@ -146,6 +146,8 @@ fn bulks(v: &Value) -> usize {
         Value::Hash(h) => 2 * h.len(),
         Value::Set(s) => s.len(),
         Value::ZSet(z) => 2 * z.len(),
+        // Sent whole (Codis has no streams to chunk).
+        Value::Stream(_) => 1,
     }
 }
 
@@ -268,7 +270,7 @@ fn build(d: &mut Db, iters: &mut [KeyIter], p: &Params, budget: usize) -> (Vec<u
                                 }),
                             )
                         }
-                        Value::Str(_) => {
+                        Value::Str(_) | Value::Stream(_) => {
                             it.stage = Stage::Whole;
                             continue;
                         }
@@ -1146,7 +1148,7 @@ pub async fn restore_async(shard: &Shard, db: usize, req: &Request) -> (i64, Str
                             log.push(args);
                             z.len()
                         }
-                        Value::Str(_) => 0,
+                        Value::Str(_) | Value::Stream(_) => 0,
                     };
                     d.touch_watched(&key);
                     len.to_string()

@@ -14,6 +14,7 @@ pub mod lua_struct;
 pub mod script;
 pub mod sets;
 pub mod sort;
+pub mod streams;
 pub mod strings;
 pub mod zsets;
 
@@ -92,6 +93,7 @@ fn registry() -> &'static HashMap<&'static str, Handler> {
         hashes::register(&mut m);
         hll::register(&mut m);
         geo::register(&mut m);
+        streams::register(&mut m);
         sets::register(&mut m);
         sort::register(&mut m);
         zsets::register(&mut m);

@@ -1302,6 +1302,7 @@ fn command(ctx: &mut Ctx<'_>, declared: &[Bytes], ro: bool, req: Request) -> Fra
         }
     }
     let mut out = Out::new(SCRIPT_RESP3.get());
+    super::streams::take_log_rewrite();
     {
         let mut inner = Ctx::new(ctx.db, &mut out, ctx.now);
         handler(&mut inner, &req);
@@ -1315,7 +1316,18 @@ fn command(ctx: &mut Ctx<'_>, declared: &[Bytes], ro: bool, req: Request) -> Fra
             WROTE.set(true);
             RUNNING_WROTE.fetch_add(1, Ordering::SeqCst);
         }
-        EFFECTS.with(|e| e.borrow_mut().push((spec, req)));
+        match super::streams::take_log_rewrite() {
+            // A stream command logged as what it did (see `streams`).
+            Some(records) => EFFECTS.with(|e| {
+                let mut e = e.borrow_mut();
+                for r in records {
+                    if let Ok(s) = spec_table::resolve_request(&r) {
+                        e.push((s, r));
+                    }
+                }
+            }),
+            None => EFFECTS.with(|e| e.borrow_mut().push((spec, req))),
+        }
     }
     match FrameDecoder::default().decode(&mut out.buf) {
         Ok(Some(f)) => f,
@@ -1431,6 +1443,16 @@ fn keyspace_command(ctx: &mut Ctx<'_>, spec: &CommandSpec, req: &Request) -> Fra
         Ok(Some(f)) => f,
         _ => script_error("ERR internal: unreadable reply"),
     }
+}
+
+/// Whether a script is running on this thread (its `redis.call` is the caller).
+pub fn running() -> bool {
+    CURRENT.with(|c| {
+        let v = c.take();
+        let r = v.is_some();
+        c.set(v);
+        r
+    })
 }
 
 /// Runs `f` (a script) with the shard's pub/sub registry reachable from `redis.call`.

@@ -11,7 +11,8 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use hashbrown::{HashMap, HashSet};
 
-use super::{Value, ZSet};
+use super::stream::StreamId;
+use super::{Stream, Value, ZSet};
 
 /// The RDB version Redis 7.0 writes and the newest it accepts.
 pub const RDB_VERSION: u16 = 10;
@@ -111,6 +112,10 @@ pub fn dump(v: &Value) -> Vec<u8> {
                 put_str(&mut out, m);
                 out.extend_from_slice(&s.0.to_le_bytes());
             }
+        }
+        Value::Stream(st) => {
+            out.push(super::stream::RDB_TYPE_STREAM_LISTPACKS_2);
+            super::stream::rdb_encode(st, &mut out, put_len, put_str);
         }
     }
     out.extend_from_slice(&RDB_VERSION.to_le_bytes());
@@ -371,8 +376,108 @@ impl Reader<'_> {
                 }
                 Value::List(l)
             }
+            super::stream::RDB_TYPE_STREAM_LISTPACKS
+            | super::stream::RDB_TYPE_STREAM_LISTPACKS_2
+            | super::stream::RDB_TYPE_STREAM_LISTPACKS_3 => {
+                Value::Stream(Box::new(self.stream(t)?))
+            }
             _ => return None,
         })
+    }
+
+    fn u64_len(&mut self) -> Option<u64> {
+        match self.len_enc()? {
+            Len::Plain(n) => Some(n),
+            Len::Special(_) => None,
+        }
+    }
+
+    fn stream_id(&mut self) -> Option<StreamId> {
+        Some(StreamId::new(self.u64_len()?, self.u64_len()?))
+    }
+
+    fn millis(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    /// A stream (RDB_TYPE_STREAM_LISTPACKS, _2 from Redis 7.0, _3 from 7.2).
+    fn stream(&mut self, t: u8) -> Option<Stream> {
+        use super::stream::{
+            Consumer, Group, Nack, RDB_TYPE_STREAM_LISTPACKS, RDB_TYPE_STREAM_LISTPACKS_3,
+        };
+        let mut s = Stream::default();
+        let nodes = self.len()?;
+        for _ in 0..nodes {
+            let master = StreamId::decode(&self.string()?)?;
+            let elems = listpack(&self.string()?)?;
+            if elems.is_empty() {
+                return None;
+            }
+            super::stream::load_node(&mut s, master, &elems)?;
+        }
+        let length = self.u64_len()?;
+        if length != s.entries.len() as u64 {
+            return None;
+        }
+        s.last_id = self.stream_id()?;
+        if t != RDB_TYPE_STREAM_LISTPACKS {
+            s.first_id = self.stream_id()?;
+            s.max_deleted_id = self.stream_id()?;
+            s.entries_added = self.u64_len()?;
+        } else {
+            s.refresh_first();
+            s.entries_added = length;
+        }
+        let groups = self.len()?;
+        for _ in 0..groups {
+            let name = self.string()?;
+            let last = self.stream_id()?;
+            let read = if t != RDB_TYPE_STREAM_LISTPACKS {
+                self.u64_len()? as i64
+            } else {
+                s.distance_from_first(last)
+            };
+            let mut g = Group::new(last, read);
+            let n = self.len()?;
+            for _ in 0..n {
+                let id = StreamId::decode(self.take(16)?)?;
+                let delivery_time = self.millis()?;
+                let delivery_count = self.u64_len()?;
+                g.pel.insert(
+                    id,
+                    Nack {
+                        consumer: Bytes::new(),
+                        delivery_time,
+                        delivery_count,
+                    },
+                );
+            }
+            let nc = self.len()?;
+            for _ in 0..nc {
+                let cname = self.string()?;
+                let seen_time = self.millis()?;
+                if t == RDB_TYPE_STREAM_LISTPACKS_3 {
+                    self.millis()?; // active time (Redis 7.2)
+                }
+                let mut c = Consumer {
+                    seen_time,
+                    pel: Default::default(),
+                };
+                let np = self.len()?;
+                for _ in 0..np {
+                    let id = StreamId::decode(self.take(16)?)?;
+                    g.pel.get_mut(&id)?.consumer = cname.clone();
+                    c.pel.insert(id);
+                }
+                g.consumers.insert(cname, c);
+            }
+            // Every pending entry belongs to a consumer.
+            if g.pel.values().any(|n| n.consumer.is_empty()) {
+                return None;
+            }
+            s.groups.insert(name, g);
+        }
+        Some(s)
     }
 
     /// RDB_TYPE_ZSET's text doubles: 253 nan, 254 +inf, 255 -inf, else a length and text.

@@ -6,6 +6,7 @@
 
 pub mod dump;
 pub mod key;
+pub mod stream;
 pub mod zset;
 
 use std::collections::VecDeque;
@@ -17,6 +18,7 @@ use rand::Rng;
 use rcodis_core::slot::{slot_of, NUM_SLOTS};
 
 pub use key::Key;
+pub use stream::Stream;
 pub use zset::ZSet;
 
 /// A stored value.
@@ -29,6 +31,7 @@ pub enum Value {
     Hash(Box<HashMap<Bytes, Bytes>>),
     Set(Box<HashSet<Bytes>>),
     ZSet(Box<ZSet>),
+    Stream(Box<Stream>),
 }
 
 impl Value {
@@ -40,6 +43,7 @@ impl Value {
             Value::Hash(_) => "hash",
             Value::Set(_) => "set",
             Value::ZSet(_) => "zset",
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -78,6 +82,7 @@ impl Value {
                     "skiplist"
                 }
             }
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -101,6 +106,7 @@ impl Value {
                     .sum::<usize>()
                     + OVH
             }
+            Value::Stream(st) => st.mem_size() + OVH,
         }
     }
 }
