@@ -68,7 +68,7 @@ fn gen(r: &mut SmallRng, base: u64) -> Vec<String> {
     };
     let i = |r: &mut SmallRng| pick(r, IDX).to_string();
     let s = |r: &mut SmallRng| pick(r, SCORES).to_string();
-    let mut c: Vec<String> = match r.gen_range(0..121) {
+    let mut c: Vec<String> = match r.gen_range(0..124) {
         0 => vec!["SET".into(), k(r), v(r)],
         1 => vec!["GET".into(), k(r)],
         2 => vec!["APPEND".into(), k(r), v(r)],
@@ -380,6 +380,34 @@ fn gen(r: &mut SmallRng, base: u64) -> Vec<String> {
             "ASC".into(),
             "STORE".into(),
             t(r),
+        ],
+        121 => vec![
+            "XADD".into(),
+            k(r),
+            "MAXLEN".into(),
+            "~".into(),
+            "3".into(),
+            pick(r, &["1-1", "5", "5-*", "10-*", "100-1", "x"]).into(),
+            v(r),
+            v(r),
+        ],
+        122 => vec![
+            "XRANGE".into(),
+            k(r),
+            "-".into(),
+            "+".into(),
+            "COUNT".into(),
+            "3".into(),
+        ],
+        123 => vec![
+            "XREAD".into(),
+            "COUNT".into(),
+            "2".into(),
+            "STREAMS".into(),
+            t(r),
+            t(r),
+            "0".into(),
+            "0".into(),
         ],
         _ => vec!["LINSERT".into(), k(r), "BEFORE".into(), v(r), v(r)],
     };

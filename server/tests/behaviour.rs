@@ -765,3 +765,93 @@ fn string_encodings_follow_how_they_were_written() {
         );
     }
 }
+
+/// XREAD and XREADGROUP with BLOCK: served at once when a stream has something, otherwise
+/// woken by the XADD that brings it (keys on both shards), "$" meaning "after what is there
+/// now", a timeout answering null, a group read creating the pending entry, and a client
+/// that leaves taking nothing with it.
+#[test]
+fn blocking_stream_reads() {
+    let s = server(&["--threads", "2"]);
+    let port = s.port;
+    let (k1, k2) = keys_on_two_shards();
+    let mut c = s.conn();
+    c.cmd(&["XADD", &k1, "1-0", "f", "old"]);
+    // Something there: answered at once.
+    let r = c.cmd(&["XREAD", "BLOCK", "0", "STREAMS", &k1, "0"]);
+    assert!(format!("{r:?}").contains("old"), "{r:?}");
+    // "$": waits for what comes next; woken by an XADD on the other shard's key.
+    let (a, b) = (k1.clone(), k2.clone());
+    let h = std::thread::spawn(move || {
+        Conn::connect(port).cmd(&[
+            "XREAD", "COUNT", "5", "BLOCK", "5000", "STREAMS", &a, &b, "$", "$",
+        ])
+    });
+    let mut probe = s.conn();
+    wait_until("XREAD to block", Duration::from_secs(5), || {
+        text(&probe.cmd(&["INFO", "clients"])).contains("blocked_clients:1")
+    });
+    c.cmd(&["XADD", &k2, "7-0", "f", "new"]);
+    let r = h.join().unwrap();
+    let Frame::Array(streams) = &r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(streams.len(), 1, "{r:?}");
+    assert_eq!(text(&streams[0].as_array().unwrap()[0]), k2);
+    assert!(format!("{r:?}").contains("new"));
+    // A timeout answers null.
+    let t = Instant::now();
+    assert_eq!(
+        c.cmd(&["XREAD", "BLOCK", "200", "STREAMS", &k1, "$"]),
+        Frame::NullArray
+    );
+    assert!(t.elapsed() >= Duration::from_millis(190));
+    // A group read: blocks on ">", gets the new entry, which is then pending for it.
+    c.cmd(&["XGROUP", "CREATE", &k1, "g", "$"]);
+    let a = k1.clone();
+    let h = std::thread::spawn(move || {
+        Conn::connect(port).cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "alice",
+            "BLOCK",
+            "5000",
+            "STREAMS",
+            &a,
+            ">",
+        ])
+    });
+    wait_until("XREADGROUP to block", Duration::from_secs(5), || {
+        text(&probe.cmd(&["INFO", "clients"])).contains("blocked_clients:1")
+    });
+    c.cmd(&["XADD", &k1, "9-0", "f", "for-alice"]);
+    let r = h.join().unwrap();
+    assert!(format!("{r:?}").contains("for-alice"), "{r:?}");
+    let p = c.cmd(&["XPENDING", &k1, "g"]);
+    assert_eq!(p.as_array().unwrap()[0], Frame::Integer(1), "{p:?}");
+    // A blocked reader that leaves: nothing is delivered to it or lost.
+    {
+        let mut gone = s.conn();
+        gone.send(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "bob",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            &k1,
+            ">",
+        ]);
+        wait_until("bob to block", Duration::from_secs(5), || {
+            text(&probe.cmd(&["INFO", "clients"])).contains("blocked_clients:1")
+        });
+    }
+    wait_until("bob's waiter to go", Duration::from_secs(5), || {
+        text(&probe.cmd(&["INFO", "clients"])).contains("blocked_clients:0")
+    });
+    c.cmd(&["XADD", &k1, "10-0", "f", "later"]);
+    let r = c.cmd(&["XREADGROUP", "GROUP", "g", "carol", "STREAMS", &k1, ">"]);
+    assert!(format!("{r:?}").contains("later"), "{r:?}");
+}

@@ -35,7 +35,7 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
     let v = |r: &mut SmallRng| pick(r, VALS).to_string();
     let i = |r: &mut SmallRng| pick(r, IDX).to_string();
     let s = |r: &mut SmallRng| pick(r, SCORES).to_string();
-    let c: Vec<String> = match r.gen_range(0..66) {
+    let c: Vec<String> = match r.gen_range(0..72) {
         0 => vec!["SET".into(), k(r), v(r)],
         1 => vec!["GET".into(), k(r)],
         2 => vec!["APPEND".into(), k(r), v(r)],
@@ -140,6 +140,41 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
             v(r),
         ],
         63 => vec!["GEOPOS".into(), k(r), v(r), v(r)],
+        66 => vec![
+            "XADD".into(),
+            k(r),
+            pick(r, &["MAXLEN", "MINID"]).into(),
+            pick(r, &["~", "=", "3"]).into(),
+            pick(r, &["2", "5-0", "0"]).into(),
+            pick(r, &["1-1", "5", "5-*", "10-*", "100-1", "0-0", "x"]).into(),
+            v(r),
+            v(r),
+        ],
+        67 => vec!["XRANGE".into(), k(r), "-".into(), "+".into()],
+        68 => vec![
+            "XDEL".into(),
+            k(r),
+            pick(r, &["1-1", "5-0", "10-0", "x"]).into(),
+        ],
+        69 => vec![
+            "XGROUP".into(),
+            "CREATE".into(),
+            k(r),
+            "g".into(),
+            pick(r, &["0", "$"]).into(),
+            "MKSTREAM".into(),
+        ],
+        70 => vec![
+            "XREADGROUP".into(),
+            "GROUP".into(),
+            "g".into(),
+            v(r),
+            "COUNT".into(),
+            "2".into(),
+            "STREAMS".into(),
+            k(r),
+            pick(r, &[">", "0"]).into(),
+        ],
         64 => vec![
             "GEOSEARCH".into(),
             k(r),
@@ -152,6 +187,16 @@ fn gen(r: &mut SmallRng) -> Vec<String> {
             "WITHDIST".into(),
             "ASC".into(),
         ],
+        71 => match r.gen_range(0..3) {
+            0 => vec!["XPENDING".into(), k(r), "g".into()],
+            1 => vec![
+                "XACK".into(),
+                k(r),
+                "g".into(),
+                pick(r, &["1-1", "5-0", "10-0"]).into(),
+            ],
+            _ => vec!["XLEN".into(), k(r)],
+        },
         _ => vec!["COPY".into(), k(r), k(r), pick(r, &["REPLACE", "x"]).into()],
     };
     c
