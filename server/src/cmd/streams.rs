@@ -648,11 +648,6 @@ fn xsetid(ctx: &mut Ctx<'_>, req: &Request) {
                 .err("ERR The entries_added specified in XSETID is smaller than the target stream length");
         }
     }
-    if id < s.max_deleted_id {
-        return ctx
-            .out
-            .err("ERR The ID specified in XSETID is smaller than current max_deleted_entry_id");
-    }
     s.last_id = id;
     if added != -1 {
         s.entries_added = added as u64;
@@ -826,6 +821,15 @@ fn xgroup(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 fn xack(ctx: &mut Ctx<'_>, req: &Request) {
+    let key = req.arg(1);
+    // No key or group: nothing to acknowledge (before the IDs are read, as in Redis).
+    let has = match get(ctx, key) {
+        Err(Replied) => return,
+        Ok(s) => s.is_some_and(|s| s.groups.contains_key(req.arg(2))),
+    };
+    if !has {
+        return ctx.out.int(0);
+    }
     let mut ids = Vec::with_capacity(req.len() - 3);
     for i in 3..req.len() {
         let Ok(id) = id_arg(ctx, req.arg(i), 0, true) else {
@@ -833,15 +837,8 @@ fn xack(ctx: &mut Ctx<'_>, req: &Request) {
         };
         ids.push(id);
     }
-    let key = req.arg(1);
-    let s = match get(ctx, key) {
-        Err(Replied) => return,
-        Ok(None) => return ctx.out.int(0),
-        Ok(Some(s)) => s,
-    };
-    let Some(g) = s.groups.get_mut(req.arg(2)) else {
-        return ctx.out.int(0);
-    };
+    let Ok(Some(s)) = get(ctx, key) else { return };
+    let g = s.groups.get_mut(req.arg(2)).expect("checked");
     let mut acked = 0;
     for id in ids {
         if let Some(n) = g.pel.remove(&id) {
@@ -1359,11 +1356,7 @@ pub fn parse_read(
             streams_at = i + 1;
             let rest = n - streams_at;
             if rest % 2 != 0 {
-                let sym = if group_cmd { '>' } else { '$' };
-                out.err(&format!(
-                    "ERR Unbalanced '{}' list of streams: for each stream key an ID or '{sym}' must be specified.",
-                    if group_cmd { "xreadgroup" } else { "xread" }
-                ));
+                out.err("ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.");
                 return None;
             }
             break;
