@@ -698,9 +698,13 @@ impl Conn {
     /// Data commands that still need the connection (COPY to another database, XREAD and
     /// XREADGROUP with BLOCK outside transactions).
     fn needs_conn_level(&self, spec: &CommandSpec, req: &Request) -> bool {
-        match spec.name {
-            "copy" => req.args().skip(3).any(|a| a.eq_ignore_ascii_case(b"db")),
-            "xread" | "xreadgroup" => {
+        if spec.name == "copy" {
+            return req.args().skip(3).any(|a| a.eq_ignore_ascii_case(b"db"));
+        }
+        // The only blocking commands with data handlers: XREAD and XREADGROUP.
+        match spec.has(rcodis_core::cmd::CommandFlags::BLOCKING) {
+            false => false,
+            true => {
                 !self.in_exec
                     && self.multi.is_none()
                     && req
@@ -709,7 +713,6 @@ impl Conn {
                         .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
                         .any(|a| a.eq_ignore_ascii_case(b"block"))
             }
-            _ => false,
         }
     }
 

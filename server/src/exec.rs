@@ -80,14 +80,9 @@ pub fn exec_local(
     if let Some(s) = slot {
         st.dbs[db].set_slot_hint(req.arg(1), s);
     }
-    let stream_cmd = spec.name.starts_with('x');
-    if stream_cmd {
-        cmd::streams::take_log_rewrite();
-    }
-    let registry: *const crate::pubsub::Registry = &st.pubsub;
     let mut ctx = Ctx::new(&mut st.dbs[db], out, clock.now_ms);
     if script {
-        cmd::script::with_pubsub(registry, || handler(&mut ctx, req));
+        cmd::script::call_with_pubsub(&st.pubsub, handler, &mut ctx, req);
     } else {
         handler(&mut ctx, req);
     }
@@ -97,22 +92,13 @@ pub fn exec_local(
     st.keyspace_misses += misses;
     let pushed = std::mem::take(&mut ctx.pushed);
     let failed = out.buf.get(before) == Some(&b'-');
-    let rewrite = if stream_cmd {
-        cmd::streams::take_log_rewrite()
-    } else {
-        None
-    };
     if !failed && spec.has(CommandFlags::WRITE) {
         crate::aof::DIRTY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(aof) = st.aof.as_mut() {
-            match rewrite {
-                // Logged as what it did (a generated ID, an exact trim, forced claims).
-                Some(records) => {
-                    for r in &records {
-                        aof.log_req(db, r);
-                    }
-                }
-                None => log_write(aof, &mut st.dbs[db], db, spec, req, clock.now_ms),
+            if spec.name.as_bytes()[0] == b'x' {
+                log_stream_write(aof, &mut st.dbs[db], db, spec, req, clock.now_ms);
+            } else {
+                log_write(aof, &mut st.dbs[db], db, spec, req, clock.now_ms);
             }
         }
     }
@@ -170,6 +156,28 @@ fn wake_waiters_of(st: &mut ShardState, db: usize, spec: &CommandSpec, req: &Req
         if !ready.is_empty() {
             crate::blocking::serve_waiters(st, db, &ready);
         }
+    }
+}
+
+/// Logs a stream write: as what it did when it asked for that (a generated ID, an exact
+/// trim, forced claims; see `cmd::streams`), else as itself.
+#[cold]
+#[inline(never)]
+fn log_stream_write(
+    aof: &mut crate::aof::Aof,
+    d: &mut Db,
+    db: usize,
+    spec: &CommandSpec,
+    req: &Request,
+    now: u64,
+) {
+    match cmd::streams::take_log_rewrite() {
+        Some(records) => {
+            for r in &records {
+                aof.log_req(db, r);
+            }
+        }
+        None => log_write(aof, d, db, spec, req, now),
     }
 }
 

@@ -1455,12 +1455,18 @@ pub fn running() -> bool {
     })
 }
 
-/// Runs `f` (a script) with the shard's pub/sub registry reachable from `redis.call`.
-pub fn with_pubsub<R>(registry: *const crate::pubsub::Registry, f: impl FnOnce() -> R) -> R {
+/// Runs a script command with the shard's pub/sub registry reachable from `redis.call`
+/// (PUBLISH inside the script).
+#[inline(never)]
+pub fn call_with_pubsub(
+    registry: &crate::pubsub::Registry,
+    handler: super::Handler,
+    ctx: &mut Ctx<'_>,
+    req: &Request,
+) {
     PUBSUB.set(registry);
-    let r = f();
+    handler(ctx, req);
     PUBSUB.set(std::ptr::null());
-    r
 }
 
 /// The `bit` library (LuaBitOp) scripts use: 32-bit operations on numbers.

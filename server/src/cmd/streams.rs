@@ -19,27 +19,37 @@ use crate::db::Value;
 use crate::out::Out;
 
 pub fn register(m: &mut HashMap<&'static str, Handler>) {
-    m.insert("xadd", xadd);
-    m.insert("xlen", xlen);
-    m.insert("xrange", |c, r| xrange(c, r, false));
-    m.insert("xrevrange", |c, r| xrange(c, r, true));
-    m.insert("xdel", xdel);
-    m.insert("xtrim", xtrim);
-    m.insert("xsetid", xsetid);
-    m.insert("xread", xread);
-    m.insert("xreadgroup", xread);
-    m.insert("xgroup|create", xgroup);
-    m.insert("xgroup|setid", xgroup);
-    m.insert("xgroup|destroy", xgroup);
-    m.insert("xgroup|createconsumer", xgroup);
-    m.insert("xgroup|delconsumer", xgroup);
-    m.insert("xack", xack);
-    m.insert("xpending", xpending);
-    m.insert("xclaim", xclaim);
-    m.insert("xautoclaim", xautoclaim);
-    m.insert("xinfo|stream", xinfo_stream);
-    m.insert("xinfo|groups", xinfo_groups);
-    m.insert("xinfo|consumers", xinfo_consumers);
+    // Each handler starts by forgetting a log rewrite nobody took, so that only its own
+    // can be taken after it (see `take_log_rewrite`).
+    macro_rules! fresh {
+        ($f:expr) => {
+            |c: &mut Ctx<'_>, r: &Request| {
+                clear_log_rewrite();
+                $f(c, r)
+            }
+        };
+    }
+    m.insert("xadd", fresh!(xadd));
+    m.insert("xlen", fresh!(xlen));
+    m.insert("xrange", fresh!(|c, r| xrange(c, r, false)));
+    m.insert("xrevrange", fresh!(|c, r| xrange(c, r, true)));
+    m.insert("xdel", fresh!(xdel));
+    m.insert("xtrim", fresh!(xtrim));
+    m.insert("xsetid", fresh!(xsetid));
+    m.insert("xread", fresh!(xread));
+    m.insert("xreadgroup", fresh!(xread));
+    m.insert("xgroup|create", fresh!(xgroup));
+    m.insert("xgroup|setid", fresh!(xgroup));
+    m.insert("xgroup|destroy", fresh!(xgroup));
+    m.insert("xgroup|createconsumer", fresh!(xgroup));
+    m.insert("xgroup|delconsumer", fresh!(xgroup));
+    m.insert("xack", fresh!(xack));
+    m.insert("xpending", fresh!(xpending));
+    m.insert("xclaim", fresh!(xclaim));
+    m.insert("xautoclaim", fresh!(xautoclaim));
+    m.insert("xinfo|stream", fresh!(xinfo_stream));
+    m.insert("xinfo|groups", fresh!(xinfo_groups));
+    m.insert("xinfo|consumers", fresh!(xinfo_consumers));
 }
 
 const INVALID_ID: &str = "ERR Invalid stream ID specified as stream command argument";
@@ -53,6 +63,13 @@ thread_local! {
 /// the next call returns None until another command sets them).
 pub fn take_log_rewrite() -> Option<Vec<Request>> {
     LOG_AS.with(|l| l.borrow_mut().take())
+}
+
+/// Forgets a rewrite nobody took (before a stream command runs).
+#[cold]
+#[inline(never)]
+pub fn clear_log_rewrite() {
+    LOG_AS.with(|l| l.borrow_mut().take());
 }
 
 fn log_as(reqs: Vec<Request>) {
