@@ -854,4 +854,37 @@ fn blocking_stream_reads() {
     c.cmd(&["XADD", &k1, "10-0", "f", "later"]);
     let r = c.cmd(&["XREADGROUP", "GROUP", "g", "carol", "STREAMS", &k1, ">"]);
     assert!(format!("{r:?}").contains("later"), "{r:?}");
+    // The group destroyed, or the stream deleted, under a blocked group reader: told so,
+    // in Redis's words.
+    for (undo, said) in [
+        (
+            vec!["XGROUP", "DESTROY", k1.as_str(), "g"],
+            "NOGROUP the consumer group this client was blocked on no longer exists",
+        ),
+        (
+            vec!["DEL", k1.as_str()],
+            "UNBLOCKED the stream key no longer exists",
+        ),
+    ] {
+        c.cmd(&["XGROUP", "CREATE", &k1, "g", "$", "MKSTREAM"]);
+        let a = k1.clone();
+        let h = std::thread::spawn(move || {
+            Conn::connect(port).cmd(&[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "dan",
+                "BLOCK",
+                "5000",
+                "STREAMS",
+                &a,
+                ">",
+            ])
+        });
+        wait_until("dan to block", Duration::from_secs(5), || {
+            text(&probe.cmd(&["INFO", "clients"])).contains("blocked_clients:1")
+        });
+        c.cmd(&undo);
+        assert_eq!(text(&h.join().unwrap()), said);
+    }
 }

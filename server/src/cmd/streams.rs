@@ -1529,17 +1529,20 @@ pub fn serve_blocked(
     let now = ctx.now;
     let resp3 = ctx.out.resp3;
     let Some(s) = get(ctx, key)? else {
+        // A group reader is told its stream went (as Redis 7.0 tells it); a plain reader
+        // goes on waiting for the key to come back.
+        if group.is_some() {
+            ctx.out.err("UNBLOCKED the stream key no longer exists");
+            return Err(Replied);
+        }
         return Ok(false);
     };
     let mut tmp = Out::new(resp3);
     match group {
         Some((g, c, noack)) => {
             let Some(grp) = s.groups.get(&g[..]) else {
-                ctx.out.err(&format!(
-                    "NOGROUP No such key '{}' or consumer group '{}' in XREADGROUP with GROUP option",
-                    String::from_utf8_lossy(key),
-                    String::from_utf8_lossy(g)
-                ));
+                ctx.out
+                    .err("NOGROUP the consumer group this client was blocked on no longer exists");
                 return Err(Replied);
             };
             let last = grp.last_id;
