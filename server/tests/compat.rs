@@ -1509,6 +1509,10 @@ const STREAMS: &[&[&str]] = &[
     &["XCLAIM", "s", "g1", "carol", "0", "5-0", "JUSTID"],
     &["XCLAIM", "s", "g1", "carol", "100000", "5-0"],
     &["XCLAIM", "s", "g1", "carol", "0", "5-0", "BOGUS"],
+    &["XCLAIM", "s", "g1", "carol", "0", "5-0", "idle", "x"],
+    &["XCLAIM", "s", "g1", "carol", "0", "5-0", "TIME", "x"],
+    &["XCLAIM", "s", "g1", "carol", "0", "5-0", "RetryCount", "x"],
+    &["XCLAIM", "s", "g1", "carol", "0", "5-0", "RETRYCOUNT"],
     &["XCLAIM", "s", "nog", "carol", "0", "5-0"],
     &["XCLAIM", "s", "g1", "carol", "x", "5-0"],
     &[

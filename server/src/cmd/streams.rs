@@ -1057,36 +1057,22 @@ fn xclaim(ctx: &mut Ctx<'_>, req: &Request) {
             force = true;
         } else if is(opt, "justid") {
             justid = true;
-        } else if is(opt, "idle") && more > 0 {
+        } else if (is(opt, "idle") || is(opt, "time") || is(opt, "retrycount")) && more > 0 {
             j += 1;
-            let Ok(v) = int_arg(
-                ctx,
-                req.arg(j),
-                "ERR Invalid IDLE option argument for XCLAIM",
-            ) else {
+            let msg = format!(
+                "ERR Invalid {} option argument for XCLAIM",
+                String::from_utf8_lossy(opt).to_ascii_uppercase()
+            );
+            let Ok(v) = int_arg(ctx, req.arg(j), &msg) else {
                 return;
             };
-            delivery = now - v;
-        } else if is(opt, "time") && more > 0 {
-            j += 1;
-            let Ok(v) = int_arg(
-                ctx,
-                req.arg(j),
-                "ERR Invalid TIME option argument for XCLAIM",
-            ) else {
-                return;
-            };
-            delivery = v;
-        } else if is(opt, "retrycount") && more > 0 {
-            j += 1;
-            let Ok(v) = int_arg(
-                ctx,
-                req.arg(j),
-                "ERR Invalid RETRYCOUNT option argument for XCLAIM",
-            ) else {
-                return;
-            };
-            retry = v;
+            if is(opt, "idle") {
+                delivery = now - v;
+            } else if is(opt, "time") {
+                delivery = v;
+            } else {
+                retry = v;
+            }
         } else if is(opt, "lastid") && more > 0 {
             j += 1;
             let Ok(id) = id_arg(ctx, req.arg(j), 0, true) else {
