@@ -396,7 +396,8 @@ fn xadd(ctx: &mut Ctx<'_>, req: &Request) {
         return;
     };
     let fields = idpos + 1;
-    let nf = req.len() - fields;
+    // Options to the end and no ID: as Redis, a wrong number of arguments.
+    let nf = req.len().saturating_sub(fields);
     if nf < 2 || nf % 2 == 1 {
         return ctx
             .out
