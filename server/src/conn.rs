@@ -1175,22 +1175,23 @@ impl Conn {
             resolved.push(id);
         }
         // The immediate attempt: the command itself, without BLOCK and with "$" resolved.
+        let ids_at = req.len() - a.keys.len();
         let mut args: Vec<Bytes> = Vec::with_capacity(req.len());
         let mut i = 0;
-        let streams_at = req.len() - 2 * a.keys.len();
-        while i < req.len() {
-            if i < streams_at && req.arg(i).eq_ignore_ascii_case(b"block") {
+        while i < ids_at {
+            // BLOCK and its timeout only come before STREAMS.
+            if req.arg(i).eq_ignore_ascii_case(b"block") {
                 i += 2;
                 continue;
             }
-            let j = i.wrapping_sub(streams_at + a.keys.len());
-            match resolved.get(j) {
-                Some(Some(id)) if i >= streams_at + a.keys.len() && req.arg(i) == b"$" => {
-                    args.push(id.to_bytes())
-                }
-                _ => args.push(req.arg_bytes(i)),
-            }
+            args.push(req.arg_bytes(i));
             i += 1;
+        }
+        for (raw, id) in a.ids.iter().zip(&resolved) {
+            match id {
+                Some(id) if raw.as_ref() == b"$" => args.push(id.to_bytes()),
+                _ => args.push(raw.clone()),
+            }
         }
         let now_req = Request::from_args(args.iter());
         let keys: Vec<(usize, Bytes)> = a.keys.iter().map(|k| (db, k.clone())).collect();

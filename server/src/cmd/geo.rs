@@ -394,7 +394,7 @@ fn members_within(z: &ZSet, q: &Query, limit: usize) -> Vec<Found> {
 
 /// Parses a coordinate pair, writing Redis's error when it is not a valid one.
 fn lon_lat(ctx: &mut Ctx<'_>, lon: &[u8], lat: &[u8]) -> Result<[f64; 2], Replied> {
-    let (Some(x), Some(y)) = (geo_float(lon), geo_float(lat)) else {
+    let (Some(x), Some(y)) = (parse_float(lon), parse_float(lat)) else {
         ctx.out.err("ERR value is not a valid float");
         return Err(Replied);
     };
@@ -405,11 +405,6 @@ fn lon_lat(ctx: &mut Ctx<'_>, lon: &[u8], lat: &[u8]) -> Result<[f64; 2], Replie
         return Err(Replied);
     }
     Ok([x, y])
-}
-
-/// A float as Redis's getDoubleFromObject reads it (infinities allowed, NaN not).
-fn geo_float(b: &[u8]) -> Option<f64> {
-    parse_float(b)
 }
 
 /// Meters per unit (M, KM, FT, MI).
@@ -430,7 +425,7 @@ fn unit(ctx: &mut Ctx<'_>, u: &[u8]) -> Result<f64, Replied> {
 }
 
 fn float_or(ctx: &mut Ctx<'_>, b: &[u8], msg: &str) -> Result<f64, Replied> {
-    match geo_float(b) {
+    match parse_float(b) {
         Some(v) => Ok(v),
         None => {
             ctx.out.err(msg);

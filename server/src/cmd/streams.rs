@@ -150,6 +150,13 @@ fn id_arg(
     }
 }
 
+/// The IDs from argument `from` on (all checked before anything is done, as in Redis).
+fn id_list(ctx: &mut Ctx<'_>, req: &Request, from: usize) -> Result<Vec<StreamId>, Replied> {
+    (from..req.len())
+        .map(|i| id_arg(ctx, req.arg(i), 0, true))
+        .collect()
+}
+
 /// A range bound: `(id` excludes (start moves up, end down).
 fn interval(ctx: &mut Ctx<'_>, s: &[u8], start: bool) -> Result<StreamId, Replied> {
     let missing = if start { 0 } else { u64::MAX };
@@ -582,13 +589,9 @@ fn xdel(ctx: &mut Ctx<'_>, req: &Request) {
         Ok(None) => return ctx.out.int(0),
         Ok(Some(_)) => {}
     }
-    let mut ids = Vec::with_capacity(req.len() - 2);
-    for i in 2..req.len() {
-        let Ok(id) = id_arg(ctx, req.arg(i), 0, true) else {
-            return;
-        };
-        ids.push(id);
-    }
+    let Ok(ids) = id_list(ctx, req, 2) else {
+        return;
+    };
     let Ok(Some(s)) = get(ctx, key) else { return };
     let mut deleted = 0;
     let mut first = false;
@@ -848,13 +851,9 @@ fn xack(ctx: &mut Ctx<'_>, req: &Request) {
     if !has {
         return ctx.out.int(0);
     }
-    let mut ids = Vec::with_capacity(req.len() - 3);
-    for i in 3..req.len() {
-        let Ok(id) = id_arg(ctx, req.arg(i), 0, true) else {
-            return;
-        };
-        ids.push(id);
-    }
+    let Ok(ids) = id_list(ctx, req, 3) else {
+        return;
+    };
     let Ok(Some(s)) = get(ctx, key) else { return };
     let g = s.groups.get_mut(req.arg(2)).expect("checked");
     let mut acked = 0;

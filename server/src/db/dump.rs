@@ -54,7 +54,7 @@ pub fn crc64(mut crc: u64, data: &[u8]) -> u64 {
     crc
 }
 
-fn put_len(out: &mut Vec<u8>, n: u64) {
+pub(super) fn put_len(out: &mut Vec<u8>, n: u64) {
     if n < 1 << 6 {
         out.push(n as u8);
     } else if n < 1 << 14 {
@@ -69,7 +69,7 @@ fn put_len(out: &mut Vec<u8>, n: u64) {
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+pub(super) fn put_str(out: &mut Vec<u8>, s: &[u8]) {
     put_len(out, s.len() as u64);
     out.extend_from_slice(s);
 }
@@ -115,7 +115,7 @@ pub fn dump(v: &Value) -> Vec<u8> {
         }
         Value::Stream(st) => {
             out.push(super::stream::RDB_TYPE_STREAM_LISTPACKS_2);
-            super::stream::rdb_encode(st, &mut out, put_len, put_str);
+            super::stream::rdb_encode(st, &mut out);
         }
     }
     out.extend_from_slice(&RDB_VERSION.to_le_bytes());

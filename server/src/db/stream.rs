@@ -560,12 +560,8 @@ fn listpack(elements: &[u8], count: usize) -> Vec<u8> {
 
 /// The stream's part of an RDB value (after the type byte): nodes of live entries (up to
 /// 100 per node, each starting its own master entry), metadata, groups.
-pub fn rdb_encode(
-    s: &Stream,
-    out: &mut Vec<u8>,
-    put_len: fn(&mut Vec<u8>, u64),
-    put_str: fn(&mut Vec<u8>, &[u8]),
-) {
+pub fn rdb_encode(s: &Stream, out: &mut Vec<u8>) {
+    use super::dump::{put_len, put_str};
     let ids: Vec<(&StreamId, &Vec<Bytes>)> = s.entries.iter().collect();
     let chunks: Vec<&[(&StreamId, &Vec<Bytes>)]> = ids.chunks(100).collect();
     put_len(out, chunks.len() as u64);
