@@ -67,6 +67,23 @@ pub fn try_serve(
     let now = now_ms();
     let nr = st.nr_shards;
     let me = st.id;
+    // A key that now holds another type serves nobody (Redis serves list waiters from
+    // lists only, and so on) and the waiters stay blocked, except a group reader: its
+    // stream is gone.
+    if let Some(e) = st.dbs[db].get_quiet(key, now) {
+        let wanted = match op {
+            BlockOp::Pop { .. } | BlockOp::Move { .. } | BlockOp::MPop { .. } => "list",
+            BlockOp::ZPop { .. } | BlockOp::ZMPop { .. } => "zset",
+            BlockOp::XRead { .. } => "stream",
+        };
+        if e.value.type_name() != wanted {
+            if let BlockOp::XRead { group: Some(_), .. } = op {
+                out.err("UNBLOCKED the stream key no longer exists");
+                return Err(Replied);
+            }
+            return Ok(false);
+        }
+    }
     let mut ctx = Ctx::new(&mut st.dbs[db], out, now);
     let served = match op {
         BlockOp::Pop { left } => match crate::cmd::lists::pop_n(&mut ctx, key, *left, 1)? {
@@ -196,28 +213,29 @@ pub fn serve_waiters(st: &mut ShardState, db: usize, keys: &[Bytes]) {
     if st.blocked.is_empty() {
         return;
     }
-    for key in keys {
+    let mut work: std::collections::VecDeque<Bytes> = keys.iter().cloned().collect();
+    while let Some(key) = work.pop_front() {
+        let key = &key;
         let slot = (db, key.clone());
-        while let Some(q) = st.blocked.get_mut(&slot) {
-            let Some(w) = q.pop_front() else {
-                st.blocked.remove(&slot);
-                break;
-            };
+        let Some(mut queue) = st.blocked.remove(&slot) else {
+            continue;
+        };
+        // Every waiter is tried in arrival order: one that cannot be served (nothing for it,
+        // the key holds another type, a stream ID still ahead) keeps its place and does not
+        // hold back those behind it.
+        let mut kept = std::collections::VecDeque::new();
+        while let Some(w) = queue.pop_front() {
             if w.claimed.load(Ordering::Acquire) {
                 continue; // timed out, disconnected, or served through another key
             }
             let mut out = Out::new(w.resp3);
             match serve_and_log(st, db, key, &w.op, &mut out) {
-                Ok(false) => {
-                    // Nothing left: put the waiter back at the front and stop.
-                    st.blocked.get_mut(&slot).expect("queue").push_front(w);
-                    break;
-                }
+                Ok(false) => kept.push_back(w),
                 Ok(true) | Err(Replied) => {
-                    // A real pop already happened (or a type error was written); claim so
-                    // the client takes exactly this reply. Losing the claim race cannot
-                    // happen here: only this shard pops for this waiter on this key, and a
-                    // client that timed out set the flag before we looked.
+                    // A real pop already happened (or an error was written); claim so the
+                    // client takes exactly this reply. Losing the claim race cannot happen
+                    // here: only this shard pops for this waiter on this key, and a client
+                    // that timed out set the flag before we looked.
                     if w.claimed.swap(true, Ordering::AcqRel) {
                         // The client gave up between our check and now: undo is not
                         // possible for a pop, so hand the data back by re-queueing it.
@@ -225,8 +243,23 @@ pub fn serve_waiters(st: &mut ShardState, db: usize, keys: &[Bytes]) {
                         continue;
                     }
                     let _ = w.reply.send(out.buf.freeze());
+                    // What a move pushed here may serve the destination's own waiters (a
+                    // cross-shard move serves them where it pushes, `push_elem`).
+                    if let BlockOp::Move { dst, .. } = &w.op {
+                        if rcodis_core::slot::slot_of(dst) as usize % st.nr_shards == st.id
+                            && st.blocked.contains_key(&(db, dst.clone()))
+                        {
+                            work.push_back(dst.clone());
+                        }
+                    }
                 }
             }
+        }
+        if let Some(newer) = st.blocked.remove(&slot) {
+            kept.extend(newer);
+        }
+        if !kept.is_empty() {
+            st.blocked.insert(slot, kept);
         }
     }
 }

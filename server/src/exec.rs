@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use rcodis_core::cmd::{CommandFlags, CommandSpec};
 use rcodis_core::resp::Request;
 
@@ -111,7 +111,7 @@ pub fn exec_local(
         slowlog_push(st, req, usec);
     }
     if !pushed.is_empty() {
-        crate::blocking::serve_waiters(st, db, &pushed);
+        ready(st, db, pushed);
     }
     // Any write may make a key a client waits for ready (ZADD, ZUNIONSTORE, RENAME, ...).
     if !st.blocked.is_empty() && spec.has(CommandFlags::WRITE) {
@@ -154,8 +154,17 @@ fn wake_waiters_of(st: &mut ShardState, db: usize, spec: &CommandSpec, req: &Req
             .filter(|k| st.blocked.contains_key(&(db, k.clone())))
             .collect();
         if !ready.is_empty() {
-            crate::blocking::serve_waiters(st, db, &ready);
+            self::ready(st, db, ready);
         }
+    }
+}
+
+/// Serves the clients blocked on keys a write made ready, now or, inside a transaction,
+/// once it is over.
+fn ready(st: &mut ShardState, db: usize, keys: Vec<Bytes>) {
+    match st.deferred_ready.as_mut() {
+        Some(later) => later.extend(keys.into_iter().map(|k| (db, k))),
+        None => crate::blocking::serve_waiters(st, db, &keys),
     }
 }
 
@@ -300,10 +309,18 @@ pub async fn exec_atomic(
                 }
                 let mut replies = Vec::with_capacity(cmds.len());
                 let mut clock = Clock::start();
+                st.deferred_ready = Some(Vec::new());
                 for (db, spec, req) in &cmds {
                     let mut out = Out::new(resp3);
                     exec_local(st, *db, spec, req, &mut out, &mut clock, None);
                     replies.push(out.buf.freeze());
+                }
+                // Blocked clients see the transaction's outcome, never a state inside it.
+                let mut ready = st.deferred_ready.take().unwrap_or_default();
+                let mut seen = HashSet::new();
+                ready.retain(|k| seen.insert(k.clone()));
+                for (db, key) in ready {
+                    crate::blocking::serve_waiters(st, db, &[key]);
                 }
                 if let Some(a) = st.aof.as_mut() {
                     a.end_batch();

@@ -673,23 +673,28 @@ fn hello(c: &mut Conn, req: &Request, out: &mut Out) {
         c.resp3 = p == 3;
     }
     let mut o = Out::new(c.resp3);
+    hello_reply(&mut o, c.id);
+    out.resp3 = c.resp3;
+    out.raw(&o.buf);
+}
+
+/// HELLO's reply (in `out`'s protocol).
+pub fn hello_reply(o: &mut Out, id: u64) {
     o.map(7);
     o.bulk(b"server");
     o.bulk(b"redis");
     o.bulk(b"version");
     o.bulk(REDIS_VERSION.as_bytes());
     o.bulk(b"proto");
-    o.int(if c.resp3 { 3 } else { 2 });
+    o.int(if o.resp3 { 3 } else { 2 });
     o.bulk(b"id");
-    o.int(c.id as i64);
+    o.int(id as i64);
     o.bulk(b"mode");
     o.bulk(b"standalone");
     o.bulk(b"role");
     o.bulk(b"master");
     o.bulk(b"modules");
     o.array(0);
-    out.resp3 = c.resp3;
-    out.raw(&o.buf);
 }
 
 async fn keys(c: &mut Conn, req: &Request, out: &mut Out) {

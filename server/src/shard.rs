@@ -54,6 +54,9 @@ pub struct ShardState {
     /// Clients blocked on keys this shard owns, in arrival order per (db, key).
     pub blocked:
         HashMap<(usize, bytes::Bytes), std::collections::VecDeque<crate::blocking::Waiter>>,
+    /// Inside a transaction (EXEC): the keys that became ready for blocked clients, served
+    /// once the whole transaction has run, as Redis does.
+    pub deferred_ready: Option<Vec<(usize, bytes::Bytes)>>,
     /// Jobs to send to other shards once the current synchronous work is done.
     pub deferred: Vec<(usize, Job)>,
     /// Connections accepted by this shard.
@@ -108,6 +111,7 @@ impl ShardState {
             keyspace_hits: 0,
             keyspace_misses: 0,
             blocked: HashMap::new(),
+            deferred_ready: None,
             deferred: Vec::new(),
             clients: HashMap::new(),
             pubsub: Default::default(),

@@ -888,3 +888,98 @@ fn blocking_stream_reads() {
         assert_eq!(text(&h.join().unwrap()), said);
     }
 }
+
+/// Starts `args` on a new connection in a thread and waits until the server counts
+/// `blocked` blocked clients.
+fn block_on(
+    s: &ServerProc,
+    probe: &mut Conn,
+    args: &[&str],
+    blocked: usize,
+) -> std::thread::JoinHandle<Frame> {
+    let port = s.port;
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let h = std::thread::spawn(move || {
+        let a: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+        Conn::connect(port).cmd(&a)
+    });
+    let want = format!("blocked_clients:{blocked}\r");
+    wait_until("a client to block", Duration::from_secs(5), || {
+        text(&probe.cmd(&["INFO", "clients"])).contains(&want)
+    });
+    h
+}
+
+/// As in Redis: blocked clients see what a transaction did once it is over, never a state
+/// inside it; a key that now holds another type leaves its waiters blocked; what a blocked
+/// move pushes serves the destination's own waiters; a waiter that cannot be served yet does
+/// not hold back those behind it.
+#[test]
+fn blocked_clients_are_served_as_redis_serves_them() {
+    for threads in ["1", "2"] {
+        let s = server(&["--threads", threads]);
+        let mut c = s.conn();
+        let mut probe = s.conn();
+        // MULTI: three pushes; the waiter gets the last one (the list's head at EXEC).
+        let h = block_on(&s, &mut probe, &["BLPOP", "list", "0"], 1);
+        c.cmd(&["MULTI"]);
+        for e in ["a", "b", "c"] {
+            c.cmd(&["LPUSH", "list", e]);
+        }
+        c.cmd(&["EXEC"]);
+        assert_eq!(
+            h.join().unwrap(),
+            Frame::Array(vec![Frame::bulk("list"), Frame::bulk("c")])
+        );
+        // Pushed, deleted and set to a string inside one transaction: nothing to serve, and
+        // the string does not end the wait with an error.
+        c.cmd(&["DEL", "list"]);
+        let h = block_on(&s, &mut probe, &["BLPOP", "list", "0"], 1);
+        c.cmd(&["MULTI"]);
+        c.cmd(&["LPUSH", "list", "a"]);
+        c.cmd(&["DEL", "list"]);
+        c.cmd(&["SET", "list", "foo"]);
+        c.cmd(&["EXEC"]);
+        assert!(text(&probe.cmd(&["INFO", "clients"])).contains("blocked_clients:1\r"));
+        c.cmd(&["DEL", "list"]);
+        c.cmd(&["LPUSH", "list", "b"]);
+        assert_eq!(
+            h.join().unwrap(),
+            Frame::Array(vec![Frame::bulk("list"), Frame::bulk("b")])
+        );
+        // BLMOVE into a list a BLPOP waits on: the element travels on to the BLPOP.
+        let h2 = block_on(&s, &mut probe, &["BLPOP", "target{t}", "0"], 1);
+        let h1 = block_on(
+            &s,
+            &mut probe,
+            &["BLMOVE", "src{t}", "target{t}", "LEFT", "RIGHT", "0"],
+            2,
+        );
+        c.cmd(&["RPUSH", "src{t}", "foo"]);
+        assert_eq!(h1.join().unwrap(), Frame::bulk("foo"));
+        assert_eq!(
+            h2.join().unwrap(),
+            Frame::Array(vec![Frame::bulk("target{t}"), Frame::bulk("foo")])
+        );
+        assert_eq!(c.cmd(&["EXISTS", "target{t}"]), Frame::Integer(0));
+        // Two XREADs: the first waits for entries after 100-0, the second for anything new;
+        // an XADD of 5-0 serves the second and leaves the first waiting.
+        c.cmd(&["XADD", "st", "1-0", "f", "v"]);
+        let far = block_on(
+            &s,
+            &mut probe,
+            &["XREAD", "BLOCK", "0", "STREAMS", "st", "100-0"],
+            1,
+        );
+        let near = block_on(
+            &s,
+            &mut probe,
+            &["XREAD", "BLOCK", "0", "STREAMS", "st", "$"],
+            2,
+        );
+        c.cmd(&["XADD", "st", "5-0", "f", "five"]);
+        assert!(format!("{:?}", near.join().unwrap()).contains("five"));
+        c.cmd(&["XADD", "st", "101-0", "f", "far"]);
+        assert!(format!("{:?}", far.join().unwrap()).contains("far"));
+    }
+}

@@ -331,18 +331,17 @@ fn hscan(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 fn hrandfield(ctx: &mut Ctx<'_>, req: &Request) {
-    let count = match req.get(2) {
-        None => None,
-        Some(c) => match parse_i64(c) {
-            Some(c) => Some(c),
-            None => return ctx.out.err(super::NOT_INT),
-        },
+    let Ok(count) = super::rand_count(ctx.out, req.get(2), false) else {
+        return;
     };
     let withvalues = match req.get(3) {
         None => false,
         Some(a) if is(a, "withvalues") && req.len() == 4 => true,
         Some(_) => return ctx.out.err(SYNTAX),
     };
+    if withvalues && super::rand_count(ctx.out, req.get(2), true).is_err() {
+        return;
+    }
     let h: Vec<(Bytes, Bytes)> = match get_hash(ctx, req.arg(1)) {
         Ok(Some(h)) => h.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         Ok(None) => {

@@ -122,6 +122,31 @@ pub fn int_arg(out: &mut Out, b: &[u8]) -> Option<i64> {
     v
 }
 
+/// The count of SRANDMEMBER, HRANDFIELD and ZRANDMEMBER, checked as Redis checks it before
+/// the key is read: an integer from -i64::MAX to i64::MAX, and within half of that when the
+/// reply has two items per element (`pairs`: WITHVALUES, WITHSCORES).
+pub fn rand_count(out: &mut Out, arg: Option<&[u8]>, pairs: bool) -> Result<Option<i64>, Replied> {
+    let Some(b) = arg else { return Ok(None) };
+    match parse_i64(b) {
+        None => {
+            out.err(NOT_INT);
+            Err(Replied)
+        }
+        Some(i64::MIN) => {
+            out.err(
+                "ERR value is out of range, value must between -9223372036854775807 and \
+                 9223372036854775807",
+            );
+            Err(Replied)
+        }
+        Some(c) if pairs && !(-i64::MAX / 2..=i64::MAX / 2).contains(&c) => {
+            out.err("ERR value is out of range");
+            Err(Replied)
+        }
+        Some(c) => Ok(Some(c)),
+    }
+}
+
 /// Parses a float as Redis's `string2d`: no leading space, whole string, not NaN.
 pub fn parse_float(b: &[u8]) -> Option<f64> {
     if b.is_empty() || b[0].is_ascii_whitespace() {

@@ -175,6 +175,7 @@ fn busy_client(mut s: std::net::TcpStream, shared: &Shared) {
     let mut out = Out::new(false);
     let deadline = Instant::now() + Duration::from_millis(200);
     let mut tmp = [0u8; 4096];
+    let mut killed = false;
     'read: while Instant::now() < deadline {
         match s.read(&mut tmp) {
             Ok(0) | Err(_) => break,
@@ -196,11 +197,40 @@ fn busy_client(mut s: std::net::TcpStream, shared: &Shared) {
                 } else {
                     out.err("WRONGPASS invalid username-password pair or user is disabled.");
                 }
+            } else if is(0, "hello") {
+                // Client libraries greet with HELLO (Redis answers it while busy): the
+                // protocol and AUTH are honoured, the rest of the session is BUSY replies.
+                let proto = if req.len() >= 2 {
+                    rcodis_core::num::parse_i64(req.arg(1))
+                } else {
+                    Some(2)
+                };
+                let auth = (2..req.len()).find(|&i| is(i, "auth") && i + 2 < req.len());
+                if let Some(i) = auth {
+                    authed = req.arg(i + 2) == shared.requirepass().as_bytes();
+                }
+                match proto {
+                    Some(p @ (2 | 3)) if authed => {
+                        out.resp3 = p == 3;
+                        crate::server_cmds::hello_reply(&mut out, 0);
+                    }
+                    Some(2 | 3) if auth.is_some() => out
+                        .err("WRONGPASS invalid username-password pair or user is disabled."),
+                    Some(2 | 3) => out.err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"),
+                    Some(_) => out.err("NOPROTO unsupported protocol version"),
+                    None => out.err("ERR Protocol version is not an integer or out of range"),
+                }
+            } else if is(0, "quit") {
+                out.ok();
+                break 'read;
             } else if !authed {
                 out.err("NOAUTH Authentication required.");
             } else if (is(0, "script") || is(0, "function")) && is(1, "kill") && req.len() == 2 {
                 match kill(is(0, "script")) {
-                    Ok(()) => out.ok(),
+                    Ok(()) => {
+                        killed = true;
+                        out.ok()
+                    }
                     Err(e) => out.err(e),
                 }
             } else if is(0, "function") && is(1, "stats") && req.len() == 2 {
@@ -211,11 +241,16 @@ fn busy_client(mut s: std::net::TcpStream, shared: &Shared) {
             } else {
                 out.err(busy_reply());
             }
-            // After AUTH the client has more to say; after anything else it has its answer
-            // (what it pipelined with it is answered too) and the connection is closed.
-            if !is(0, "auth") && buf.is_empty() {
-                break 'read;
-            }
+        }
+        // Answered as it asks (a greeting, then KILL, say), until it leaves or the short
+        // while is over: the connection is then closed (a client reconnects).
+        if s.write_all(&out.buf).is_err() {
+            return;
+        }
+        out.buf.clear();
+        // Once the script is killed, the rest waits for the shard to be free again.
+        if killed && buf.is_empty() {
+            break;
         }
     }
     let _ = s.write_all(&out.buf);

@@ -146,12 +146,8 @@ fn srandmember(ctx: &mut Ctx<'_>, req: &Request) {
     if req.len() > 3 {
         return ctx.out.err(SYNTAX);
     }
-    let count = match req.get(2) {
-        None => None,
-        Some(c) => match parse_i64(c) {
-            Some(c) => Some(c),
-            None => return ctx.out.err(super::NOT_INT),
-        },
+    let Ok(count) = super::rand_count(ctx.out, req.get(2), false) else {
+        return;
     };
     let members: Vec<Bytes> = match get_set(ctx, req.arg(1)) {
         Ok(Some(s)) => s.iter().cloned().collect(),
@@ -331,14 +327,11 @@ pub fn parse_card(ctx: &mut Ctx<'_>, req: &Request) -> Option<(Vec<Bytes>, usize
     let mut i = 2 + n;
     while i < req.len() {
         if is(req.arg(i), "limit") && i + 1 < req.len() {
+            // Redis gives this one error for anything not a count (not an integer too).
             match parse_i64(req.arg(i + 1)) {
                 Some(l) if l >= 0 => limit = l as usize,
-                Some(_) => {
+                _ => {
                     ctx.out.err("ERR LIMIT can't be negative");
-                    return None;
-                }
-                None => {
-                    ctx.out.err(super::NOT_INT);
                     return None;
                 }
             }

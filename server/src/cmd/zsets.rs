@@ -979,18 +979,17 @@ fn zintercard(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 fn zrandmember(ctx: &mut Ctx<'_>, req: &Request) {
-    let count = match req.get(2) {
-        None => None,
-        Some(c) => match parse_i64(c) {
-            Some(c) => Some(c),
-            None => return ctx.out.err(super::NOT_INT),
-        },
+    let Ok(count) = super::rand_count(ctx.out, req.get(2), false) else {
+        return;
     };
     let withscores = match req.get(3) {
         None => false,
         Some(a) if is(a, "withscores") && req.len() == 4 => true,
         Some(_) => return ctx.out.err(SYNTAX),
     };
+    if withscores && super::rand_count(ctx.out, req.get(2), true).is_err() {
+        return;
+    }
     let items: Vec<(Bytes, f64)> = match get_zset(ctx, req.arg(1)) {
         Ok(Some(z)) => z.iter().map(|(s, m)| (m.clone(), s.0)).collect(),
         Ok(None) => {
