@@ -67,23 +67,6 @@ pub fn try_serve(
     let now = now_ms();
     let nr = st.nr_shards;
     let me = st.id;
-    // A key that now holds another type serves nobody (Redis serves list waiters from
-    // lists only, and so on) and the waiters stay blocked, except a group reader: its
-    // stream is gone.
-    if let Some(e) = st.dbs[db].get_quiet(key, now) {
-        let wanted = match op {
-            BlockOp::Pop { .. } | BlockOp::Move { .. } | BlockOp::MPop { .. } => "list",
-            BlockOp::ZPop { .. } | BlockOp::ZMPop { .. } => "zset",
-            BlockOp::XRead { .. } => "stream",
-        };
-        if e.value.type_name() != wanted {
-            if let BlockOp::XRead { group: Some(_), .. } = op {
-                out.err("UNBLOCKED the stream key no longer exists");
-                return Err(Replied);
-            }
-            return Ok(false);
-        }
-    }
     let mut ctx = Ctx::new(&mut st.dbs[db], out, now);
     let served = match op {
         BlockOp::Pop { left } => match crate::cmd::lists::pop_n(&mut ctx, key, *left, 1)? {
@@ -163,6 +146,34 @@ pub fn try_serve(
     Ok(served)
 }
 
+/// For a waiter being woken: a key that now holds another type serves nobody (Redis serves
+/// list waiters from lists only, and so on) and the waiter stays blocked (`Ok(false)`),
+/// except a group reader, whose stream is gone (`Err`, error written). `None`: the key is
+/// missing or of the type the waiter wants. (A command's own first attempt gives WRONGTYPE
+/// instead, through [`try_serve`].)
+fn other_type(
+    st: &mut ShardState,
+    db: usize,
+    key: &[u8],
+    op: &BlockOp,
+    out: &mut Out,
+) -> Option<Result<bool, Replied>> {
+    let e = st.dbs[db].get_quiet(key, now_ms())?;
+    let wanted = match op {
+        BlockOp::Pop { .. } | BlockOp::Move { .. } | BlockOp::MPop { .. } => "list",
+        BlockOp::ZPop { .. } | BlockOp::ZMPop { .. } => "zset",
+        BlockOp::XRead { .. } => "stream",
+    };
+    if e.value.type_name() == wanted {
+        return None;
+    }
+    if let BlockOp::XRead { group: Some(_), .. } = op {
+        out.err("UNBLOCKED the stream key no longer exists");
+        return Some(Err(Replied));
+    }
+    Some(Ok(false))
+}
+
 /// [`try_serve`], then logs what the pop changed (for the append-only log).
 pub fn serve_and_log(
     st: &mut ShardState,
@@ -229,7 +240,11 @@ pub fn serve_waiters(st: &mut ShardState, db: usize, keys: &[Bytes]) {
                 continue; // timed out, disconnected, or served through another key
             }
             let mut out = Out::new(w.resp3);
-            match serve_and_log(st, db, key, &w.op, &mut out) {
+            let served = match other_type(st, db, key, &w.op, &mut out) {
+                Some(r) => r,
+                None => serve_and_log(st, db, key, &w.op, &mut out),
+            };
+            match served {
                 Ok(false) => kept.push_back(w),
                 Ok(true) | Err(Replied) => {
                     // A real pop already happened (or an error was written); claim so the

@@ -936,6 +936,16 @@ async fn swapdb(c: &mut Conn, req: &Request, out: &mut Out) {
                             l.end_batch();
                             l.drop_replicas("SWAPDB");
                         }
+                        // Clients blocked in either database may have data now.
+                        let ready: Vec<(usize, Bytes)> = st
+                            .blocked
+                            .keys()
+                            .filter(|(d, _)| *d == a || *d == b)
+                            .cloned()
+                            .collect();
+                        for (d, k) in ready {
+                            crate::blocking::serve_waiters(st, d, &[k]);
+                        }
                     }
                 });
             }
@@ -972,6 +982,7 @@ async fn move_key(c: &mut Conn, req: &Request, out: &mut Out) {
                         a.log(src, &[b"MOVE", &key, dst.to_string().as_bytes()]);
                         a.end_batch();
                     }
+                    crate::blocking::serve_waiters(st, dst, &[key]);
                     true
                 }
                 None => false,
@@ -1030,6 +1041,7 @@ async fn copy_db(c: &mut Conn, req: &Request, out: &mut Out) {
                     a.log_key_state(dst_db, &mut st.dbs[dst_db], &d2, now);
                     a.end_batch();
                 }
+                crate::blocking::serve_waiters(st, dst_db, &[d2]);
                 1
             })
         })

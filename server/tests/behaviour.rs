@@ -981,5 +981,46 @@ fn blocked_clients_are_served_as_redis_serves_them() {
         assert!(format!("{:?}", near.join().unwrap()).contains("five"));
         c.cmd(&["XADD", "st", "101-0", "f", "far"]);
         assert!(format!("{:?}", far.join().unwrap()).contains("far"));
+        // A source of another type is WRONGTYPE at once; a destination of another type is
+        // WRONGTYPE when the waiter is woken, and the element stays where it was.
+        c.cmd(&["SET", "bl{t}", "nolist"]);
+        let r = c.cmd(&["BRPOPLPUSH", "bl{t}", "tg{t}", "1"]);
+        assert!(
+            matches!(&r, Frame::Error(e) if e.starts_with(b"WRONGTYPE")),
+            "{r:?}"
+        );
+        c.cmd(&["DEL", "bl{t}"]);
+        c.cmd(&["SET", "tg{t}", "nolist"]);
+        let h = block_on(&s, &mut probe, &["BRPOPLPUSH", "bl{t}", "tg{t}", "0"], 1);
+        c.cmd(&["RPUSH", "bl{t}", "foo"]);
+        let r = h.join().unwrap();
+        assert!(
+            matches!(&r, Frame::Error(e) if e.starts_with(b"WRONGTYPE")),
+            "{r:?}"
+        );
+        assert_eq!(
+            c.cmd(&["LRANGE", "bl{t}", "0", "-1"]),
+            Frame::Array(vec![Frame::bulk("foo")])
+        );
+        // SWAPDB and MOVE bring a list into the database a client waits in.
+        c.cmd(&["SELECT", "1"]);
+        c.cmd(&["RPUSH", "k", "hello"]);
+        c.cmd(&["SELECT", "0"]);
+        c.cmd(&["DEL", "k"]);
+        let h = block_on(&s, &mut probe, &["BRPOP", "k", "5"], 1);
+        c.cmd(&["SWAPDB", "1", "0"]);
+        assert_eq!(
+            h.join().unwrap(),
+            Frame::Array(vec![Frame::bulk("k"), Frame::bulk("hello")])
+        );
+        c.cmd(&["SELECT", "1"]);
+        c.cmd(&["RPUSH", "m", "moved"]);
+        let h = block_on(&s, &mut probe, &["BLPOP", "m", "5"], 1);
+        c.cmd(&["MOVE", "m", "0"]);
+        assert_eq!(
+            h.join().unwrap(),
+            Frame::Array(vec![Frame::bulk("m"), Frame::bulk("moved")])
+        );
+        c.cmd(&["SELECT", "0"]);
     }
 }

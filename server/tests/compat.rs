@@ -310,6 +310,16 @@ const SORT: &[&[&str]] = &[
     &["SORT", "words", "ALPHA", "DESC"],
     &["SADD", "nums", "5", "3", "9"],
     &["SORT", "nums"],
+    // A set stored unsorted (BY a constant) is sorted by its elements, as Redis does.
+    &["SADD", "letters", "l", "z", "g", "aa", "b", "m", "azz", "q"],
+    &["SORT", "letters", "BY", "nokey", "STORE", "sortedset"],
+    &["LRANGE", "sortedset", "0", "-1"],
+    &[
+        "EVAL",
+        "return redis.call('sort', KEYS[1], 'BY', 'nokey')",
+        "1",
+        "letters",
+    ],
     &["SET", "notlist", "x"],
     &["SORT", "notlist"],
     &["SORT", "sl", "BOGUS"],

@@ -106,7 +106,7 @@ fn lookup(ctx: &mut Ctx<'_>, pattern: &[u8], elem: &Bytes) -> Option<Bytes> {
 }
 
 fn run(ctx: &mut Ctx<'_>, req: &Request, read_only: bool) {
-    let Some(o) = parse(ctx, req, read_only) else {
+    let Some(mut o) = parse(ctx, req, read_only) else {
         return;
     };
     let key = req.arg(1);
@@ -117,7 +117,14 @@ fn run(ctx: &mut Ctx<'_>, req: &Request, read_only: bool) {
         Some(Value::ZSet(z)) => (z.iter().map(|(_, m)| m.clone()).collect(), true),
         Some(_) => return ctx.out.err(WRONGTYPE),
     };
-    let dont_sort = o.by.as_ref().is_some_and(|p| !p.contains(&b'*'));
+    let mut dont_sort = o.by.as_ref().is_some_and(|p| !p.contains(&b'*'));
+    // A set's own order is not one a replica or a log replay would see again: what is stored
+    // or handed to a script is sorted (by the elements, ALPHA), as Redis does.
+    if dont_sort && !ordered && (o.store.is_some() || super::script::running()) {
+        dont_sort = false;
+        o.alpha = true;
+        o.by = None;
+    }
     if !dont_sort {
         // Weights: the element itself or the BY value; numeric unless ALPHA.
         let mut keyed: Vec<(Option<Bytes>, Option<f64>, Bytes)> = Vec::with_capacity(elems.len());
