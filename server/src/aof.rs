@@ -501,6 +501,32 @@ pub fn write_image(
     Ok(())
 }
 
+/// Writes `dbs` as the middle of an RDB file (a database selector, then its keys, for each
+/// database with keys): what a Redis replica or `redis-cli --rdb` gets from a full sync,
+/// between [`dump::rdb_header`] and [`dump::rdb_footer`].
+pub fn write_rdb_part(w: &mut impl Write, dbs: &mut [Db], now: u64) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    for (i, d) in dbs.iter_mut().enumerate() {
+        let mut keys: Vec<Bytes> = Vec::new();
+        d.for_each_key(now, |k, _| keys.push(k.to_bytes()));
+        if keys.is_empty() {
+            continue;
+        }
+        out.clear();
+        dump::rdb_select(&mut out, i);
+        w.write_all(&out)?;
+        for k in keys {
+            let Some(e) = d.get_quiet(&k, now) else {
+                continue;
+            };
+            out.clear();
+            dump::rdb_entry(&mut out, &k, &e.value, e.expire_at);
+            w.write_all(&out)?;
+        }
+    }
+    Ok(())
+}
+
 /// A shard's snapshot file.
 pub fn snapshot_path(dir: &Path, shard: usize) -> PathBuf {
     dir.join(format!("rcodis-shard-{shard}.snap"))

@@ -249,6 +249,8 @@ pub struct Conn {
     /// generation is current (a later REPLICAOF ends it).
     master_link: bool,
     link_generation: u64,
+    /// An rcodis replica (REPLCONF capa rcodis): its full sync comes as commands.
+    repl_rcodis: bool,
     /// A replica's port (REPLCONF listening-port).
     repl_port: u16,
     last_cmd: &'static str,
@@ -314,6 +316,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         master_link: false,
         link_generation: 0,
         repl_port: 0,
+        repl_rcodis: false,
         last_cmd: "NULL",
         stash: BytesMut::new(),
         in_exec: false,
@@ -896,7 +899,22 @@ impl Conn {
                     .rsplit_once(':')
                     .map(|(h, _)| h.to_string())
                     .unwrap_or_default();
-                crate::repl::serve_replica(&self.shard, self.id, ip, self.repl_port, stream).await;
+                let format = if self.repl_rcodis {
+                    crate::repl::SyncFormat::Rcodis
+                } else if spec.name == "psync" {
+                    crate::repl::SyncFormat::RedisPsync
+                } else {
+                    crate::repl::SyncFormat::RedisSync
+                };
+                crate::repl::serve_replica(
+                    &self.shard,
+                    self.id,
+                    ip,
+                    self.repl_port,
+                    stream,
+                    format,
+                )
+                .await;
                 self.close = true;
             }
             "replconf" => {
@@ -934,8 +952,20 @@ impl Conn {
                             out.err("ERR invalid master link token")
                         }
                     }
+                    // `capa rcodis`: an rcodis replica, which takes its full sync as
+                    // commands (see `repl.rs`); Redis's capabilities (eof, psync2) need
+                    // nothing here.
+                    "capa" => {
+                        if (2..req.len())
+                            .step_by(2)
+                            .any(|i| req.arg(i).eq_ignore_ascii_case(b"rcodis"))
+                        {
+                            self.repl_rcodis = true;
+                        }
+                        out.ok()
+                    }
                     // Redis's other options, accepted (what they tune does not exist here).
-                    "ip-address" | "capa" | "ack" | "getack" | "rdb-only" => out.ok(),
+                    "ip-address" | "ack" | "getack" | "rdb-only" => out.ok(),
                     _ => out.err(&format!(
                         "ERR Unrecognized REPLCONF option: {}",
                         String::from_utf8_lossy(req.arg(1))

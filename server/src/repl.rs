@@ -16,7 +16,11 @@
 //! through a loopback connection marked as the master link (`REPLCONF MASTERLINK <secret>`),
 //! so replicated commands run through the normal command path. Other clients get
 //! `-READONLY` for writes. A broken link is retried every second with a full resync.
-//! This protocol is rcodis-to-rcodis: a Redis replica cannot follow an rcodis master.
+//! That form is rcodis-to-rcodis (the replica says `REPLCONF capa rcodis` first). Anything
+//! else that sends SYNC or PSYNC (a Redis replica, `redis-cli --rdb`, replication-protocol
+//! tools) gets Redis's form instead: the shards' images written as one RDB file (version 10,
+//! Redis 7.0's), then the same command stream with a PING every 10 seconds; every resync is
+//! a full one.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream as StdStream, ToSocketAddrs};
@@ -299,6 +303,10 @@ fn link_once(shared: &Arc<Shared>, generation: u64, host: &str, port: u16) -> Re
     mw.write_all(&command(&[b"REPLCONF", b"listening-port", me.as_bytes()]))
         .map_err(|e| e.to_string())?;
     reply_line(&mut mr).map_err(|e| format!("REPLCONF: {e}"))?;
+    // The data as commands (rcodis's own form) rather than an RDB file.
+    mw.write_all(&command(&[b"REPLCONF", b"capa", b"rcodis"]))
+        .map_err(|e| e.to_string())?;
+    reply_line(&mut mr).map_err(|e| format!("REPLCONF: {e}"))?;
     shared.repl.sync_in_progress.store(true, Ordering::Relaxed);
     mw.write_all(&command(&[b"SYNC"]))
         .map_err(|e| e.to_string())?;
@@ -398,6 +406,7 @@ pub async fn serve_replica(
     peer_ip: String,
     listening_port: u16,
     stream: &mut TcpStream,
+    format: SyncFormat,
 ) {
     let shared = shard.shared.clone();
     let dir = shared.config().dir;
@@ -433,7 +442,11 @@ pub async fn serve_replica(
                 let pre = crate::cmd::function::image_for(st.id);
                 crate::fork::spawn(move || {
                     let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-                    crate::aof::write_image(&mut w, dbs, now, &pre)?;
+                    if format == SyncFormat::Rcodis {
+                        crate::aof::write_image(&mut w, dbs, now, &pre)?;
+                    } else {
+                        crate::aof::write_rdb_part(&mut w, dbs, now)?;
+                    }
                     w.flush()
                 })
                 .map_err(|e| format!("cannot fork: {e}"))?
@@ -472,7 +485,11 @@ pub async fn serve_replica(
             .insert(conn_id, (peer_ip.clone(), listening_port, sent.clone()));
         shared.repl.sync_full.fetch_add(1, Ordering::Relaxed);
         tracing::info!(replica = %format!("{peer_ip}:{listening_port}"), "replica attached (full resync)");
-        if let Err(e) = stream_to(stream, &shared, images, streams, &queued, &sent).await {
+        let sent_to = match format {
+            SyncFormat::Rcodis => stream_to(stream, &shared, images, streams, &queued, &sent).await,
+            _ => stream_rdb_to(stream, &shared, images, streams, &queued, &sent, format).await,
+        };
+        if let Err(e) = sent_to {
             tracing::info!(replica = %format!("{peer_ip}:{listening_port}"), reason = %e, "replica detached");
         }
         shared
@@ -575,6 +592,127 @@ async fn stream_to(
         let _ = std::fs::remove_file(p);
     }
     result?;
+    forward(stream, streams, queued, &count, None).await
+}
+
+/// How a replica wants its full sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncFormat {
+    /// An rcodis replica (`REPLCONF capa rcodis`): the data as commands.
+    Rcodis,
+    /// Redis's SYNC (and `redis-cli --rdb`): an RDB file, then the commands.
+    RedisSync,
+    /// Redis's PSYNC: `+FULLRESYNC`, an RDB file, then the commands.
+    RedisPsync,
+}
+
+/// A full sync in Redis's own form, so a Redis replica (or `redis-cli --rdb`, or a tool that
+/// speaks the replication protocol) can follow this server: `+FULLRESYNC <id> <offset>` for
+/// PSYNC, the shards' images as one RDB file (`$<length>`, the header, every shard's part,
+/// the footer with the CRC-64 of it all), then the shards' commands with a PING every 10 s
+/// (Redis's `repl-ping-replica-period`; a replica gives up on a silent master).
+async fn stream_rdb_to(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    images: Vec<(crate::fork::Child, std::path::PathBuf)>,
+    streams: Vec<futures::channel::mpsc::UnboundedReceiver<Bytes>>,
+    queued: &AtomicUsize,
+    sent: &AtomicU64,
+    format: SyncFormat,
+) -> Result<(), String> {
+    let count = |n: usize| {
+        sent.fetch_add(n as u64, Ordering::Relaxed);
+        shared.repl.offset.fetch_add(n as u64, Ordering::Relaxed);
+    };
+    if format == SyncFormat::RedisPsync {
+        let head = format!(
+            "+FULLRESYNC {} {}\r\n",
+            shared.run_id,
+            shared.repl.offset.load(Ordering::Relaxed)
+        );
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let paths: Vec<std::path::PathBuf> = images.iter().map(|(_, p)| p.clone()).collect();
+    let result = async {
+        for (child, _) in &images {
+            loop {
+                match child.poll() {
+                    crate::fork::Exit::Running => {
+                        glommio::timer::sleep(Duration::from_millis(5)).await
+                    }
+                    crate::fork::Exit::Ok => break,
+                    crate::fork::Exit::Failed(e) => {
+                        return Err(format!("writing the image failed: {e}"))
+                    }
+                }
+            }
+        }
+        let header = crate::db::dump::rdb_header(
+            &crate::cmd::function::library_codes(),
+            crate::db::now_ms() / 1000,
+        );
+        let mut len = header.len() as u64 + 9;
+        for p in &paths {
+            len += std::fs::metadata(p).map_err(|e| e.to_string())?.len();
+        }
+        stream
+            .write_all(format!("${len}\r\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.write_all(&header).await.map_err(|e| e.to_string())?;
+        let mut crc = crate::db::dump::crc64(0, &header);
+        let mut buf = vec![0u8; 1 << 20];
+        for p in &paths {
+            let mut f = std::fs::File::open(p).map_err(|e| e.to_string())?;
+            loop {
+                let n = f.read(&mut buf).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                crc = crate::db::dump::crc64(crc, &buf[..n]);
+                stream
+                    .write_all(&buf[..n])
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        stream
+            .write_all(&crate::db::dump::rdb_footer(crc))
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    if result.is_err() {
+        for (child, _) in images {
+            child.kill();
+        }
+    }
+    for p in paths {
+        let _ = std::fs::remove_file(p);
+    }
+    result?;
+    forward(
+        stream,
+        streams,
+        queued,
+        &count,
+        Some(Duration::from_secs(10)),
+    )
+    .await
+}
+
+/// Sends the shards' command streams to a replica as they come, with a PING after each
+/// `ping` of silence when given, until the replica leaves or a shard detaches it.
+async fn forward(
+    stream: &mut TcpStream,
+    streams: Vec<futures::channel::mpsc::UnboundedReceiver<Bytes>>,
+    queued: &AtomicUsize,
+    count: &dyn Fn(usize),
+    ping: Option<Duration>,
+) -> Result<(), String> {
     // Each shard's stream ends with a `None`: one shard detaching ends the link.
     let mut all = futures::stream::select_all(
         streams
@@ -582,14 +720,42 @@ async fn stream_to(
             .map(|rx| rx.map(Some).chain(futures::stream::iter([None]))),
     );
     let mut tmp = vec![0u8; 4096];
+    let mut next_ping = ping.map(|p| std::time::Instant::now() + p);
     loop {
+        if let (Some(at), Some(p)) = (next_ping, ping) {
+            if std::time::Instant::now() >= at {
+                let cmd = command(&[b"PING"]);
+                stream.write_all(&cmd).await.map_err(|e| e.to_string())?;
+                count(cmd.len());
+                next_ping = Some(std::time::Instant::now() + p);
+            }
+        }
         let read = stream.read(&mut tmp);
         futures::pin_mut!(read);
-        match futures::future::select(all.next(), read).await {
+        let until = next_ping;
+        let wake = async move {
+            match until {
+                Some(at) => {
+                    glommio::timer::sleep(at.saturating_duration_since(std::time::Instant::now()))
+                        .await
+                }
+                None => futures::future::pending::<()>().await,
+            }
+        };
+        futures::pin_mut!(wake);
+        let event =
+            match futures::future::select(wake, futures::future::select(all.next(), read)).await {
+                futures::future::Either::Left(_) => continue,
+                futures::future::Either::Right((e, _)) => e,
+            };
+        match event {
             futures::future::Either::Left((Some(Some(chunk)), _)) => {
                 queued.fetch_sub(chunk.len(), Ordering::Relaxed);
                 stream.write_all(&chunk).await.map_err(|e| e.to_string())?;
                 count(chunk.len());
+                if let Some(p) = ping {
+                    next_ping = Some(std::time::Instant::now() + p);
+                }
             }
             // A shard dropped this replica (a global command or a full buffer).
             futures::future::Either::Left((Some(None) | None, _)) => {

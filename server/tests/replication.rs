@@ -258,3 +258,102 @@ fn full_sync_under_writes() {
         assert_eq!(sum, *n, "writer {t}");
     }
 }
+
+/// Fills a master with every type, TTLs, a stream, a HyperLogLog and a function library,
+/// in databases 0 and 2.
+fn fill_every_type(m: &mut Conn) {
+    for db in ["0", "2"] {
+        m.cmd(&["SELECT", db]);
+        for i in 0..200 {
+            m.cmd(&["SET", &format!("s{i}"), &format!("{db}-{i}")]);
+        }
+        m.cmd(&["SET", "int", "12345"]);
+        m.cmd(&["RPUSH", "list", "a", "b", "c"]);
+        m.cmd(&["SADD", "set", "x", "y"]);
+        m.cmd(&["SADD", "intset", "1", "2", "300"]);
+        m.cmd(&["ZADD", "zset", "1.5", "m1", "2", "m2"]);
+        m.cmd(&["HSET", "hash", "f", "v", "g", "w"]);
+        m.cmd(&["SET", "ttl", "v", "EX", "1000"]);
+        m.cmd(&["XADD", "stream", "1-1", "f", "v"]);
+        m.cmd(&["PFADD", "hll", "a", "b", "c"]);
+    }
+    m.cmd(&["SELECT", "0"]);
+    m.cmd(&[
+        "FUNCTION",
+        "LOAD",
+        "#!lua name=lib\nredis.register_function{function_name='f', callback=function() return 7 end, flags={'no-writes'}}",
+    ]);
+}
+
+/// A Redis replica (Debian's redis-server, `replicaof` an rcodis-server) gets the data as an
+/// RDB file, then follows the writes; `redis-cli --rdb` takes a backup redis-server loads.
+#[test]
+fn redis_replicas_and_rdb_backups_follow_an_rcodis_master() {
+    let master = ServerProc::start(bin(), &["--threads", "2", "--requirepass", "pw"]);
+    let mut m = authed(&master);
+    fill_every_type(&mut m);
+    let replica = rcodis_tests::RedisRef::start_with(&[
+        "--replicaof",
+        "127.0.0.1",
+        &master.port.to_string(),
+        "--masterauth",
+        "pw",
+    ]);
+    let mut r = Conn::connect(replica.port);
+    wait_until("the Redis replica to sync", Duration::from_secs(30), || {
+        info_field(&mut r, "replication", "master_link_status") == "up" && converged(&mut m, &mut r)
+    });
+    for c in [
+        &["XRANGE", "stream", "-", "+"][..],
+        &["PFCOUNT", "hll"],
+        &["FCALL_RO", "f", "0"],
+        &["OBJECT", "ENCODING", "intset"],
+    ] {
+        assert_eq!(m.cmd(c), r.cmd(c), "{c:?}");
+    }
+    // Writes follow, in both databases, with expiry changes and deletions.
+    for i in 0..100 {
+        m.cmd(&["INCR", &format!("ctr{}", i % 7)]);
+    }
+    m.cmd(&["DEL", "s1", "s2"]);
+    m.cmd(&["EXPIRE", "s3", "500"]);
+    m.cmd(&["PERSIST", "ttl"]);
+    m.cmd(&["MSET", "a{1}", "1", "b{2}", "2", "c{3}", "3"]);
+    m.cmd(&["SELECT", "2"]);
+    m.cmd(&["LPOP", "list"]);
+    m.cmd(&["SELECT", "0"]);
+    m.cmd(&["XADD", "stream", "2-1", "g", "w"]);
+    wait_until(
+        "the Redis replica to follow",
+        Duration::from_secs(30),
+        || converged(&mut m, &mut r),
+    );
+    let c = &["XRANGE", "stream", "-", "+"];
+    assert_eq!(m.cmd(c), r.cmd(c));
+
+    // A backup with redis-cli --rdb, loaded by redis-server.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.rdb");
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &master.port.to_string(),
+            "-a",
+            "pw",
+            "--no-auth-warning",
+        ])
+        .arg("--rdb")
+        .arg(&file)
+        .output()
+        .expect("redis-cli (install Debian's redis-tools)");
+    assert!(out.status.success(), "{out:?}");
+    let loaded = rcodis_tests::RedisRef::start_with(&[
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--dbfilename",
+        "backup.rdb",
+    ]);
+    let mut l = Conn::connect(loaded.port);
+    assert_eq!(dump_all(&mut m), dump_all(&mut l));
+    assert_eq!(l.cmd(&["FCALL", "f", "0"]), Frame::Integer(7));
+}

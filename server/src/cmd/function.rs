@@ -477,6 +477,11 @@ fn flush_record() -> Vec<Bytes> {
     ]
 }
 
+/// The code of every loaded library (what an RDB file keeps of them).
+pub fn library_codes() -> Vec<Bytes> {
+    libs().libs.values().map(|l| l.code.clone()).collect()
+}
+
 /// The library set as commands that rebuild it, for the image of shard `shard` (shard 0's
 /// starts with them; the others have none).
 pub fn image_for(shard: usize) -> Records {

@@ -124,6 +124,57 @@ pub fn dump(v: &Value) -> Vec<u8> {
     out
 }
 
+/// The start of an RDB file as Redis 7.0 writes it (version 10): the magic, the auxiliary
+/// fields a loader reports, and the function libraries (their code).
+pub fn rdb_header(functions: &[Bytes], ctime_unix: u64) -> Vec<u8> {
+    const AUX: u8 = 250;
+    let mut out = format!("REDIS{RDB_VERSION:04}").into_bytes();
+    for (k, v) in [
+        ("redis-ver", crate::server_cmds::REDIS_VERSION.to_string()),
+        ("redis-bits", "64".to_string()),
+        ("ctime", ctime_unix.to_string()),
+        ("aof-base", "0".to_string()),
+    ] {
+        out.push(AUX);
+        put_str(&mut out, k.as_bytes());
+        put_str(&mut out, v.as_bytes());
+    }
+    for c in functions {
+        out.push(OPCODE_FUNCTION2);
+        put_str(&mut out, c);
+    }
+    out
+}
+
+/// RDB_OPCODE_SELECTDB: the keys that follow are in database `db`.
+pub fn rdb_select(out: &mut Vec<u8>, db: usize) {
+    out.push(254);
+    put_len(out, db as u64);
+}
+
+/// One key of an RDB file: its expiry (unix ms, 0 for none), the value's type, the key and the
+/// value as DUMP encodes it.
+pub fn rdb_entry(out: &mut Vec<u8>, key: &[u8], v: &Value, expire_at: u64) {
+    if expire_at != 0 {
+        out.push(252);
+        out.extend_from_slice(&expire_at.to_le_bytes());
+    }
+    let p = dump(v);
+    // The payload is type, value, version (2 bytes) and checksum (8).
+    out.push(p[0]);
+    put_str(out, key);
+    out.extend_from_slice(&p[1..p.len() - 10]);
+}
+
+/// The end of an RDB file: RDB_OPCODE_EOF and the CRC-64 of everything before it and of
+/// itself (`crc` is the CRC-64 so far).
+pub fn rdb_footer(crc: u64) -> [u8; 9] {
+    let crc = crc64(crc, &[255]);
+    let mut f = [255u8; 9];
+    f[1..].copy_from_slice(&crc.to_le_bytes());
+    f
+}
+
 /// RDB_OPCODE_FUNCTION2: a library's code follows (FUNCTION DUMP's payload).
 const OPCODE_FUNCTION2: u8 = 245;
 
