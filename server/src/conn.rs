@@ -727,6 +727,16 @@ impl Conn {
             self.multi_dirty = true;
             return b.err("ERR Command not allowed inside a transaction");
         }
+        // As Redis: a command that may grow memory is refused while queueing when over
+        // `maxmemory` with nothing to evict, and the transaction is then aborted.
+        if spec.has(rcodis_core::cmd::CommandFlags::DENYOOM)
+            && crate::memory::max() > 0
+            && crate::memory::used() > crate::memory::max()
+            && crate::memory::policy() == crate::memory::Policy::NoEviction
+        {
+            self.multi_dirty = true;
+            return b.err(crate::memory::OOM);
+        }
         if spec.name == "select" {
             // Later queued commands run in the selected database.
             if let Some(db) = std::str::from_utf8(req.arg(1))
@@ -879,7 +889,7 @@ impl Conn {
                     let k2 = k.clone();
                     let v = self
                         .shard
-                        .run_on(owner, move |st| st.dbs[db].watch(&k2))
+                        .run_on(owner, move |st| st.dbs[db].watch(&k2, crate::db::now_ms()))
                         .await;
                     self.watched.push((db, k, v));
                 }

@@ -303,7 +303,7 @@ pub async fn exec_atomic(
         let r = shard
             .run_on(target, move |st| {
                 for (db, k, v) in &watch {
-                    if st.dbs[*db].watch_version(k) != *v {
+                    if !st.dbs[*db].watch_holds(k, *v, now_ms()) {
                         return None;
                     }
                 }
@@ -339,7 +339,10 @@ pub async fn exec_atomic(
         .atomic(&owners, |m| {
             for (db, k, v) in &watch {
                 let (db, key) = (*db, k.clone());
-                if m.call(owner(k), move |st| st.dbs[db].watch_version(&key)) != *v {
+                let v = *v;
+                if !m.call(owner(k), move |st| {
+                    st.dbs[db].watch_holds(&key, v, now_ms())
+                }) {
                     return None;
                 }
             }

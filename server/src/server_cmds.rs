@@ -921,9 +921,8 @@ async fn swapdb(c: &mut Conn, req: &Request, out: &mut Out) {
             for s in &shards {
                 m.call(*s, move |st| {
                     if a != b {
-                        st.dbs.swap(a, b);
-                        st.dbs[a].touch_all_watched();
-                        st.dbs[b].touch_all_watched();
+                        let (lo, hi) = st.dbs.split_at_mut(a.max(b));
+                        crate::db::Db::swap_data(&mut lo[a.min(b)], &mut hi[0], now_ms());
                         if let Some(l) = st.aof.as_mut() {
                             l.log(
                                 0,

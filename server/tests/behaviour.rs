@@ -1024,3 +1024,116 @@ fn blocked_clients_are_served_as_redis_serves_them() {
         c.cmd(&["SELECT", "0"]);
     }
 }
+
+/// WATCH as Redis 7.0 decides it, side by side with redis-server: a key already expired when
+/// watched may be deleted (lazily, by FLUSHDB, by SWAPDB) without failing EXEC; a key alive
+/// when watched that expires fails it; FLUSHALL/FLUSHDB/SWAPDB change only keys alive on
+/// either side; and a command refused for memory while queueing aborts the transaction.
+#[test]
+fn watch_and_multi_follow_redis_on_expired_keys_and_oom() {
+    let redis = rcodis_tests::RedisRef::start_with(&["--enable-debug-command", "yes"]);
+    let ours = server(&["--threads", "2"]);
+    let (mut r, mut o) = (Conn::connect(redis.port), ours.conn());
+    let tx: &[&[&str]] = &[&["MULTI"], &["PING"], &["EXEC"]];
+    let scenarios: Vec<Vec<&[&str]>> = vec![
+        // Stale when watched; then looked at (lazily deleted), flushed, or left alone.
+        vec![&["SET", "x", "foo", "PX", "1"], &["SLEEP"], &["WATCH", "x"]],
+        vec![
+            &["SET", "x", "foo", "PX", "1"],
+            &["SLEEP"],
+            &["WATCH", "x"],
+            &["EXISTS", "x"],
+        ],
+        vec![
+            &["SET", "x", "foo", "PX", "1"],
+            &["SLEEP"],
+            &["WATCH", "x"],
+            &["FLUSHDB"],
+        ],
+        // Missing when watched, then FLUSHALL; alive when watched, then FLUSHDB.
+        vec![&["DEL", "x"], &["WATCH", "x"], &["FLUSHALL"]],
+        vec![&["SET", "x", "1"], &["WATCH", "x"], &["FLUSHDB"]],
+        // Alive when watched, expired by EXEC.
+        vec![
+            &["SET", "x", "1", "PX", "20"],
+            &["WATCH", "x"],
+            &["SLEEP50"],
+        ],
+        // SWAPDB: stale replaced by nothing; nothing by stale; stale by stale; alive by
+        // nothing; nothing by alive.
+        vec![
+            &["SELECT", "1"],
+            &["SET", "x", "foo", "PX", "1"],
+            &["SLEEP"],
+            &["WATCH", "x"],
+            &["SWAPDB", "0", "1"],
+        ],
+        vec![
+            &["SET", "x", "foo", "PX", "1"],
+            &["SLEEP"],
+            &["SELECT", "1"],
+            &["WATCH", "x"],
+            &["SWAPDB", "0", "1"],
+        ],
+        vec![
+            &["SELECT", "1"],
+            &["SET", "x", "foo", "PX", "1"],
+            &["SELECT", "0"],
+            &["SET", "x", "bar", "PX", "1"],
+            &["SLEEP"],
+            &["SELECT", "1"],
+            &["WATCH", "x"],
+            &["SWAPDB", "0", "1"],
+        ],
+        vec![&["SET", "x", "30"], &["WATCH", "x"], &["SWAPDB", "0", "1"]],
+        vec![
+            &["SELECT", "1"],
+            &["SET", "x", "30"],
+            &["SELECT", "0"],
+            &["WATCH", "x"],
+            &["SWAPDB", "0", "1"],
+        ],
+    ];
+    for (i, steps) in scenarios.iter().enumerate() {
+        for c in [&mut r, &mut o] {
+            c.cmd(&["SELECT", "0"]);
+            c.cmd(&["FLUSHALL"]);
+            c.cmd(&["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
+        }
+        for step in steps.iter().copied().chain(tx.iter().copied()) {
+            match step[0] {
+                // Time passing (for a TTL to run out), not a wait for another process.
+                "SLEEP" => std::thread::sleep(Duration::from_millis(5)),
+                "SLEEP50" => std::thread::sleep(Duration::from_millis(50)),
+                _ => {
+                    let (want, got) = (r.cmd(step), o.cmd(step));
+                    assert_eq!(want, got, "scenario {i}, {step:?}");
+                }
+            }
+        }
+    }
+    for c in [&mut r, &mut o] {
+        c.cmd(&["SELECT", "0"]);
+        c.cmd(&["DEBUG", "SET-ACTIVE-EXPIRE", "1"]);
+    }
+    // Refused for memory while queued: EXEC aborts (the limit lifted from elsewhere).
+    let (mut r2, mut o2) = (Conn::connect(redis.port), ours.conn());
+    for (c, other) in [(&mut r, &mut r2), (&mut o, &mut o2)] {
+        c.cmd(&["MULTI"]);
+        c.cmd(&["SET", "a", "1"]);
+        other.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+        let oom = c.cmd(&["LPUSH", "l", "v"]);
+        assert!(
+            matches!(&oom, Frame::Error(e) if e.starts_with(b"OOM ")),
+            "{oom:?}"
+        );
+        other.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+        c.cmd(&["SET", "b", "2"]);
+        let r = c.cmd(&["EXEC"]);
+        assert!(
+            matches!(&r, Frame::Error(e) if e.starts_with(b"EXECABORT")),
+            "{r:?}"
+        );
+        assert_eq!(c.cmd(&["EXISTS", "a", "b"]), Frame::Integer(0));
+    }
+}

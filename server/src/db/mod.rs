@@ -223,6 +223,9 @@ impl Entry {
     }
 }
 
+/// Set in what [`Db::watch`] returns when the key was alive.
+const WATCHED_ALIVE: u64 = 1 << 63;
+
 /// One database of one shard.
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -354,8 +357,16 @@ impl Db {
             self.len -= 1;
             self.expires.swap_remove(&*k);
             self.expired_keys += 1;
-            self.touch_watched(&k);
+            // Not a change for WATCH: the key was already gone for its watchers (one who
+            // saw it alive finds it gone at EXEC, see `watch_holds`).
         }
+    }
+
+    /// Whether `key` holds a live (unexpired) value, without removing an expired one.
+    fn alive(&mut self, key: &[u8], now: u64) -> bool {
+        self.table(key)
+            .get(key)
+            .is_some_and(|e| e.expire_at == 0 || e.expire_at > now)
     }
 
     /// Whether this database holds the slot of `key` (a shard holds only its own slots).
@@ -536,14 +547,24 @@ impl Db {
         }
     }
 
-    /// Starts tracking a key for WATCH; returns its current version.
-    pub fn watch(&mut self, key: &[u8]) -> u64 {
+    /// Starts tracking a key for WATCH; returns its current version, with the top bit set
+    /// when the key is alive now (for [`Db::watch_holds`]).
+    pub fn watch(&mut self, key: &[u8], now: u64) -> u64 {
+        let alive = self.alive(key, now);
         let e = self
             .watched
             .entry(Bytes::copy_from_slice(key))
             .or_insert((1, 0));
         e.1 += 1;
-        e.0
+        e.0 | if alive { WATCHED_ALIVE } else { 0 }
+    }
+
+    /// Whether a key watched at `seen` (what [`Db::watch`] returned) is unchanged for its
+    /// watcher, as Redis decides: no write touched it, and a key that was alive then has not
+    /// expired since (a key already expired when watched may go quietly).
+    pub fn watch_holds(&mut self, key: &[u8], seen: u64, now: u64) -> bool {
+        self.watch_version(key) == seen & !WATCHED_ALIVE
+            && (seen & WATCHED_ALIVE == 0 || self.alive(key, now))
     }
 
     /// One watcher of `key` is done with it.
@@ -568,21 +589,55 @@ impl Db {
         self.touch_all_watched();
     }
 
-    /// Marks every watched key modified (FLUSHDB, SWAPDB).
+    /// Marks every watched key modified (the data was replaced wholesale).
     pub fn touch_all_watched(&mut self) {
         for v in self.watched.values_mut() {
             v.0 += 1;
         }
     }
 
-    /// Removes every key.
+    /// Removes every key. For WATCH only the keys that were alive change (a missing or
+    /// already expired key stays as its watchers saw it).
     pub fn clear(&mut self) {
+        if !self.watched.is_empty() {
+            let now = now_ms();
+            let keys: Vec<Bytes> = self.watched.keys().cloned().collect();
+            for k in keys {
+                if self.alive(&k, now) {
+                    self.touch_watched(&k);
+                }
+            }
+        }
         for t in &mut self.slots {
             *t = HashMap::new();
         }
         self.expires = IndexSet::new();
         self.len = 0;
-        self.touch_all_watched();
+    }
+
+    /// SWAPDB: `a` and `b` exchange their data; the watchers stay with their database, and a
+    /// watched key changes when it is alive on either side (a missing or expired key replaced
+    /// by a missing or expired one is no change, as in Redis).
+    pub fn swap_data(a: &mut Db, b: &mut Db, now: u64) {
+        let before = |d: &mut Db| -> Vec<(Bytes, bool)> {
+            let keys: Vec<Bytes> = d.watched.keys().cloned().collect();
+            keys.into_iter()
+                .map(|k| {
+                    let alive = d.alive(&k, now);
+                    (k, alive)
+                })
+                .collect()
+        };
+        let (wa, wb) = (before(a), before(b));
+        std::mem::swap(a, b);
+        std::mem::swap(&mut a.watched, &mut b.watched);
+        for (d, was) in [(a, wa), (b, wb)] {
+            for (k, alive) in was {
+                if alive || d.alive(&k, now) {
+                    d.touch_watched(&k);
+                }
+            }
+        }
     }
 
     /// Removes every key of one slot; returns how many.
