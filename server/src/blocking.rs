@@ -182,7 +182,37 @@ pub fn serve_and_log(
     op: &BlockOp,
     out: &mut Out,
 ) -> Result<bool, Replied> {
+    if crate::notify::on() {
+        st.dbs[db].take_touched();
+    }
     let r = try_serve(st, db, key, op, out);
+    if crate::notify::on() {
+        if let Ok(true) = r {
+            let (class, pop, push) = match op {
+                BlockOp::Pop { left } | BlockOp::MPop { left, .. } => {
+                    (crate::notify::LIST, if *left { "lpop" } else { "rpop" }, "")
+                }
+                BlockOp::Move {
+                    from_left, to_left, ..
+                } => (
+                    crate::notify::LIST,
+                    if *from_left { "lpop" } else { "rpop" },
+                    if *to_left { "lpush" } else { "rpush" },
+                ),
+                BlockOp::ZPop { max } | BlockOp::ZMPop { max, .. } => (
+                    crate::notify::ZSET,
+                    if *max { "zpopmax" } else { "zpopmin" },
+                    "",
+                ),
+                BlockOp::XRead { .. } => (crate::notify::STREAM, "", ""),
+            };
+            if !pop.is_empty() {
+                crate::notify::collect_served(&mut st.dbs[db], key, class, pop, push, now_ms());
+            }
+        }
+        st.dbs[db].take_touched();
+        crate::notify::flush(st, db);
+    }
     // A plain XREAD changes nothing.
     let read_only = matches!(op, BlockOp::XRead { group: None, .. });
     if let (Ok(true), Some(a), false) = (&r, st.aof.as_mut(), read_only) {
@@ -214,6 +244,12 @@ fn push_elem(st: &mut ShardState, db: usize, dst: &[u8], elem: Bytes, left: bool
     if let Some(a) = st.aof.as_mut() {
         a.log_key_state(db, &mut st.dbs[db], dst, now);
         a.end_batch();
+    }
+    if crate::notify::on() {
+        st.dbs[db].take_touched();
+        let ev = if left { "lpush" } else { "rpush" };
+        st.dbs[db].note(crate::notify::LIST, ev, Bytes::copy_from_slice(dst));
+        crate::notify::flush(st, db);
     }
     let key = Bytes::copy_from_slice(dst);
     serve_waiters(st, db, &[key]);

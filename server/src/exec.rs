@@ -80,6 +80,10 @@ pub fn exec_local(
     if let Some(s) = slot {
         st.dbs[db].set_slot_hint(req.arg(1), s);
     }
+    if crate::notify::on() {
+        // Changes made outside commands (server commands, migration) are not events.
+        st.dbs[db].take_touched();
+    }
     let mut ctx = Ctx::new(&mut st.dbs[db], out, clock.now_ms);
     if script {
         cmd::script::call_with_pubsub(&st.pubsub, handler, &mut ctx, req);
@@ -92,6 +96,9 @@ pub fn exec_local(
     st.keyspace_misses += misses;
     let pushed = std::mem::take(&mut ctx.pushed);
     let failed = out.buf.get(before) == Some(&b'-');
+    if crate::notify::on() {
+        notify_after(st, db, spec, req, clock.now_ms);
+    }
     if !failed && spec.has(CommandFlags::WRITE) {
         crate::aof::DIRTY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(aof) = st.aof.as_mut() {
@@ -142,6 +149,14 @@ fn script_effects(st: &mut ShardState, db: usize, now: u64) {
         }
         wake_waiters_of(st, db, s, r);
     }
+}
+
+/// Publishes the keyspace events of a command that just ran.
+#[cold]
+#[inline(never)]
+fn notify_after(st: &mut ShardState, db: usize, spec: &CommandSpec, req: &Request, now: u64) {
+    crate::notify::collect(&mut st.dbs[db], spec.name, req, now);
+    crate::notify::flush(st, db);
 }
 
 /// Serves the clients blocked on the keys a write named.
@@ -360,12 +375,22 @@ pub async fn exec_atomic(
             }
             let mut replies = Vec::with_capacity(cmds.len());
             let mut writes = false;
+            let notify = crate::notify::on();
+            if notify {
+                // Copying the keys in is not a change.
+                for t in temps.values_mut() {
+                    t.take_touched();
+                }
+            }
             for (db, spec, req) in &cmds {
                 let mut out = Out::new(resp3);
                 let handler = cmd::handler(spec).expect("data command has a handler");
                 let t = temps.entry(*db).or_insert_with(Db::scratch);
                 let mut ctx = Ctx::new(t, &mut out, now);
                 handler(&mut ctx, req);
+                if notify {
+                    crate::notify::collect(t, spec.name, req, now);
+                }
                 writes |= spec.has(CommandFlags::WRITE)
                     || (cmd::script::is_script(spec) && !cmd::script::take_effects().is_empty());
                 replies.push(out.buf.freeze());
@@ -393,6 +418,20 @@ pub async fn exec_atomic(
                         crate::blocking::serve_waiters(st, dbi, &[key]);
                     });
                 }
+            }
+            if notify {
+                // The events, in the order the commands made them (delivered everywhere).
+                let notes: Vec<(usize, Vec<crate::notify::Note>)> = temps
+                    .iter_mut()
+                    .map(|(db, t)| (*db, t.take_notes()))
+                    .collect();
+                m.call(me, move |st| {
+                    for (db, notes) in notes {
+                        for (class, ev, key) in notes {
+                            crate::notify::publish(st, db, class, ev, &key);
+                        }
+                    }
+                });
             }
             Some(replies)
         })

@@ -28,6 +28,7 @@ pub mod fork;
 pub mod glob;
 pub mod ld;
 pub mod memory;
+pub mod notify;
 pub mod out;
 pub mod params;
 mod params_defaults;
@@ -285,6 +286,16 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
                 // the shard stops.
                 crate::cmd::script::serve_while_busy(listen_fd, shard.shared.clone());
                 crate::cmd::hll::set_sparse_max(&shard.shared.param("hll-sparse-max-bytes"));
+                crate::notify::set(&shard.shared.param("notify-keyspace-events"));
+                for name in [
+                    "hash-max-listpack-entries",
+                    "hash-max-listpack-value",
+                    "set-max-intset-entries",
+                    "zset-max-listpack-entries",
+                    "zset-max-listpack-value",
+                ] {
+                    crate::db::set_encoding_limit(name, &shard.shared.param(name));
+                }
                 crate::db::stream::set_node_limits(
                     &shard.shared.param("stream-node-max-bytes"),
                     &shard.shared.param("stream-node-max-entries"),
@@ -598,6 +609,13 @@ async fn active_expiry(shard: Rc<Shard>) {
             if d.expires_len() > 0 {
                 d.active_expire(now, 16);
             }
+        }
+        if notify::on() {
+            for db in 0..st.dbs.len() {
+                notify::flush(&mut st, db);
+            }
+            drop(st);
+            shard.send_deferred();
         }
     }
 }

@@ -184,6 +184,7 @@ pub fn ensure_room(dbs: &mut [Db], now: u64) -> Result<(), OutOfMemory> {
         };
         evicted_any = true;
         if let Some(e) = dbs[db].remove(&key, now) {
+            dbs[db].note_evicted(&key);
             let size = (key.len() + e.value.mem_size() + 64) as u64;
             let _ = USED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
                 Some(u.saturating_sub(size))

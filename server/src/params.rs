@@ -254,6 +254,12 @@ pub fn check(name: &str, value: &str) -> Result<String, SetError> {
             .map(|v| v.to_string())
             .map_err(|_| bad());
     }
+    if name == "notify-keyspace-events" {
+        // Kept as Redis shows it (its canonical order of the flags).
+        return crate::notify::parse(value)
+            .map(crate::notify::format)
+            .ok_or_else(|| format!("ERR CONFIG SET failed (possibly related to argument '{name}') - Invalid event class character. Use 'Ag$lshzxeKEtmdn'."));
+    }
     if name == "save" {
         let parts: Vec<&str> = value.split_whitespace().collect();
         if !parts.len().is_multiple_of(2) || parts.iter().any(|p| p.parse::<u64>().is_err()) {
@@ -262,4 +268,25 @@ pub fn check(name: &str, value: &str) -> Result<String, SetError> {
         return Ok(parts.join(" "));
     }
     Ok(value.to_string())
+}
+
+/// The other name of a setting Redis 7 knows under two (the listpack names and the older
+/// ziplist ones).
+pub fn alias_of(name: &str) -> Option<&'static str> {
+    const PAIRS: [(&str, &str); 5] = [
+        ("hash-max-listpack-entries", "hash-max-ziplist-entries"),
+        ("hash-max-listpack-value", "hash-max-ziplist-value"),
+        ("zset-max-listpack-entries", "zset-max-ziplist-entries"),
+        ("zset-max-listpack-value", "zset-max-ziplist-value"),
+        ("list-max-listpack-size", "list-max-ziplist-size"),
+    ];
+    PAIRS.iter().find_map(|&(a, b)| {
+        if name == a {
+            Some(b)
+        } else if name == b {
+            Some(a)
+        } else {
+            None
+        }
+    })
 }

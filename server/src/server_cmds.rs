@@ -1483,9 +1483,14 @@ async fn config_set(c: &mut Conn, req: &Request, out: &mut Out) {
         let mut p = c.shard.shared.params.write().expect("params");
         for (k, v) in &changes {
             p.insert(k.clone(), v.clone());
+            // Redis 7's old names are the same settings.
+            if let Some(other) = crate::params::alias_of(k) {
+                p.insert(other.to_string(), v.clone());
+            }
         }
     }
     for (k, v) in changes {
+        crate::db::set_encoding_limit(&k, &v);
         match k.as_str() {
             "slowlog-log-slower-than" | "slowlog-max-len" => {
                 let n: i64 = v.parse().unwrap_or(0);
@@ -1519,6 +1524,7 @@ async fn config_set(c: &mut Conn, req: &Request, out: &mut Out) {
                 crate::cmd::script::set_busy_threshold(&v);
             }
             "hll-sparse-max-bytes" => crate::cmd::hll::set_sparse_max(&v),
+            "notify-keyspace-events" => crate::notify::set(&v),
             "stream-node-max-bytes" | "stream-node-max-entries" => {
                 crate::db::stream::set_node_limits(
                     &c.shard.shared.param("stream-node-max-bytes"),

@@ -1137,3 +1137,159 @@ fn watch_and_multi_follow_redis_on_expired_keys_and_oom() {
         assert_eq!(c.cmd(&["EXISTS", "a", "b"]), Frame::Integer(0));
     }
 }
+
+/// Keyspace notifications (`notify-keyspace-events`) side by side with redis-server: the
+/// same messages, in the same order, for a run of writes of every type (on a one-shard
+/// server, where every event is published in order), then expiry and a blocked pop; and on
+/// two shards, events of keys on either shard reach a subscriber.
+#[test]
+fn keyspace_notifications_match_redis() {
+    let redis = rcodis_tests::RedisRef::start();
+    let ours = server(&["--threads", "1"]);
+    let script: &[&[&str]] = &[
+        &["SET", "s", "1"],
+        &["SET", "s", "2", "EX", "100"],
+        &["SET", "s", "3", "NX"],
+        &["SETNX", "s2", "x"],
+        &["INCRBY", "s2n", "3"],
+        &["APPEND", "s", "x"],
+        &["SETRANGE", "s", "1", "yy"],
+        &["INCRBYFLOAT", "f", "1.5"],
+        &["GETEX", "s", "PERSIST"],
+        &["GETEX", "s", "PERSIST"],
+        &["EXPIRE", "s", "100"],
+        &["PERSIST", "s"],
+        &["SETBIT", "b", "3", "1"],
+        &["SETBIT", "b", "3", "1"],
+        &["MSET", "{t}a", "1", "{t}b", "2"],
+        &["RENAME", "{t}a", "{t}c"],
+        &["COPY", "{t}c", "{t}d"],
+        &["DEL", "{t}b", "{t}c", "nosuch"],
+        &["GETDEL", "{t}d"],
+        &["PEXPIRE", "s2", "0"],
+        &["RPUSH", "l", "a", "b", "c"],
+        &["LPUSHX", "nol", "x"],
+        &["LPOP", "l"],
+        &["LINSERT", "l", "BEFORE", "b", "z"],
+        &["LSET", "l", "0", "q"],
+        &["LREM", "l", "0", "q"],
+        &["LTRIM", "l", "0", "0"],
+        &["RPUSH", "{l}1", "a"],
+        &["LMOVE", "{l}1", "{l}2", "LEFT", "RIGHT"],
+        &["RPOP", "{l}2"],
+        &["HSET", "h", "f", "1", "g", "2"],
+        &["HINCRBY", "h", "f", "2"],
+        &["HDEL", "h", "nosuch"],
+        &["HDEL", "h", "f", "g"],
+        &["SADD", "{s}1", "a", "b"],
+        &["SADD", "{s}1", "a"],
+        &["SMOVE", "{s}1", "{s}2", "a"],
+        &["SINTERSTORE", "{s}3", "{s}1", "{s}2"],
+        &["SUNIONSTORE", "{s}3", "{s}1", "{s}2"],
+        &["SREM", "{s}1", "b"],
+        &["ZADD", "z", "1", "a", "2", "b"],
+        &["ZADD", "z", "INCR", "5", "a"],
+        &["ZINCRBY", "z", "1", "b"],
+        &["ZREM", "z", "nosuch"],
+        &["ZPOPMIN", "z"],
+        &["ZREMRANGEBYRANK", "z", "0", "-1"],
+        &["XADD", "x", "1-1", "f", "v"],
+        &["XDEL", "x", "1-1"],
+        &["XGROUP", "CREATE", "x", "g", "$"],
+        &["PFADD", "hll", "a"],
+        &["PFADD", "hll", "a"],
+        &[
+            "EVAL",
+            "redis.call('set', KEYS[1], 'v') redis.call('del', KEYS[1]) return 1",
+            "1",
+            "e",
+        ],
+        &["MULTI"],
+        &["SET", "m", "1"],
+        &["INCR", "m"],
+        &["EXEC"],
+    ];
+    let mut subs = Vec::new();
+    for port in [redis.port, ours.port] {
+        let mut c = Conn::connect(port);
+        c.cmd(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]);
+        let f = c.cmd(&["CONFIG", "GET", "notify-keyspace-events"]);
+        assert_eq!(text(&f.as_array().unwrap()[1]), "AKE");
+        let mut sub = Conn::connect(port);
+        sub.cmd(&["PSUBSCRIBE", "__key*__:*"]);
+        sub.set_timeout(Duration::from_millis(300));
+        for cmd in script {
+            c.cmd(cmd);
+        }
+        // A marker: every event of the script has been delivered before it.
+        c.cmd(&["PUBLISH", "__keyspace@0__:END", "end"]);
+        let mut got = Vec::new();
+        loop {
+            let m = sub.read_opt().expect("a message before the marker");
+            let a = m.as_array().unwrap();
+            let (ch, payload) = (text(&a[2]), text(&a[3]));
+            if ch == "__keyspace@0__:END" {
+                break;
+            }
+            got.push(format!("{ch} {payload}"));
+        }
+        subs.push((port, c, sub, got));
+    }
+    assert_eq!(subs[0].3, subs[1].3);
+    assert!(subs[1].3.len() > 100, "{:?}", subs[1].3);
+    // Expiry (active) and a blocked pop: the same events.
+    for (port, c, sub, _) in &mut subs {
+        sub.set_timeout(Duration::from_secs(5));
+        c.cmd(&["SET", "short", "v", "PX", "20"]);
+        let port = *port;
+        let popper = std::thread::spawn(move || Conn::connect(port).cmd(&["BLPOP", "bl", "5"]));
+        wait_until("BLPOP to block", Duration::from_secs(5), || {
+            text(&c.cmd(&["INFO", "clients"])).contains("blocked_clients:1\r")
+        });
+        c.cmd(&["RPUSH", "bl", "a"]);
+        popper.join().unwrap();
+        let mut got = Vec::new();
+        while got.len() < 6 * 2 {
+            let m = sub.read_opt().expect("event");
+            let a = m.as_array().unwrap();
+            got.push(format!("{} {}", text(&a[2]), text(&a[3])));
+        }
+        got.sort();
+        let mut want: Vec<String> = [
+            ("short", "set"),
+            ("short", "expire"),
+            ("short", "expired"),
+            ("bl", "rpush"),
+            ("bl", "lpop"),
+            ("bl", "del"),
+        ]
+        .iter()
+        .flat_map(|(k, e)| {
+            [
+                format!("__keyspace@0__:{k} {e}"),
+                format!("__keyevent@0__:{e} {k}"),
+            ]
+        })
+        .collect();
+        want.sort();
+        assert_eq!(got, want);
+    }
+    // Two shards: events from keys on both shards reach one subscriber.
+    let two = server(&["--threads", "2"]);
+    let (a, b) = keys_on_two_shards();
+    let mut c = two.conn();
+    c.cmd(&["CONFIG", "SET", "notify-keyspace-events", "E$"]);
+    let mut sub = two.conn();
+    sub.cmd(&["SUBSCRIBE", "__keyevent@0__:set"]);
+    c.cmd(&["SET", &a, "1"]);
+    c.cmd(&["SET", &b, "1"]);
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let m = sub.read_opt().expect("event");
+        keys.push(text(&m.as_array().unwrap()[2]));
+    }
+    keys.sort();
+    let mut want = vec![a, b];
+    want.sort();
+    assert_eq!(keys, want);
+}

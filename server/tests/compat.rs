@@ -422,6 +422,23 @@ const LISTS: &[&[&str]] = &[
 ];
 
 const HASHES: &[&[&str]] = &[
+    // A small hash lists its fields in insertion order (Redis's listpack), also after a
+    // field is removed and added again.
+    &["HSET", "ord", "c", "1", "a", "2", "b", "3", "z", "4"],
+    &["HGETALL", "ord"],
+    &["HDEL", "ord", "a"],
+    &["HSET", "ord", "a", "9", "c", "0"],
+    &["HKEYS", "ord"],
+    &["HVALS", "ord"],
+    &["HSCAN", "ord", "0"],
+    // Encoding thresholds are settings (under both names).
+    &["CONFIG", "SET", "hash-max-ziplist-value", "8"],
+    &["CONFIG", "GET", "hash-max-listpack-value"],
+    &["HSET", "small", "tmp", "0"],
+    &["HSET", "big", "tmp", "123456789"],
+    &["OBJECT", "ENCODING", "small"],
+    &["OBJECT", "ENCODING", "big"],
+    &["CONFIG", "SET", "hash-max-listpack-value", "64"],
     &["HSET", "h", "a", "1", "b", "2"],
     &["HSET", "h", "a"],
     &["HSET", "h", "a", "10", "c", "3"],
@@ -476,6 +493,20 @@ const HASHES: &[&[&str]] = &[
 ];
 
 const SETS: &[&[&str]] = &[
+    // Integer sets list their members ascending (Redis's intset), results of set
+    // operations too.
+    &["SADD", "i1", "30", "-2", "7", "100", "5"],
+    &["SADD", "i2", "7", "8", "-2", "1000"],
+    &["SMEMBERS", "i1"],
+    &["SUNION", "i1", "i2"],
+    &["SINTER", "i1", "i2"],
+    &["SDIFF", "i1", "i2"],
+    &["SSCAN", "i1", "0"],
+    &["CONFIG", "SET", "set-max-intset-entries", "3"],
+    &["SADD", "i3", "1", "2", "3", "4"],
+    &["OBJECT", "ENCODING", "i3"],
+    &["CONFIG", "SET", "set-max-intset-entries", "512"],
+    &["OBJECT", "ENCODING", "i1"],
     &["SADD", "s", "a", "b", "c", "a"],
     &["SADD", "t", "b", "c", "d"],
     &["SCARD", "s"],
@@ -629,6 +660,11 @@ const ZSETS: &[&[&str]] = &[
     &["ZRANDMEMBER", "noz", "-9223372036854775808"],
     &["ZRANDMEMBER", "noz", "-4611686018427387904", "WITHSCORES"],
     &["ZINTERCARD", "1", "a1", "LIMIT", "x"],
+    &["ZINTERCARD", "0", "a1"],
+    &["ZINTERCARD", "-1", "a1"],
+    &["ZINTERCARD", "x", "a1"],
+    &["ZINTERCARD", "5", "a1"],
+    &["SINTERCARD", "x", "a1"],
     &["ZSCAN", "a1", "0"],
     &["SET", "str", "x"],
     &["ZADD", "str", "1", "a"],

@@ -103,7 +103,7 @@ fn hdel(ctx: &mut Ctx<'_>, req: &Request) {
     let key = req.arg(1);
     let n = match get_hash(ctx, key) {
         Ok(Some(h)) => (2..req.len())
-            .filter(|&i| h.remove(req.arg(i)).is_some())
+            .filter(|&i| crate::db::hash_remove(h, req.arg(i)).is_some())
             .count(),
         Ok(None) => 0,
         Err(Replied) => return,

@@ -242,7 +242,7 @@ typed!(
     List,
     std::collections::VecDeque<Bytes>
 );
-typed!(get_hash, hash_or_new, Hash, hashbrown::HashMap<Bytes, Bytes>);
+typed!(get_hash, hash_or_new, Hash, crate::db::HashVal);
 typed!(get_set, set_or_new, Set, hashbrown::HashSet<Bytes>);
 typed!(get_zset, zset_or_new, ZSet, Box<crate::db::ZSet>);
 

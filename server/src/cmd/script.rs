@@ -1345,6 +1345,9 @@ fn command(ctx: &mut Ctx<'_>, declared: &[Bytes], ro: bool, req: Request) -> Fra
         ctx.hits += inner.hits;
         ctx.misses += inner.misses;
     }
+    if crate::notify::on() {
+        crate::notify::collect(ctx.db, spec.name, &req, ctx.now);
+    }
     let failed = out.buf.first() == Some(&b'-');
     if spec.has(CommandFlags::WRITE) && !failed {
         if !WROTE.get() {

@@ -37,7 +37,9 @@ fn sadd(ctx: &mut Ctx<'_>, req: &Request) {
     let n = (2..req.len())
         .filter(|&i| s.insert(owned(req.arg(i))))
         .count();
-    ctx.db.touch_watched(key);
+    if n > 0 {
+        ctx.db.touch_watched(key);
+    }
     ctx.out.int(n as i64);
 }
 
@@ -88,12 +90,29 @@ fn reply_set(ctx: &mut Ctx<'_>, members: &[Bytes]) {
     }
 }
 
+/// Puts a set's members in the order Redis lists them when it keeps the set as an intset
+/// (ascending integers); any other set's order is its own.
+fn intset_order(members: &mut [Bytes]) {
+    if members.len() > 1 && members.len() <= crate::db::encoding_limit_of_sets() {
+        let nums: Option<Vec<i64>> = members.iter().map(|m| parse_i64(m)).collect();
+        if let Some(nums) = nums {
+            let mut pairs: Vec<(i64, Bytes)> =
+                nums.into_iter().zip(members.iter().cloned()).collect();
+            pairs.sort_unstable_by_key(|p| p.0);
+            for (slot, (_, m)) in members.iter_mut().zip(pairs) {
+                *slot = m;
+            }
+        }
+    }
+}
+
 fn smembers(ctx: &mut Ctx<'_>, req: &Request) {
-    let m: Vec<Bytes> = match get_set(ctx, req.arg(1)) {
+    let mut m: Vec<Bytes> = match get_set(ctx, req.arg(1)) {
         Ok(Some(s)) => s.iter().cloned().collect(),
         Ok(None) => Vec::new(),
         Err(Replied) => return,
     };
+    intset_order(&mut m);
     reply_set(ctx, &m);
 }
 
@@ -265,7 +284,8 @@ fn setop(ctx: &mut Ctx<'_>, req: &Request, from: usize, op: Op, store: Option<&[
     let res = combine(sets, op);
     match store {
         None => {
-            let v: Vec<Bytes> = res.into_iter().collect();
+            let mut v: Vec<Bytes> = res.into_iter().collect();
+            intset_order(&mut v);
             reply_set(ctx, &v)
         }
         Some(dst) => {
@@ -304,22 +324,31 @@ fn sdiffstore(ctx: &mut Ctx<'_>, req: &Request) {
     setop(ctx, req, 2, Op::Diff, Some(req.arg(1)))
 }
 
-/// Parses `numkeys key... [LIMIT n]` (SINTERCARD, ZINTERCARD).
-pub fn parse_card(ctx: &mut Ctx<'_>, req: &Request) -> Option<(Vec<Bytes>, usize)> {
+/// Parses `numkeys key... [LIMIT n]` (SINTERCARD, ZINTERCARD: `zset`, which words its
+/// numkeys errors as the other sorted-set operations do).
+pub fn parse_card(ctx: &mut Ctx<'_>, req: &Request, zset: bool) -> Option<(Vec<Bytes>, usize)> {
     let n = match parse_i64(req.arg(1)) {
         Some(n) if n > 0 => n as usize,
-        Some(_) => {
-            ctx.out.err("ERR numkeys should be greater than 0");
+        Some(_) if zset => {
+            ctx.out
+                .err("ERR at least 1 input key is needed for 'zintercard' command");
             return None;
         }
-        None => {
+        None if zset => {
+            ctx.out.err(super::NOT_INT);
+            return None;
+        }
+        _ => {
             ctx.out.err("ERR numkeys should be greater than 0");
             return None;
         }
     };
     if n > req.len() - 2 {
-        ctx.out
-            .err("ERR Number of keys can't be greater than number of args");
+        ctx.out.err(if zset {
+            SYNTAX
+        } else {
+            "ERR Number of keys can't be greater than number of args"
+        });
         return None;
     }
     let keys = (2..2 + n).map(|i| owned(req.arg(i))).collect();
@@ -345,7 +374,7 @@ pub fn parse_card(ctx: &mut Ctx<'_>, req: &Request) -> Option<(Vec<Bytes>, usize
 }
 
 fn sintercard(ctx: &mut Ctx<'_>, req: &Request) {
-    let Some((keys, limit)) = parse_card(ctx, req) else {
+    let Some((keys, limit)) = parse_card(ctx, req, false) else {
         return;
     };
     let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
@@ -366,6 +395,8 @@ fn sscan(ctx: &mut Ctx<'_>, req: &Request) {
         Ok(None) => Vec::new(),
         Err(Replied) => return,
     };
+    let mut members = members;
+    intset_order(&mut members);
     let members: Vec<Bytes> = members
         .into_iter()
         .filter(|m| {

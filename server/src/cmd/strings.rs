@@ -305,7 +305,13 @@ fn getex(ctx: &mut Ctx<'_>, req: &Request) {
         } else {
             ctx.db.set_expire(req.arg(1), at, ctx.now);
         }
-    } else if persist {
+    } else if persist
+        && ctx
+            .db
+            .get(req.arg(1), ctx.now)
+            .is_some_and(|e| e.expire_at != 0)
+    {
+        // Only a TTL removed is a change (for WATCH and keyspace events, as in Redis).
         ctx.db.set_expire(req.arg(1), 0, ctx.now);
     }
     ctx.out.bulk(&v);
@@ -565,16 +571,21 @@ fn setbit(ctx: &mut Ctx<'_>, req: &Request) {
         b"0" => false,
         _ => return ctx.out.err("ERR bit is not an integer or out of range"),
     };
-    let (cur, ttl) = match get_str(ctx, key) {
+    let (cur, ttl, existed) = match get_str(ctx, key) {
         Ok(Some(s)) => (
             s,
             ctx.db.get(key, ctx.now).map(|e| e.expire_at).unwrap_or(0),
+            true,
         ),
-        Ok(None) => (Bytes::new(), 0),
+        Ok(None) => (Bytes::new(), 0, false),
         Err(Replied) => return,
     };
     let byte = off / 8;
     let bit = 7 - (off % 8);
+    // The bit already so, in a string long enough: nothing changes (no write, no event).
+    if existed && byte < cur.len() && ((cur[byte] >> bit) & 1 == 1) == on {
+        return ctx.out.int(on as i64);
+    }
     let mut v = BytesMut::from(&cur[..]);
     if v.len() <= byte {
         v.resize(byte + 1, 0);

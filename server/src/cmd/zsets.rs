@@ -951,7 +951,7 @@ fn zdiffstore(ctx: &mut Ctx<'_>, req: &Request) {
 }
 
 fn zintercard(ctx: &mut Ctx<'_>, req: &Request) {
-    let Some((keys, limit)) = super::sets::parse_card(ctx, req) else {
+    let Some((keys, limit)) = super::sets::parse_card(ctx, req, true) else {
         return;
     };
     let mut sets = Vec::new();

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashSet;
 
 use super::stream::StreamId;
 use super::{Stream, Value, ZSet};
@@ -354,7 +354,8 @@ impl Reader<'_> {
             }
             T_HASH => {
                 let n = self.len()?;
-                let mut h = HashMap::with_capacity(n.min(1 << 16));
+                let mut h =
+                    super::HashVal::with_capacity_and_hasher(n.min(1 << 16), Default::default());
                 for _ in 0..n {
                     let k = self.string()?;
                     let v = self.string()?;
@@ -393,7 +394,8 @@ impl Reader<'_> {
                 if items.len() % 2 != 0 {
                     return None;
                 }
-                let mut h = HashMap::with_capacity(items.len() / 2);
+                let mut h =
+                    super::HashVal::with_capacity_and_hasher(items.len() / 2, Default::default());
                 let mut it = items.into_iter();
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
                     h.insert(k, v);

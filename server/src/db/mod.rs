@@ -21,6 +21,60 @@ pub use key::Key;
 pub use stream::Stream;
 pub use zset::ZSet;
 
+/// `set-max-intset-entries`.
+pub fn encoding_limit_of_sets() -> usize {
+    encoding_limit(2)
+}
+
+/// Whether Redis would keep this set as an intset: few enough members, all integers.
+pub fn set_is_intset(s: &hashbrown::HashSet<Bytes>) -> bool {
+    s.len() <= encoding_limit(2) && s.iter().all(|m| rcodis_core::num::parse_i64(m).is_some())
+}
+
+/// A hash's fields in insertion order, as a small (listpack) hash in Redis keeps them and
+/// HGETALL, HKEYS, HVALS and HSCAN show them. Remove with [`hash_remove`].
+pub type HashVal = indexmap::IndexMap<Bytes, Bytes, hashbrown::DefaultHashBuilder>;
+
+/// Removes a field: the others keep their order while the hash is small (Redis's listpack;
+/// later a hashtable, whose order is its own, so the cheap removal is fine).
+pub fn hash_remove(h: &mut HashVal, field: &[u8]) -> Option<Bytes> {
+    if h.len() <= encoding_limit(0) {
+        h.shift_remove(field)
+    } else {
+        h.swap_remove(field)
+    }
+}
+
+/// Redis's encoding thresholds, for OBJECT ENCODING: hash entries and value size, set
+/// (intset) entries, sorted-set entries and member size.
+static ENCODING_LIMITS: [std::sync::atomic::AtomicUsize; 5] = [
+    std::sync::atomic::AtomicUsize::new(512),
+    std::sync::atomic::AtomicUsize::new(64),
+    std::sync::atomic::AtomicUsize::new(512),
+    std::sync::atomic::AtomicUsize::new(128),
+    std::sync::atomic::AtomicUsize::new(64),
+];
+
+fn encoding_limit(i: usize) -> usize {
+    ENCODING_LIMITS[i].load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Applies one of the encoding settings (CONFIG SET, and the configured values at start);
+/// other names are ignored.
+pub fn set_encoding_limit(name: &str, value: &str) {
+    let i = match name {
+        "hash-max-listpack-entries" | "hash-max-ziplist-entries" => 0,
+        "hash-max-listpack-value" | "hash-max-ziplist-value" => 1,
+        "set-max-intset-entries" => 2,
+        "zset-max-listpack-entries" | "zset-max-ziplist-entries" => 3,
+        "zset-max-listpack-value" | "zset-max-ziplist-value" => 4,
+        _ => return,
+    };
+    if let Ok(v) = value.parse::<usize>() {
+        ENCODING_LIMITS[i].store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A stored value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -28,7 +82,7 @@ pub enum Value {
     List(VecDeque<Bytes>),
     // Boxed, so that a string (the common value) does not pay for the widest variant in
     // every table bucket.
-    Hash(Box<HashMap<Bytes, Bytes>>),
+    Hash(Box<HashVal>),
     Set(Box<HashSet<Bytes>>),
     ZSet(Box<ZSet>),
     Stream(Box<Stream>),
@@ -62,21 +116,25 @@ impl Value {
             // Redis 7.0 keeps every list in a quicklist (listpack lists came with 7.2).
             Value::List(_) => "quicklist",
             Value::Hash(h) => {
-                if h.len() <= 512 && h.iter().all(|(k, v)| k.len() <= 64 && v.len() <= 64) {
+                let max = encoding_limit(1);
+                if h.len() <= encoding_limit(0)
+                    && h.iter().all(|(k, v)| k.len() <= max && v.len() <= max)
+                {
                     "listpack"
                 } else {
                     "hashtable"
                 }
             }
             Value::Set(s) => {
-                if s.len() <= 512 && s.iter().all(|m| rcodis_core::num::parse_i64(m).is_some()) {
+                if set_is_intset(s) {
                     "intset"
                 } else {
                     "hashtable"
                 }
             }
             Value::ZSet(z) => {
-                if z.len() <= 128 && z.dict.keys().all(|m| m.len() <= 64) {
+                let max = encoding_limit(4);
+                if z.len() <= encoding_limit(3) && z.dict.keys().all(|m| m.len() <= max) {
                     "listpack"
                 } else {
                     "skiplist"
@@ -247,6 +305,10 @@ pub struct Db {
     /// A temporary database (a multi-shard step's, or one to word an argument error): it
     /// holds only the keys a command declared, so a script must not reach for others.
     pub scratch: bool,
+    /// While keyspace notifications are on: the keys changed since the last
+    /// [`Db::take_touched`], and the events gathered for publishing (see `notify.rs`).
+    touched: Vec<Bytes>,
+    notes: Vec<crate::notify::Note>,
 }
 
 /// Current unix time in milliseconds.
@@ -271,6 +333,8 @@ impl Db {
             slot_hint: None,
             avg_ttl: 0,
             scratch: false,
+            touched: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -357,6 +421,10 @@ impl Db {
             self.len -= 1;
             self.expires.swap_remove(&*k);
             self.expired_keys += 1;
+            if crate::notify::wants(crate::notify::EXPIRED) {
+                self.notes
+                    .push((crate::notify::EXPIRED, "expired", k.to_bytes()));
+            }
             // Not a change for WATCH: the key was already gone for its watchers (one who
             // saw it alive finds it gone at EXEC, see `watch_holds`).
         }
@@ -545,6 +613,39 @@ impl Db {
                 v.0 += 1;
             }
         }
+        if crate::notify::on() {
+            self.touched.push(Bytes::copy_from_slice(key));
+        }
+    }
+
+    /// The keys changed since the last call (listed only while notifications are on).
+    pub fn take_touched(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Gathers an event for publishing (`notify::flush`).
+    pub fn note(&mut self, class: u32, event: &'static str, key: Bytes) {
+        if crate::notify::wants(class) {
+            self.notes.push((class, event, key));
+        }
+    }
+
+    /// The events gathered so far.
+    pub fn take_notes(&mut self) -> Vec<crate::notify::Note> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// Eviction removed `key` (just now, with [`Db::remove`]): an `evicted` event rather
+    /// than a change by the running command.
+    pub fn note_evicted(&mut self, key: &[u8]) {
+        if self.touched.last().is_some_and(|t| t == key) {
+            self.touched.pop();
+        }
+        self.note(
+            crate::notify::EVICTED,
+            "evicted",
+            Bytes::copy_from_slice(key),
+        );
     }
 
     /// Starts tracking a key for WATCH; returns its current version, with the top bit set
