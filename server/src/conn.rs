@@ -80,7 +80,12 @@ impl ClientInfo {
 /// bytes that came back from another shard.
 enum Part {
     Local(usize, usize),
-    Pending { shard: usize, idx: usize },
+    Pending {
+        shard: usize,
+        idx: usize,
+    },
+    /// A pending reply the client does not want (CLIENT REPLY).
+    Dropped,
     Remote(Bytes),
 }
 
@@ -92,6 +97,8 @@ struct Batch {
     first_unflushed: usize,
     pending: Vec<Vec<(Queued, Option<u16>)>>,
     any_pending: bool,
+    /// How many times the replies were taken (sent).
+    taken: u64,
 }
 
 impl Batch {
@@ -103,6 +110,7 @@ impl Batch {
             first_unflushed: 0,
             pending: (0..nr_shards).map(|_| Vec::new()).collect(),
             any_pending: false,
+            taken: 0,
         }
     }
 
@@ -128,6 +136,34 @@ impl Batch {
         let start = self.out.len();
         rcodis_core::resp::encode::write_error(&mut self.out, msg.as_bytes());
         self.mark_local(start);
+    }
+
+    /// Where the replies stand now (for [`Batch::drop_since`]).
+    fn mark(&self) -> (u64, usize, usize) {
+        (self.taken, self.out.len(), self.parts.len())
+    }
+
+    /// Drops the replies added since `mark` (CLIENT REPLY OFF/SKIP); a reply still to come
+    /// from another shard is dropped when it arrives.
+    fn drop_since(&mut self, (taken, out_len, parts_len): (u64, usize, usize)) {
+        // The batch went out meanwhile (a blocking command sends what preceded it): all
+        // that is left is this command's.
+        let (out_len, parts_len) = if taken == self.taken {
+            (out_len, parts_len)
+        } else {
+            (0, 0)
+        };
+        for p in &mut self.parts[parts_len..] {
+            match *p {
+                Part::Pending { .. } => *p = Part::Dropped,
+                _ => *p = Part::Remote(Bytes::new()),
+            }
+        }
+        if let Some(Part::Local(_, e)) = self.parts[..parts_len].last_mut() {
+            *e = (*e).min(out_len);
+        }
+        // The bytes past the mark belonged to this reply only.
+        self.out.truncate(out_len);
     }
 
     fn queue_remote(&mut self, shard: usize, item: Queued, slot: Option<u16>) {
@@ -171,9 +207,13 @@ impl Batch {
             by_shard[target] = Some((bytes, offs));
         }
         for p in &mut self.parts[self.first_unflushed..] {
-            if let Part::Pending { shard: s, idx } = *p {
-                let (bytes, offs) = by_shard[s].as_ref().expect("remote batch replied");
-                *p = Part::Remote(bytes.slice(offs[idx]..offs[idx + 1]));
+            match *p {
+                Part::Pending { shard: s, idx } => {
+                    let (bytes, offs) = by_shard[s].as_ref().expect("remote batch replied");
+                    *p = Part::Remote(bytes.slice(offs[idx]..offs[idx + 1]));
+                }
+                Part::Dropped => *p = Part::Remote(Bytes::new()),
+                _ => {}
             }
         }
         self.first_unflushed = self.parts.len();
@@ -189,6 +229,7 @@ impl Batch {
 
     /// The finished reply bytes of the batch.
     fn take(&mut self) -> BytesMut {
+        self.taken += 1;
         if self.parts.iter().all(|p| matches!(p, Part::Local(..))) {
             self.parts.clear();
             self.first_unflushed = 0;
@@ -200,7 +241,7 @@ impl Batch {
             .map(|p| match p {
                 Part::Local(a, b) => b - a,
                 Part::Remote(b) => b.len(),
-                Part::Pending { .. } => 0,
+                Part::Pending { .. } | Part::Dropped => 0,
             })
             .sum();
         let mut buf = BytesMut::with_capacity(total);
@@ -208,7 +249,9 @@ impl Batch {
             match p {
                 Part::Local(a, b) => buf.extend_from_slice(&self.out[*a..*b]),
                 Part::Remote(b) => buf.extend_from_slice(b),
-                Part::Pending { .. } => unreachable!("flushed before take"),
+                Part::Pending { .. } | Part::Dropped => {
+                    unreachable!("flushed before take")
+                }
             }
         }
         self.parts.clear();
@@ -251,6 +294,9 @@ pub struct Conn {
     link_generation: u64,
     /// An rcodis replica (REPLCONF capa rcodis): its full sync comes as commands.
     repl_rcodis: bool,
+    /// CLIENT REPLY OFF: no replies; CLIENT REPLY SKIP: none for the next command.
+    pub reply_off: bool,
+    pub reply_skip_next: bool,
     /// A replica's port (REPLCONF listening-port).
     repl_port: u16,
     last_cmd: &'static str,
@@ -317,6 +363,8 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         link_generation: 0,
         repl_port: 0,
         repl_rcodis: false,
+        reply_off: false,
+        reply_skip_next: false,
         last_cmd: "NULL",
         stash: BytesMut::new(),
         in_exec: false,
@@ -430,7 +478,11 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             };
             match next {
                 Ok(Some(req)) => {
-                    conn.handle(req, &mut batch, &mut stream).await;
+                    if conn.reply_off || conn.reply_skip_next {
+                        conn.handle_quietly(req, &mut batch, &mut stream).await;
+                    } else {
+                        conn.handle(req, &mut batch, &mut stream).await;
+                    }
                     conn.slot_memo = None;
                     if conn.authed && decoder.limits().max_array_len != full_limits.max_array_len {
                         decoder.set_limits(full_limits);
@@ -573,6 +625,51 @@ impl Conn {
         }
     }
 
+    /// CLIENT PAUSE: waits while the server is paused for this command (every command, or
+    /// with WRITE those that write or may: scripts, PUBLISH, PFCOUNT), as Redis holds them.
+    #[cold]
+    async fn wait_while_paused(&mut self, spec: &'static CommandSpec) {
+        let sh = self.shard.shared.clone();
+        let mut held = false;
+        loop {
+            let until = sh.pause_until_ms.load(Ordering::Relaxed);
+            let now = crate::db::now_ms();
+            let writes = spec.has(CommandFlags::WRITE)
+                || matches!(
+                    spec.name,
+                    "eval" | "evalsha" | "fcall" | "pfcount" | "publish" | "spublish"
+                );
+            if until <= now || (!sh.pause_all.load(Ordering::Relaxed) && !writes) {
+                if held {
+                    sh.paused_clients.fetch_sub(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            if !held {
+                held = true;
+                sh.paused_clients.fetch_add(1, Ordering::Relaxed);
+            }
+            // Short waits: CLIENT UNPAUSE from another client ends the pause early.
+            glommio::timer::sleep(Duration::from_millis((until - now).min(10))).await;
+        }
+    }
+
+    /// [`Conn::handle`] under CLIENT REPLY OFF or SKIP: the reply is dropped (in RESP3,
+    /// subscription confirmations are pushes and still go out, as in Redis).
+    #[cold]
+    async fn handle_quietly(&mut self, req: Request, b: &mut Batch, stream: &mut TcpStream) {
+        let skip = std::mem::take(&mut self.reply_skip_next);
+        let push = self.resp3
+            && !req.is_empty()
+            && req.arg(0).len() >= 9
+            && req.arg(0)[req.arg(0).len() - 9..].eq_ignore_ascii_case(b"subscribe");
+        let mark = b.mark();
+        Box::pin(self.handle(req, b, stream)).await;
+        if (self.reply_off || skip) && !push {
+            b.drop_since(mark);
+        }
+    }
+
     /// Handles one request, appending its reply to the batch.
     async fn handle(&mut self, req: Request, b: &mut Batch, stream: &mut TcpStream) {
         let spec = match table::resolve_request_after(self.last_spec, &req) {
@@ -628,6 +725,9 @@ impl Conn {
                 self.multi_dirty = true;
             }
             return b.err("READONLY You can't write against a read only replica.");
+        }
+        if self.shard.shared.pause_until_ms.load(Ordering::Relaxed) != 0 && !self.master_link {
+            self.wait_while_paused(spec).await;
         }
         if self.multi.is_some()
             && !matches!(
@@ -1329,6 +1429,40 @@ impl Conn {
             self.shard.send_deferred();
         }
         let mut srx = srx.fuse();
+        // CLIENT UNBLOCK finds this client here.
+        let (utx, urx) = futures::channel::oneshot::channel::<bool>();
+        self.shard
+            .shared
+            .unblockers
+            .lock()
+            .expect("unblockers")
+            .insert(self.id, utx);
+        let mut urx = urx.fuse();
+        self.wait_served(
+            &mut srx, &mut urx, &keys, db, claimed, timeout_ms, out, stream,
+        )
+        .await;
+        self.shard
+            .shared
+            .unblockers
+            .lock()
+            .expect("unblockers")
+            .remove(&self.id);
+    }
+
+    /// [`Conn::wait_for`]'s wait: a reply, the timeout, CLIENT UNBLOCK, or the client leaving.
+    #[allow(clippy::too_many_arguments)]
+    async fn wait_served(
+        &mut self,
+        mut srx: &mut futures::future::Fuse<futures::channel::oneshot::Receiver<Bytes>>,
+        mut urx: &mut futures::future::Fuse<futures::channel::oneshot::Receiver<bool>>,
+        keys: &[Bytes],
+        db: usize,
+        claimed: Arc<AtomicBool>,
+        timeout_ms: u64,
+        out: &mut Out,
+        stream: &mut TcpStream,
+    ) {
         let deadline = if timeout_ms == 0 {
             None
         } else {
@@ -1362,8 +1496,20 @@ impl Conn {
                             return out.raw(&reply);
                         }
                     }
-                    self.drop_waiters(&keys, db).await;
+                    self.drop_waiters(keys, db).await;
                     return out.null_array();
+                }
+                u = urx => {
+                    if claimed.swap(true, Ordering::AcqRel) {
+                        if let Ok(reply) = srx.await {
+                            return out.raw(&reply);
+                        }
+                    }
+                    self.drop_waiters(keys, db).await;
+                    return match u {
+                        Ok(true) => out.err("UNBLOCKED client unblocked via CLIENT UNBLOCK"),
+                        _ => out.null_array(),
+                    };
                 }
                 r = read => match r {
                     Ok(0) | Err(_) => {
@@ -1371,7 +1517,7 @@ impl Conn {
                         if claimed.swap(true, Ordering::AcqRel) {
                             let _ = srx.await;
                         }
-                        self.drop_waiters(&keys, db).await;
+                        self.drop_waiters(keys, db).await;
                         self.close = true;
                         return;
                     }

@@ -205,8 +205,68 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
             out.ok()
         }
         "client|getredir" => out.int(-1),
-        "client|reply" => out.ok(),
-        "client|pause" | "client|unpause" | "client|unblock" => out.ok(),
+        "client|reply" => {
+            // OFF and SKIP are not answered (the reply would be the first one dropped).
+            if is(req.arg(2), "on") {
+                c.reply_off = false;
+                c.reply_skip_next = false;
+                out.ok()
+            } else if is(req.arg(2), "off") {
+                c.reply_off = true;
+            } else if is(req.arg(2), "skip") {
+                c.reply_skip_next = !c.reply_off;
+            } else {
+                out.err(SYNTAX)
+            }
+        }
+        "client|pause" => {
+            let ms = match parse_i64(req.arg(2)) {
+                Some(ms) if ms < 0 => return out.err("ERR timeout is negative"),
+                Some(ms) => ms as u64,
+                None => return out.err("ERR timeout is not an integer or out of range"),
+            };
+            let all = match req.get(3) {
+                None => true,
+                Some(m) if is(m, "all") => true,
+                Some(m) if is(m, "write") => false,
+                Some(_) => return out.err("ERR CLIENT PAUSE mode must be WRITE or ALL"),
+            };
+            // As Redis: the later end and the stricter mode of overlapping pauses win.
+            let sh = &c.shard.shared;
+            let until = now_ms().saturating_add(ms);
+            let active = sh.pause_until_ms.load(Ordering::Relaxed) > now_ms();
+            sh.pause_all.store(
+                all || (active && sh.pause_all.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+            sh.pause_until_ms.fetch_max(until, Ordering::Relaxed);
+            out.ok()
+        }
+        "client|unpause" => {
+            c.shard.shared.pause_until_ms.store(0, Ordering::Relaxed);
+            out.ok()
+        }
+        "client|unblock" => {
+            let Some(id) = parse_i64(req.arg(2)) else {
+                return out.err(NOT_INT);
+            };
+            let error = match req.get(3) {
+                None => false,
+                Some(m) if is(m, "timeout") => false,
+                Some(m) if is(m, "error") => true,
+                Some(_) => {
+                    return out.err("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+                }
+            };
+            let waker = c
+                .shard
+                .shared
+                .unblockers
+                .lock()
+                .expect("unblockers")
+                .remove(&(id as u64));
+            out.int(waker.is_some_and(|w| w.send(error).is_ok()) as i64)
+        }
         "client|tracking" | "client|caching" | "client|trackinginfo" => {
             out.err("ERR client-side caching is not supported by rcodis")
         }
@@ -1294,7 +1354,7 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
             "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\ntracking_clients:0\r\nclients_in_timeout_table:{}\r\n\r\n",
             t.clients,
             shared.param("maxclients"),
-            t.blocked.len(),
+            t.blocked.len() + shared.paused_clients.load(Ordering::Relaxed),
             t.blocked.len()
         );
     }

@@ -141,6 +141,14 @@ pub struct Shared {
     pub total_commands: AtomicU64,
     pub rejected_connections: AtomicU64,
     pub next_client_id: AtomicU64,
+    /// CLIENT PAUSE: until when (unix ms; 0: not paused), and whether every command waits
+    /// (ALL) or only writes and commands that may write (WRITE).
+    pub pause_until_ms: AtomicU64,
+    pub pause_all: std::sync::atomic::AtomicBool,
+    /// Clients held by a pause now (counted as blocked, as Redis counts them).
+    pub paused_clients: AtomicUsize,
+    /// Clients blocked in BLPOP & co. by id: CLIENT UNBLOCK wakes one (true: with an error).
+    pub unblockers: std::sync::Mutex<HashMap<u64, futures::channel::oneshot::Sender<bool>>>,
     pub shutdown: AtomicBool,
     pub net_input_bytes: AtomicU64,
     pub net_output_bytes: AtomicU64,
@@ -205,6 +213,10 @@ impl Shared {
             total_commands: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
             next_client_id: AtomicU64::new(1),
+            pause_until_ms: AtomicU64::new(0),
+            pause_all: std::sync::atomic::AtomicBool::new(false),
+            paused_clients: AtomicUsize::new(0),
+            unblockers: std::sync::Mutex::new(HashMap::new()),
             shutdown: AtomicBool::new(false),
             net_input_bytes: AtomicU64::new(0),
             net_output_bytes: AtomicU64::new(0),

@@ -1293,3 +1293,151 @@ fn keyspace_notifications_match_redis() {
     want.sort();
     assert_eq!(keys, want);
 }
+
+/// CLIENT REPLY OFF, ON and SKIP as in Redis, side by side: the replies a client turned off
+/// never arrive (also those computed on another shard, and under pipelining), ON answers,
+/// SKIP drops exactly the next reply; in RESP3 subscription confirmations still come.
+#[test]
+fn client_reply_off_on_skip() {
+    let redis = rcodis_tests::RedisRef::start();
+    let ours = server(&["--threads", "2"]);
+    let (a, b) = keys_on_two_shards();
+    let script: Vec<Vec<&str>> = vec![
+        vec!["CLIENT", "REPLY", "OFF"],
+        vec!["SET", &a, "1"],
+        vec!["SET", &b, "2"],
+        vec!["GET", &b],
+        vec!["NOSUCHCOMMAND"],
+        vec!["CLIENT", "REPLY", "ON"],
+        vec!["GET", &a],
+        vec!["CLIENT", "REPLY", "SKIP"],
+        vec!["GET", &b],
+        vec!["MGET", &a, &b],
+        vec!["CLIENT", "REPLY", "SKIP"],
+        vec!["CLIENT", "REPLY", "SKIP"],
+        vec!["GET", &a],
+        vec!["GET", &b],
+        vec!["CLIENT", "REPLY", "BOGUS"],
+        vec!["PING"],
+    ];
+    let mut replies = Vec::new();
+    for port in [redis.port, ours.port] {
+        // One write per command, then all of it in one pipelined write.
+        for pipelined in [false, true] {
+            let mut c = Conn::connect(port);
+            c.cmd(&["FLUSHALL"]);
+            let mut all = Vec::new();
+            for cmd in &script {
+                let mut one = Vec::new();
+                rcodis_core::resp::encode::write_array_len(&mut one, cmd.len());
+                for a in cmd {
+                    rcodis_core::resp::encode::write_bulk(&mut one, a.as_bytes());
+                }
+                if pipelined {
+                    all.extend(one);
+                } else {
+                    c.send_raw(&one);
+                }
+            }
+            if pipelined {
+                c.send_raw(&all);
+            }
+            let mut got = Vec::new();
+            loop {
+                let f = c.read_opt().expect("a reply");
+                let done = f == Frame::simple("PONG");
+                got.push(f);
+                if done {
+                    break;
+                }
+            }
+            replies.push(got);
+        }
+    }
+    assert_eq!(replies[0], replies[2]);
+    assert_eq!(replies[1], replies[3]);
+    assert_eq!(replies[0].len(), 6, "{:?}", replies[0]);
+    // RESP3: subscription confirmations are pushes, delivered with replies off.
+    let mut c = ours.conn();
+    c.cmd(&["HELLO", "3"]);
+    c.send(&["CLIENT", "REPLY", "OFF"]);
+    c.send(&["SUBSCRIBE", "ch"]);
+    let f = c.read_opt().expect("the confirmation");
+    assert!(format!("{f:?}").contains("subscribe"), "{f:?}");
+}
+
+/// CLIENT PAUSE holds writes (WRITE) or everything (ALL) until it ends or CLIENT UNPAUSE;
+/// CLIENT UNBLOCK ends a blocking pop as a timeout or with Redis's UNBLOCKED error.
+#[test]
+fn client_pause_unpause_and_unblock() {
+    let s = server(&["--threads", "2"]);
+    let port = s.port;
+    let mut c = s.conn();
+    assert_eq!(
+        c.cmd(&["CLIENT", "PAUSE", "100000", "WRITE"]),
+        Frame::simple("OK")
+    );
+    // Reads go on; a write waits.
+    assert_eq!(c.cmd(&["GET", "k"]), Frame::NullBulk);
+    let writer = std::thread::spawn(move || Conn::connect(port).cmd(&["SET", "k", "v"]));
+    wait_until("the write to be held", Duration::from_secs(5), || {
+        text(&c.cmd(&["INFO", "clients"])).contains("blocked_clients:1\r")
+    });
+    assert_eq!(c.cmd(&["GET", "k"]), Frame::NullBulk, "the SET waits");
+    assert_eq!(c.cmd(&["CLIENT", "UNPAUSE"]), Frame::simple("OK"));
+    assert_eq!(writer.join().unwrap(), Frame::simple("OK"));
+    assert_eq!(c.cmd(&["GET", "k"]), Frame::bulk("v"));
+    for (args, err) in [
+        (
+            vec!["CLIENT", "PAUSE", "x"],
+            "ERR timeout is not an integer or out of range",
+        ),
+        (vec!["CLIENT", "PAUSE", "-1"], "ERR timeout is negative"),
+        (
+            vec!["CLIENT", "PAUSE", "10", "READ"],
+            "ERR CLIENT PAUSE mode must be WRITE or ALL",
+        ),
+        (
+            vec!["CLIENT", "UNBLOCK", "x"],
+            "ERR value is not an integer or out of range",
+        ),
+        (
+            vec!["CLIENT", "UNBLOCK", "1", "NOW"],
+            "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+        ),
+    ] {
+        assert_eq!(c.cmd(&args), Frame::error(err));
+    }
+    // A short ALL pause ends by itself.
+    c.cmd(&["CLIENT", "PAUSE", "50", "ALL"]);
+    assert_eq!(Conn::connect(port).cmd(&["GET", "k"]), Frame::bulk("v"));
+    // CLIENT UNBLOCK: as a timeout, then as an error; a client not blocked: 0.
+    for (how, want) in [
+        ("TIMEOUT", Frame::NullArray),
+        (
+            "ERROR",
+            Frame::error("UNBLOCKED client unblocked via CLIENT UNBLOCK"),
+        ),
+    ] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let popper = std::thread::spawn(move || {
+            let mut p = Conn::connect(port);
+            tx.send(p.cmd(&["CLIENT", "ID"]).as_integer().unwrap())
+                .unwrap();
+            p.cmd(&["BLPOP", "nolist", "0"])
+        });
+        let id = rx.recv().unwrap().to_string();
+        wait_until("BLPOP to block", Duration::from_secs(5), || {
+            text(&c.cmd(&["INFO", "clients"])).contains("blocked_clients:1\r")
+        });
+        assert_eq!(c.cmd(&["CLIENT", "UNBLOCK", &id, how]), Frame::Integer(1));
+        assert_eq!(popper.join().unwrap(), want);
+        assert_eq!(c.cmd(&["CLIENT", "UNBLOCK", &id]), Frame::Integer(0));
+    }
+    c.cmd(&["RPUSH", "nolist", "x"]);
+    assert_eq!(
+        c.cmd(&["LLEN", "nolist"]),
+        Frame::Integer(1),
+        "nobody popped it"
+    );
+}

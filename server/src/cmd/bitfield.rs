@@ -1,6 +1,6 @@
 //! BITFIELD and BITFIELD_RO: integers of any width (i1..i64, u1..u63) at any bit offset.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use hashbrown::HashMap;
 use rcodis_core::num::parse_i64;
 use rcodis_core::resp::Request;
@@ -8,6 +8,7 @@ use rcodis_core::resp::Request;
 use super::strings::get_str;
 use super::{is, Ctx, Handler, Replied, NOT_INT, SYNTAX};
 use crate::db::{Entry, StrEnc};
+use crate::out::Out;
 
 pub fn register(m: &mut HashMap<&'static str, Handler>) {
     m.insert("bitfield", bitfield);
@@ -206,50 +207,69 @@ fn run(ctx: &mut Ctx<'_>, req: &Request, read_only: bool) {
         return;
     };
     let key = req.arg(1);
-    let (cur, ttl) = match get_str(ctx, key) {
-        Ok(Some(s)) => (
-            Some(s),
-            ctx.db.get(key, ctx.now).map(|e| e.expire_at).unwrap_or(0),
-        ),
-        Ok(None) => (None, 0),
+    let cur = match get_str(ctx, key) {
+        Ok(s) => s,
         Err(Replied) => return,
     };
     let writes = ops.iter().any(|o| !matches!(o, Op::Get(_)));
-    let mut s = BytesMut::from(cur.as_deref().unwrap_or(b""));
-    let mut changed = false;
     ctx.out.array(ops.len());
-    for op in &ops {
+    match cur {
+        // Reads only: from the stored bytes, no copy.
+        Some(s) if !writes => {
+            for op in &ops {
+                if let Op::Get(f) = *op {
+                    ctx.out.int(to_value(read_bits(&s, f.offset, f.bits), f));
+                }
+            }
+        }
+        // Writes to a string: edited in place.
+        Some(s) => {
+            drop(s);
+            let mut out = std::mem::replace(ctx.out, Out::new(ctx.out.resp3));
+            super::edit_string(ctx, key, |s| ((), apply(&ops, s, &mut out)));
+            *ctx.out = out;
+        }
+        None => {
+            let mut s = BytesMut::new();
+            if apply(&ops, &mut s, ctx.out) {
+                ctx.db
+                    .set_entry(key, Entry::string(s.freeze(), ctx.now, StrEnc::Raw));
+            }
+        }
+    }
+}
+
+/// Runs the operations on `s`, replying to each; whether one wrote.
+fn apply(ops: &[Op], s: &mut BytesMut, out: &mut Out) -> bool {
+    let mut changed = false;
+    for op in ops {
         match *op {
-            Op::Get(f) => ctx.out.int(to_value(read_bits(&s, f.offset, f.bits), f)),
+            Op::Get(f) => out.int(to_value(read_bits(s, f.offset, f.bits), f)),
             Op::Set(f, v, policy) => {
-                let old = to_value(read_bits(&s, f.offset, f.bits), f);
+                let old = to_value(read_bits(s, f.offset, f.bits), f);
                 match fit(v as i128, f, policy) {
                     Some(nv) => {
-                        write_bits(&mut s, f.offset, f.bits, nv as u64 & mask(f.bits));
+                        write_bits(s, f.offset, f.bits, nv as u64 & mask(f.bits));
                         changed = true;
-                        ctx.out.int(old);
+                        out.int(old);
                     }
-                    None => ctx.out.null(),
+                    None => out.null(),
                 }
             }
             Op::Incr(f, by, policy) => {
-                let old = to_value(read_bits(&s, f.offset, f.bits), f);
+                let old = to_value(read_bits(s, f.offset, f.bits), f);
                 match fit(old as i128 + by as i128, f, policy) {
                     Some(nv) => {
-                        write_bits(&mut s, f.offset, f.bits, nv as u64 & mask(f.bits));
+                        write_bits(s, f.offset, f.bits, nv as u64 & mask(f.bits));
                         changed = true;
-                        ctx.out.int(nv);
+                        out.int(nv);
                     }
-                    None => ctx.out.null(),
+                    None => out.null(),
                 }
             }
         }
     }
-    if writes && changed {
-        let mut e = Entry::string(Bytes::from(s.to_vec()), ctx.now, StrEnc::Raw);
-        e.expire_at = ttl;
-        ctx.db.set_entry(key, e);
-    }
+    changed
 }
 
 fn mask(bits: u32) -> u64 {

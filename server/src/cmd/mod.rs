@@ -169,6 +169,36 @@ pub fn float_arg(out: &mut Out, b: &[u8], msg: &str) -> Option<f64> {
     v
 }
 
+/// Edits the string at `key` (which holds one) in place: its buffer is reused when nothing
+/// else holds it and grows as Redis's strings grow (doubling), so repeated APPEND, SETRANGE,
+/// SETBIT and BITFIELD cost what they change rather than a copy of the whole string. `f`
+/// returns its result and whether it changed the string, which then becomes raw (as
+/// Redis's modified strings) and is marked changed.
+pub fn edit_string<R>(
+    ctx: &mut Ctx<'_>,
+    key: &[u8],
+    f: impl FnOnce(&mut bytes::BytesMut) -> (R, bool),
+) -> R {
+    let now = ctx.now;
+    let Some(e) = ctx.db.get(key, now) else {
+        unreachable!("the caller checked the key holds a string")
+    };
+    let Value::Str(b) = &mut e.value else {
+        unreachable!("the caller checked the key holds a string")
+    };
+    let mut m = match std::mem::take(b).try_into_mut() {
+        Ok(m) => m,
+        Err(shared) => bytes::BytesMut::from(&shared[..]),
+    };
+    let (r, changed) = f(&mut m);
+    *b = m.freeze();
+    if changed {
+        e.str_enc = crate::db::StrEnc::Raw;
+        ctx.db.touch_watched(key);
+    }
+    r
+}
+
 /// Case-insensitive comparison of an argument with an option name.
 #[inline]
 pub fn is(arg: &[u8], name: &str) -> bool {

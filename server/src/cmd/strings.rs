@@ -436,37 +436,37 @@ fn incrbyfloat(ctx: &mut Ctx<'_>, req: &Request) {
     ctx.out.bulk(text.as_bytes());
 }
 
+/// [`super::edit_string`] for an edit that always changes the string; its new length.
+fn edit_in_place(ctx: &mut Ctx<'_>, key: &[u8], f: impl FnOnce(&mut BytesMut)) -> usize {
+    super::edit_string(ctx, key, |m| {
+        f(m);
+        (m.len(), true)
+    })
+}
+
 fn append(ctx: &mut Ctx<'_>, req: &Request) {
     let key = req.arg(1);
     let add = req.arg(2);
-    let (cur, ttl, existed) = match get_str(ctx, key) {
-        Ok(Some(s)) => (
-            s,
-            ctx.db.get(key, ctx.now).map(|e| e.expire_at).unwrap_or(0),
-            true,
-        ),
-        Ok(None) => (Bytes::new(), 0, false),
+    let cur_len = match get_str(ctx, key) {
+        Ok(s) => s.map(|s| s.len()),
         Err(Replied) => return,
     };
-    if cur.len() + add.len() > MAX_STRING {
+    if cur_len.unwrap_or(0) + add.len() > MAX_STRING {
         return ctx
             .out
             .err("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
     }
-    let mut v = BytesMut::with_capacity(cur.len() + add.len());
-    v.extend_from_slice(&cur);
-    v.extend_from_slice(add);
-    let len = v.len();
-    // Appending to a string makes it raw; a new key is stored as SET would store it.
-    let enc = if existed {
-        StrEnc::Raw
-    } else {
-        StrEnc::Derived
-    };
-    let mut e = Entry::string(v.freeze(), ctx.now, enc);
-    e.expire_at = ttl;
-    ctx.db.set_entry(key, e);
-    ctx.out.int(len as i64);
+    if cur_len.is_some() {
+        // Appending to a string makes it raw.
+        let len = edit_in_place(ctx, key, |m| m.extend_from_slice(add));
+        return ctx.out.int(len as i64);
+    }
+    // A new key is stored as SET would store it.
+    ctx.db.set_entry(
+        key,
+        Entry::string(Bytes::copy_from_slice(add), ctx.now, StrEnc::Derived),
+    );
+    ctx.out.int(add.len() as i64);
 }
 
 fn strlen(ctx: &mut Ctx<'_>, req: &Request) {
@@ -520,12 +520,8 @@ fn setrange(ctx: &mut Ctx<'_>, req: &Request) {
         return ctx.out.err("ERR offset is out of range");
     }
     let val = req.arg(3);
-    let (cur, ttl) = match get_str(ctx, key) {
-        Ok(Some(s)) => (
-            Some(s),
-            ctx.db.get(key, ctx.now).map(|e| e.expire_at).unwrap_or(0),
-        ),
-        Ok(None) => (None, 0),
+    let cur = match get_str(ctx, key) {
+        Ok(s) => s,
         Err(Replied) => return,
     };
     let cur_len = cur.as_ref().map(|c| c.len()).unwrap_or(0);
@@ -538,15 +534,22 @@ fn setrange(ctx: &mut Ctx<'_>, req: &Request) {
             .out
             .err("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
     }
-    let mut v = BytesMut::from(cur.as_deref().unwrap_or(b""));
-    if v.len() < off + val.len() {
-        v.resize(off + val.len(), 0);
+    let write = |v: &mut BytesMut| {
+        if v.len() < off + val.len() {
+            v.resize(off + val.len(), 0);
+        }
+        v[off..off + val.len()].copy_from_slice(val);
+    };
+    if cur.is_some() {
+        drop(cur);
+        let len = edit_in_place(ctx, key, write);
+        return ctx.out.int(len as i64);
     }
-    v[off..off + val.len()].copy_from_slice(val);
+    let mut v = BytesMut::new();
+    write(&mut v);
     let len = v.len();
-    let mut e = Entry::string(v.freeze(), ctx.now, StrEnc::Raw);
-    e.expire_at = ttl;
-    ctx.db.set_entry(key, e);
+    ctx.db
+        .set_entry(key, Entry::string(v.freeze(), ctx.now, StrEnc::Raw));
     ctx.out.int(len as i64);
 }
 
@@ -571,13 +574,9 @@ fn setbit(ctx: &mut Ctx<'_>, req: &Request) {
         b"0" => false,
         _ => return ctx.out.err("ERR bit is not an integer or out of range"),
     };
-    let (cur, ttl, existed) = match get_str(ctx, key) {
-        Ok(Some(s)) => (
-            s,
-            ctx.db.get(key, ctx.now).map(|e| e.expire_at).unwrap_or(0),
-            true,
-        ),
-        Ok(None) => (Bytes::new(), 0, false),
+    let (cur, existed) = match get_str(ctx, key) {
+        Ok(Some(s)) => (s, true),
+        Ok(None) => (Bytes::new(), false),
         Err(Replied) => return,
     };
     let byte = off / 8;
@@ -586,19 +585,28 @@ fn setbit(ctx: &mut Ctx<'_>, req: &Request) {
     if existed && byte < cur.len() && ((cur[byte] >> bit) & 1 == 1) == on {
         return ctx.out.int(on as i64);
     }
-    let mut v = BytesMut::from(&cur[..]);
-    if v.len() <= byte {
-        v.resize(byte + 1, 0);
+    let flip = |v: &mut BytesMut| {
+        if v.len() <= byte {
+            v.resize(byte + 1, 0);
+        }
+        let old = (v[byte] >> bit) & 1;
+        if on {
+            v[byte] |= 1 << bit;
+        } else {
+            v[byte] &= !(1 << bit);
+        }
+        old
+    };
+    if existed {
+        drop(cur);
+        let mut old = 0;
+        edit_in_place(ctx, key, |v| old = flip(v));
+        return ctx.out.int(old as i64);
     }
-    let old = (v[byte] >> bit) & 1;
-    if on {
-        v[byte] |= 1 << bit;
-    } else {
-        v[byte] &= !(1 << bit);
-    }
-    let mut e = Entry::string(v.freeze(), ctx.now, StrEnc::Raw);
-    e.expire_at = ttl;
-    ctx.db.set_entry(key, e);
+    let mut v = BytesMut::new();
+    let old = flip(&mut v);
+    ctx.db
+        .set_entry(key, Entry::string(v.freeze(), ctx.now, StrEnc::Raw));
     ctx.out.int(old as i64);
 }
 
