@@ -478,10 +478,11 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             };
             match next {
                 Ok(Some(req)) => {
-                    if conn.reply_off || conn.reply_skip_next {
-                        conn.handle_quietly(req, &mut batch, &mut stream).await;
-                    } else {
-                        conn.handle(req, &mut batch, &mut stream).await;
+                    let quiet = (conn.reply_off || conn.reply_skip_next)
+                        .then(|| conn.quiet_start(&req, &batch));
+                    conn.handle(req, &mut batch, &mut stream).await;
+                    if let Some(q) = quiet {
+                        conn.quiet_end(q, &mut batch);
                     }
                     conn.slot_memo = None;
                     if conn.authed && decoder.limits().max_array_len != full_limits.max_array_len {
@@ -654,17 +655,22 @@ impl Conn {
         }
     }
 
-    /// [`Conn::handle`] under CLIENT REPLY OFF or SKIP: the reply is dropped (in RESP3,
-    /// subscription confirmations are pushes and still go out, as in Redis).
+    /// Under CLIENT REPLY OFF or SKIP, before a command: whether its reply is skipped (SKIP
+    /// covers one command), whether it is a subscription (in RESP3 a push, which still goes
+    /// out, as in Redis), and where the replies stand.
     #[cold]
-    async fn handle_quietly(&mut self, req: Request, b: &mut Batch, stream: &mut TcpStream) {
+    fn quiet_start(&mut self, req: &Request, b: &Batch) -> (bool, bool, (u64, usize, usize)) {
         let skip = std::mem::take(&mut self.reply_skip_next);
+        let name = req.get(0).unwrap_or(b"");
         let push = self.resp3
-            && !req.is_empty()
-            && req.arg(0).len() >= 9
-            && req.arg(0)[req.arg(0).len() - 9..].eq_ignore_ascii_case(b"subscribe");
-        let mark = b.mark();
-        Box::pin(self.handle(req, b, stream)).await;
+            && name.len() >= 9
+            && name[name.len() - 9..].eq_ignore_ascii_case(b"subscribe");
+        (skip, push, b.mark())
+    }
+
+    /// After it: its reply dropped unless the client turned replies back on.
+    #[cold]
+    fn quiet_end(&mut self, (skip, push, mark): (bool, bool, (u64, usize, usize)), b: &mut Batch) {
         if (self.reply_off || skip) && !push {
             b.drop_since(mark);
         }
@@ -727,7 +733,7 @@ impl Conn {
             return b.err("READONLY You can't write against a read only replica.");
         }
         if self.shard.shared.pause_until_ms.load(Ordering::Relaxed) != 0 && !self.master_link {
-            self.wait_while_paused(spec).await;
+            Box::pin(self.wait_while_paused(spec)).await;
         }
         if self.multi.is_some()
             && !matches!(

@@ -17,7 +17,7 @@ use indexmap::IndexSet;
 use rand::Rng;
 use rcodis_core::slot::{slot_of, NUM_SLOTS};
 
-pub use key::Key;
+pub use key::{Key, Probe};
 pub use stream::Stream;
 pub use zset::ZSet;
 
@@ -484,7 +484,7 @@ impl Db {
         if self.nr_shards > 1 && self.slot_hint.is_none() && !self.owns(key) {
             return None;
         }
-        let e: *mut Entry = self.table(key).get_mut(key)?;
+        let e: *mut Entry = self.table(key).get_mut(&Probe(key))?;
         // SAFETY: `e` points into the table and stays valid until the table is next
         // modified; the live path returns it with `self`'s borrow, and the expired path
         // stops using it before `expire_now` removes the entry. (A raw pointer only because
