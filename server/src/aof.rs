@@ -465,8 +465,7 @@ pub fn write_image(
         w.write_all(&out)?;
     }
     for (i, d) in dbs.iter_mut().enumerate() {
-        let mut keys: Vec<Bytes> = Vec::new();
-        d.for_each_key(now, |k, _| keys.push(k.to_bytes()));
+        let keys = live_keys(d, now);
         if keys.is_empty() {
             continue;
         }
@@ -501,14 +500,20 @@ pub fn write_image(
     Ok(())
 }
 
+/// The keys of a database that have not expired.
+fn live_keys(d: &mut Db, now: u64) -> Vec<Bytes> {
+    let mut keys = Vec::new();
+    d.for_each_key(now, |k, _| keys.push(k.to_bytes()));
+    keys
+}
+
 /// Writes `dbs` as the middle of an RDB file (a database selector, then its keys, for each
 /// database with keys): what a Redis replica or `redis-cli --rdb` gets from a full sync,
 /// between [`dump::rdb_header`] and [`dump::rdb_footer`].
 pub fn write_rdb_part(w: &mut impl Write, dbs: &mut [Db], now: u64) -> std::io::Result<()> {
     let mut out = Vec::new();
     for (i, d) in dbs.iter_mut().enumerate() {
-        let mut keys: Vec<Bytes> = Vec::new();
-        d.for_each_key(now, |k, _| keys.push(k.to_bytes()));
+        let keys = live_keys(d, now);
         if keys.is_empty() {
             continue;
         }

@@ -523,6 +523,17 @@ pub async fn serve_replica(
         .await;
 }
 
+/// Waits for a forked child writing a shard's image to finish.
+async fn image_written(child: &crate::fork::Child) -> Result<(), String> {
+    loop {
+        match child.poll() {
+            crate::fork::Exit::Running => glommio::timer::sleep(Duration::from_millis(5)).await,
+            crate::fork::Exit::Ok => return Ok(()),
+            crate::fork::Exit::Failed(e) => return Err(format!("writing the image failed: {e}")),
+        }
+    }
+}
+
 async fn stream_to(
     stream: &mut TcpStream,
     shared: &Shared,
@@ -551,16 +562,7 @@ async fn stream_to(
             child.kill();
             continue;
         }
-        loop {
-            match child.poll() {
-                crate::fork::Exit::Running => glommio::timer::sleep(Duration::from_millis(5)).await,
-                crate::fork::Exit::Ok => break,
-                crate::fork::Exit::Failed(e) => {
-                    result = Err(format!("writing the image failed: {e}"));
-                    break;
-                }
-            }
-        }
+        result = image_written(&child).await;
         if result.is_err() {
             continue;
         }
@@ -638,17 +640,7 @@ async fn stream_rdb_to(
     let paths: Vec<std::path::PathBuf> = images.iter().map(|(_, p)| p.clone()).collect();
     let result = async {
         for (child, _) in &images {
-            loop {
-                match child.poll() {
-                    crate::fork::Exit::Running => {
-                        glommio::timer::sleep(Duration::from_millis(5)).await
-                    }
-                    crate::fork::Exit::Ok => break,
-                    crate::fork::Exit::Failed(e) => {
-                        return Err(format!("writing the image failed: {e}"))
-                    }
-                }
-            }
+            image_written(child).await?;
         }
         let header = crate::db::dump::rdb_header(
             &crate::cmd::function::library_codes(),
