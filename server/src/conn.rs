@@ -1100,6 +1100,19 @@ impl Conn {
             self.unwatch_all().await;
             return out.err("EXECABORT Transaction discarded because of previous errors.");
         }
+        // Over `maxmemory` with nothing to evict, a transaction that may grow memory is
+        // discarded whole, as Redis discards it.
+        if crate::memory::max() > 0
+            && crate::memory::used() > crate::memory::max()
+            && crate::memory::policy() == crate::memory::Policy::NoEviction
+            && queued.iter().any(|(_, s, _)| s.has(CommandFlags::DENYOOM))
+        {
+            self.unwatch_all().await;
+            return out.err(&format!(
+                "EXECABORT Transaction discarded because of: {}",
+                crate::memory::OOM
+            ));
+        }
         let watched = self.watched.clone();
         // Group consecutive data commands; connection-level ones (SELECT, PING, ...) run
         // between groups. A transaction of data commands only is one atomic group.

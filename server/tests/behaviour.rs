@@ -1135,6 +1135,20 @@ fn watch_and_multi_follow_redis_on_expired_keys_and_oom() {
             "{r:?}"
         );
         assert_eq!(c.cmd(&["EXISTS", "a", "b"]), Frame::Integer(0));
+        // Over the limit when EXEC comes: the whole transaction is discarded.
+        c.cmd(&["MULTI"]);
+        c.cmd(&["SET", "fresh", "1"]);
+        c.cmd(&["GET", "fresh"]);
+        other.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+        let r = c.cmd(&["EXEC"]);
+        other.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+        assert_eq!(
+            r,
+            Frame::error(
+                "EXECABORT Transaction discarded because of: OOM command not allowed when used memory > 'maxmemory'."
+            )
+        );
+        assert_eq!(c.cmd(&["EXISTS", "fresh"]), Frame::Integer(0));
     }
 }
 
