@@ -656,15 +656,13 @@ impl Conn {
     }
 
     /// Under CLIENT REPLY OFF or SKIP, before a command: whether its reply is skipped (SKIP
-    /// covers one command), whether it is a subscription (in RESP3 a push, which still goes
-    /// out, as in Redis), and where the replies stand.
+    /// covers one command), whether it is a subscription (its confirmations are pushes, which
+    /// still go out, as in Redis, in RESP2 too), and where the replies stand.
     #[cold]
     fn quiet_start(&mut self, req: &Request, b: &Batch) -> (bool, bool, (u64, usize, usize)) {
         let skip = std::mem::take(&mut self.reply_skip_next);
         let name = req.get(0).unwrap_or(b"");
-        let push = self.resp3
-            && name.len() >= 9
-            && name[name.len() - 9..].eq_ignore_ascii_case(b"subscribe");
+        let push = name.len() >= 9 && name[name.len() - 9..].eq_ignore_ascii_case(b"subscribe");
         (skip, push, b.mark())
     }
 

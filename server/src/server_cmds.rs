@@ -955,6 +955,17 @@ async fn flush(c: &mut Conn, all: bool, req: &Request, out: &mut Out) {
                         a.end_batch();
                         a.drop_replicas("FLUSHALL/FLUSHDB");
                     }
+                    // Group readers blocked on a stream that went are told so (list and
+                    // sorted-set waiters go on waiting), as in Redis.
+                    let gone: Vec<(usize, Bytes)> = st
+                        .blocked
+                        .keys()
+                        .filter(|(d, _)| all || *d == db)
+                        .cloned()
+                        .collect();
+                    for (d, k) in gone {
+                        crate::blocking::serve_waiters(st, d, &[k]);
+                    }
                 });
             }
             let _ = me;

@@ -865,6 +865,10 @@ fn blocking_stream_reads() {
             vec!["DEL", k1.as_str()],
             "UNBLOCKED the stream key no longer exists",
         ),
+        (
+            vec!["FLUSHALL"],
+            "UNBLOCKED the stream key no longer exists",
+        ),
     ] {
         c.cmd(&["XGROUP", "CREATE", &k1, "g", "$", "MKSTREAM"]);
         let a = k1.clone();
@@ -1371,13 +1375,15 @@ fn client_reply_off_on_skip() {
     assert_eq!(replies[0], replies[2]);
     assert_eq!(replies[1], replies[3]);
     assert_eq!(replies[0].len(), 6, "{:?}", replies[0]);
-    // RESP3: subscription confirmations are pushes, delivered with replies off.
-    let mut c = ours.conn();
-    c.cmd(&["HELLO", "3"]);
-    c.send(&["CLIENT", "REPLY", "OFF"]);
-    c.send(&["SUBSCRIBE", "ch"]);
-    let f = c.read_opt().expect("the confirmation");
-    assert!(format!("{f:?}").contains("subscribe"), "{f:?}");
+    // Subscription confirmations are pushes, delivered with replies off (RESP2 and 3).
+    for proto in ["2", "3"] {
+        let mut c = ours.conn();
+        c.cmd(&["HELLO", proto]);
+        c.send(&["CLIENT", "REPLY", "OFF"]);
+        c.send(&["SUBSCRIBE", "ch"]);
+        let f = c.read_opt().expect("the confirmation");
+        assert!(format!("{f:?}").contains("subscribe"), "{f:?}");
+    }
 }
 
 /// CLIENT PAUSE holds writes (WRITE) or everything (ALL) until it ends or CLIENT UNPAUSE;
