@@ -1602,7 +1602,20 @@ async fn config_set(c: &mut Conn, req: &Request, out: &mut Out) {
                     &c.shard.shared.param("stream-node-max-entries"),
                 )
             }
-            "maxmemory" => crate::memory::set_max(v.parse().unwrap_or(0)),
+            "maxmemory" => {
+                crate::memory::set_max(v.parse().unwrap_or(0));
+                // As Redis: a lower limit evicts at once, not at the next write.
+                c.shard
+                    .run_on_all(|st| {
+                        let now = now_ms();
+                        let _ = crate::memory::ensure_room(&mut st.dbs, now);
+                        for db in 0..st.dbs.len() {
+                            crate::notify::flush(st, db);
+                        }
+                    })
+                    .await;
+                c.shard.send_deferred();
+            }
             "maxmemory-policy" => {
                 if let Some(p) = crate::memory::Policy::parse(&v) {
                     crate::memory::set_policy(p)

@@ -1214,6 +1214,13 @@ fn keyspace_notifications_match_redis() {
         &["XADD", "x", "1-1", "f", "v"],
         &["XDEL", "x", "1-1"],
         &["XGROUP", "CREATE", "x", "g", "$"],
+        &["XGROUP", "CREATECONSUMER", "x", "g", "Bob"],
+        &["XADD", "x", "2-1", "f", "v"],
+        &["XREADGROUP", "GROUP", "g", "Alice", "STREAMS", "x", ">"],
+        &["XCLAIM", "x", "g", "Mike", "0", "2-1", "FORCE"],
+        &["XGROUP", "DELCONSUMER", "x", "g", "Lee"],
+        &["XAUTOCLAIM", "x", "g", "Bob", "0", "2-1"],
+        &["XGROUP", "DELCONSUMER", "x", "g", "Bob"],
         &["PFADD", "hll", "a"],
         &["PFADD", "hll", "a"],
         &[
@@ -1291,6 +1298,22 @@ fn keyspace_notifications_match_redis() {
         .collect();
         want.sort();
         assert_eq!(got, want);
+    }
+    // A lower maxmemory evicts at once: `evicted`.
+    for (_, c, sub, _) in &mut subs {
+        c.cmd(&["FLUSHALL"]);
+        c.cmd(&["CONFIG", "SET", "notify-keyspace-events", "Ee"]);
+        c.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+        c.cmd(&["SET", "foo", "bar"]);
+        c.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+        let m = sub.read_opt().expect("evicted");
+        c.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+        c.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+        let a = m.as_array().unwrap();
+        assert_eq!(
+            (text(&a[2]), text(&a[3])),
+            ("__keyevent@0__:evicted".to_string(), "foo".to_string())
+        );
     }
     // Two shards: events from keys on both shards reach one subscriber.
     let two = server(&["--threads", "2"]);

@@ -223,6 +223,7 @@ fn with_stream<R>(
 }
 
 fn modified(ctx: &mut Ctx<'_>, key: &[u8]) {
+    note_created(ctx, key);
     ctx.db.touch_watched(key);
 }
 
@@ -698,14 +699,33 @@ fn nogroup_or_key(key: &[u8], group: &[u8]) -> String {
     )
 }
 
+thread_local! {
+    /// Set when a read or claim made a consumer (a keyspace event, `xgroup-createconsumer`).
+    static CREATED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Notes the `xgroup-createconsumer` event for `key` if a consumer was just made.
+fn note_created(ctx: &mut Ctx<'_>, key: &[u8]) {
+    if CREATED.take() {
+        ctx.db.note(
+            crate::notify::STREAM,
+            "xgroup-createconsumer",
+            Bytes::copy_from_slice(key),
+        );
+    }
+}
+
 /// Looks a consumer up (refreshing its seen time) or creates it.
 fn consumer<'g>(g: &'g mut Group, name: &[u8], now: u64) -> &'g mut Consumer {
     let c = g
         .consumers
         .entry(Bytes::copy_from_slice(name))
-        .or_insert_with(|| Consumer {
-            seen_time: now,
-            pel: Default::default(),
+        .or_insert_with(|| {
+            CREATED.set(true);
+            Consumer {
+                seen_time: now,
+                pel: Default::default(),
+            }
         });
     c.seen_time = now;
     c
@@ -817,6 +837,8 @@ fn xgroup(ctx: &mut Ctx<'_>, req: &Request) {
         let created = !g.consumers.contains_key(req.arg(4));
         if created {
             consumer(g, req.arg(4), now);
+            // XGROUP CREATECONSUMER's own event says so.
+            CREATED.set(false);
         }
         ctx.out.int(created as i64);
         if !created {
@@ -832,7 +854,8 @@ fn xgroup(ctx: &mut Ctx<'_>, req: &Request) {
                 }
                 c.pel.len()
             }
-            None => 0,
+            // No such consumer: nothing changed (no event, WATCH untouched), as in Redis.
+            None => return ctx.out.int(0),
         };
         ctx.out.int(pending as i64);
     } else {
@@ -1536,6 +1559,7 @@ pub fn serve_blocked(
                 return Ok(false);
             }
             serve_group(&mut tmp, s, g, c, last, false, count, *noack, now);
+            note_created(ctx, key);
         }
         None => {
             if s.is_empty() || s.last_valid_id() <= after {
@@ -1633,6 +1657,7 @@ fn xread(ctx: &mut Ctx<'_>, req: &Request) {
                 }
                 serve_group(&mut part, s, g, c, gt, history, a.count, a.noack, now);
                 wrote = true;
+                note_created(ctx, key);
             }
             None => {
                 if s.is_empty() || s.last_valid_id() <= gt {
