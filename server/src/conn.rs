@@ -49,14 +49,30 @@ pub struct ClientInfo {
     pub lib_name: Bytes,
     pub lib_ver: Bytes,
     pub no_evict: bool,
+    /// In a blocking command now (CLIENT LIST's `b` flag).
+    pub blocked: bool,
 }
 
 impl ClientInfo {
     /// One CLIENT LIST line (without the newline), in Redis 7.0's field order.
     pub fn line(&self) -> String {
         let now = Instant::now();
+        // Redis's flags: b blocked, P subscribed, x in MULTI; N none of them.
+        let mut flags = String::new();
+        if self.blocked {
+            flags.push('b');
+        }
+        if self.sub + self.psub > 0 {
+            flags.push('P');
+        }
+        if self.multi >= 0 {
+            flags.push('x');
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db={} sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=16384 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=16384 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -64,6 +80,7 @@ impl ClientInfo {
             String::from_utf8_lossy(&self.name),
             now.duration_since(self.created).as_secs(),
             now.duration_since(self.last_active).as_secs(),
+            flags,
             self.db,
             self.sub,
             self.psub,
@@ -564,6 +581,17 @@ impl Conn {
             lib_name: self.lib_name.clone(),
             lib_ver: self.lib_ver.clone(),
             no_evict: self.no_evict,
+            blocked: false,
+        }
+    }
+
+    /// Shows this connection as blocked (or not) in CLIENT LIST.
+    fn show_blocked(&self, blocked: bool) {
+        let mut st = self.shard.state.borrow_mut();
+        if let Some(ci) = st.clients.get_mut(&self.id) {
+            ci.blocked = blocked;
+            ci.last_cmd = self.last_cmd;
+            ci.last_active = Instant::now();
         }
     }
 
@@ -1455,10 +1483,12 @@ impl Conn {
             .expect("unblockers")
             .insert(self.id, utx);
         let mut urx = urx.fuse();
+        self.show_blocked(true);
         self.wait_served(
             &mut srx, &mut urx, &keys, db, claimed, timeout_ms, out, stream,
         )
         .await;
+        self.show_blocked(false);
         self.shard
             .shared
             .unblockers

@@ -1484,3 +1484,43 @@ fn client_pause_unpause_and_unblock() {
         "nobody popped it"
     );
 }
+
+/// CLIENT LIST's flags as Redis shows them: `b` while in a blocking command, `P` when
+/// subscribed, `x` inside MULTI, `N` otherwise.
+#[test]
+fn client_list_flags() {
+    let s = server(&["--threads", "1"]);
+    let port = s.port;
+    let mut c = s.conn();
+    let flags = |c: &mut Conn, id: i64| {
+        let l = text(&c.cmd(&["CLIENT", "LIST", "ID", &id.to_string()]));
+        l.split_whitespace()
+            .find_map(|f| f.strip_prefix("flags=").map(str::to_string))
+            .unwrap_or_default()
+    };
+    let me = c.cmd(&["CLIENT", "ID"]).as_integer().unwrap();
+    assert_eq!(flags(&mut c, me), "N");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let popper = std::thread::spawn(move || {
+        let mut p = Conn::connect(port);
+        tx.send(p.cmd(&["CLIENT", "ID"]).as_integer().unwrap())
+            .unwrap();
+        p.cmd(&["BLPOP", "l", "0"]);
+        p
+    });
+    let id = rx.recv().unwrap();
+    wait_until("the b flag", Duration::from_secs(5), || {
+        flags(&mut c, id) == "b"
+    });
+    c.cmd(&["RPUSH", "l", "x"]);
+    let _still_connected = popper.join().unwrap();
+    assert_eq!(flags(&mut c, id), "N");
+    let mut m = s.conn();
+    let mid = m.cmd(&["CLIENT", "ID"]).as_integer().unwrap();
+    m.cmd(&["MULTI"]);
+    assert_eq!(flags(&mut c, mid), "x");
+    let mut sub = s.conn();
+    let sid = sub.cmd(&["CLIENT", "ID"]).as_integer().unwrap();
+    sub.cmd(&["SUBSCRIBE", "ch"]);
+    assert_eq!(flags(&mut c, sid), "P");
+}
