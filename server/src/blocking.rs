@@ -183,7 +183,7 @@ pub fn serve_and_log(
     out: &mut Out,
 ) -> Result<bool, Replied> {
     if crate::notify::on() {
-        st.dbs[db].take_touched();
+        st.dbs[db].forget_touched();
     }
     let r = try_serve(st, db, key, op, out);
     if crate::notify::on() {
@@ -210,7 +210,7 @@ pub fn serve_and_log(
                 crate::notify::collect_served(&mut st.dbs[db], key, class, pop, push, now_ms());
             }
         }
-        st.dbs[db].take_touched();
+        st.dbs[db].forget_touched();
         crate::notify::flush(st, db);
     }
     // A plain XREAD changes nothing.
@@ -246,7 +246,7 @@ fn push_elem(st: &mut ShardState, db: usize, dst: &[u8], elem: Bytes, left: bool
         a.end_batch();
     }
     if crate::notify::on() {
-        st.dbs[db].take_touched();
+        st.dbs[db].forget_touched();
         let ev = if left { "lpush" } else { "rpush" };
         st.dbs[db].note(crate::notify::LIST, ev, Bytes::copy_from_slice(dst));
         crate::notify::flush(st, db);

@@ -82,7 +82,7 @@ pub fn exec_local(
     }
     if crate::notify::on() {
         // Changes made outside commands (server commands, migration) are not events.
-        st.dbs[db].take_touched();
+        st.dbs[db].forget_touched();
     }
     let mut ctx = Ctx::new(&mut st.dbs[db], out, clock.now_ms);
     if script {
@@ -379,7 +379,7 @@ pub async fn exec_atomic(
             if notify {
                 // Copying the keys in is not a change.
                 for t in temps.values_mut() {
-                    t.take_touched();
+                    t.forget_touched();
                 }
             }
             for (db, spec, req) in &cmds {

@@ -485,11 +485,7 @@ pub async fn serve_replica(
             .insert(conn_id, (peer_ip.clone(), listening_port, sent.clone()));
         shared.repl.sync_full.fetch_add(1, Ordering::Relaxed);
         tracing::info!(replica = %format!("{peer_ip}:{listening_port}"), "replica attached (full resync)");
-        let sent_to = match format {
-            SyncFormat::Rcodis => stream_to(stream, &shared, images, streams, &queued, &sent).await,
-            _ => stream_rdb_to(stream, &shared, images, streams, &queued, &sent, format).await,
-        };
-        if let Err(e) = sent_to {
+        if let Err(e) = stream_to(stream, &shared, images, streams, &queued, &sent, format).await {
             tracing::info!(replica = %format!("{peer_ip}:{listening_port}"), reason = %e, "replica detached");
         }
         shared
@@ -534,69 +530,6 @@ async fn image_written(child: &crate::fork::Child) -> Result<(), String> {
     }
 }
 
-async fn stream_to(
-    stream: &mut TcpStream,
-    shared: &Shared,
-    images: Vec<(crate::fork::Child, std::path::PathBuf)>,
-    streams: Vec<futures::channel::mpsc::UnboundedReceiver<Bytes>>,
-    queued: &AtomicUsize,
-    sent: &AtomicU64,
-) -> Result<(), String> {
-    let count = |n: usize| {
-        sent.fetch_add(n as u64, Ordering::Relaxed);
-        shared.repl.offset.fetch_add(n as u64, Ordering::Relaxed);
-    };
-    let head = format!("+FULLRESYNC {} 0\r\n", shared.run_id);
-    stream
-        .write_all(head.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let flush = command(&[b"FLUSHALL"]);
-    stream.write_all(&flush).await.map_err(|e| e.to_string())?;
-    count(flush.len());
-    let mut paths = Vec::new();
-    let mut result = Ok(());
-    for (child, path) in images {
-        paths.push(path.clone());
-        if result.is_err() {
-            child.kill();
-            continue;
-        }
-        result = image_written(&child).await;
-        if result.is_err() {
-            continue;
-        }
-        let mut f = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                result = Err(e.to_string());
-                continue;
-            }
-        };
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = match f.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    result = Err(e.to_string());
-                    break;
-                }
-            };
-            if let Err(e) = stream.write_all(&buf[..n]).await {
-                result = Err(e.to_string());
-                break;
-            }
-            count(n);
-        }
-    }
-    for p in paths {
-        let _ = std::fs::remove_file(p);
-    }
-    result?;
-    forward(stream, streams, queued, &count, None).await
-}
-
 /// How a replica wants its full sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncFormat {
@@ -608,12 +541,10 @@ pub enum SyncFormat {
     RedisPsync,
 }
 
-/// A full sync in Redis's own form, so a Redis replica (or `redis-cli --rdb`, or a tool that
-/// speaks the replication protocol) can follow this server: `+FULLRESYNC <id> <offset>` for
-/// PSYNC, the shards' images as one RDB file (`$<length>`, the header, every shard's part,
-/// the footer with the CRC-64 of it all), then the shards' commands with a PING every 10 s
-/// (Redis's `repl-ping-replica-period`; a replica gives up on a silent master).
-async fn stream_rdb_to(
+/// Serves a full sync in the form the replica asked for, then the shards' command streams
+/// (with a PING every 10 s for a Redis replica: its `repl-ping-replica-period`, without which
+/// it gives up on a silent master).
+async fn stream_to(
     stream: &mut TcpStream,
     shared: &Shared,
     images: Vec<(crate::fork::Child, std::path::PathBuf)>,
@@ -626,6 +557,55 @@ async fn stream_rdb_to(
         sent.fetch_add(n as u64, Ordering::Relaxed);
         shared.repl.offset.fetch_add(n as u64, Ordering::Relaxed);
     };
+    let result = match format {
+        SyncFormat::Rcodis => send_command_images(stream, shared, &images, &count).await,
+        _ => send_rdb(stream, shared, &images, format).await,
+    };
+    for (child, path) in images {
+        // A child still writing is stopped (one already reaped is left alone).
+        if matches!(child.poll(), crate::fork::Exit::Running) {
+            child.kill();
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    result?;
+    let ping = (format != SyncFormat::Rcodis).then(|| Duration::from_secs(10));
+    forward(stream, streams, queued, &count, ping).await
+}
+
+/// rcodis's form: `+FULLRESYNC`, FLUSHALL, then each shard's image (commands) as soon as its
+/// child has written it.
+async fn send_command_images(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    images: &[(crate::fork::Child, std::path::PathBuf)],
+    count: &dyn Fn(usize),
+) -> Result<(), String> {
+    let head = format!("+FULLRESYNC {} 0\r\n", shared.run_id);
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let flush = command(&[b"FLUSHALL"]);
+    stream.write_all(&flush).await.map_err(|e| e.to_string())?;
+    count(flush.len());
+    for (child, path) in images {
+        image_written(child).await?;
+        send_file(stream, path, |chunk| count(chunk.len())).await?;
+    }
+    Ok(())
+}
+
+/// Redis's form, so a Redis replica (or `redis-cli --rdb`, or a tool that speaks the
+/// replication protocol) can follow this server: `+FULLRESYNC <id> <offset>` for PSYNC, then
+/// the shards' images as one RDB file (`$<length>`, the header, every shard's part, the footer
+/// with the CRC-64 of it all).
+async fn send_rdb(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    images: &[(crate::fork::Child, std::path::PathBuf)],
+    format: SyncFormat,
+) -> Result<(), String> {
     if format == SyncFormat::RedisPsync {
         let head = format!(
             "+FULLRESYNC {} {}\r\n",
@@ -637,63 +617,52 @@ async fn stream_rdb_to(
             .await
             .map_err(|e| e.to_string())?;
     }
-    let paths: Vec<std::path::PathBuf> = images.iter().map(|(_, p)| p.clone()).collect();
-    let result = async {
-        for (child, _) in &images {
-            image_written(child).await?;
+    // The length comes first: every part must be written.
+    for (child, _) in images {
+        image_written(child).await?;
+    }
+    let header = crate::db::dump::rdb_header(
+        &crate::cmd::function::library_codes(),
+        crate::db::now_ms() / 1000,
+    );
+    let mut len = header.len() as u64 + 9;
+    for (_, p) in images {
+        len += std::fs::metadata(p).map_err(|e| e.to_string())?.len();
+    }
+    stream
+        .write_all(format!("${len}\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.write_all(&header).await.map_err(|e| e.to_string())?;
+    let mut crc = crate::db::dump::crc64(0, &header);
+    for (_, p) in images {
+        send_file(stream, p, |chunk| crc = crate::db::dump::crc64(crc, chunk)).await?;
+    }
+    stream
+        .write_all(&crate::db::dump::rdb_footer(crc))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Sends a file to the replica in 1 MiB pieces, showing each to `seen` first.
+async fn send_file(
+    stream: &mut TcpStream,
+    path: &std::path::Path,
+    mut seen: impl FnMut(&[u8]),
+) -> Result<(), String> {
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(());
         }
-        let header = crate::db::dump::rdb_header(
-            &crate::cmd::function::library_codes(),
-            crate::db::now_ms() / 1000,
-        );
-        let mut len = header.len() as u64 + 9;
-        for p in &paths {
-            len += std::fs::metadata(p).map_err(|e| e.to_string())?.len();
-        }
+        seen(&buf[..n]);
         stream
-            .write_all(format!("${len}\r\n").as_bytes())
+            .write_all(&buf[..n])
             .await
             .map_err(|e| e.to_string())?;
-        stream.write_all(&header).await.map_err(|e| e.to_string())?;
-        let mut crc = crate::db::dump::crc64(0, &header);
-        let mut buf = vec![0u8; 1 << 20];
-        for p in &paths {
-            let mut f = std::fs::File::open(p).map_err(|e| e.to_string())?;
-            loop {
-                let n = f.read(&mut buf).map_err(|e| e.to_string())?;
-                if n == 0 {
-                    break;
-                }
-                crc = crate::db::dump::crc64(crc, &buf[..n]);
-                stream
-                    .write_all(&buf[..n])
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        stream
-            .write_all(&crate::db::dump::rdb_footer(crc))
-            .await
-            .map_err(|e| e.to_string())
     }
-    .await;
-    if result.is_err() {
-        for (child, _) in images {
-            child.kill();
-        }
-    }
-    for p in paths {
-        let _ = std::fs::remove_file(p);
-    }
-    result?;
-    forward(
-        stream,
-        streams,
-        queued,
-        &count,
-        Some(Duration::from_secs(10)),
-    )
-    .await
 }
 
 /// Sends the shards' command streams to a replica as they come, with a PING after each

@@ -773,7 +773,6 @@ fn string_encodings_follow_how_they_were_written() {
 #[test]
 fn blocking_stream_reads() {
     let s = server(&["--threads", "2"]);
-    let port = s.port;
     let (k1, k2) = keys_on_two_shards();
     let mut c = s.conn();
     c.cmd(&["XADD", &k1, "1-0", "f", "old"]);
@@ -781,16 +780,15 @@ fn blocking_stream_reads() {
     let r = c.cmd(&["XREAD", "BLOCK", "0", "STREAMS", &k1, "0"]);
     assert!(format!("{r:?}").contains("old"), "{r:?}");
     // "$": waits for what comes next; woken by an XADD on the other shard's key.
-    let (a, b) = (k1.clone(), k2.clone());
-    let h = std::thread::spawn(move || {
-        Conn::connect(port).cmd(&[
-            "XREAD", "COUNT", "5", "BLOCK", "5000", "STREAMS", &a, &b, "$", "$",
-        ])
-    });
     let mut probe = s.conn();
-    wait_until("XREAD to block", Duration::from_secs(5), || {
-        text(&probe.cmd(&["INFO", "clients"])).contains("blocked_clients:1")
-    });
+    let h = block_on(
+        &s,
+        &mut probe,
+        &[
+            "XREAD", "COUNT", "5", "BLOCK", "5000", "STREAMS", &k1, &k2, "$", "$",
+        ],
+        1,
+    );
     c.cmd(&["XADD", &k2, "7-0", "f", "new"]);
     let r = h.join().unwrap();
     let Frame::Array(streams) = &r else {
@@ -808,9 +806,10 @@ fn blocking_stream_reads() {
     assert!(t.elapsed() >= Duration::from_millis(190));
     // A group read: blocks on ">", gets the new entry, which is then pending for it.
     c.cmd(&["XGROUP", "CREATE", &k1, "g", "$"]);
-    let a = k1.clone();
-    let h = std::thread::spawn(move || {
-        Conn::connect(port).cmd(&[
+    let h = block_on(
+        &s,
+        &mut probe,
+        &[
             "XREADGROUP",
             "GROUP",
             "g",
@@ -818,13 +817,11 @@ fn blocking_stream_reads() {
             "BLOCK",
             "5000",
             "STREAMS",
-            &a,
+            &k1,
             ">",
-        ])
-    });
-    wait_until("XREADGROUP to block", Duration::from_secs(5), || {
-        text(&probe.cmd(&["INFO", "clients"])).contains("blocked_clients:1")
-    });
+        ],
+        1,
+    );
     c.cmd(&["XADD", &k1, "9-0", "f", "for-alice"]);
     let r = h.join().unwrap();
     assert!(format!("{r:?}").contains("for-alice"), "{r:?}");
@@ -871,9 +868,10 @@ fn blocking_stream_reads() {
         ),
     ] {
         c.cmd(&["XGROUP", "CREATE", &k1, "g", "$", "MKSTREAM"]);
-        let a = k1.clone();
-        let h = std::thread::spawn(move || {
-            Conn::connect(port).cmd(&[
+        let h = block_on(
+            &s,
+            &mut probe,
+            &[
                 "XREADGROUP",
                 "GROUP",
                 "g",
@@ -881,13 +879,11 @@ fn blocking_stream_reads() {
                 "BLOCK",
                 "5000",
                 "STREAMS",
-                &a,
+                &k1,
                 ">",
-            ])
-        });
-        wait_until("dan to block", Duration::from_secs(5), || {
-            text(&probe.cmd(&["INFO", "clients"])).contains("blocked_clients:1")
-        });
+            ],
+            1,
+        );
         c.cmd(&undo);
         assert_eq!(text(&h.join().unwrap()), said);
     }

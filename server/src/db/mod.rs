@@ -623,6 +623,11 @@ impl Db {
         std::mem::take(&mut self.touched)
     }
 
+    /// Forgets the changed keys listed so far (changes that are not a command's events).
+    pub fn forget_touched(&mut self) {
+        self.touched.clear();
+    }
+
     /// Gathers an event for publishing (`notify::flush`).
     pub fn note(&mut self, class: u32, event: &'static str, key: Bytes) {
         if crate::notify::wants(class) {
