@@ -2086,6 +2086,69 @@ async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
             None => out.err("ERR no such key"),
         };
     }
+    if is(sub, "digest") && req.len() == 2 {
+        let parts = c
+            .shard
+            .run_on_all(|st| st.dbs.iter().map(|d| d.digest_part()).collect::<Vec<_>>())
+            .await;
+        let mut dbs: Vec<Option<crate::db::digest::Digest>> = Vec::new();
+        for shard in parts {
+            dbs.resize(dbs.len().max(shard.len()), None);
+            for (acc, p) in dbs.iter_mut().zip(shard) {
+                if let Some(p) = p {
+                    let a = acc.get_or_insert([0; 20]);
+                    for (x, y) in a.iter_mut().zip(p) {
+                        *x ^= y;
+                    }
+                }
+            }
+        }
+        let d = crate::db::digest::dataset_digest(&dbs);
+        return out.simple(&crate::db::digest::hex(&d));
+    }
+    if is(sub, "digest-value") {
+        out.array(req.len() - 2);
+        for i in 2..req.len() {
+            let key = req.arg_bytes(i);
+            let owner = c.shard.shard_of(&key);
+            let db = c.db;
+            let d = c
+                .shard
+                .run_on(owner, move |st| {
+                    crate::db::digest::value_digest(st.dbs[db].peek(&key))
+                })
+                .await;
+            out.simple(&crate::db::digest::hex(&d));
+        }
+        return;
+    }
+    if is(sub, "loadaof") && req.len() == 2 {
+        // Writes out what the logs buffer, empties the data and loads it back from them.
+        let dir = c.shard.shared.config().dir;
+        let results = c
+            .shard
+            .run_on_all(move |st| -> Result<(), String> {
+                match st.aof.as_mut() {
+                    Some(log) if log.has_file() => log.sync(),
+                    _ => return Err("appendonly is off: there is no log to load".into()),
+                }
+                let reqs = crate::aof::read_log(&crate::aof::path_of(&dir, st.id), false)
+                    .map_err(|e| e.0)?;
+                let (id, nr) = (st.id, st.nr_shards);
+                for d in &mut st.dbs {
+                    d.clear();
+                }
+                let log = st.aof.take();
+                crate::replay::replay(std::slice::from_mut(st), &reqs, id, nr, &mut || {});
+                st.aof = log;
+                Ok(())
+            })
+            .await;
+        return match results.into_iter().find_map(|r| r.err()) {
+            Some(e) => out.err(&format!("ERR DEBUG LOADAOF failed: {e}")),
+            None => out.ok(),
+        };
+    }
     if is(sub, "reload") {
         // Save every shard's snapshot, drop the data, and load it back in place.
         let dir = c.shard.shared.config().dir;
@@ -2125,7 +2188,20 @@ async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
         return help(
             out,
             "DEBUG",
-            &["SLEEP <seconds>", "SET-ACTIVE-EXPIRE <0|1>", "OBJECT <key>"],
+            &[
+                "DIGEST",
+                "    Output a hex signature representing the current DB content.",
+                "DIGEST-VALUE <key> [<key> ...]",
+                "    Output a hex signature of the values of all the specified keys.",
+                "LOADAOF",
+                "    Flush the AOF buffers on disk and reload the AOF in memory.",
+                "OBJECT <key>",
+                "POPULATE <count> [<prefix>] [<size>]",
+                "RELOAD",
+                "    Save the data, empty it and load it back.",
+                "SET-ACTIVE-EXPIRE <0|1>",
+                "SLEEP <seconds>",
+            ],
         );
     }
     out.err(&format!(

@@ -579,3 +579,104 @@ fn everysec_loses_at_most_about_a_second() {
     }
     eprintln!("{} writes acknowledged, {lost} lost", acks.len());
 }
+
+/// The same commands, with nothing left to chance (no SPOP, no generated stream IDs), for
+/// comparing digests with redis-server.
+fn fill_fixed(c: &mut Conn) {
+    for db in ["0", "3"] {
+        c.cmd(&["SELECT", db]);
+        c.cmd(&["SET", "str", "v", "EX", "1000"]);
+        c.cmd(&["SET", "int", "12345"]);
+        c.cmd(&["RPUSH", "list", "a", "b", "7", "c"]);
+        c.cmd(&["HSET", "hash", "f", "1", "g", "two", "h", "3"]);
+        c.cmd(&["HDEL", "hash", "g"]);
+        c.cmd(&["SADD", "ints", "5", "3", "100", "-1"]);
+        c.cmd(&["SADD", "set", "x", "y", "z", "1"]);
+        c.cmd(&[
+            "ZADD", "zset", "1.5", "m", "0.1", "n", "-3", "o", "inf", "p",
+        ]);
+        for i in 1..=300 {
+            c.cmd(&["ZADD", "bigz", &i.to_string(), &format!("m{i}")]);
+            c.cmd(&["HSET", "bigh", &format!("f{i}"), &i.to_string()]);
+        }
+        c.cmd(&["XADD", "stream", "1-1", "a", "1", "b", "2"]);
+        c.cmd(&["XADD", "stream", "5-0", "c", "3"]);
+        c.cmd(&["XADD", "stream", "6-0", "d", "4"]);
+        c.cmd(&["XDEL", "stream", "5-0"]);
+        c.cmd(&["XGROUP", "CREATE", "stream", "g", "0"]);
+    }
+    c.cmd(&["SELECT", "0"]);
+}
+
+fn digests(c: &mut Conn) -> (String, Frame) {
+    let all = text(&c.cmd(&["DEBUG", "DIGEST"]));
+    let each = c.cmd(&[
+        "DEBUG",
+        "DIGEST-VALUE",
+        "str",
+        "int",
+        "list",
+        "hash",
+        "ints",
+        "set",
+        "zset",
+        "bigz",
+        "bigh",
+        "stream",
+        "missing",
+    ]);
+    (all, each)
+}
+
+#[test]
+fn debug_digest_matches_redis_and_survives_loadaof() {
+    let redis = rcodis_tests::RedisRef::start_with(&["--enable-debug-command", "yes"]);
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--threads", "2"]);
+    let mut ours = Conn::connect(s.port);
+    let mut theirs = Conn::connect(redis.port);
+    let empty = "0".repeat(40);
+    assert_eq!(text(&ours.cmd(&["DEBUG", "DIGEST"])), empty);
+    fill_fixed(&mut ours);
+    fill_fixed(&mut theirs);
+    let reference = digests(&mut theirs);
+    assert_ne!(reference.0, empty);
+    // Redis's own algorithm: the same data gives the same digest, over two shards too.
+    assert_eq!(digests(&mut ours), reference);
+
+    // DEBUG LOADAOF empties the data and loads it back from the logs, logging nothing.
+    let log_size = |d: &Path| -> u64 {
+        std::fs::read_dir(d)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".aof"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let size = log_size(dir.path());
+    assert_eq!(ours.cmd(&["DEBUG", "LOADAOF"]), Frame::simple("OK"));
+    assert_eq!(digests(&mut ours), reference);
+    assert_eq!(log_size(dir.path()), size);
+    assert_eq!(ours.cmd(&["DEBUG", "RELOAD"]), Frame::simple("OK"));
+    assert_eq!(digests(&mut ours), reference);
+
+    // Any change shows; putting it back restores the digest.
+    ours.cmd(&["RPUSH", "list", "d"]);
+    assert_ne!(digests(&mut ours).0, reference.0);
+    ours.cmd(&["RPOP", "list"]);
+    assert_eq!(digests(&mut ours).0, reference.0);
+    ours.cmd(&["PERSIST", "str"]);
+    assert_ne!(digests(&mut ours), reference);
+
+    // Without a log there is nothing to load: an error, and the data stays.
+    let other = tempfile::tempdir().unwrap();
+    let plain = start_plain(other.path(), &[]);
+    let mut p = Conn::connect(plain.port);
+    p.cmd(&["SET", "k", "v"]);
+    let r = p.cmd(&["DEBUG", "LOADAOF"]);
+    assert!(
+        matches!(&r, Frame::Error(_)) && text(&r).contains("appendonly"),
+        "{r:?}"
+    );
+    assert_eq!(text(&p.cmd(&["GET", "k"])), "v");
+}

@@ -4,6 +4,7 @@
 //! index), so a slot's keys can be counted, scanned and moved on their own. Keys with a TTL
 //! are also in an index set that active expiry samples at random.
 
+pub mod digest;
 pub mod dump;
 pub mod key;
 pub mod stream;
@@ -512,6 +513,14 @@ impl Db {
             return None;
         }
         self.table(key).get(key)
+    }
+
+    /// A key's entry as stored, expired or not, touching nothing (DEBUG DIGEST-VALUE).
+    pub fn peek(&self, key: &[u8]) -> Option<&Entry> {
+        if !self.owns(key) {
+            return None;
+        }
+        self.slots[self.local(slot_of(key))].get(key)
     }
 
     /// Whether a live key exists.
