@@ -51,6 +51,10 @@ pub struct ClientInfo {
     pub no_evict: bool,
     /// In a blocking command now (CLIENT LIST's `b` flag).
     pub blocked: bool,
+    /// Where this connection's messages go (for CLIENT TRACKING ... REDIRECT to it).
+    pub mailbox: Arc<crate::tracking::Mailbox>,
+    /// Its CLIENT TRACKING state.
+    pub tracking: Option<Arc<crate::tracking::Tracker>>,
 }
 
 impl ClientInfo {
@@ -68,11 +72,22 @@ impl ClientInfo {
         if self.multi >= 0 {
             flags.push('x');
         }
+        let mut redir = -1;
+        if let Some(t) = &self.tracking {
+            flags.push('t');
+            if t.broken.load(Ordering::Relaxed) {
+                flags.push('R');
+            }
+            if t.opts.bcast {
+                flags.push('B');
+            }
+            redir = t.opts.redirect as i64;
+        }
         if flags.is_empty() {
             flags.push('N');
         }
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=16384 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=16384 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir={} resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -86,6 +101,7 @@ impl ClientInfo {
             self.psub,
             self.multi,
             self.last_cmd,
+            redir,
             self.resp,
             String::from_utf8_lossy(&self.lib_name),
             String::from_utf8_lossy(&self.lib_ver),
@@ -116,11 +132,15 @@ struct Batch {
     any_pending: bool,
     /// How many times the replies were taken (sent).
     taken: u64,
+    /// The client whose batch this is, and whether its reads are tracked.
+    client: (u64, bool),
 }
 
 impl Batch {
-    fn new(nr_shards: usize, resp3: bool) -> Self {
+    fn new(nr_shards: usize, resp3: bool, client: u64) -> Self {
+        let client = (client, false);
         Batch {
+            client,
             resp3,
             out: BytesMut::with_capacity(4096),
             parts: Vec::new(),
@@ -197,6 +217,8 @@ impl Batch {
         }
         self.any_pending = false;
         let resp3 = self.resp3;
+        let client = self.client;
+        self.client.1 = false;
         let mut futs = Vec::new();
         for (target, items) in self.pending.iter_mut().enumerate() {
             if items.is_empty() {
@@ -205,7 +227,7 @@ impl Batch {
             let items = std::mem::take(items);
             futs.push(async move {
                 let r = shard
-                    .run_on(target, move |st| exec_batch(st, &items, resp3))
+                    .run_on(target, move |st| exec_batch(st, &items, resp3, client))
                     .await;
                 (target, r)
             });
@@ -329,6 +351,13 @@ pub struct Conn {
     slot_memo: Option<u16>,
     /// Whether CLIENT LIST's view of this connection needs a full refresh.
     info_dirty: bool,
+    pub mailbox: Arc<crate::tracking::Mailbox>,
+    /// CLIENT TRACKING on: this client's tracker.
+    pub tracking: Option<Arc<crate::tracking::Tracker>>,
+    /// CLIENT CACHING yes/no given for the next command (or transaction), and whether the
+    /// command now running ends that.
+    pub caching: bool,
+    caching_ends: bool,
 }
 
 const SUBSCRIBED_ONLY: &str =
@@ -350,6 +379,13 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let fd = stream.as_raw_fd();
     let requirepass = shared.requirepass();
     let (msg_tx, msg_rx) = futures::channel::mpsc::unbounded();
+    let msg_queued = Arc::new(AtomicUsize::new(0));
+    let mailbox = Arc::new(crate::tracking::Mailbox {
+        tx: msg_tx.clone(),
+        queued: msg_queued.clone(),
+        resp3: AtomicBool::new(false),
+        pubsub: AtomicBool::new(false),
+    });
     let mut conn = Conn {
         shard: shard.clone(),
         id,
@@ -373,7 +409,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         ssubs: HashSet::new(),
         msg_tx,
         msg_rx: Some(msg_rx),
-        msg_queued: Arc::new(AtomicUsize::new(0)),
+        msg_queued,
         msg_overflow: Arc::new(AtomicBool::new(false)),
         close: false,
         master_link: false,
@@ -389,6 +425,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         last_spec: None,
         slot_memo: None,
         info_dirty: false,
+        mailbox,
+        tracking: None,
+        caching: false,
+        caching_ends: false,
     };
     shard.state.borrow_mut().clients.insert(id, conn.info());
     let config = shared.config();
@@ -408,7 +448,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut tmp = vec![0u8; 16 * 1024];
     let mut msg_rx = conn.msg_rx.take().expect("message receiver");
-    let mut batch = Batch::new(shard.nr_shards, conn.resp3);
+    let mut batch = Batch::new(shard.nr_shards, conn.resp3, id);
     let mut decoded: std::collections::VecDeque<Request> = std::collections::VecDeque::new();
     let mut slots: Vec<Option<u16>> = Vec::new();
     let mut pending_error = None;
@@ -416,7 +456,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         // Wait for input, or for pub/sub messages while subscribed.
         let n = if conn.stash.is_empty() {
             let subscribed = conn.subscribed();
-            if subscribed {
+            // Messages may come while subscribed, tracking, or (RESP3) as a redirect target.
+            conn.mailbox.pubsub.store(subscribed, Ordering::Relaxed);
+            conn.mailbox.resp3.store(conn.resp3, Ordering::Relaxed);
+            if subscribed || conn.resp3 || conn.tracking.is_some() {
                 futures::select_biased! {
                     m = msg_rx.next() => {
                         if let Some(m) = m {
@@ -582,6 +625,8 @@ impl Conn {
             lib_ver: self.lib_ver.clone(),
             no_evict: self.no_evict,
             blocked: false,
+            mailbox: self.mailbox.clone(),
+            tracking: self.tracking.clone(),
         }
     }
 
@@ -636,6 +681,9 @@ impl Conn {
     /// Leaves every subscription, watch and registry entry.
     async fn cleanup(&mut self) {
         self.unwatch_all().await;
+        if self.tracking.take().is_some() {
+            crate::tracking::disable(self.id);
+        }
         let id = self.id;
         if self.subscribed() {
             self.shard
@@ -728,6 +776,9 @@ impl Conn {
             }
         };
         self.last_cmd = spec.name;
+        if self.tracking.is_some() || self.caching {
+            self.tracking_before(spec);
+        }
         if !self.authed
             && !matches!(
                 spec.name,
@@ -851,6 +902,19 @@ impl Conn {
         }
     }
 
+    /// Over `maxmemory` with nothing this shard can evict (evicting what it can first, as
+    /// Redis does before it queues or runs a command that may grow memory).
+    fn out_of_memory(&self) -> bool {
+        if crate::memory::max() == 0 || crate::memory::used() <= crate::memory::max() {
+            return false;
+        }
+        if crate::memory::policy() == crate::memory::Policy::NoEviction {
+            return true;
+        }
+        let mut st = self.shard.state.borrow_mut();
+        crate::memory::ensure_room(&mut st.dbs, crate::db::now_ms()).is_err()
+    }
+
     fn queue(&mut self, spec: &'static CommandSpec, req: Request, b: &mut Batch) {
         if matches!(spec.name, "watch") {
             return b.err("ERR WATCH inside MULTI is not allowed");
@@ -861,11 +925,7 @@ impl Conn {
         }
         // As Redis: a command that may grow memory is refused while queueing when over
         // `maxmemory` with nothing to evict, and the transaction is then aborted.
-        if spec.has(rcodis_core::cmd::CommandFlags::DENYOOM)
-            && crate::memory::max() > 0
-            && crate::memory::used() > crate::memory::max()
-            && crate::memory::policy() == crate::memory::Policy::NoEviction
-        {
+        if spec.has(rcodis_core::cmd::CommandFlags::DENYOOM) && self.out_of_memory() {
             self.multi_dirty = true;
             return b.err(crate::memory::OOM);
         }
@@ -883,6 +943,55 @@ impl Conn {
         let db = self.multi_db;
         self.multi.as_mut().expect("in MULTI").push((db, spec, req));
         b.local(b"+QUEUED\r\n");
+    }
+
+    /// CLIENT CACHING lasts for one command, or one transaction (Redis clears it after any
+    /// command but CLIENT's when not in MULTI).
+    #[cold]
+    fn tracking_before(&mut self, spec: &CommandSpec) {
+        if std::mem::take(&mut self.caching_ends) {
+            self.caching = false;
+        }
+        let in_multi_after = match spec.name {
+            "multi" => true,
+            "exec" | "discard" | "reset" => false,
+            _ => self.multi.is_some(),
+        };
+        self.caching_ends = !spec.name.starts_with("client|") && !in_multi_after;
+    }
+
+    /// Whether this client's reads are recorded now (default mode; OPTIN only after CLIENT
+    /// CACHING yes, OPTOUT unless CLIENT CACHING no; `over`: for a whole pending batch,
+    /// where recording too much only costs an extra message and too little a stale cache).
+    fn tracks_reads(&self, over: bool) -> bool {
+        match &self.tracking {
+            None => false,
+            Some(t) => {
+                !t.opts.bcast
+                    && (!t.opts.optin || self.caching)
+                    && (!t.opts.optout || !self.caching || over)
+            }
+        }
+    }
+
+    /// CLIENT TRACKING (default mode) for commands that run across shards (and
+    /// transactions): records the keys a read-only command is about to read, in the tables
+    /// of the shards owning them. Recording before the read is safe: a write in between
+    /// only sends an invalidation early. (Single-shard commands record in the same step as
+    /// the read, see `tracking::after_command`.)
+    #[cold]
+    fn track_read(&self, spec: &CommandSpec, req: &Request) {
+        if !self.tracks_reads(false)
+            || !spec.has(CommandFlags::READONLY)
+            || spec.has(CommandFlags::PUBSUB)
+        {
+            return;
+        }
+        if let Some(keys) = self.keys_of(spec, req) {
+            for k in keys {
+                crate::tracking::remember(self.shard.shard_of(&k), self.id, &k);
+            }
+        }
     }
 
     /// Keys of a request with their owner shards.
@@ -943,6 +1052,9 @@ impl Conn {
             return b.err("ERR SORT with BY or GET cannot STORE into a key on another shard; give both keys the same hash tag");
         }
         b.flush(&self.shard).await;
+        if self.tracking.is_some() {
+            self.track_read(spec, &req);
+        }
         let keyed: Vec<(usize, Bytes)> = keys.into_iter().map(|k| (db, k)).collect();
         let replies = exec_atomic(
             &self.shard,
@@ -974,11 +1086,17 @@ impl Conn {
                     buf: std::mem::take(&mut b.out),
                     resp3: self.resp3,
                 };
+                crate::tracking::set_current(self.id, self.tracks_reads(false));
                 exec_local(&mut st, db, spec, &req, &mut out, &mut self.clock, slot);
+                crate::tracking::set_current(0, false);
                 b.out = out.buf;
             }
             b.mark_local(start);
         } else {
+            if self.tracking.is_some() {
+                // A pending batch runs with one setting: record rather more than less.
+                b.client.1 = self.tracks_reads(true);
+            }
             b.queue_remote(target, (db, spec, req), slot);
         }
     }
@@ -1128,16 +1246,17 @@ impl Conn {
         }
         // Over `maxmemory` with nothing to evict, a transaction that may grow memory is
         // discarded whole, as Redis discards it.
-        if crate::memory::max() > 0
-            && crate::memory::used() > crate::memory::max()
-            && crate::memory::policy() == crate::memory::Policy::NoEviction
-            && queued.iter().any(|(_, s, _)| s.has(CommandFlags::DENYOOM))
-        {
+        if queued.iter().any(|(_, s, _)| s.has(CommandFlags::DENYOOM)) && self.out_of_memory() {
             self.unwatch_all().await;
             return out.err(&format!(
                 "EXECABORT Transaction discarded because of: {}",
                 crate::memory::OOM
             ));
+        }
+        if self.tracking.is_some() {
+            for (_, s, r) in &queued {
+                self.track_read(s, r);
+            }
         }
         let watched = self.watched.clone();
         // Group consecutive data commands; connection-level ones (SELECT, PING, ...) run
@@ -1619,6 +1738,10 @@ impl Conn {
         self.ssubs.clear();
         self.db = 0;
         self.resp3 = false;
+        if self.tracking.take().is_some() {
+            crate::tracking::disable(self.id);
+        }
+        self.caching = false;
         self.name = Bytes::new();
         self.no_evict = false;
         self.authed = self.shard.shared.requirepass().is_empty();

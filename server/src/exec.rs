@@ -99,6 +99,9 @@ pub fn exec_local(
     if crate::notify::on() {
         notify_after(st, db, spec, req, clock.now_ms);
     }
+    if crate::tracking::on() && !failed {
+        crate::tracking::after_command(st.id, spec, req);
+    }
     if !failed && spec.has(CommandFlags::WRITE) {
         crate::aof::DIRTY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(aof) = st.aof.as_mut() {
@@ -271,15 +274,18 @@ pub fn exec_batch(
     st: &mut ShardState,
     items: &[(Queued, Option<u16>)],
     resp3: bool,
+    (client, track): (u64, bool),
 ) -> (Bytes, Vec<usize>) {
     let mut out = Out::new(resp3);
     let mut lens = Vec::with_capacity(items.len());
     let mut clock = Clock::start();
+    crate::tracking::set_current(client, track);
     for ((db, spec, req), slot) in items {
         let before = out.buf.len();
         exec_local(st, *db, spec, req, &mut out, &mut clock, *slot);
         lens.push(out.buf.len() - before);
     }
+    crate::tracking::set_current(0, false);
     if let Some(a) = st.aof.as_mut() {
         a.end_batch();
     }

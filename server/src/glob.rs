@@ -3,7 +3,7 @@
 
 /// Whether `s` matches `pat`.
 pub fn matches(pat: &[u8], s: &[u8], nocase: bool) -> bool {
-    match_at(pat, s, nocase, 0)
+    match_at(pat, s, nocase, 0, &mut false)
 }
 
 fn eq(a: u8, b: u8, nocase: bool) -> bool {
@@ -14,7 +14,10 @@ fn eq(a: u8, b: u8, nocase: bool) -> bool {
     }
 }
 
-fn match_at(mut p: &[u8], mut s: &[u8], nocase: bool, depth: usize) -> bool {
+/// `skip` is Redis's `skipLongerMatches`: once the pattern after a `*` matched nowhere in
+/// the rest of the string, no earlier `*` can help by taking more, so every level gives up
+/// (without it, patterns like `a*a*a*...b` take exponential time).
+fn match_at(mut p: &[u8], mut s: &[u8], nocase: bool, depth: usize, skip: &mut bool) -> bool {
     if depth > 1000 {
         return false;
     }
@@ -28,10 +31,14 @@ fn match_at(mut p: &[u8], mut s: &[u8], nocase: bool, depth: usize) -> bool {
                     return true;
                 }
                 for i in 0..=s.len() {
-                    if match_at(&p[1..], &s[i..], nocase, depth + 1) {
+                    if match_at(&p[1..], &s[i..], nocase, depth + 1, skip) {
                         return true;
                     }
+                    if *skip {
+                        return false;
+                    }
                 }
+                *skip = true;
                 return false;
             }
             b'?' => {
@@ -117,6 +124,29 @@ fn match_at(mut p: &[u8], mut s: &[u8], nocase: bool, depth: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::matches;
+
+    /// Patterns that backtrack exponentially without Redis's early stop (its regression
+    /// tests): they must answer at once, not hang the shard.
+    #[test]
+    fn abusive_patterns_stop_early() {
+        let start = std::time::Instant::now();
+        let s = vec![b'a'; 40];
+        assert!(!matches(
+            b"a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b",
+            &s,
+            false
+        ));
+        let long = vec![b'a'; 50_000];
+        assert!(!matches(&b"*?".repeat(50_000), &long, false));
+        assert!(matches(
+            b"*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a",
+            &s,
+            false
+        ));
+        assert!(!matches(b"*a*c", b"abab", false));
+        assert!(matches(b"*a*b", b"abab", false));
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    }
 
     #[test]
     fn patterns() {

@@ -39,6 +39,7 @@ pub mod server_cmds;
 pub mod shard;
 pub mod slots;
 pub mod slots_async;
+pub mod tracking;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -130,6 +131,7 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
     config.validate()?;
     check_environment()?;
     let nr = config.threads;
+    tracking::init(nr);
     let databases = config.databases;
     let bind = config.bind.clone();
     let shared = Arc::new(Shared::new(config.clone()));
@@ -287,6 +289,14 @@ pub fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
                 crate::cmd::script::serve_while_busy(listen_fd, shard.shared.clone());
                 crate::cmd::hll::set_sparse_max(&shard.shared.param("hll-sparse-max-bytes"));
                 crate::notify::set(&shard.shared.param("notify-keyspace-events"));
+                crate::tracking::mark_shard_thread();
+                crate::tracking::set_max_keys(
+                    shard
+                        .shared
+                        .param("tracking-table-max-keys")
+                        .parse()
+                        .unwrap_or(1_000_000),
+                );
                 for name in [
                     "hash-max-listpack-entries",
                     "hash-max-listpack-value",

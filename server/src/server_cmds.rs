@@ -204,7 +204,10 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
             }
             out.ok()
         }
-        "client|getredir" => out.int(-1),
+        "client|getredir" => match &c.tracking {
+            Some(t) => out.int(t.opts.redirect as i64),
+            None => out.int(-1),
+        },
         "client|reply" => {
             // OFF and SKIP are not answered (the reply would be the first one dropped).
             if is(req.arg(2), "on") {
@@ -267,8 +270,65 @@ pub async fn run(c: &mut Conn, spec: &'static CommandSpec, req: &Request, out: &
                 .remove(&(id as u64));
             out.int(waker.is_some_and(|w| w.send(error).is_ok()) as i64)
         }
-        "client|tracking" | "client|caching" | "client|trackinginfo" => {
-            out.err("ERR client-side caching is not supported by rcodis")
+        "client|tracking" => client_tracking(c, req, out).await,
+        "client|caching" => {
+            let Some(t) = &c.tracking else {
+                return out.err("ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled");
+            };
+            if is(req.arg(2), "yes") && req.len() == 3 {
+                if !t.opts.optin {
+                    return out.err("ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode.");
+                }
+            } else if is(req.arg(2), "no") && req.len() == 3 {
+                if !t.opts.optout {
+                    return out.err("ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.");
+                }
+            } else {
+                return out.err(SYNTAX);
+            }
+            c.caching = true;
+            out.ok()
+        }
+        "client|trackinginfo" => {
+            let t = c.tracking.as_deref();
+            let mut flags: Vec<&str> = vec![if t.is_some() { "on" } else { "off" }];
+            if let Some(t) = t {
+                if t.opts.bcast {
+                    flags.push("bcast");
+                }
+                if t.opts.optin {
+                    flags.push("optin");
+                    if c.caching {
+                        flags.push("caching-yes");
+                    }
+                }
+                if t.opts.optout {
+                    flags.push("optout");
+                    if c.caching {
+                        flags.push("caching-no");
+                    }
+                }
+                if t.opts.noloop {
+                    flags.push("noloop");
+                }
+                if t.broken.load(Ordering::Relaxed) {
+                    flags.push("broken_redirect");
+                }
+            }
+            out.map(3);
+            out.bulk(b"flags");
+            out.set(flags.len());
+            for f in flags {
+                out.bulk(f.as_bytes());
+            }
+            out.bulk(b"redirect");
+            out.int(t.map(|t| t.opts.redirect as i64).unwrap_or(-1));
+            out.bulk(b"prefixes");
+            let prefixes = t.map(|t| t.opts.prefixes.clone()).unwrap_or_default();
+            out.array(prefixes.len());
+            for p in prefixes {
+                out.bulk(&p);
+            }
         }
         "function|help" => help(out, "FUNCTION", &[
             "LOAD [REPLACE] <FUNCTION CODE>",
@@ -971,6 +1031,7 @@ async fn flush(c: &mut Conn, all: bool, req: &Request, out: &mut Out) {
             let _ = me;
         })
         .await;
+    crate::tracking::flush_all();
     out.ok()
 }
 
@@ -1362,10 +1423,11 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
     if want("clients") {
         let _ = write!(
             s,
-            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\ntracking_clients:0\r\nclients_in_timeout_table:{}\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\ntracking_clients:{}\r\nclients_in_timeout_table:{}\r\n\r\n",
             t.clients,
             shared.param("maxclients"),
             t.blocked.len() + shared.paused_clients.load(Ordering::Relaxed),
+            crate::tracking::stats().0,
             t.blocked.len()
         );
     }
@@ -1427,7 +1489,7 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
     if want("stats") {
         let _ = write!(
             s,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:0\r\nsync_partial_err:0\r\nexpired_keys:{}\r\nexpired_stale_perc:0.00\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nlatest_fork_usec:{}\r\ntotal_forks:{}\r\nmigrate_cached_sockets:0\r\ntotal_active_defrag_time:0\r\ntotal_error_replies:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:0\r\nsync_partial_err:0\r\nexpired_keys:{}\r\nexpired_stale_perc:0.00\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nlatest_fork_usec:{}\r\ntotal_forks:{}\r\nmigrate_cached_sockets:0\r\ntotal_active_defrag_time:0\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\ntotal_error_replies:{}\r\n\r\n",
             shared.total_connections.load(Ordering::Relaxed),
             t.commands,
             t.rates[0],
@@ -1445,6 +1507,9 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
             t.pubsub_patterns,
             crate::fork::LATEST_FORK_USEC.load(Ordering::Relaxed),
             crate::fork::TOTAL_FORKS.load(Ordering::Relaxed),
+            crate::tracking::stats().1,
+            crate::tracking::stats().2,
+            crate::tracking::stats().3,
             t.cmdstats.iter().map(|(_, s)| s.failed).sum::<u64>(),
         );
     }
@@ -1596,6 +1661,9 @@ async fn config_set(c: &mut Conn, req: &Request, out: &mut Out) {
             }
             "hll-sparse-max-bytes" => crate::cmd::hll::set_sparse_max(&v),
             "notify-keyspace-events" => crate::notify::set(&v),
+            "tracking-table-max-keys" => {
+                crate::tracking::set_max_keys(v.parse().unwrap_or(1_000_000))
+            }
             "stream-node-max-bytes" | "stream-node-max-entries" => {
                 crate::db::stream::set_node_limits(
                     &c.shard.shared.param("stream-node-max-bytes"),
@@ -2009,6 +2077,116 @@ async fn slowlog_get(c: &mut Conn, req: &Request, out: &mut Out) {
     }
 }
 
+/// CLIENT TRACKING ON|OFF [REDIRECT id] [BCAST] [PREFIX p ...] [OPTIN] [OPTOUT] [NOLOOP],
+/// with Redis's checks and errors (see `tracking.rs`).
+async fn client_tracking(c: &mut Conn, req: &Request, out: &mut Out) {
+    let mut opts = crate::tracking::Options::default();
+    let mut redir_box = None;
+    let mut i = 3;
+    while i < req.len() {
+        let a = req.arg(i);
+        let more = i + 1 < req.len();
+        if is(a, "redirect") && more {
+            i += 1;
+            if opts.redirect != 0 {
+                return out.err("ERR A client can only redirect to a single other client");
+            }
+            let Some(id) = rcodis_core::num::parse_i64(req.arg(i)) else {
+                return out.err(crate::cmd::NOT_INT);
+            };
+            let found = c
+                .shard
+                .run_on_all(move |st| st.clients.get(&(id as u64)).map(|ci| ci.mailbox.clone()))
+                .await
+                .into_iter()
+                .flatten()
+                .next();
+            let Some(mb) = found.filter(|_| id > 0) else {
+                return out.err("ERR The client ID you want redirect to does not exist");
+            };
+            opts.redirect = id as u64;
+            redir_box = Some(mb);
+        } else if is(a, "bcast") {
+            opts.bcast = true;
+        } else if is(a, "optin") {
+            opts.optin = true;
+        } else if is(a, "optout") {
+            opts.optout = true;
+        } else if is(a, "noloop") {
+            opts.noloop = true;
+        } else if is(a, "prefix") && more {
+            i += 1;
+            opts.prefixes.push(req.arg_bytes(i));
+        } else {
+            return out.err(SYNTAX);
+        }
+        i += 1;
+    }
+    if is(req.arg(2), "off") {
+        if c.tracking.take().is_some() {
+            crate::tracking::disable(c.id);
+        }
+        c.caching = false;
+        c.update_info_now();
+        return out.ok();
+    }
+    if !is(req.arg(2), "on") {
+        return out.err(SYNTAX);
+    }
+    if !opts.bcast && !opts.prefixes.is_empty() {
+        return out.err("ERR PREFIX option requires BCAST mode to be enabled");
+    }
+    let old = c.tracking.clone();
+    if let Some(o) = &old {
+        if o.opts.bcast != opts.bcast {
+            return out.err("ERR You can't switch BCAST mode on/off before disabling tracking for this client, and then re-enabling it with a different mode.");
+        }
+    }
+    if opts.bcast && (opts.optin || opts.optout) {
+        return out.err("ERR OPTIN and OPTOUT are not compatible with BCAST");
+    }
+    if opts.optin && opts.optout {
+        return out.err("ERR You can't specify both OPTIN mode and OPTOUT mode");
+    }
+    if let Some(o) = &old {
+        if (opts.optin && o.opts.optout) || (opts.optout && o.opts.optin) {
+            return out.err("ERR You can't switch OPTIN/OPTOUT mode before disabling tracking for this client, and then re-enabling it with a different mode.");
+        }
+    }
+    if opts.bcast {
+        let existing = old
+            .as_ref()
+            .map(|o| o.opts.prefixes.clone())
+            .unwrap_or_default();
+        if let Some(e) = crate::tracking::prefix_collision(&existing, &opts.prefixes) {
+            return out.err(&e);
+        }
+        // No prefix means every key; prefixes add to those the client has.
+        let mut all = existing;
+        if opts.prefixes.is_empty() {
+            opts.prefixes.push(Bytes::new());
+        }
+        for p in std::mem::take(&mut opts.prefixes) {
+            if !all.contains(&p) {
+                all.push(p);
+            }
+        }
+        all.sort();
+        opts.prefixes = all;
+    }
+    let t = crate::tracking::Tracker {
+        id: c.id,
+        own: c.mailbox.clone(),
+        redir: redir_box,
+        opts,
+        broken: std::sync::atomic::AtomicBool::new(false),
+    };
+    crate::tracking::enable(t);
+    c.tracking = crate::tracking::tracker(c.id);
+    c.update_info_now();
+    out.ok()
+}
+
 async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
     let sub = req.get(1).unwrap_or(b"");
     if is(sub, "sleep") && req.len() == 3 {
@@ -2144,6 +2322,7 @@ async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
                 Ok(())
             })
             .await;
+        crate::tracking::flush_all();
         return match results.into_iter().find_map(|r| r.err()) {
             Some(e) => out.err(&format!("ERR DEBUG LOADAOF failed: {e}")),
             None => out.ok(),
@@ -2172,6 +2351,7 @@ async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
                 Ok(())
             })
             .await;
+        crate::tracking::flush_all();
         return match results.into_iter().find_map(|r| r.err()) {
             Some(e) => out.err(&format!("ERR Error trying to load the RDB dump: {e}")),
             None => out.ok(),

@@ -1520,3 +1520,153 @@ fn client_list_flags() {
     sub.cmd(&["SUBSCRIBE", "ch"]);
     assert_eq!(flags(&mut c, sid), "P");
 }
+
+/// An invalidation message's keys (None: every key, after a flush), from a RESP3 push or a
+/// RESP2 `__redis__:invalidate` message.
+fn invalidated(f: &Frame) -> Option<Vec<String>> {
+    let items = f
+        .as_array()
+        .unwrap_or_else(|| panic!("message expected, got {f:?}"));
+    let keys = match text(&items[0]).as_str() {
+        "invalidate" => &items[1],
+        "message" => {
+            assert_eq!(text(&items[1]), "__redis__:invalidate");
+            &items[2]
+        }
+        other => panic!("not an invalidation: {other} in {f:?}"),
+    };
+    keys.as_array().map(|ks| ks.iter().map(text).collect())
+}
+
+/// Nothing more arrives on `c` for a moment.
+fn quiet(c: &mut Conn) {
+    c.set_timeout(Duration::from_millis(200));
+    if let Some(f) = c.read_opt() {
+        panic!("unexpected message {f:?}");
+    }
+    c.set_timeout(Duration::from_secs(10));
+}
+
+#[test]
+fn client_side_caching_invalidates_what_clients_read() {
+    let s = server(&["--threads", "2"]);
+    let (ka, kb) = keys_on_two_shards();
+    let mut w = s.conn();
+    w.cmd(&["MSET", &ka, "1", &kb, "2", "plain", "3"]);
+
+    // Default mode, RESP3: each key read is reported once, after its first change.
+    let mut a = s.conn();
+    a.cmd(&["HELLO", "3"]);
+    assert_eq!(a.cmd(&["CLIENT", "TRACKING", "on"]), Frame::simple("OK"));
+    assert_eq!(text(&a.cmd(&["GET", "plain"])), "3");
+    // Keys on both shards in one command.
+    let r = a.cmd(&["MGET", &ka, &kb]);
+    assert_eq!(r.as_array().map(|v| v.len()), Some(2));
+    w.cmd(&["SET", "plain", "changed"]);
+    assert_eq!(invalidated(&a.read().unwrap()), Some(vec!["plain".into()]));
+    w.cmd(&["SET", "plain", "again"]);
+    w.cmd(&["DEL", &ka, &kb]);
+    let mut got: Vec<String> = (0..2)
+        .flat_map(|_| invalidated(&a.read().unwrap()).unwrap())
+        .collect();
+    got.sort();
+    let mut want = vec![ka.clone(), kb.clone()];
+    want.sort();
+    assert_eq!(got, want);
+    quiet(&mut a);
+    // A key read again is tracked again; its expiry is a change.
+    w.cmd(&["SET", "soon", "x", "PX", "100"]);
+    a.cmd(&["GET", "soon"]);
+    assert_eq!(invalidated(&a.read().unwrap()), Some(vec!["soon".into()]));
+    // The client's own write: the reply first, then the message (NOLOOP would skip it).
+    a.cmd(&["GET", "plain"]);
+    a.send(&["SET", "plain", "mine"]);
+    assert_eq!(a.read(), Some(Frame::simple("OK")));
+    assert_eq!(invalidated(&a.read().unwrap()), Some(vec!["plain".into()]));
+    a.cmd(&["CLIENT", "TRACKING", "on", "NOLOOP"]);
+    a.cmd(&["GET", "plain"]);
+    a.cmd(&["SET", "plain", "mine again"]);
+    quiet(&mut a);
+    let info = text(&w.cmd(&["INFO", "clients"]));
+    assert!(info.contains("tracking_clients:1"), "{info}");
+    let list = text(&w.cmd(&["CLIENT", "LIST"]));
+    assert!(list.contains("flags=t "), "{list}");
+
+    // RESP2 with REDIRECT to a client subscribed to __redis__:invalidate.
+    let mut r = s.conn();
+    let rid = int(&r.cmd(&["CLIENT", "ID"]));
+    r.cmd(&["SUBSCRIBE", "__redis__:invalidate"]);
+    let mut c = s.conn();
+    assert_eq!(
+        c.cmd(&["CLIENT", "TRACKING", "on", "REDIRECT", &rid.to_string()]),
+        Frame::simple("OK")
+    );
+    assert_eq!(int(&c.cmd(&["CLIENT", "GETREDIR"])), rid);
+    c.cmd(&["GET", &kb]);
+    w.cmd(&["SET", &kb, "v"]);
+    assert_eq!(invalidated(&r.read().unwrap()), Some(vec![kb.clone()]));
+    // OPTIN: only after CLIENT CACHING yes.
+    c.cmd(&["CLIENT", "TRACKING", "off"]);
+    c.cmd(&[
+        "CLIENT",
+        "TRACKING",
+        "on",
+        "REDIRECT",
+        &rid.to_string(),
+        "OPTIN",
+    ]);
+    c.cmd(&["GET", "o1"]);
+    c.cmd(&["CLIENT", "CACHING", "yes"]);
+    c.cmd(&["GET", "o2"]);
+    w.cmd(&["MSET", "o1", "1", "o2", "2"]);
+    assert_eq!(invalidated(&r.read().unwrap()), Some(vec!["o2".into()]));
+    quiet(&mut r);
+    // FLUSHALL: every key, as a null.
+    w.cmd(&["FLUSHALL"]);
+    assert_eq!(invalidated(&r.read().unwrap()), None);
+    assert_eq!(invalidated(&a.read().unwrap()), None);
+
+    // BCAST with prefixes: what one command changed comes in one message per prefix.
+    let mut b = s.conn();
+    b.cmd(&["HELLO", "3"]);
+    b.cmd(&["CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "user:"]);
+    w.cmd(&["MSET", "user:{1}a", "1", "user:{1}b", "2", "other:{1}", "3"]);
+    assert_eq!(
+        invalidated(&b.read().unwrap()),
+        Some(vec!["user:{1}a".into(), "user:{1}b".into()])
+    );
+    let info = b.cmd(&["CLIENT", "TRACKINGINFO"]);
+    assert!(format!("{info:?}").contains("bcast"), "{info:?}");
+
+    // Errors, as Redis words them.
+    let mut e = s.conn();
+    let err = |f: Frame| match f {
+        Frame::Error(m) => String::from_utf8_lossy(&m).into_owned(),
+        other => panic!("error expected, got {other:?}"),
+    };
+    assert!(err(e.cmd(&["CLIENT", "TRACKING", "on", "PREFIX", "x"])).contains("requires BCAST"));
+    assert!(
+        err(e.cmd(&["CLIENT", "TRACKING", "on", "REDIRECT", "999999"])).contains("does not exist")
+    );
+    assert!(err(e.cmd(&["CLIENT", "TRACKING", "on", "OPTIN", "OPTOUT"])).contains("both OPTIN"));
+    assert!(
+        err(e.cmd(&["CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "ab", "PREFIX", "a"]))
+            .contains("overlaps")
+    );
+    assert!(err(e.cmd(&["CLIENT", "CACHING", "yes"])).contains("tracking mode"));
+    assert!(err(e.cmd(&["CLIENT", "TRACKING", "maybe"])).contains("syntax"));
+    assert_eq!(int(&e.cmd(&["CLIENT", "GETREDIR"])), -1);
+}
+
+#[test]
+fn abusive_glob_patterns_answer_at_once() {
+    let s = server(&["--threads", "1"]);
+    let mut c = s.conn();
+    c.cmd(&["SET", &"a".repeat(40), "1"]);
+    let r = c.cmd(&["KEYS", "a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b"]);
+    assert_eq!(r, Frame::Array(vec![]));
+    c.cmd(&["SET", &"a".repeat(50_000), "1"]);
+    let r = c.cmd(&["KEYS", &"*?".repeat(50_000)]);
+    assert_eq!(r, Frame::Array(vec![]));
+    assert_eq!(c.cmd(&["PING"]), Frame::simple("PONG"));
+}

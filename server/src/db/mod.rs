@@ -428,6 +428,9 @@ impl Db {
             }
             // Not a change for WATCH: the key was already gone for its watchers (one who
             // saw it alive finds it gone at EXEC, see `watch_holds`).
+            if crate::tracking::on() && !self.scratch {
+                crate::tracking::modified(self.shard_id, key);
+            }
         }
     }
 
@@ -624,6 +627,9 @@ impl Db {
         }
         if crate::notify::on() {
             self.touched.push(Bytes::copy_from_slice(key));
+        }
+        if crate::tracking::on() && !self.scratch {
+            crate::tracking::modified(self.shard_id, key);
         }
     }
 
