@@ -844,9 +844,27 @@ impl Conn {
             return self.data(spec, req, b).await;
         }
         b.flush(&self.shard).await;
-        self.shard.state.borrow_mut().total_commands += 1;
+        let start = crate::exec::ticks();
         let mut out = Out::new(self.resp3);
         self.conn_command(spec, &req, &mut out, stream).await;
+        {
+            // Counted in INFO commandstats and SLOWLOG as Redis counts them (after they ran;
+            // a blocking command's wait is not its running time).
+            let usec = if spec.has(CommandFlags::BLOCKING) {
+                0
+            } else {
+                crate::exec::ticks_to_us(start, crate::exec::ticks())
+            };
+            let mut st = self.shard.state.borrow_mut();
+            st.total_commands += 1;
+            crate::shard::record(&mut st, spec.id, usec, out.buf.first() == Some(&b'-'));
+            if st.slowlog_threshold_us >= 0
+                && usec as i64 >= st.slowlog_threshold_us
+                && !spec.has(CommandFlags::SKIP_SLOWLOG)
+            {
+                crate::exec::slowlog_push(&mut st, &req, usec);
+            }
+        }
         b.resp3 = self.resp3;
         b.local(&out.buf);
         // Connection state may have changed (name, db, protocol, subscriptions).

@@ -2264,6 +2264,58 @@ async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
             None => out.err("ERR no such key"),
         };
     }
+    if is(sub, "protocol") && req.len() == 3 {
+        // Each RESP3 type, for testing clients (RESP2 gets its fallbacks, as in Redis).
+        let t = String::from_utf8_lossy(req.arg(2)).to_ascii_lowercase();
+        match t.as_str() {
+            "string" => out.bulk(b"Hello World"),
+            "integer" => out.int(12345),
+            // Redis's own test value (not pi).
+            #[allow(clippy::approx_constant)]
+            "double" => out.double(3.141),
+            "bignum" => out.big_number(b"1234567999999999999999999999999999999"),
+            "null" => out.null(),
+            "array" => {
+                out.array(3);
+                (0..3).for_each(|j| out.int(j));
+            }
+            "set" => {
+                out.set(3);
+                (0..3).for_each(|j| out.int(j));
+            }
+            "map" => {
+                out.map(3);
+                for j in 0..3 {
+                    out.int(j);
+                    out.boolean(j == 1);
+                }
+            }
+            "attrib" => {
+                if out.resp3 {
+                    rcodis_core::resp::encode::write_aggregate_len(&mut out.buf, b'|', 1);
+                    out.bulk(b"key-popularity");
+                    out.array(2);
+                    out.bulk(b"key:123");
+                    out.int(90);
+                }
+                out.bulk(b"Some real reply following the attribute");
+            }
+            "push" => {
+                if !out.resp3 {
+                    return out.err("ERR RESP2 is not supported by this command");
+                }
+                rcodis_core::resp::encode::write_aggregate_len(&mut out.buf, b'>', 2);
+                out.bulk(b"server-cpu-usage");
+                out.int(42);
+                out.bulk(b"Some real reply following the push reply");
+            }
+            "true" => out.boolean(true),
+            "false" => out.boolean(false),
+            "verbatim" => out.verbatim_as(b"txt", b"This is a verbatim\nstring"),
+            _ => out.err("ERR Wrong protocol type name. Please use one of the following: string|integer|double|bignum|null|array|set|map|attrib|push|verbatim|true|false"),
+        }
+        return;
+    }
     if is(sub, "digest") && req.len() == 2 {
         let parts = c
             .shard
@@ -2329,20 +2381,56 @@ async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
         };
     }
     if is(sub, "reload") {
-        // Save every shard's snapshot, drop the data, and load it back in place.
+        // Save every shard's snapshot (not with NOSAVE), drop the data (not with NOFLUSH),
+        // and load it back in place. Loading over data that is still there is refused
+        // unless MERGE (Redis fails on the first duplicate key).
+        let (mut nosave, mut noflush, mut merge) = (false, false, false);
+        for a in req.args().skip(2) {
+            if is(a, "nosave") {
+                nosave = true;
+            } else if is(a, "noflush") {
+                noflush = true;
+            } else if is(a, "merge") {
+                merge = true;
+            } else {
+                return out
+                    .err("ERR DEBUG RELOAD only supports the MERGE, NOFLUSH and NOSAVE options.");
+            }
+        }
+        if noflush && !merge {
+            let keys: usize = c
+                .shard
+                .run_on_all(|st| st.dbs.iter().map(|d| d.len()).sum::<usize>())
+                .await
+                .into_iter()
+                .sum();
+            if keys > 0 || crate::cmd::function::counts().0 > 0 {
+                return out.err("ERR Error trying to load the RDB dump, check server logs.");
+            }
+        }
         let dir = c.shard.shared.config().dir;
         let results = c
             .shard
             .run_on_all(move |st| -> Result<(), String> {
                 let now = now_ms();
-                let pre = crate::cmd::function::image_for(st.id);
-                crate::aof::write_snapshot(&dir, st.id, &mut st.dbs, now, &pre)
-                    .map_err(|e| e.to_string())?;
-                let reqs = crate::aof::read_log(&crate::aof::snapshot_path(&dir, st.id), false)
+                if !nosave {
+                    let pre = crate::cmd::function::image_for(st.id);
+                    crate::aof::write_snapshot(&dir, st.id, &mut st.dbs, now, &pre)
+                        .map_err(|e| e.to_string())?;
+                }
+                let mut reqs = crate::aof::read_log(&crate::aof::snapshot_path(&dir, st.id), false)
                     .map_err(|e| e.0)?;
+                if noflush {
+                    // Merging: the image's libraries join those loaded now.
+                    reqs.retain(|r| {
+                        !(r.len() == 2 && is(r.arg(0), "function") && is(r.arg(1), "flush"))
+                    });
+                }
                 let (id, nr) = (st.id, st.nr_shards);
-                for d in &mut st.dbs {
-                    d.clear();
+                if !noflush {
+                    for d in &mut st.dbs {
+                        d.clear();
+                    }
                 }
                 // Same data before and after: the append-only log must not record the reload.
                 let log = st.aof.take();
@@ -2377,6 +2465,8 @@ async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
                 "    Flush the AOF buffers on disk and reload the AOF in memory.",
                 "OBJECT <key>",
                 "POPULATE <count> [<prefix>] [<size>]",
+                "PROTOCOL <type>",
+                "    Reply with a test value of the specified type (string|integer|double|bignum|null|array|set|map|attrib|push|verbatim|true|false).",
                 "RELOAD",
                 "    Save the data, empty it and load it back.",
                 "SET-ACTIVE-EXPIRE <0|1>",

@@ -1670,3 +1670,66 @@ fn abusive_glob_patterns_answer_at_once() {
     assert_eq!(r, Frame::Array(vec![]));
     assert_eq!(c.cmd(&["PING"]), Frame::simple("PONG"));
 }
+
+#[test]
+fn connection_commands_count_in_stats_and_slowlog() {
+    let s = server(&["--threads", "2"]);
+    let mut c = s.conn();
+    c.cmd(&["PING"]);
+    c.cmd(&["SELECT", "99"]);
+    let stats = text(&c.cmd(&["INFO", "commandstats"]));
+    assert!(stats.contains("cmdstat_ping:calls="), "{stats}");
+    assert!(
+        stats.contains("cmdstat_select:calls=1,") && stats.contains("failed_calls=1"),
+        "{stats}"
+    );
+    c.cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "100000"]);
+    c.cmd(&["SLOWLOG", "RESET"]);
+    c.cmd(&["PING"]);
+    assert_eq!(int(&c.cmd(&["SLOWLOG", "LEN"])), 0);
+    c.cmd(&["DEBUG", "SLEEP", "0.2"]);
+    assert_eq!(int(&c.cmd(&["SLOWLOG", "LEN"])), 1);
+    let e = c.cmd(&["SLOWLOG", "GET"]);
+    assert!(format!("{e:?}").contains("SLEEP"), "{e:?}");
+    // A blocking command's wait is not its running time.
+    c.cmd(&["BLPOP", "nothing", "0.3"]);
+    assert_eq!(int(&c.cmd(&["SLOWLOG", "LEN"])), 1);
+
+    // DEBUG PROTOCOL: each RESP3 type, with RESP2's fallbacks.
+    assert_eq!(c.cmd(&["DEBUG", "PROTOCOL", "true"]), Frame::Integer(1));
+    assert!(matches!(
+        c.cmd(&["DEBUG", "PROTOCOL", "push"]),
+        Frame::Error(_)
+    ));
+    c.cmd(&["HELLO", "3"]);
+    assert_eq!(c.cmd(&["DEBUG", "PROTOCOL", "true"]), Frame::Boolean(true));
+    c.send(&["DEBUG", "PROTOCOL", "push"]);
+    assert!(matches!(c.read(), Some(Frame::Push(_))));
+    assert_eq!(
+        text(&c.read().unwrap()),
+        "Some real reply following the push reply"
+    );
+    assert!(matches!(
+        c.cmd(&["DEBUG", "PROTOCOL", "nope"]),
+        Frame::Error(_)
+    ));
+
+    // DEBUG RELOAD NOFLUSH refuses to load over data; with MERGE it joins.
+    c.cmd(&["HELLO", "2"]);
+    c.cmd(&["SET", "k", "1"]);
+    assert_eq!(c.cmd(&["DEBUG", "RELOAD"]), Frame::simple("OK"));
+    c.cmd(&["SET", "k2", "2"]);
+    assert!(matches!(
+        c.cmd(&["DEBUG", "RELOAD", "NOFLUSH"]),
+        Frame::Error(_)
+    ));
+    assert_eq!(
+        c.cmd(&["DEBUG", "RELOAD", "NOSAVE", "NOFLUSH", "MERGE"]),
+        Frame::simple("OK")
+    );
+    assert_eq!(text(&c.cmd(&["GET", "k2"])), "2");
+    assert!(matches!(
+        c.cmd(&["DEBUG", "RELOAD", "BOGUS"]),
+        Frame::Error(_)
+    ));
+}

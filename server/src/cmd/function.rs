@@ -110,7 +110,9 @@ impl Registry {
         let mut next = self.libs.clone();
         for lib in &new {
             if next.contains_key(&lib.name) && !replace {
-                return Err(format!("ERR Library '{}' already exists", lib.name));
+                // Redis words a merge's collision without quotes (FUNCTION LOAD checks first,
+                // with them).
+                return Err(format!("ERR Library {} already exists", lib.name));
             }
             next.remove(&lib.name);
         }
@@ -560,7 +562,7 @@ pub fn command(sub: &str, req: &Request, out: &mut Out) -> Records {
         }
         "flush" => {
             if req.len() > 3 {
-                out.err(crate::cmd::SYNTAX);
+                out.err(&subcommand_syntax(req));
                 return vec![];
             }
             if req.len() == 3 && !is(2, "sync") && !is(2, "async") {
@@ -602,7 +604,19 @@ pub fn command(sub: &str, req: &Request, out: &mut Out) -> Records {
     }
 }
 
+/// Redis's reply to a subcommand given the wrong number of arguments from inside its handler.
+fn subcommand_syntax(req: &Request) -> String {
+    format!(
+        "ERR unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
+        String::from_utf8_lossy(req.arg(1))
+    )
+}
+
 fn restore(req: &Request, out: &mut Out) -> Records {
+    if req.len() > 4 {
+        out.err(&subcommand_syntax(req));
+        return vec![];
+    }
     #[derive(PartialEq)]
     enum Policy {
         Flush,
