@@ -1104,9 +1104,14 @@ impl Conn {
                     buf: std::mem::take(&mut b.out),
                     resp3: self.resp3,
                 };
-                crate::tracking::set_current(self.id, self.tracks_reads(false));
+                let tracking = crate::tracking::on();
+                if tracking {
+                    crate::tracking::set_current(self.id, self.tracks_reads(false));
+                }
                 exec_local(&mut st, db, spec, &req, &mut out, &mut self.clock, slot);
-                crate::tracking::set_current(0, false);
+                if tracking {
+                    crate::tracking::set_current(0, false);
+                }
                 b.out = out.buf;
             }
             b.mark_local(start);

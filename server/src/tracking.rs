@@ -247,6 +247,8 @@ pub fn remember(shard: usize, id: u64, key: &[u8]) {
 }
 
 /// A key changed on `shard` (write, expiry, eviction): tell whoever tracks it.
+#[cold]
+#[inline(never)]
 pub fn modified(shard: usize, key: &[u8]) {
     let g = global();
     let Some(table) = g.tables.get(shard) else {

@@ -475,7 +475,7 @@ impl Db {
         if slot as usize % self.nr_shards != self.shard_id {
             return;
         }
-        if let Some(e) = self.slots[self.local(slot)].get(key) {
+        if let Some(e) = self.slots[self.local(slot)].get(&Probe(key)) {
             if let Value::Str(v) = &e.value {
                 prefetch_line(v.as_ptr());
             }
@@ -618,7 +618,7 @@ impl Db {
     }
 
     /// Marks a key modified for WATCH (call after in-place changes through `get`).
-    #[inline]
+    #[inline(always)]
     pub fn touch_watched(&mut self, key: &[u8]) {
         if !self.watched.is_empty() {
             if let Some(v) = self.watched.get_mut(key) {
