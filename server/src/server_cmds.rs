@@ -2187,6 +2187,21 @@ async fn client_tracking(c: &mut Conn, req: &Request, out: &mut Out) {
     out.ok()
 }
 
+/// DEBUG RELOAD and LOADAOF on one shard: empties its databases (unless merging) and
+/// replays `reqs` into them. Same data before and after: the append-only log does not
+/// record the replay.
+fn reload_shard(st: &mut crate::shard::ShardState, reqs: &[Request], flush: bool) {
+    let (id, nr) = (st.id, st.nr_shards);
+    if flush {
+        for d in &mut st.dbs {
+            d.clear();
+        }
+    }
+    let log = st.aof.take();
+    crate::replay::replay(std::slice::from_mut(st), reqs, id, nr, &mut || {});
+    st.aof = log;
+}
+
 async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
     let sub = req.get(1).unwrap_or(b"");
     if is(sub, "sleep") && req.len() == 3 {
@@ -2364,13 +2379,7 @@ async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
                 }
                 let reqs = crate::aof::read_log(&crate::aof::path_of(&dir, st.id), false)
                     .map_err(|e| e.0)?;
-                let (id, nr) = (st.id, st.nr_shards);
-                for d in &mut st.dbs {
-                    d.clear();
-                }
-                let log = st.aof.take();
-                crate::replay::replay(std::slice::from_mut(st), &reqs, id, nr, &mut || {});
-                st.aof = log;
+                reload_shard(st, &reqs, true);
                 Ok(())
             })
             .await;
@@ -2426,16 +2435,7 @@ async fn debug(c: &mut Conn, req: &Request, out: &mut Out) {
                         !(r.len() == 2 && is(r.arg(0), "function") && is(r.arg(1), "flush"))
                     });
                 }
-                let (id, nr) = (st.id, st.nr_shards);
-                if !noflush {
-                    for d in &mut st.dbs {
-                        d.clear();
-                    }
-                }
-                // Same data before and after: the append-only log must not record the reload.
-                let log = st.aof.take();
-                crate::replay::replay(std::slice::from_mut(st), &reqs, id, nr, &mut || {});
-                st.aof = log;
+                reload_shard(st, &reqs, !noflush);
                 Ok(())
             })
             .await;
