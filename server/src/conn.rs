@@ -322,9 +322,7 @@ pub struct Conn {
     pub subs: HashSet<Bytes>,
     pub psubs: HashSet<Bytes>,
     pub ssubs: HashSet<Bytes>,
-    msg_tx: futures::channel::mpsc::UnboundedSender<Bytes>,
     msg_rx: Option<UnboundedReceiver<Bytes>>,
-    msg_queued: Arc<AtomicUsize>,
     msg_overflow: Arc<AtomicBool>,
     pub close: bool,
     /// The replication link of this (replica) server: its writes are allowed while its
@@ -379,10 +377,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let fd = stream.as_raw_fd();
     let requirepass = shared.requirepass();
     let (msg_tx, msg_rx) = futures::channel::mpsc::unbounded();
-    let msg_queued = Arc::new(AtomicUsize::new(0));
     let mailbox = Arc::new(crate::tracking::Mailbox {
-        tx: msg_tx.clone(),
-        queued: msg_queued.clone(),
+        tx: msg_tx,
+        queued: Arc::new(AtomicUsize::new(0)),
         resp3: AtomicBool::new(false),
         pubsub: AtomicBool::new(false),
     });
@@ -407,9 +404,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         subs: HashSet::new(),
         psubs: HashSet::new(),
         ssubs: HashSet::new(),
-        msg_tx,
         msg_rx: Some(msg_rx),
-        msg_queued,
         msg_overflow: Arc::new(AtomicBool::new(false)),
         close: false,
         master_link: false,
@@ -464,9 +459,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                     m = msg_rx.next() => {
                         if let Some(m) = m {
                             let mut out = BytesMut::from(&m[..]);
-                            conn.msg_queued.fetch_sub(m.len(), Ordering::AcqRel);
+                            conn.mailbox.queued.fetch_sub(m.len(), Ordering::AcqRel);
                             while let Ok(m) = msg_rx.try_recv() {
-                                conn.msg_queued.fetch_sub(m.len(), Ordering::AcqRel);
+                                conn.mailbox.queued.fetch_sub(m.len(), Ordering::AcqRel);
                                 out.extend_from_slice(&m);
                             }
                             if conn.msg_overflow.load(Ordering::Acquire) {
@@ -1738,9 +1733,9 @@ impl Conn {
     /// A pub/sub subscription record for this connection.
     pub fn sub_handle(&self) -> Sub {
         Sub {
-            tx: self.msg_tx.clone(),
+            tx: self.mailbox.tx.clone(),
             resp3: self.resp3,
-            queued: self.msg_queued.clone(),
+            queued: self.mailbox.queued.clone(),
             overflow: self.msg_overflow.clone(),
         }
     }

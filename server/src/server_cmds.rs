@@ -1487,6 +1487,7 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
         );
     }
     if want("stats") {
+        let tracking = crate::tracking::stats();
         let _ = write!(
             s,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:0\r\nsync_partial_err:0\r\nexpired_keys:{}\r\nexpired_stale_perc:0.00\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\nlatest_fork_usec:{}\r\ntotal_forks:{}\r\nmigrate_cached_sockets:0\r\ntotal_active_defrag_time:0\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\ntotal_error_replies:{}\r\n\r\n",
@@ -1507,9 +1508,9 @@ async fn info(c: &mut Conn, req: &Request, out: &mut Out) {
             t.pubsub_patterns,
             crate::fork::LATEST_FORK_USEC.load(Ordering::Relaxed),
             crate::fork::TOTAL_FORKS.load(Ordering::Relaxed),
-            crate::tracking::stats().1,
-            crate::tracking::stats().2,
-            crate::tracking::stats().3,
+            tracking.1,
+            tracking.2,
+            tracking.3,
             t.cmdstats.iter().map(|(_, s)| s.failed).sum::<u64>(),
         );
     }

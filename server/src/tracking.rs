@@ -113,23 +113,23 @@ pub fn mark_shard_thread() {
     SHARD_THREAD.with(|c| c.set(true));
 }
 
-/// Sets up one table per shard (at start-up).
-pub fn init(nr_shards: usize) {
-    let _ = GLOBAL.set(Global {
+fn new_global(nr_shards: usize) -> Global {
+    Global {
         tables: (0..nr_shards.max(1))
             .map(|_| Mutex::new(Table::default()))
             .collect(),
         clients: RwLock::new(HashMap::new()),
         prefixes: RwLock::new(BTreeMap::new()),
-    });
+    }
+}
+
+/// Sets up one table per shard (at start-up).
+pub fn init(nr_shards: usize) {
+    let _ = GLOBAL.set(new_global(nr_shards));
 }
 
 fn global() -> &'static Global {
-    GLOBAL.get_or_init(|| Global {
-        tables: vec![Mutex::new(Table::default())],
-        clients: RwLock::new(HashMap::new()),
-        prefixes: RwLock::new(BTreeMap::new()),
-    })
+    GLOBAL.get_or_init(|| new_global(1))
 }
 
 /// Whether any client tracks keys.
